@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+#ifndef MCAST_LIB_COMMON_H
+#define MCAST_LIB_COMMON_H
+
+#include <stdbool.h>
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/udp.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "mcast_egress.h"
+
+/*
+ * tcx verdicts (include/uapi/linux/bpf.h, kernel 6.6+). Defined here so the
+ * programs build against older UAPI headers too.
+ */
+#define MCAST_TCX_NEXT		-1	/* hand the packet to the next program: Cilium's */
+#define MCAST_TCX_PASS		0	/* end the chain, skip Cilium */
+#define MCAST_TCX_DROP		2
+#define MCAST_TCX_REDIRECT	7
+
+#ifndef IP_MF
+#define IP_MF			0x2000
+#endif
+#ifndef IP_OFFSET
+#define IP_OFFSET		0x1FFF
+#endif
+
+#define IPPROTO_PIM_		103
+
+/* The largest L2 + L3 + UDP header we ever look at (IHL 15). */
+#define MCAST_MAX_HDR_LEN	(ETH_HLEN + 60 + sizeof(struct udphdr))
+
+#endif /* MCAST_LIB_COMMON_H */

@@ -1,0 +1,161 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+#ifndef MCAST_LIB_GATEWAY_H
+#define MCAST_LIB_GATEWAY_H
+
+#include "common.h"
+#include "ipv4.h"
+#include "metrics.h"
+
+/* Uplinks that policies egress through, with the MAC to send from. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct mcast_iface_val);
+	__uint(max_entries, MCAST_EGW_IFACES_MAX_ENTRIES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} mcast_egw_egress_ifaces SEC(".maps");
+
+#define IPV4_TTL_OFF		(ETH_HLEN + __builtin_offsetof(struct iphdr, ttl))
+#define IPV4_CSUM_OFF		(ETH_HLEN + __builtin_offsetof(struct iphdr, check))
+#define IPV4_SADDR_OFF		(ETH_HLEN + __builtin_offsetof(struct iphdr, saddr))
+
+/* The bytes a rewrite touches, kept to undo it after a clone. */
+struct mcast_saved_hdr {
+	struct ethhdr eth;
+	__u8 pad[2];
+	__u8 ttl_to_saddr[8];	/* ttl, protocol, check, saddr */
+	__be16 udp_check;
+	__u8 pad2[2];
+};
+
+/* The 16-bit word of the IPv4 header that holds TTL and protocol. */
+static __always_inline __be16 ipv4_ttl_proto_word(__u8 ttl, __u8 proto)
+{
+	return bpf_htons(((__u16)ttl << 8) | proto);
+}
+
+/*
+ * Rewrite the source to @from_saddr -> @to_saddr and the TTL @from_ttl ->
+ * @to_ttl, fixing the IPv4 header checksum and, through the pseudo-header,
+ * the UDP checksum. Incremental updates (RFC 1624) through the kernel's
+ * helpers, which also keep skb->csum right for CHECKSUM_COMPLETE and
+ * only touch the pseudo-header sum for CHECKSUM_PARTIAL.
+ */
+static __always_inline int mcast_rewrite_l3(struct __sk_buff *skb, const struct mcast_pkt *pkt,
+					    bool fix_udp, __be32 from_saddr, __be32 to_saddr,
+					    __u8 from_ttl, __u8 to_ttl)
+{
+	__u32 udp_check_off = pkt->l4_off + __builtin_offsetof(struct udphdr, check);
+
+	if (bpf_l3_csum_replace(skb, IPV4_CSUM_OFF, ipv4_ttl_proto_word(from_ttl, pkt->proto),
+				ipv4_ttl_proto_word(to_ttl, pkt->proto), sizeof(__be16)) < 0)
+		return -1;
+	if (bpf_l3_csum_replace(skb, IPV4_CSUM_OFF, from_saddr, to_saddr, sizeof(__be32)) < 0)
+		return -1;
+	/*
+	 * BPF_F_MARK_MANGLED_0: a result of 0 is sent as 0xffff, since 0 means
+	 * "no checksum" in UDP (RFC 768).
+	 */
+	if (fix_udp && bpf_l4_csum_replace(skb, udp_check_off, from_saddr, to_saddr,
+					   BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0 |
+					   sizeof(__be32)) < 0)
+		return -1;
+	if (bpf_skb_store_bytes(skb, IPV4_TTL_OFF, &to_ttl, sizeof(to_ttl), 0) < 0)
+		return -1;
+	if (bpf_skb_store_bytes(skb, IPV4_SADDR_OFF, &to_saddr, sizeof(to_saddr), 0) < 0)
+		return -1;
+	return 0;
+}
+
+/*
+ * The gateway action: the packet leaves this node's uplink as if this node
+ * had sent it. SNAT to the egress IP (stateless: multicast has no replies),
+ * TTL - 1 like any router, Ethernet header for the group, redirect.
+ *
+ * @clone: Cilium replicates this group in the cluster too. Send a rewritten
+ * copy out and return MCAST_TCX_NEXT with the original restored byte for
+ * byte, for Cilium's program.
+ *
+ * The caller has checked that this node is the policy's gateway.
+ */
+static __always_inline int mcast_gateway_emit(struct __sk_buff *skb, const struct mcast_pkt *pkt,
+					      const struct mcast_policy_val *pol, bool clone)
+{
+	const struct mcast_iface_val *iface;
+	__u32 udp_check_off = pkt->l4_off + __builtin_offsetof(struct udphdr, check);
+	__u32 ifindex = pol->egress_ifindex;
+	__be32 egress_ip = pol->egress_ip;
+	struct mcast_saved_hdr saved;
+	struct ethhdr eth;
+	bool fix_udp = false;
+	__be16 udp_check = 0;
+	__u8 new_ttl;
+	int ret;
+
+	if (!egress_ip || !ifindex)
+		return mcast_drop(skb, MCAST_DROP_NO_EGRESS_IP, MCAST_ROLE_GATEWAY);
+	iface = bpf_map_lookup_elem(&mcast_egw_egress_ifaces, &ifindex);
+	if (!iface)
+		return mcast_drop(skb, MCAST_DROP_NO_EGRESS_IFACE, MCAST_ROLE_GATEWAY);
+	if (pkt->proto != IPPROTO_UDP)
+		return mcast_drop(skb, MCAST_DROP_UNSUPPORTED_PROTO, MCAST_ROLE_GATEWAY);
+	if (pkt->ttl <= 1)
+		return mcast_drop(skb, MCAST_DROP_TTL_EXCEEDED, MCAST_ROLE_GATEWAY);
+	new_ttl = pkt->ttl - 1;
+
+	/* Only the first fragment has a UDP header (RFC 791). */
+	if (!ipv4_is_later_fragment(pkt->frag_off)) {
+		if (bpf_skb_load_bytes(skb, udp_check_off, &udp_check, sizeof(udp_check)) < 0)
+			return mcast_drop(skb, MCAST_DROP_MALFORMED, MCAST_ROLE_GATEWAY);
+		/* A zero UDP checksum means "none" and stays zero (RFC 768). */
+		fix_udp = udp_check != 0;
+	}
+
+	if (clone) {
+		if (bpf_skb_load_bytes(skb, 0, &saved.eth, sizeof(saved.eth)) < 0 ||
+		    bpf_skb_load_bytes(skb, IPV4_TTL_OFF, saved.ttl_to_saddr,
+				       sizeof(saved.ttl_to_saddr)) < 0)
+			return mcast_drop(skb, MCAST_DROP_REWRITE, MCAST_ROLE_GATEWAY);
+		saved.udp_check = udp_check;
+	}
+
+	if (mcast_rewrite_l3(skb, pkt, fix_udp, pkt->saddr, egress_ip, pkt->ttl, new_ttl) < 0)
+		return mcast_drop(skb, MCAST_DROP_REWRITE, MCAST_ROLE_GATEWAY);
+
+	/* Never a FIB or neighbour lookup: the MAC follows from the group. */
+	ipv4_mcast_mac(pkt->daddr, eth.h_dest);
+	__builtin_memcpy(eth.h_source, iface->mac, ETH_ALEN);
+	eth.h_proto = bpf_htons(ETH_P_IP);
+	if (bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0) < 0)
+		return mcast_drop(skb, MCAST_DROP_REWRITE, MCAST_ROLE_GATEWAY);
+
+	if (!clone) {
+		mcast_count_fwd(skb, pol->policy_id, pkt->daddr, MCAST_ROLE_GATEWAY);
+		return bpf_redirect(ifindex, 0);
+	}
+
+	if (bpf_clone_redirect(skb, ifindex, 0) < 0)
+		mcast_count_lost_copy(skb, MCAST_DROP_CLONE, MCAST_ROLE_GATEWAY);
+	else
+		mcast_count_fwd(skb, pol->policy_id, pkt->daddr, MCAST_ROLE_GATEWAY);
+
+	/*
+	 * Undo through the same helpers (keeps skb->csum consistent), then put
+	 * the saved bytes back so that even the representation of a checksum
+	 * (0x0000 versus 0xffff) is what the pod sent.
+	 */
+	if (mcast_rewrite_l3(skb, pkt, fix_udp, egress_ip, pkt->saddr, new_ttl, pkt->ttl) < 0)
+		return mcast_drop(skb, MCAST_DROP_REWRITE, MCAST_ROLE_GATEWAY);
+	ret = bpf_skb_store_bytes(skb, 0, &saved.eth, sizeof(saved.eth), 0);
+	if (!ret)
+		ret = bpf_skb_store_bytes(skb, IPV4_TTL_OFF, saved.ttl_to_saddr,
+					  sizeof(saved.ttl_to_saddr), 0);
+	if (!ret && fix_udp)
+		ret = bpf_skb_store_bytes(skb, udp_check_off, &saved.udp_check,
+					  sizeof(saved.udp_check), 0);
+	if (ret < 0)
+		return mcast_drop(skb, MCAST_DROP_REWRITE, MCAST_ROLE_GATEWAY);
+	return MCAST_TCX_NEXT;
+}
+
+#endif /* MCAST_LIB_GATEWAY_H */

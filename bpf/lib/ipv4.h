@@ -1,0 +1,121 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+#ifndef MCAST_LIB_IPV4_H
+#define MCAST_LIB_IPV4_H
+
+#include "common.h"
+
+/* 224.0.0.0/4 (RFC 5771). */
+static __always_inline bool ipv4_is_multicast(__be32 daddr)
+{
+	return (daddr & bpf_htonl(0xf0000000)) == bpf_htonl(0xe0000000);
+}
+
+/*
+ * Is this an IPv4 frame to a multicast group? Every unicast packet of every
+ * pod asks this, so the common case is two compares on the linear area;
+ * headers outside it (or a frame too short to hold them) are read by copy.
+ */
+static __always_inline bool ipv4_frame_is_multicast(struct __sk_buff *skb)
+{
+	void *data_end = (void *)(long)skb->data_end;
+	void *data = (void *)(long)skb->data;
+	struct iphdr *ip4 = data + ETH_HLEN;
+	__be32 daddr;
+
+	if (skb->protocol != bpf_htons(ETH_P_IP))
+		return false;
+	if ((void *)(ip4 + 1) <= data_end)
+		return ipv4_is_multicast(ip4->daddr);
+	if (bpf_skb_load_bytes(skb, ETH_HLEN + __builtin_offsetof(struct iphdr, daddr), &daddr,
+			       sizeof(daddr)) < 0)
+		return false;
+	return ipv4_is_multicast(daddr);
+}
+
+/*
+ * Traffic that never leaves the node through us, whatever a policy says:
+ * the Local Network Control Block 224.0.0.0/24 (RFC 5771: never forwarded),
+ * IGMP (group membership belongs to the node) and PIM (the routers' own
+ * protocol).
+ */
+static __always_inline bool ipv4_mcast_never_egress(__be32 daddr, __u8 proto)
+{
+	if ((daddr & bpf_htonl(0xffffff00)) == bpf_htonl(0xe0000000))
+		return true;
+	return proto == IPPROTO_IGMP || proto == IPPROTO_PIM_;
+}
+
+/* A fragment other than the first one carries no L4 header. */
+static __always_inline bool ipv4_is_later_fragment(__be16 frag_off)
+{
+	return (frag_off & bpf_htons(IP_OFFSET)) != 0;
+}
+
+/*
+ * RFC 1112 section 6.4: the Ethernet address of an IPv4 group is
+ * 01:00:5e followed by the low-order 23 bits of the group address.
+ */
+static __always_inline void ipv4_mcast_mac(__be32 group, __u8 mac[ETH_ALEN])
+{
+	__u32 g = bpf_ntohl(group);
+
+	mac[0] = 0x01;
+	mac[1] = 0x00;
+	mac[2] = 0x5e;
+	mac[3] = (g >> 16) & 0x7f;
+	mac[4] = (g >> 8) & 0xff;
+	mac[5] = g & 0xff;
+}
+
+/* What the programs need to know about an IPv4 multicast packet. */
+struct mcast_pkt {
+	__be32 saddr;
+	__be32 daddr;
+	__u32 l4_off;		/* offset of the L4 header from the MAC header */
+	__be16 frag_off;
+	__u8 proto;
+	__u8 ttl;
+};
+
+/*
+ * Parse the IPv4 header behind the Ethernet header of an IPv4 frame whose
+ * destination is known to be multicast. Makes the headers linear first, so
+ * that later direct reads see them. Returns 0, or -1 for a malformed header
+ * (which is not ours to judge: the caller hands it on untouched).
+ */
+static __always_inline int ipv4_mcast_parse(struct __sk_buff *skb, struct mcast_pkt *pkt)
+{
+	void *data, *data_end;
+	struct iphdr *ip4;
+	__u32 len = skb->len;
+	__u32 ihl_len;
+
+	if (len > MCAST_MAX_HDR_LEN)
+		len = MCAST_MAX_HDR_LEN;
+	/* Only pulls when the headers are not already in the linear area. */
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	if (data + len > data_end && bpf_skb_pull_data(skb, len) < 0)
+		return -1;
+
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	ip4 = data + ETH_HLEN;
+	if ((void *)(ip4 + 1) > data_end)
+		return -1;
+	if (ip4->ihl < 5 || ip4->version != 4)
+		return -1;
+	ihl_len = ip4->ihl * 4;
+	if ((void *)ip4 + ihl_len > data_end)
+		return -1;
+
+	pkt->saddr = ip4->saddr;
+	pkt->daddr = ip4->daddr;
+	pkt->proto = ip4->protocol;
+	pkt->ttl = ip4->ttl;
+	pkt->frag_off = ip4->frag_off;
+	pkt->l4_off = ETH_HLEN + ihl_len;
+	return 0;
+}
+
+#endif /* MCAST_LIB_IPV4_H */

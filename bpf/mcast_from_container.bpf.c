@@ -1,0 +1,103 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * tcx ingress of every endpoint veth (lxc*), at the head of the chain so it
+ * runs before Cilium's cil_from_container. Catches a pod's multicast that a
+ * CiliumEgressGatewayPolicy covers and sends it to the policy's gateway:
+ * through the tunnel when that is another node, out of the uplink when it
+ * is this one. Everything else goes on to Cilium untouched.
+ */
+#include "lib/common.h"
+#include "lib/ipv4.h"
+#include "lib/config.h"
+#include "lib/policy.h"
+#include "lib/endpoints.h"
+#include "lib/groups.h"
+#include "lib/metrics.h"
+#include "lib/tunnel.h"
+#include "lib/gateway.h"
+
+static __always_inline int mcast_origin_to_tunnel(struct __sk_buff *skb,
+						  const struct mcast_config *cfg,
+						  const struct mcast_pkt *pkt,
+						  const struct mcast_policy_val *pol,
+						  const struct mcast_endpoint_val *ep, bool clone)
+{
+	__u32 tunnel = cfg->tunnel_ifindex;
+
+	if (!tunnel)
+		return clone ? MCAST_TCX_NEXT :
+			       mcast_drop(skb, MCAST_DROP_NO_TUNNEL, MCAST_ROLE_ORIGIN);
+	if (mcast_tunnel_key_set(skb, pol->gateway_ip, ep->sec_identity) < 0)
+		return clone ? MCAST_TCX_NEXT :
+			       mcast_drop(skb, MCAST_DROP_TUNNEL_KEY, MCAST_ROLE_ORIGIN);
+
+	if (!clone) {
+		mcast_count_fwd(skb, pol->policy_id, pkt->daddr, MCAST_ROLE_ORIGIN);
+		return bpf_redirect(tunnel, 0);
+	}
+	if (bpf_clone_redirect(skb, tunnel, 0) < 0)
+		mcast_count_lost_copy(skb, MCAST_DROP_CLONE, MCAST_ROLE_ORIGIN);
+	else
+		mcast_count_fwd(skb, pol->policy_id, pkt->daddr, MCAST_ROLE_ORIGIN);
+	return MCAST_TCX_NEXT;
+}
+
+static __always_inline int mcast_handle_origin(struct __sk_buff *skb)
+{
+	const struct mcast_endpoint_val *ep;
+	const struct mcast_policy_val *pol;
+	const struct mcast_config *cfg;
+	struct mcast_pkt pkt;
+	bool clone;
+
+	if (ipv4_mcast_parse(skb, &pkt) < 0)
+		return MCAST_TCX_NEXT;
+	if (ipv4_mcast_never_egress(pkt.daddr, pkt.proto))
+		return MCAST_TCX_NEXT;
+
+	pol = mcast_policy_lookup(pkt.saddr, pkt.daddr);
+	if (!pol || mcast_policy_is_excluded(pol))
+		return MCAST_TCX_NEXT;
+
+	/*
+	 * We run before Cilium's own source check, so the pod must own its
+	 * source address here, or another pod's policy and identity could be
+	 * borrowed by spoofing.
+	 */
+	ep = mcast_endpoint_lookup(pkt.saddr);
+	if (!ep)
+		return mcast_drop(skb, MCAST_DROP_UNKNOWN_SOURCE, MCAST_ROLE_ORIGIN);
+	if (ep->ifindex != skb->ifindex)
+		return mcast_drop(skb, MCAST_DROP_SPOOFED_SOURCE, MCAST_ROLE_ORIGIN);
+
+	clone = mcast_group_is_cilium(pkt.daddr);
+
+	/* Cilium drops unicast egress without a gateway too. */
+	if (!mcast_policy_has_gateway(pol))
+		return clone ? MCAST_TCX_NEXT :
+			       mcast_drop(skb, MCAST_DROP_NO_GATEWAY, MCAST_ROLE_ORIGIN);
+	if (pkt.proto != IPPROTO_UDP)
+		return clone ? MCAST_TCX_NEXT :
+			       mcast_drop(skb, MCAST_DROP_UNSUPPORTED_PROTO, MCAST_ROLE_ORIGIN);
+
+	cfg = mcast_config_get();
+	if (!cfg)
+		return MCAST_TCX_NEXT;
+
+	if (cfg->node_ip && pol->gateway_ip == cfg->node_ip) {
+		/* This node is the gateway: no tunnel, act here. */
+		mcast_count_fwd(skb, pol->policy_id, pkt.daddr, MCAST_ROLE_ORIGIN);
+		return mcast_gateway_emit(skb, &pkt, pol, clone);
+	}
+	return mcast_origin_to_tunnel(skb, cfg, &pkt, pol, ep, clone);
+}
+
+SEC("tcx/ingress")
+int mcast_from_container(struct __sk_buff *skb)
+{
+	if (!ipv4_frame_is_multicast(skb))
+		return MCAST_TCX_NEXT;
+	return mcast_handle_origin(skb);
+}
+
+char _license[] SEC("license") = "Dual BSD/GPL";

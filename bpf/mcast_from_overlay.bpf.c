@@ -1,0 +1,62 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * tcx ingress of the tunnel device (cilium_vxlan), at the head of the chain
+ * so it runs before Cilium's cil_from_overlay. A pod's multicast tunnelled
+ * here by an origin node leaves through this node's uplink with the policy's
+ * egress IP as source. Everything else goes on to Cilium untouched.
+ */
+#include "lib/common.h"
+#include "lib/ipv4.h"
+#include "lib/config.h"
+#include "lib/policy.h"
+#include "lib/nodes.h"
+#include "lib/groups.h"
+#include "lib/metrics.h"
+#include "lib/tunnel.h"
+#include "lib/gateway.h"
+
+static __always_inline int mcast_handle_overlay(struct __sk_buff *skb)
+{
+	const struct mcast_policy_val *pol;
+	const struct mcast_config *cfg;
+	struct mcast_pkt pkt;
+	__be32 remote;
+	__u32 vni;
+
+	if (ipv4_mcast_parse(skb, &pkt) < 0)
+		return MCAST_TCX_NEXT;
+	if (ipv4_mcast_never_egress(pkt.daddr, pkt.proto))
+		return MCAST_TCX_NEXT;
+	if (mcast_tunnel_key_get(skb, &vni, &remote) < 0)
+		return MCAST_TCX_NEXT;
+	/* Cilium's in-cluster replication; our copies carry the pod's identity. */
+	if (vni == MCAST_IDENTITY_WORLD)
+		return MCAST_TCX_NEXT;
+	/* Nobody outside the cluster may send traffic out with our egress IP. */
+	if (!mcast_node_is_known(remote))
+		return mcast_drop(skb, MCAST_DROP_UNKNOWN_PEER, MCAST_ROLE_GATEWAY);
+
+	pol = mcast_policy_lookup(pkt.saddr, pkt.daddr);
+	if (!pol || mcast_policy_is_excluded(pol))
+		return MCAST_TCX_NEXT;
+
+	cfg = mcast_config_get();
+	if (!cfg || !cfg->node_ip || pol->gateway_ip != cfg->node_ip)
+		return mcast_drop(skb, MCAST_DROP_NOT_GATEWAY, MCAST_ROLE_GATEWAY);
+
+	/*
+	 * The origin already cloned for Cilium's in-cluster copies when it had
+	 * to; this packet is ours alone.
+	 */
+	return mcast_gateway_emit(skb, &pkt, pol, false);
+}
+
+SEC("tcx/ingress")
+int mcast_from_overlay(struct __sk_buff *skb)
+{
+	if (!ipv4_frame_is_multicast(skb))
+		return MCAST_TCX_NEXT;
+	return mcast_handle_overlay(skb);
+}
+
+char _license[] SEC("license") = "Dual BSD/GPL";

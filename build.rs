@@ -1,0 +1,73 @@
+//! Builds the BPF objects into libbpf-rs skeletons and generates the Rust
+//! side of `include/mcast_egress.h`, all into `OUT_DIR`.
+
+use std::env;
+use std::path::{Path, PathBuf};
+
+use libbpf_cargo::SkeletonBuilder;
+
+/// (source, skeleton file) pairs. The test and bench objects are built too
+/// so that `tests/` and `benches/` can include them; the binary never does.
+const OBJECTS: &[(&str, &str)] = &[
+    ("bpf/mcast_from_container.bpf.c", "mcast_from_container.skel.rs"),
+    ("bpf/mcast_from_overlay.bpf.c", "mcast_from_overlay.skel.rs"),
+    ("bpf/tests/mcast_from_overlay_test.bpf.c", "mcast_from_overlay_test.skel.rs"),
+    ("bpf/bench/mcast_empty.bpf.c", "mcast_empty.skel.rs"),
+];
+
+fn multiarch_include() -> Option<PathBuf> {
+    let arch = env::var("CARGO_CFG_TARGET_ARCH").ok()?;
+    let triple = match arch.as_str() {
+        "x86_64" => "x86_64-linux-gnu",
+        "aarch64" => "aarch64-linux-gnu",
+        _ => return None,
+    };
+    let dir = PathBuf::from("/usr/include").join(triple);
+    dir.is_dir().then_some(dir)
+}
+
+fn main() {
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR is set by cargo"));
+    let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let include = manifest.join("include");
+
+    let mut clang_args = vec![
+        format!("-I{}", include.display()),
+        "-Wall".to_owned(),
+        "-Werror".to_owned(),
+    ];
+    if let Some(dir) = multiarch_include() {
+        clang_args.push(format!("-I{}", dir.display()));
+    }
+
+    for (src, skel) in OBJECTS {
+        let src = manifest.join(src);
+        SkeletonBuilder::new()
+            .source(&src)
+            .clang_args(&clang_args)
+            .build_and_generate(out.join(skel))
+            .unwrap_or_else(|e| panic!("building {}: {e:#}", src.display()));
+    }
+
+    generate_bindings(&include.join("mcast_egress.h"), &out.join("mcast_egress_intf.rs"));
+
+    println!("cargo:rerun-if-changed=bpf");
+    println!("cargo:rerun-if-changed=include");
+}
+
+fn generate_bindings(header: &Path, out: &Path) {
+    bindgen::Builder::default()
+        .header(header.to_string_lossy())
+        .allowlist_type("mcast_.*")
+        .allowlist_var("MCAST_.*")
+        .derive_default(true)
+        .derive_eq(true)
+        .derive_hash(true)
+        .default_enum_style(bindgen::EnumVariation::Rust { non_exhaustive: false })
+        .prepend_enum_name(false)
+        .layout_tests(true)
+        .generate()
+        .unwrap_or_else(|e| panic!("bindgen {}: {e}", header.display()))
+        .write_to_file(out)
+        .unwrap_or_else(|e| panic!("writing {}: {e}", out.display()));
+}

@@ -1,0 +1,167 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The one contract between the BPF programs and the Rust controller: map
+ * names, sizes, keys, values, counter roles and drop reasons.
+ *
+ * Every struct has explicit padding so that C and Rust agree byte for byte.
+ * Addresses (__be32) are in network byte order, everything else in host
+ * order. Codes are stable: a retired code is never reused, new codes go
+ * just before the *_MAX sentinel.
+ *
+ * Changing the layout of a pinned map's key or value means a new map name
+ * (as Cilium does with its *_v2 maps): the loader refuses to mix a pinned
+ * map with an object whose layout differs.
+ */
+#ifndef MCAST_EGRESS_H
+#define MCAST_EGRESS_H
+
+#include <linux/types.h>
+
+/* Capacities of the pinned maps. */
+#define MCAST_EGW_POLICY_MAX_ENTRIES	16384	/* as cilium_egress_gw_policy_v4 */
+#define MCAST_EGW_ENDPOINTS_MAX_ENTRIES	65535	/* as cilium_lxc */
+#define MCAST_EGW_NODES_MAX_ENTRIES	16384
+#define MCAST_EGW_IFACES_MAX_ENTRIES	256
+#define MCAST_EGW_GROUPS_MAX_ENTRIES	1024	/* as cilium_mcast_group_outer_v4_map */
+#define MCAST_EGW_COUNTERS_MAX_ENTRIES	16384
+
+/*
+ * Sentinels of mcast_policy_val.gateway_ip, the same values Cilium uses in
+ * its egress-gateway policy map (host order here; stored as __be32).
+ */
+#define MCAST_GATEWAY_NOT_FOUND		0x00000000U	/* 0.0.0.0: matched, no gateway */
+#define MCAST_GATEWAY_EXCLUDED		0x00000001U	/* 0.0.0.1: from excludedCIDRs */
+
+/* Prefix length of a policy lookup: the key holds saddr/32 and daddr/32. */
+#define MCAST_POLICY_FULL_PREFIXLEN	64
+/* Bits of mcast_policy_key.prefixlen taken by the pod address. */
+#define MCAST_POLICY_SADDR_PREFIXLEN	32
+
+/*
+ * Reserved security identity that Cilium's in-cluster multicast replication
+ * puts in the VNI of its copies. Ours always carry the pod's identity.
+ */
+#define MCAST_IDENTITY_WORLD		2
+
+/*
+ * LPM key of mcast_egw_policy_v4, byte for byte Cilium's egress-gateway key:
+ * prefixlen = 32 + destination prefix bits, saddr is always a full /32.
+ */
+struct mcast_policy_key {
+	__u32 prefixlen;
+	__be32 saddr;
+	__be32 daddr;
+};
+
+/* Value of mcast_egw_policy_v4. */
+struct mcast_policy_val {
+	__be32 egress_ip;	/* 0 on non-gateway nodes and when not derivable */
+	__be32 gateway_ip;	/* node IP of the gateway, or a sentinel above */
+	__u32 egress_ifindex;	/* uplink on the gateway node, else 0 */
+	__u32 policy_id;	/* controller-assigned, labels the counters */
+	__u32 flags;		/* reserved, 0 */
+	__u32 pad;
+};
+
+/* Value of mcast_egw_endpoints, keyed by the pod's IPv4 address (__be32). */
+struct mcast_endpoint_val {
+	__u32 ifindex;		/* host side of the pod's veth */
+	__u32 sec_identity;	/* Cilium security identity, 24 bits */
+};
+
+/* Value of mcast_egw_nodes, keyed by a cluster node's IPv4 address. */
+struct mcast_node_val {
+	__u32 flags;		/* reserved, 0 */
+};
+
+/* Value of mcast_egw_egress_ifaces, keyed by ifindex (__u32). */
+struct mcast_iface_val {
+	__u8 mac[6];		/* source MAC of frames sent on this uplink */
+	__u8 pad[2];
+	__u32 flags;		/* reserved, 0 */
+};
+
+/* The single element of mcast_egw_config. */
+struct mcast_config {
+	__be32 node_ip;		/* this node's InternalIP, 0 until configured */
+	__u32 tunnel_ifindex;	/* cilium_vxlan, 0 until it exists */
+	__u32 flags;		/* reserved, 0 */
+	__u32 pad;
+};
+
+/* Value of mcast_egw_cilium_groups, keyed by group address (__be32). */
+struct mcast_group_val {
+	__u32 flags;		/* reserved, 0 */
+};
+
+/* Who counted a packet. */
+enum mcast_role {
+	/* Captured from a pod on its origin node and sent to its gateway. */
+	MCAST_ROLE_ORIGIN = 0,
+	/* Rewritten and emitted on the gateway's uplink. */
+	MCAST_ROLE_GATEWAY = 1,
+	MCAST_ROLE_MAX,
+};
+
+/* Why a packet was dropped. Code 0 is never used. */
+enum mcast_drop_reason {
+	/* Policy matched but Cilium-style resolution found no gateway node. */
+	MCAST_DROP_NO_GATEWAY = 1,
+	/* Source address belongs to an endpoint behind another interface. */
+	MCAST_DROP_SPOOFED_SOURCE = 2,
+	/* Source address is no endpoint on this node at all. */
+	MCAST_DROP_UNKNOWN_SOURCE = 3,
+	/* VXLAN from an outer source that is not a cluster node. */
+	MCAST_DROP_UNKNOWN_PEER = 4,
+	/* Policy names another node (or none) as gateway. */
+	MCAST_DROP_NOT_GATEWAY = 5,
+	/* This node is the gateway but has no egress IP or uplink. */
+	MCAST_DROP_NO_EGRESS_IP = 6,
+	/* TTL would reach zero on the gateway hop. */
+	MCAST_DROP_TTL_EXCEEDED = 7,
+	/* Remote gateway, but the tunnel device is not known yet. */
+	MCAST_DROP_NO_TUNNEL = 8,
+	/* Uplink ifindex has no entry (MAC) in mcast_egw_egress_ifaces. */
+	MCAST_DROP_NO_EGRESS_IFACE = 9,
+	/* Only UDP leaves the cluster. */
+	MCAST_DROP_UNSUPPORTED_PROTO = 10,
+	/* First fragment too short to hold its UDP header. */
+	MCAST_DROP_MALFORMED = 11,
+	/* bpf_skb_set_tunnel_key() failed. */
+	MCAST_DROP_TUNNEL_KEY = 12,
+	/* A header rewrite helper failed. */
+	MCAST_DROP_REWRITE = 13,
+	/* Copy for the gateway failed; the original still went to Cilium. */
+	MCAST_DROP_CLONE = 14,
+	MCAST_DROP_MAX,
+};
+
+/* Key of mcast_egw_counters. */
+struct mcast_counter_key {
+	__u32 policy_id;
+	__be32 group;
+	__u32 role;		/* enum mcast_role */
+	__u32 pad;
+};
+
+/* Value of mcast_egw_counters (per CPU) and mcast_egw_drops (per CPU). */
+struct mcast_counter_val {
+	__u64 packets;
+	__u64 bytes;		/* skb->len: Ethernet header included */
+};
+
+/* mcast_egw_drops is an array indexed by role * MCAST_DROP_MAX + reason. */
+#define MCAST_DROPS_MAX_ENTRIES		(MCAST_ROLE_MAX * MCAST_DROP_MAX)
+
+/*
+ * Test builds only: the receive-side tunnel key that BPF_PROG_RUN cannot
+ * attach to a packet is read from a one-element array of this type.
+ */
+struct mcast_test_tunnel {
+	__u32 tunnel_id;
+	__be32 remote_ipv4;
+	__u32 valid;		/* 0: behave as if the packet had no tunnel key */
+	__u32 pad;
+};
+
+#endif /* MCAST_EGRESS_H */

@@ -1,0 +1,599 @@
+//! A typed API over every pinned map. It encodes and decodes entries (byte
+//! order, sentinels, key layout) and holds no policy logic: what goes in is
+//! the controller's business.
+
+use std::net::Ipv4Addr;
+
+use ipnetwork::Ipv4Network;
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+
+use super::bytes::Plain;
+use super::{DatapathError, Paths, Result};
+use crate::bpf_intf as intf;
+use crate::bpf_intf::{mcast_drop_reason as RawDrop, mcast_role as RawRole};
+
+/// Names of the pinned maps, as in the BPF objects (`bpf/lib/*.h`).
+pub const POLICY_MAP: &str = "mcast_egw_policy_v4";
+pub const ENDPOINTS_MAP: &str = "mcast_egw_endpoints";
+pub const NODES_MAP: &str = "mcast_egw_nodes";
+pub const EGRESS_IFACES_MAP: &str = "mcast_egw_egress_ifaces";
+pub const CONFIG_MAP: &str = "mcast_egw_config";
+pub const CILIUM_GROUPS_MAP: &str = "mcast_egw_cilium_groups";
+pub const COUNTERS_MAP: &str = "mcast_egw_counters";
+pub const DROPS_MAP: &str = "mcast_egw_drops";
+
+/// Every pinned map, for tools that walk them all.
+pub const ALL_MAPS: [&str; 8] = [
+    POLICY_MAP,
+    ENDPOINTS_MAP,
+    NODES_MAP,
+    EGRESS_IFACES_MAP,
+    CONFIG_MAP,
+    CILIUM_GROUPS_MAP,
+    COUNTERS_MAP,
+    DROPS_MAP,
+];
+
+/// Key of a policy entry: a pod and one destination prefix of a policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicyKey {
+    pub source: Ipv4Addr,
+    pub destination: Ipv4Network,
+}
+
+/// Where a policy entry sends the pod's traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Gateway {
+    /// The gateway node's IP.
+    Node(Ipv4Addr),
+    /// The policy matched but no node qualifies as gateway: drop.
+    NotFound,
+    /// The destination is in the policy's excludedCIDRs: not ours.
+    Excluded,
+}
+
+/// Value of a policy entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PolicyValue {
+    /// 0.0.0.0 on every node but the gateway, and when it cannot be derived.
+    pub egress_ip: Ipv4Addr,
+    pub gateway: Gateway,
+    /// The uplink on the gateway node, 0 elsewhere.
+    pub egress_ifindex: u32,
+    /// Labels this entry's counters.
+    pub policy_id: u32,
+}
+
+/// A pod on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    /// Host side of the pod's veth.
+    pub ifindex: u32,
+    /// Cilium security identity (24 bits): the VNI of its tunnelled copies.
+    pub identity: u32,
+}
+
+/// An uplink that policies egress through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EgressIface {
+    pub mac: [u8; 6],
+}
+
+/// This node's identity in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Config {
+    /// 0.0.0.0 until known.
+    pub node_ip: Ipv4Addr,
+    /// 0 until the tunnel device exists.
+    pub tunnel_ifindex: u32,
+}
+
+/// Who counted a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    /// Captured from a pod and sent towards its gateway.
+    Origin,
+    /// Emitted on the gateway's uplink.
+    Gateway,
+}
+
+impl Role {
+    pub const ALL: [Role; 2] = [Role::Origin, Role::Gateway];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Role::Origin => "origin",
+            Role::Gateway => "gateway",
+        }
+    }
+
+    fn raw(self) -> u32 {
+        match self {
+            Role::Origin => RawRole::MCAST_ROLE_ORIGIN as u32,
+            Role::Gateway => RawRole::MCAST_ROLE_GATEWAY as u32,
+        }
+    }
+
+    fn from_raw(raw: u32) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.raw() == raw)
+    }
+}
+
+/// Why the datapath dropped a packet: the codes of `enum mcast_drop_reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DropReason(u32);
+
+impl DropReason {
+    pub const NO_GATEWAY: DropReason = DropReason(RawDrop::MCAST_DROP_NO_GATEWAY as u32);
+    pub const SPOOFED_SOURCE: DropReason = DropReason(RawDrop::MCAST_DROP_SPOOFED_SOURCE as u32);
+    pub const UNKNOWN_SOURCE: DropReason = DropReason(RawDrop::MCAST_DROP_UNKNOWN_SOURCE as u32);
+    pub const UNKNOWN_PEER: DropReason = DropReason(RawDrop::MCAST_DROP_UNKNOWN_PEER as u32);
+    pub const NOT_GATEWAY: DropReason = DropReason(RawDrop::MCAST_DROP_NOT_GATEWAY as u32);
+    pub const NO_EGRESS_IP: DropReason = DropReason(RawDrop::MCAST_DROP_NO_EGRESS_IP as u32);
+    pub const TTL_EXCEEDED: DropReason = DropReason(RawDrop::MCAST_DROP_TTL_EXCEEDED as u32);
+    pub const NO_TUNNEL: DropReason = DropReason(RawDrop::MCAST_DROP_NO_TUNNEL as u32);
+    pub const NO_EGRESS_IFACE: DropReason =
+        DropReason(RawDrop::MCAST_DROP_NO_EGRESS_IFACE as u32);
+    pub const UNSUPPORTED_PROTOCOL: DropReason =
+        DropReason(RawDrop::MCAST_DROP_UNSUPPORTED_PROTO as u32);
+    pub const MALFORMED: DropReason = DropReason(RawDrop::MCAST_DROP_MALFORMED as u32);
+    pub const TUNNEL_KEY: DropReason = DropReason(RawDrop::MCAST_DROP_TUNNEL_KEY as u32);
+    pub const REWRITE: DropReason = DropReason(RawDrop::MCAST_DROP_REWRITE as u32);
+    pub const CLONE: DropReason = DropReason(RawDrop::MCAST_DROP_CLONE as u32);
+
+    /// One past the largest code.
+    pub const MAX: u32 = RawDrop::MCAST_DROP_MAX as u32;
+
+    /// Every code the datapath has, in code order.
+    pub fn all() -> impl Iterator<Item = DropReason> {
+        (1..Self::MAX).map(DropReason)
+    }
+
+    pub fn code(self) -> u32 {
+        self.0
+    }
+
+    pub fn from_code(code: u32) -> Option<DropReason> {
+        (1..Self::MAX).contains(&code).then_some(DropReason(code))
+    }
+
+    /// The stable label, for metrics and the CLI. Exhaustive over the
+    /// generated enum, so a new C code does not build without a label.
+    pub fn label(self) -> &'static str {
+        let raw = [
+            RawDrop::MCAST_DROP_NO_GATEWAY,
+            RawDrop::MCAST_DROP_SPOOFED_SOURCE,
+            RawDrop::MCAST_DROP_UNKNOWN_SOURCE,
+            RawDrop::MCAST_DROP_UNKNOWN_PEER,
+            RawDrop::MCAST_DROP_NOT_GATEWAY,
+            RawDrop::MCAST_DROP_NO_EGRESS_IP,
+            RawDrop::MCAST_DROP_TTL_EXCEEDED,
+            RawDrop::MCAST_DROP_NO_TUNNEL,
+            RawDrop::MCAST_DROP_NO_EGRESS_IFACE,
+            RawDrop::MCAST_DROP_UNSUPPORTED_PROTO,
+            RawDrop::MCAST_DROP_MALFORMED,
+            RawDrop::MCAST_DROP_TUNNEL_KEY,
+            RawDrop::MCAST_DROP_REWRITE,
+            RawDrop::MCAST_DROP_CLONE,
+        ]
+        .into_iter()
+        .find(|r| *r as u32 == self.0);
+        match raw {
+            Some(RawDrop::MCAST_DROP_NO_GATEWAY) => "no_gateway",
+            Some(RawDrop::MCAST_DROP_SPOOFED_SOURCE) => "spoofed_source",
+            Some(RawDrop::MCAST_DROP_UNKNOWN_SOURCE) => "unknown_source",
+            Some(RawDrop::MCAST_DROP_UNKNOWN_PEER) => "unknown_peer",
+            Some(RawDrop::MCAST_DROP_NOT_GATEWAY) => "not_gateway",
+            Some(RawDrop::MCAST_DROP_NO_EGRESS_IP) => "no_egress_ip",
+            Some(RawDrop::MCAST_DROP_TTL_EXCEEDED) => "ttl_exceeded",
+            Some(RawDrop::MCAST_DROP_NO_TUNNEL) => "no_tunnel",
+            Some(RawDrop::MCAST_DROP_NO_EGRESS_IFACE) => "no_egress_iface",
+            Some(RawDrop::MCAST_DROP_UNSUPPORTED_PROTO) => "unsupported_protocol",
+            Some(RawDrop::MCAST_DROP_MALFORMED) => "malformed",
+            Some(RawDrop::MCAST_DROP_TUNNEL_KEY) => "tunnel_key_failed",
+            Some(RawDrop::MCAST_DROP_REWRITE) => "rewrite_failed",
+            Some(RawDrop::MCAST_DROP_CLONE) => "clone_failed",
+            Some(RawDrop::MCAST_DROP_MAX) | None => "unknown",
+        }
+    }
+
+    pub fn from_label(label: &str) -> Option<DropReason> {
+        DropReason::all().find(|r| r.label() == label)
+    }
+}
+
+/// Packets and bytes of one (policy, group, role), summed over CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counter {
+    pub policy_id: u32,
+    pub group: Ipv4Addr,
+    pub role: Role,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Drops of one (role, reason), summed over CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DropCount {
+    pub role: Role,
+    pub reason: DropReason,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Owned handles to every pinned map; cheap to move into another task.
+#[derive(Debug)]
+pub struct Maps {
+    policy: MapHandle,
+    endpoints: MapHandle,
+    nodes: MapHandle,
+    egress_ifaces: MapHandle,
+    config: MapHandle,
+    cilium_groups: MapHandle,
+    counters: MapHandle,
+    drops: MapHandle,
+}
+
+fn be(addr: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(addr.octets())
+}
+
+fn from_be(raw: u32) -> Ipv4Addr {
+    Ipv4Addr::from(raw.to_ne_bytes())
+}
+
+fn open(paths: &Paths, name: &'static str) -> Result<MapHandle> {
+    let path = paths.globals().join(name);
+    MapHandle::from_pinned_path(&path).map_err(|source| DatapathError::PinnedMap { path, source })
+}
+
+fn update<K: Plain, V: Plain>(map: &MapHandle, name: &'static str, k: &K, v: &V) -> Result<()> {
+    map.update(k.as_bytes(), v.as_bytes(), MapFlags::ANY)
+        .map_err(|source| DatapathError::Map {
+            map: name,
+            op: "update",
+            source,
+        })
+}
+
+fn delete<K: Plain>(map: &MapHandle, name: &'static str, k: &K) -> Result<bool> {
+    match map.delete(k.as_bytes()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(DatapathError::Map {
+            map: name,
+            op: "delete",
+            source,
+        }),
+    }
+}
+
+fn decode<T: Plain>(name: &'static str, bytes: &[u8]) -> Result<T> {
+    T::from_bytes(bytes).ok_or(DatapathError::MapValueSize {
+        map: name,
+        got: bytes.len(),
+        want: std::mem::size_of::<T>(),
+    })
+}
+
+fn lookup<K: Plain, V: Plain>(map: &MapHandle, name: &'static str, k: &K) -> Result<Option<V>> {
+    let bytes = map
+        .lookup(k.as_bytes(), MapFlags::ANY)
+        .map_err(|source| DatapathError::Map {
+            map: name,
+            op: "lookup",
+            source,
+        })?;
+    bytes.map(|b| decode(name, &b)).transpose()
+}
+
+fn entries<K: Plain, V: Plain>(map: &MapHandle, name: &'static str) -> Result<Vec<(K, V)>> {
+    let mut out = Vec::new();
+    for key in map.keys() {
+        let k: K = decode(name, &key)?;
+        // An entry deleted between listing and lookup is simply gone.
+        if let Some(v) = lookup::<K, V>(map, name, &k)? {
+            out.push((k, v));
+        }
+    }
+    Ok(out)
+}
+
+/// Sum a per-CPU counter value over all CPUs.
+fn percpu_sum(map: &MapHandle, name: &'static str, key: &[u8]) -> Result<Option<(u64, u64)>> {
+    let per_cpu = map
+        .lookup_percpu(key, MapFlags::ANY)
+        .map_err(|source| DatapathError::Map {
+            map: name,
+            op: "lookup",
+            source,
+        })?;
+    let Some(per_cpu) = per_cpu else {
+        return Ok(None);
+    };
+    let mut packets = 0u64;
+    let mut bytes = 0u64;
+    for cpu in per_cpu {
+        let v: intf::mcast_counter_val = decode(name, &cpu)?;
+        packets = packets.wrapping_add(v.packets);
+        bytes = bytes.wrapping_add(v.bytes);
+    }
+    Ok(Some((packets, bytes)))
+}
+
+impl PolicyKey {
+    fn raw(&self) -> intf::mcast_policy_key {
+        intf::mcast_policy_key {
+            prefixlen: intf::MCAST_POLICY_SADDR_PREFIXLEN + u32::from(self.destination.prefix()),
+            saddr: be(self.source),
+            daddr: be(self.destination.network()),
+        }
+    }
+
+    fn from_raw(raw: &intf::mcast_policy_key) -> Result<PolicyKey> {
+        let prefix = raw
+            .prefixlen
+            .checked_sub(intf::MCAST_POLICY_SADDR_PREFIXLEN)
+            .and_then(|p| u8::try_from(p).ok())
+            .and_then(|p| Ipv4Network::new(from_be(raw.daddr), p).ok())
+            .ok_or_else(|| DatapathError::Invalid {
+                what: "policy key",
+                detail: format!("prefixlen {}", raw.prefixlen),
+            })?;
+        Ok(PolicyKey {
+            source: from_be(raw.saddr),
+            destination: prefix,
+        })
+    }
+}
+
+impl PolicyValue {
+    fn raw(&self) -> intf::mcast_policy_val {
+        let gateway_ip = match self.gateway {
+            Gateway::Node(ip) => be(ip),
+            Gateway::NotFound => intf::MCAST_GATEWAY_NOT_FOUND.to_be(),
+            Gateway::Excluded => intf::MCAST_GATEWAY_EXCLUDED.to_be(),
+        };
+        intf::mcast_policy_val {
+            egress_ip: be(self.egress_ip),
+            gateway_ip,
+            egress_ifindex: self.egress_ifindex,
+            policy_id: self.policy_id,
+            ..Default::default()
+        }
+    }
+
+    fn from_raw(raw: &intf::mcast_policy_val) -> PolicyValue {
+        let gateway = match u32::from_be(raw.gateway_ip) {
+            intf::MCAST_GATEWAY_NOT_FOUND => Gateway::NotFound,
+            intf::MCAST_GATEWAY_EXCLUDED => Gateway::Excluded,
+            _ => Gateway::Node(from_be(raw.gateway_ip)),
+        };
+        PolicyValue {
+            egress_ip: from_be(raw.egress_ip),
+            gateway,
+            egress_ifindex: raw.egress_ifindex,
+            policy_id: raw.policy_id,
+        }
+    }
+}
+
+impl Maps {
+    /// Open every map pinned under `<root>/tc/globals`.
+    pub fn open_pinned(paths: &Paths) -> Result<Maps> {
+        Ok(Maps {
+            policy: open(paths, POLICY_MAP)?,
+            endpoints: open(paths, ENDPOINTS_MAP)?,
+            nodes: open(paths, NODES_MAP)?,
+            egress_ifaces: open(paths, EGRESS_IFACES_MAP)?,
+            config: open(paths, CONFIG_MAP)?,
+            cilium_groups: open(paths, CILIUM_GROUPS_MAP)?,
+            counters: open(paths, COUNTERS_MAP)?,
+            drops: open(paths, DROPS_MAP)?,
+        })
+    }
+
+    // --- policy entries -------------------------------------------------
+
+    pub fn policy_insert(&self, key: &PolicyKey, value: &PolicyValue) -> Result<()> {
+        update(&self.policy, POLICY_MAP, &key.raw(), &value.raw())
+    }
+
+    /// Returns whether the entry existed.
+    pub fn policy_delete(&self, key: &PolicyKey) -> Result<bool> {
+        delete(&self.policy, POLICY_MAP, &key.raw())
+    }
+
+    pub fn policy_get(&self, key: &PolicyKey) -> Result<Option<PolicyValue>> {
+        let raw: Option<intf::mcast_policy_val> = lookup(&self.policy, POLICY_MAP, &key.raw())?;
+        Ok(raw.as_ref().map(PolicyValue::from_raw))
+    }
+
+    /// Every policy entry, sorted by key.
+    pub fn policies(&self) -> Result<Vec<(PolicyKey, PolicyValue)>> {
+        let mut out = entries::<intf::mcast_policy_key, intf::mcast_policy_val>(
+            &self.policy,
+            POLICY_MAP,
+        )?
+        .iter()
+        .map(|(k, v)| Ok((PolicyKey::from_raw(k)?, PolicyValue::from_raw(v))))
+        .collect::<Result<Vec<_>>>()?;
+        out.sort_by_key(|(k, _)| *k);
+        Ok(out)
+    }
+
+    // --- endpoints -------------------------------------------------------
+
+    pub fn endpoint_insert(&self, addr: Ipv4Addr, ep: &Endpoint) -> Result<()> {
+        let v = intf::mcast_endpoint_val {
+            ifindex: ep.ifindex,
+            sec_identity: ep.identity,
+        };
+        update(&self.endpoints, ENDPOINTS_MAP, &be(addr), &v)
+    }
+
+    pub fn endpoint_delete(&self, addr: Ipv4Addr) -> Result<bool> {
+        delete(&self.endpoints, ENDPOINTS_MAP, &be(addr))
+    }
+
+    pub fn endpoints(&self) -> Result<Vec<(Ipv4Addr, Endpoint)>> {
+        let mut out: Vec<_> = entries::<u32, intf::mcast_endpoint_val>(&self.endpoints, ENDPOINTS_MAP)?
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    from_be(k),
+                    Endpoint {
+                        ifindex: v.ifindex,
+                        identity: v.sec_identity,
+                    },
+                )
+            })
+            .collect();
+        out.sort_by_key(|(k, _)| *k);
+        Ok(out)
+    }
+
+    // --- nodes -----------------------------------------------------------
+
+    pub fn node_insert(&self, addr: Ipv4Addr) -> Result<()> {
+        update(&self.nodes, NODES_MAP, &be(addr), &intf::mcast_node_val::default())
+    }
+
+    pub fn node_delete(&self, addr: Ipv4Addr) -> Result<bool> {
+        delete(&self.nodes, NODES_MAP, &be(addr))
+    }
+
+    pub fn nodes(&self) -> Result<Vec<Ipv4Addr>> {
+        let mut out: Vec<_> = entries::<u32, intf::mcast_node_val>(&self.nodes, NODES_MAP)?
+            .into_iter()
+            .map(|(k, _)| from_be(k))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    // --- egress interfaces -----------------------------------------------
+
+    pub fn egress_iface_insert(&self, ifindex: u32, iface: &EgressIface) -> Result<()> {
+        let v = intf::mcast_iface_val {
+            mac: iface.mac,
+            ..Default::default()
+        };
+        update(&self.egress_ifaces, EGRESS_IFACES_MAP, &ifindex, &v)
+    }
+
+    pub fn egress_iface_delete(&self, ifindex: u32) -> Result<bool> {
+        delete(&self.egress_ifaces, EGRESS_IFACES_MAP, &ifindex)
+    }
+
+    pub fn egress_ifaces(&self) -> Result<Vec<(u32, EgressIface)>> {
+        let mut out: Vec<_> =
+            entries::<u32, intf::mcast_iface_val>(&self.egress_ifaces, EGRESS_IFACES_MAP)?
+                .into_iter()
+                .map(|(k, v)| (k, EgressIface { mac: v.mac }))
+                .collect();
+        out.sort_by_key(|(k, _)| *k);
+        Ok(out)
+    }
+
+    // --- config ----------------------------------------------------------
+
+    pub fn config_set(&self, config: &Config) -> Result<()> {
+        let v = intf::mcast_config {
+            node_ip: be(config.node_ip),
+            tunnel_ifindex: config.tunnel_ifindex,
+            ..Default::default()
+        };
+        update(&self.config, CONFIG_MAP, &0u32, &v)
+    }
+
+    pub fn config(&self) -> Result<Config> {
+        let v: Option<intf::mcast_config> = lookup(&self.config, CONFIG_MAP, &0u32)?;
+        let v = v.unwrap_or_default();
+        Ok(Config {
+            node_ip: from_be(v.node_ip),
+            tunnel_ifindex: v.tunnel_ifindex,
+        })
+    }
+
+    // --- Cilium's multicast groups ----------------------------------------
+
+    pub fn cilium_group_insert(&self, group: Ipv4Addr) -> Result<()> {
+        update(
+            &self.cilium_groups,
+            CILIUM_GROUPS_MAP,
+            &be(group),
+            &intf::mcast_group_val::default(),
+        )
+    }
+
+    pub fn cilium_group_delete(&self, group: Ipv4Addr) -> Result<bool> {
+        delete(&self.cilium_groups, CILIUM_GROUPS_MAP, &be(group))
+    }
+
+    pub fn cilium_groups(&self) -> Result<Vec<Ipv4Addr>> {
+        let mut out: Vec<_> =
+            entries::<u32, intf::mcast_group_val>(&self.cilium_groups, CILIUM_GROUPS_MAP)?
+                .into_iter()
+                .map(|(k, _)| from_be(k))
+                .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    // --- counters ----------------------------------------------------------
+
+    /// Replication counters, summed over CPUs, sorted by policy, group, role.
+    pub fn counters(&self) -> Result<Vec<Counter>> {
+        let mut out = Vec::new();
+        for key in self.counters.keys() {
+            let k: intf::mcast_counter_key = decode(COUNTERS_MAP, &key)?;
+            let Some(role) = Role::from_raw(k.role) else {
+                continue;
+            };
+            if let Some((packets, bytes)) = percpu_sum(&self.counters, COUNTERS_MAP, &key)? {
+                out.push(Counter {
+                    policy_id: k.policy_id,
+                    group: from_be(k.group),
+                    role,
+                    packets,
+                    bytes,
+                });
+            }
+        }
+        out.sort_by_key(|c| (c.policy_id, c.group, c.role));
+        Ok(out)
+    }
+
+    /// Drops of every role and reason (zeros included), summed over CPUs.
+    pub fn drops(&self) -> Result<Vec<DropCount>> {
+        let mut out = Vec::new();
+        for role in Role::ALL {
+            for reason in DropReason::all() {
+                let idx = role.raw() * DropReason::MAX + reason.code();
+                let (packets, bytes) = percpu_sum(&self.drops, DROPS_MAP, idx.as_bytes())?
+                    .unwrap_or_default();
+                out.push(DropCount {
+                    role,
+                    reason,
+                    packets,
+                    bytes,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drops of one role and reason.
+    pub fn drop_count(&self, role: Role, reason: DropReason) -> Result<DropCount> {
+        let idx = role.raw() * DropReason::MAX + reason.code();
+        let (packets, bytes) =
+            percpu_sum(&self.drops, DROPS_MAP, idx.as_bytes())?.unwrap_or_default();
+        Ok(DropCount {
+            role,
+            reason,
+            packets,
+            bytes,
+        })
+    }
+}

@@ -1,0 +1,289 @@
+//! The datapath: load the BPF objects, pin their maps beside Cilium's,
+//! attach the programs with tcx, and read and write the maps.
+//!
+//! Everything here survives the process: maps are pinned under
+//! `<bpffs-root>/tc/globals/`, links under
+//! `<bpffs-root>/cilium-mcast-egress/links/<device>/<program>`. A later load
+//! adopts both, so the datapath keeps forwarding across restarts and
+//! upgrades of the same layout.
+
+mod bytes;
+pub mod maps;
+mod pin;
+pub mod tcx;
+
+use std::mem::MaybeUninit;
+use std::path::{Path, PathBuf};
+
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::OpenObject;
+
+use crate::bpf_skel::from_container::{McastFromContainerSkel, McastFromContainerSkelBuilder};
+use crate::bpf_skel::from_overlay::{McastFromOverlaySkel, McastFromOverlaySkelBuilder};
+
+pub use bytes::Plain;
+pub use maps::Maps;
+pub use pin::{MapLayout, MAP_PREFIX};
+pub use tcx::{AttachOutcome, LinkState};
+
+/// Default mount point of the BPF filesystem, as Cilium uses it.
+pub const DEFAULT_BPFFS_ROOT: &str = "/sys/fs/bpf";
+
+/// Errors of the datapath layer.
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error("{path} is not on a BPF filesystem (mount one with `mount -t bpf bpf {path}`)")]
+    NotBpffs { path: PathBuf },
+    #[error("cannot create {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("opening BPF object {object}: {source}")]
+    Open {
+        object: &'static str,
+        source: libbpf_rs::Error,
+    },
+    #[error("loading BPF object {object} (is this kernel 6.6+ with BTF?): {source}")]
+    Load {
+        object: &'static str,
+        source: libbpf_rs::Error,
+    },
+    #[error(
+        "pinned map {path} has another layout ({pinned}) than this build ({ours}); \
+         refusing to mix them: run `cilium-mcast-egress uninstall` to remove the old datapath"
+    )]
+    LayoutMismatch {
+        path: PathBuf,
+        pinned: MapLayout,
+        ours: MapLayout,
+    },
+    #[error("pinned map {path}: {source}")]
+    PinnedMap {
+        path: PathBuf,
+        source: libbpf_rs::Error,
+    },
+    #[error("device {device} not found")]
+    DeviceNotFound { device: String },
+    #[error("device name {device:?} cannot be used in a pin path")]
+    BadDeviceName { device: String },
+    #[error("attaching {program} to {device} with tcx: {source}")]
+    Attach {
+        program: &'static str,
+        device: String,
+        source: std::io::Error,
+    },
+    #[error("link pin {path}: {source}")]
+    LinkPin {
+        path: PathBuf,
+        source: libbpf_rs::Error,
+    },
+    #[error("updating the program of link {path}: {source}")]
+    LinkUpdate {
+        path: PathBuf,
+        source: libbpf_rs::Error,
+    },
+    #[error("querying tcx programs of ifindex {ifindex}: {source}")]
+    Query {
+        ifindex: u32,
+        source: std::io::Error,
+    },
+    #[error("removing {path}: {source}")]
+    Remove {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("map {map}: {op}: {source}")]
+    Map {
+        map: &'static str,
+        op: &'static str,
+        source: libbpf_rs::Error,
+    },
+    #[error("map {map}: value of {got} bytes, expected {want}")]
+    MapValueSize {
+        map: &'static str,
+        got: usize,
+        want: usize,
+    },
+    #[error("invalid {what}: {detail}")]
+    Invalid { what: &'static str, detail: String },
+}
+
+pub type Result<T, E = DatapathError> = std::result::Result<T, E>;
+
+/// The two programs, by the hook they serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Program {
+    /// `mcast_from_container`: tcx ingress of endpoint veths (`lxc*`).
+    FromContainer,
+    /// `mcast_from_overlay`: tcx ingress of the tunnel device (`cilium_vxlan`).
+    FromOverlay,
+}
+
+impl Program {
+    pub const ALL: [Program; 2] = [Program::FromContainer, Program::FromOverlay];
+
+    /// The program's name in the BPF object, also its link pin's file name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Program::FromContainer => "mcast_from_container",
+            Program::FromOverlay => "mcast_from_overlay",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Program> {
+        Program::ALL.into_iter().find(|p| p.name() == name)
+    }
+}
+
+/// Where the datapath keeps its pins under one BPF filesystem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    root: PathBuf,
+}
+
+impl Paths {
+    pub fn new(bpffs_root: impl Into<PathBuf>) -> Self {
+        Paths {
+            root: bpffs_root.into(),
+        }
+    }
+
+    pub fn bpffs_root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `<root>/tc/globals`: our maps, beside Cilium's.
+    pub fn globals(&self) -> PathBuf {
+        self.root.join("tc").join("globals")
+    }
+
+    /// `<root>/cilium-mcast-egress`: everything else of ours.
+    pub fn own_dir(&self) -> PathBuf {
+        self.root.join("cilium-mcast-egress")
+    }
+
+    pub fn links_dir(&self) -> PathBuf {
+        self.own_dir().join("links")
+    }
+
+    pub fn link_pin(&self, device: &str, program: Program) -> Result<PathBuf> {
+        tcx::check_device_name(device)?;
+        Ok(self.links_dir().join(device).join(program.name()))
+    }
+}
+
+/// Storage the skeletons borrow from; it must outlive the [`Datapath`].
+pub struct DatapathStorage {
+    container: MaybeUninit<OpenObject>,
+    overlay: MaybeUninit<OpenObject>,
+}
+
+impl Default for DatapathStorage {
+    fn default() -> Self {
+        DatapathStorage {
+            container: MaybeUninit::uninit(),
+            overlay: MaybeUninit::uninit(),
+        }
+    }
+}
+
+/// The loaded datapath: both programs, their maps pinned.
+pub struct Datapath<'obj> {
+    paths: Paths,
+    container: McastFromContainerSkel<'obj>,
+    overlay: McastFromOverlaySkel<'obj>,
+}
+
+impl<'obj> Datapath<'obj> {
+    /// Load both programs. Maps already pinned under `<root>/tc/globals` are
+    /// re-used (after checking their layout), missing ones are created and
+    /// pinned. Nothing is attached.
+    pub fn load(storage: &'obj mut DatapathStorage, paths: Paths) -> Result<Self> {
+        let container = load_skel(
+            McastFromContainerSkelBuilder::default(),
+            "mcast_from_container",
+            &mut storage.container,
+            &paths,
+        )?;
+        let overlay = load_skel(
+            McastFromOverlaySkelBuilder::default(),
+            "mcast_from_overlay",
+            &mut storage.overlay,
+            &paths,
+        )?;
+        Ok(Datapath {
+            paths,
+            container,
+            overlay,
+        })
+    }
+
+    pub fn paths(&self) -> &Paths {
+        &self.paths
+    }
+
+    pub fn program(&self, program: Program) -> &libbpf_rs::Program<'obj> {
+        match program {
+            Program::FromContainer => &self.container.progs.mcast_from_container,
+            Program::FromOverlay => &self.overlay.progs.mcast_from_overlay,
+        }
+    }
+
+    /// Attach `program` at the head of `device`'s tcx ingress chain, or, when
+    /// our link for that device and program is already pinned, swap the
+    /// program in that link (`bpf_link_update`): never a second link.
+    pub fn attach(&self, device: &str, program: Program) -> Result<AttachOutcome> {
+        tcx::attach_or_update(&self.paths, device, program, self.program(program))
+    }
+
+    /// Handles to every pinned map.
+    pub fn maps(&self) -> Result<Maps> {
+        Maps::open_pinned(&self.paths)
+    }
+}
+
+/// Open, check pins, load: the steps every object of ours goes through.
+/// Generic so that the test and benchmark builds of the programs are loaded
+/// exactly like the production ones.
+pub fn load_skel<'obj, B>(
+    builder: B,
+    object: &'static str,
+    storage: &'obj mut MaybeUninit<OpenObject>,
+    paths: &Paths,
+) -> Result<<B::Output as OpenSkel<'obj>>::Output>
+where
+    B: SkelBuilder<'obj>,
+{
+    pin::ensure_bpffs_dirs(paths)?;
+    let mut open = builder
+        .open(storage)
+        .map_err(|source| DatapathError::Open { object, source })?;
+    pin::prepare_map_pins(open.open_object_mut(), &paths.globals())?;
+    open.load()
+        .map_err(|source| DatapathError::Load { object, source })
+}
+
+/// Detach our link of `program` on `device` and remove its pin. Returns
+/// whether there was one. Works without loading anything.
+pub fn detach(paths: &Paths, device: &str, program: Program) -> Result<bool> {
+    tcx::detach(paths, device, program)
+}
+
+/// Remove everything this project pinned under the BPF filesystem: every
+/// link (detaching it) and every `mcast_egw_*` map. Nothing else is touched.
+pub fn uninstall(paths: &Paths) -> Result<UninstallReport> {
+    let links = tcx::detach_all(paths)?;
+    let maps = pin::unpin_maps(&paths.globals())?;
+    pin::remove_dir_if_exists(&paths.own_dir())?;
+    Ok(UninstallReport { links, maps })
+}
+
+/// What [`uninstall`] removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct UninstallReport {
+    /// (device, program) of each link detached.
+    pub links: Vec<(String, String)>,
+    /// Names of the maps unpinned.
+    pub maps: Vec<String>,
+}
