@@ -9,9 +9,19 @@ use libbpf_cargo::SkeletonBuilder;
 /// (source, skeleton file) pairs. The test and bench objects are built too
 /// so that `tests/` and `benches/` can include them; the binary never does.
 const OBJECTS: &[(&str, &str)] = &[
-    ("bpf/mcast_from_container.bpf.c", "mcast_from_container.skel.rs"),
+    (
+        "bpf/mcast_from_container.bpf.c",
+        "mcast_from_container.skel.rs",
+    ),
     ("bpf/mcast_from_overlay.bpf.c", "mcast_from_overlay.skel.rs"),
-    ("bpf/tests/mcast_from_overlay_test.bpf.c", "mcast_from_overlay_test.skel.rs"),
+    (
+        "bpf/tests/mcast_from_overlay_test.bpf.c",
+        "mcast_from_overlay_test.skel.rs",
+    ),
+    (
+        "bpf/tests/mcast_test_observer.bpf.c",
+        "mcast_test_observer.skel.rs",
+    ),
     ("bpf/bench/mcast_empty.bpf.c", "mcast_empty.skel.rs"),
 ];
 
@@ -49,7 +59,10 @@ fn main() {
             .unwrap_or_else(|e| panic!("building {}: {e:#}", src.display()));
     }
 
-    generate_bindings(&include.join("mcast_egress.h"), &out.join("mcast_egress_intf.rs"));
+    generate_bindings(
+        &include.join("mcast_egress.h"),
+        &out.join("mcast_egress_intf.rs"),
+    );
 
     println!("cargo:rerun-if-changed=bpf");
     println!("cargo:rerun-if-changed=include");
@@ -63,7 +76,9 @@ fn generate_bindings(header: &Path, out: &Path) {
         .derive_default(true)
         .derive_eq(true)
         .derive_hash(true)
-        .default_enum_style(bindgen::EnumVariation::Rust { non_exhaustive: false })
+        .default_enum_style(bindgen::EnumVariation::Rust {
+            non_exhaustive: false,
+        })
         .prepend_enum_name(false)
         .layout_tests(true)
         .generate()

@@ -164,4 +164,16 @@ struct mcast_test_tunnel {
 	__u32 pad;
 };
 
+/*
+ * Test builds only: what the observer program behind ours (where Cilium's
+ * program sits) was handed: the frame's length and first bytes.
+ */
+#define MCAST_TEST_OBSERVED_BYTES	128
+
+struct mcast_test_observed {
+	__u32 count;
+	__u32 len;
+	__u8 data[MCAST_TEST_OBSERVED_BYTES];
+};
+
 #endif /* MCAST_EGRESS_H */

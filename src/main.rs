@@ -118,7 +118,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let outcome = dp
                 .attach(&device, program.into())
                 .with_context(|| format!("attaching to {device}"))?;
-            tracing::info!(device, program = Program::from(program).name(), ?outcome, "attached");
+            tracing::info!(
+                device,
+                program = Program::from(program).name(),
+                ?outcome,
+                "attached"
+            );
         }
         Command::Detach {
             bpffs,

@@ -51,5 +51,7 @@ unsafe impl Plain for intf::mcast_counter_key {}
 unsafe impl Plain for intf::mcast_counter_val {}
 // SAFETY: as above.
 unsafe impl Plain for intf::mcast_test_tunnel {}
+// SAFETY: as above.
+unsafe impl Plain for intf::mcast_test_observed {}
 // SAFETY: a plain integer.
 unsafe impl Plain for u32 {}

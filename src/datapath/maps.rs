@@ -132,8 +132,7 @@ impl DropReason {
     pub const NO_EGRESS_IP: DropReason = DropReason(RawDrop::MCAST_DROP_NO_EGRESS_IP as u32);
     pub const TTL_EXCEEDED: DropReason = DropReason(RawDrop::MCAST_DROP_TTL_EXCEEDED as u32);
     pub const NO_TUNNEL: DropReason = DropReason(RawDrop::MCAST_DROP_NO_TUNNEL as u32);
-    pub const NO_EGRESS_IFACE: DropReason =
-        DropReason(RawDrop::MCAST_DROP_NO_EGRESS_IFACE as u32);
+    pub const NO_EGRESS_IFACE: DropReason = DropReason(RawDrop::MCAST_DROP_NO_EGRESS_IFACE as u32);
     pub const UNSUPPORTED_PROTOCOL: DropReason =
         DropReason(RawDrop::MCAST_DROP_UNSUPPORTED_PROTO as u32);
     pub const MALFORMED: DropReason = DropReason(RawDrop::MCAST_DROP_MALFORMED as u32);
@@ -411,13 +410,11 @@ impl Maps {
 
     /// Every policy entry, sorted by key.
     pub fn policies(&self) -> Result<Vec<(PolicyKey, PolicyValue)>> {
-        let mut out = entries::<intf::mcast_policy_key, intf::mcast_policy_val>(
-            &self.policy,
-            POLICY_MAP,
-        )?
-        .iter()
-        .map(|(k, v)| Ok((PolicyKey::from_raw(k)?, PolicyValue::from_raw(v))))
-        .collect::<Result<Vec<_>>>()?;
+        let mut out =
+            entries::<intf::mcast_policy_key, intf::mcast_policy_val>(&self.policy, POLICY_MAP)?
+                .iter()
+                .map(|(k, v)| Ok((PolicyKey::from_raw(k)?, PolicyValue::from_raw(v))))
+                .collect::<Result<Vec<_>>>()?;
         out.sort_by_key(|(k, _)| *k);
         Ok(out)
     }
@@ -437,18 +434,19 @@ impl Maps {
     }
 
     pub fn endpoints(&self) -> Result<Vec<(Ipv4Addr, Endpoint)>> {
-        let mut out: Vec<_> = entries::<u32, intf::mcast_endpoint_val>(&self.endpoints, ENDPOINTS_MAP)?
-            .into_iter()
-            .map(|(k, v)| {
-                (
-                    from_be(k),
-                    Endpoint {
-                        ifindex: v.ifindex,
-                        identity: v.sec_identity,
-                    },
-                )
-            })
-            .collect();
+        let mut out: Vec<_> =
+            entries::<u32, intf::mcast_endpoint_val>(&self.endpoints, ENDPOINTS_MAP)?
+                .into_iter()
+                .map(|(k, v)| {
+                    (
+                        from_be(k),
+                        Endpoint {
+                            ifindex: v.ifindex,
+                            identity: v.sec_identity,
+                        },
+                    )
+                })
+                .collect();
         out.sort_by_key(|(k, _)| *k);
         Ok(out)
     }
@@ -456,7 +454,12 @@ impl Maps {
     // --- nodes -----------------------------------------------------------
 
     pub fn node_insert(&self, addr: Ipv4Addr) -> Result<()> {
-        update(&self.nodes, NODES_MAP, &be(addr), &intf::mcast_node_val::default())
+        update(
+            &self.nodes,
+            NODES_MAP,
+            &be(addr),
+            &intf::mcast_node_val::default(),
+        )
     }
 
     pub fn node_delete(&self, addr: Ipv4Addr) -> Result<bool> {
@@ -571,8 +574,8 @@ impl Maps {
         for role in Role::ALL {
             for reason in DropReason::all() {
                 let idx = role.raw() * DropReason::MAX + reason.code();
-                let (packets, bytes) = percpu_sum(&self.drops, DROPS_MAP, idx.as_bytes())?
-                    .unwrap_or_default();
+                let (packets, bytes) =
+                    percpu_sum(&self.drops, DROPS_MAP, idx.as_bytes())?.unwrap_or_default();
                 out.push(DropCount {
                     role,
                     reason,

@@ -24,7 +24,7 @@ use crate::bpf_skel::from_overlay::{McastFromOverlaySkel, McastFromOverlaySkelBu
 pub use bytes::Plain;
 pub use maps::Maps;
 pub use pin::{MapLayout, MAP_PREFIX};
-pub use tcx::{AttachOutcome, LinkState};
+pub use tcx::{AttachOutcome, ChainPosition, LinkState};
 
 /// Default mount point of the BPF filesystem, as Cilium uses it.
 pub const DEFAULT_BPFFS_ROOT: &str = "/sys/fs/bpf";
@@ -223,7 +223,7 @@ impl<'obj> Datapath<'obj> {
         &self.paths
     }
 
-    pub fn program(&self, program: Program) -> &libbpf_rs::Program<'obj> {
+    pub fn program(&self, program: Program) -> &libbpf_rs::ProgramMut<'obj> {
         match program {
             Program::FromContainer => &self.container.progs.mcast_from_container,
             Program::FromOverlay => &self.overlay.progs.mcast_from_overlay,

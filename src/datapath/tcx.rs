@@ -115,30 +115,52 @@ pub(super) fn attach_or_update(
         remove_file(&pin)?;
     }
 
-    let dir = pin.parent().unwrap_or(paths.links_dir().as_path()).to_owned();
+    let dir = pin
+        .parent()
+        .unwrap_or(paths.links_dir().as_path())
+        .to_owned();
     fs::create_dir_all(&dir).map_err(|source| DatapathError::CreateDir { path: dir, source })?;
-    let link = attach_tcx_pinned(prog, ifindex, &pin).map_err(|source| DatapathError::Attach {
-        program: program.name(),
-        device: device.to_owned(),
-        source,
+    let link = attach_pinned(prog, ifindex, ChainPosition::Head, &pin).map_err(|source| {
+        DatapathError::Attach {
+            program: program.name(),
+            device: device.to_owned(),
+            source,
+        }
     })?;
     Ok(AttachOutcome::Attached {
         link_id: link_id(&link, &pin)?,
     })
 }
 
-/// Attach at the head of the tcx ingress chain and pin the link at `pin`.
+/// Where in a tcx chain a program goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainPosition {
+    /// First: ours, so that we run before Cilium's programs.
+    Head,
+    /// Last: where Cilium appends its own programs.
+    Tail,
+}
+
+/// Attach `prog` to the tcx ingress chain of `ifindex` and pin the link at
+/// `pin`; the pin keeps it attached after the process exits.
 ///
 /// libbpf-rs has no tcx attach; this is the one place that calls libbpf's.
-fn attach_tcx_pinned(prog: &libbpf_rs::Program<'_>, ifindex: u32, pin: &Path) -> io::Result<Link> {
+pub fn attach_pinned(
+    prog: &libbpf_rs::Program<'_>,
+    ifindex: u32,
+    position: ChainPosition,
+    pin: &Path,
+) -> io::Result<Link> {
     let pin_c = CString::new(pin.as_os_str().as_bytes())
         .map_err(|e| io::Error::new(ErrorKind::InvalidInput, e))?;
     let ifindex = i32::try_from(ifindex).map_err(|e| io::Error::new(ErrorKind::InvalidInput, e))?;
     let opts = libbpf_sys::bpf_tcx_opts {
         sz: std::mem::size_of::<libbpf_sys::bpf_tcx_opts>() as _,
-        // BPF_F_BEFORE with no relative program: first in the chain, so we
-        // run before Cilium's programs, which append at the tail.
-        flags: libbpf_sys::BPF_F_BEFORE,
+        // Before or after no program in particular: the head or the tail.
+        flags: match position {
+            ChainPosition::Head => libbpf_sys::BPF_F_BEFORE,
+            ChainPosition::Tail => libbpf_sys::BPF_F_AFTER,
+        },
         relative_fd: 0,
         relative_id: 0,
         expected_revision: 0,
@@ -288,9 +310,8 @@ pub fn tcx_ingress_chain(ifindex: u32) -> Result<Vec<TcxEntry>> {
     })?;
     // SAFETY: `opts` is initialised with its own size and points at two
     // arrays of `count` u32s that outlive the call.
-    let ret = unsafe {
-        libbpf_sys::bpf_prog_query_opts(target, libbpf_sys::BPF_TCX_INGRESS, &mut opts)
-    };
+    let ret =
+        unsafe { libbpf_sys::bpf_prog_query_opts(target, libbpf_sys::BPF_TCX_INGRESS, &mut opts) };
     if ret < 0 {
         return Err(DatapathError::Query {
             ifindex,

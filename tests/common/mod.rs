@@ -1,0 +1,228 @@
+//! Shared by the privileged test suites: root detection, a private network
+//! namespace per test, a private BPF filesystem per test, a packet builder
+//! and a checksum verifier written independently of the datapath, and a
+//! packet tap.
+
+#![allow(dead_code)]
+
+pub mod observer;
+pub mod packet;
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::mount::{umount2, MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+
+/// Whether privileged tests can run. Outside CI a non-root run skips them,
+/// loudly; under `CI=true` they must run, so not being root is a failure.
+pub fn privileged(test: &str) -> bool {
+    if nix::unistd::Uid::effective().is_root() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test}: privileged test needs root, and CI=true forbids skipping it");
+    }
+    eprintln!(
+        "\n!!! SKIPPED {test}: needs root (BPF, network namespaces). \
+         Run `sudo make test` to run it. !!!\n"
+    );
+    false
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A name no other test (or test process) uses.
+pub fn unique_name(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Run `f` on a thread of its own inside a new, anonymous network namespace.
+/// The namespace, and every device created in it, disappears when the
+/// thread ends, also when `f` panics (the panic is passed on).
+pub fn in_new_netns<F, T>(f: F) -> T
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let handle = std::thread::spawn(move || {
+        nix::sched::unshare(CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
+        sh("ip", &["link", "set", "lo", "up"]);
+        f()
+    });
+    match handle.join() {
+        Ok(v) => v,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// Run a command (in the calling thread's namespaces); panic with its
+/// output when it fails.
+pub fn sh(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd}: {e}"));
+    if !out.status.success() {
+        panic!(
+            "{cmd} {} failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn ifindex(dev: &str) -> u32 {
+    nix::net::if_::if_nametoindex(dev).unwrap_or_else(|e| panic!("ifindex of {dev}: {e}"))
+}
+
+pub fn mac_of(dev: &str) -> [u8; 6] {
+    let out = sh("ip", &["-o", "link", "show", "dev", dev]);
+    let mac = out
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no MAC in {out}"));
+    let bytes: Vec<u8> = mac
+        .split(':')
+        .map(|h| u8::from_str_radix(h, 16).expect("hex"))
+        .collect();
+    bytes.try_into().expect("6 bytes")
+}
+
+/// A BPF filesystem mounted for one test under /run, unmounted and removed
+/// on drop (whatever is pinned in it goes with it).
+pub struct Bpffs {
+    path: PathBuf,
+}
+
+impl Bpffs {
+    pub fn new(test: &str) -> Bpffs {
+        let path = Path::new("/run/cilium-mcast-egress-tests").join(unique_name(test));
+        fs::create_dir_all(&path).expect("creating bpffs mount point");
+        nix::mount::mount(
+            Some("bpf"),
+            &path,
+            Some("bpf"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .expect("mounting bpffs");
+        Bpffs { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        let _ = umount2(&self.path, MntFlags::MNT_DETACH);
+        let _ = fs::remove_dir(&self.path);
+    }
+}
+
+/// An AF_PACKET tap on one device: sees what is sent and received there.
+pub struct Tap {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl Tap {
+    pub fn open(dev: &str) -> Tap {
+        use std::os::fd::FromRawFd;
+
+        let ifindex = ifindex(dev);
+        let proto = (libc::ETH_P_ALL as u16).to_be();
+        // SAFETY: plain socket(2) call; the result is checked below.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                i32::from(proto),
+            )
+        };
+        assert!(fd >= 0, "AF_PACKET socket: {}", io::Error::last_os_error());
+        // SAFETY: fd is a fresh descriptor we own.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        // SAFETY: sockaddr_ll is plain data; zeroed is a valid start.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = proto;
+        sll.sll_ifindex = ifindex as i32;
+        // SAFETY: sll is a valid sockaddr_ll of the size passed.
+        let ret = unsafe {
+            libc::bind(
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                (&sll as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        assert_eq!(ret, 0, "bind AF_PACKET: {}", io::Error::last_os_error());
+        Tap { fd }
+    }
+
+    /// The next frame, or None after `timeout`.
+    pub fn recv(&self, timeout: Duration) -> Option<Vec<u8>> {
+        use std::os::fd::AsRawFd;
+
+        let deadline = Instant::now() + timeout;
+        let mut buf = vec![0u8; 65536];
+        loop {
+            // SAFETY: buf is a valid writable buffer of the given length.
+            let n =
+                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n >= 0 {
+                buf.truncate(n as usize);
+                return Some(buf);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The next frame for which `pred` holds, or None after `timeout`.
+    pub fn recv_matching(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&[u8]) -> bool,
+    ) -> Option<Vec<u8>> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(f) = self.recv(deadline.saturating_duration_since(Instant::now())) {
+                if pred(&f) {
+                    return Some(f);
+                }
+            }
+        }
+        None
+    }
+}
+
+impl Tap {
+    /// Send `frame` out of the tap's device.
+    pub fn send(&self, frame: &[u8]) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: frame is a valid readable buffer of the given length; the
+        // socket is bound to its device.
+        let n = unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+        assert_eq!(
+            n,
+            frame.len() as isize,
+            "send: {}",
+            io::Error::last_os_error()
+        );
+    }
+}
