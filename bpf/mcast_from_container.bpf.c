@@ -45,7 +45,8 @@ static __always_inline int mcast_origin_to_tunnel(struct __sk_buff *skb,
 static __always_inline int mcast_handle_origin(struct __sk_buff *skb)
 {
 	const struct mcast_endpoint_val *ep;
-	const struct mcast_policy_val *pol;
+	struct mcast_policy_val pol_val;
+	const struct mcast_policy_val *pol = &pol_val;
 	const struct mcast_config *cfg;
 	struct mcast_pkt pkt;
 	bool clone;
@@ -55,8 +56,7 @@ static __always_inline int mcast_handle_origin(struct __sk_buff *skb)
 	if (ipv4_mcast_never_egress(pkt.daddr, pkt.proto))
 		return MCAST_TCX_NEXT;
 
-	pol = mcast_policy_lookup(pkt.saddr, pkt.daddr);
-	if (!pol || mcast_policy_is_excluded(pol))
+	if (!mcast_policy_lookup(pkt.saddr, pkt.daddr, &pol_val) || mcast_policy_is_excluded(pol))
 		return MCAST_TCX_NEXT;
 
 	/*

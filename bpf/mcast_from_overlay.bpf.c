@@ -17,7 +17,8 @@
 
 static __always_inline int mcast_handle_overlay(struct __sk_buff *skb)
 {
-	const struct mcast_policy_val *pol;
+	struct mcast_policy_val pol_val;
+	const struct mcast_policy_val *pol = &pol_val;
 	const struct mcast_config *cfg;
 	struct mcast_pkt pkt;
 	__be32 remote;
@@ -36,8 +37,7 @@ static __always_inline int mcast_handle_overlay(struct __sk_buff *skb)
 	if (!mcast_node_is_known(remote))
 		return mcast_drop(skb, MCAST_DROP_UNKNOWN_PEER, MCAST_ROLE_GATEWAY);
 
-	pol = mcast_policy_lookup(pkt.saddr, pkt.daddr);
-	if (!pol || mcast_policy_is_excluded(pol))
+	if (!mcast_policy_lookup(pkt.saddr, pkt.daddr, &pol_val) || mcast_policy_is_excluded(pol))
 		return MCAST_TCX_NEXT;
 
 	cfg = mcast_config_get();

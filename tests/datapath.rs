@@ -385,6 +385,41 @@ dp_test!(excluded_entry_passes, |fx| {
     assert_eq!(v, TCX_REDIRECT);
 });
 
+dp_test!(policy_changes_reach_the_next_packet, |fx| {
+    // The datapath caches lookups per (S, G); every change must still be
+    // seen by the very next packet, on both programs.
+    fx.set_tunnel(ID_A, REMOTE_GW);
+    let f = Frame::udp(POD_A, GROUP, b"cached?").bytes();
+    let key = PolicyKey {
+        source: POD_A,
+        destination: net("232.1.0.0/16"),
+    };
+    let g0 = fx.maps.policy_generation().unwrap();
+    let step = |gateway: Option<Gateway>, origin: u32, gw: u32| {
+        match gateway {
+            Some(g) => fx.policy(POD_A, "232.1.0.0/16", g),
+            None => {
+                fx.maps.policy_delete(&key).unwrap();
+            }
+        }
+        for _ in 0..3 {
+            assert_eq!(
+                fx.from_container(fx.lxc_a, &f).0,
+                origin,
+                "{gateway:?} origin"
+            );
+            assert_eq!(fx.from_overlay(&f).0, gw, "{gateway:?} gateway");
+        }
+    };
+    step(None, TCX_NEXT, TCX_NEXT);
+    step(Some(Gateway::Node(REMOTE_GW)), TCX_REDIRECT, TCX_DROP);
+    step(Some(Gateway::Node(THIS_NODE)), TCX_REDIRECT, TCX_REDIRECT);
+    step(Some(Gateway::Excluded), TCX_NEXT, TCX_NEXT);
+    step(Some(Gateway::NotFound), TCX_DROP, TCX_DROP);
+    step(None, TCX_NEXT, TCX_NEXT);
+    assert_eq!(fx.maps.policy_generation().unwrap(), g0.wrapping_add(6));
+});
+
 dp_test!(no_gateway_sentinel_drops_and_counts, |fx| {
     fx.policy(POD_A, "232.0.0.0/8", Gateway::NotFound);
     let f = Frame::udp(POD_A, GROUP, b"nowhere to go").bytes();
