@@ -57,10 +57,12 @@ fn ctx_for(ifindex: u32) -> Vec<u8> {
 /// ns per run of one BPF_PROG_RUN of `repeat` runs, timed around the call.
 fn wall_ns(prog: &ProgramMut<'_>, ifindex: u32, frame: &[u8], repeat: u32, want: u32) -> f64 {
     let mut ctx = ctx_for(ifindex);
-    let mut input = ProgramInput::default();
-    input.context_in = Some(&mut ctx);
-    input.data_in = Some(frame);
-    input.repeat = repeat;
+    let input = ProgramInput {
+        context_in: Some(&mut ctx),
+        data_in: Some(frame),
+        repeat,
+        ..Default::default()
+    };
     let start = Instant::now();
     let out = prog.test_run(input).expect("BPF_PROG_RUN");
     let elapsed = start.elapsed();
@@ -73,10 +75,12 @@ fn batched_ns(prog: &ProgramMut<'_>, ifindex: u32, frame: &[u8], total: u32, wan
     let mut sum = Duration::ZERO;
     for _ in 0..total / BATCH {
         let mut ctx = ctx_for(ifindex);
-        let mut input = ProgramInput::default();
-        input.context_in = Some(&mut ctx);
-        input.data_in = Some(frame);
-        input.repeat = BATCH;
+        let input = ProgramInput {
+            context_in: Some(&mut ctx),
+            data_in: Some(frame),
+            repeat: BATCH,
+            ..Default::default()
+        };
         let out = prog.test_run(input).expect("BPF_PROG_RUN");
         assert_eq!(out.return_value, want, "verdict of the benchmarked path");
         sum += out.duration * BATCH;

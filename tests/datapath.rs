@@ -203,12 +203,12 @@ impl Fx {
     }
 
     /// Run the origin program as if `frame` came in on `lxc`.
-    fn from_container(&self, lxc: u32, frame: &[u8]) -> (u32, Vec<u8>) {
+    fn run_origin(&self, lxc: u32, frame: &[u8]) -> (u32, Vec<u8>) {
         run(self.container(), lxc, frame, 1)
     }
 
     /// Run the gateway program as if `frame` came out of the tunnel.
-    fn from_overlay(&self, frame: &[u8]) -> (u32, Vec<u8>) {
+    fn run_gateway(&self, frame: &[u8]) -> (u32, Vec<u8>) {
         run(self.overlay(), self.tunnel, frame, 1)
     }
 
@@ -253,11 +253,13 @@ fn run(
     let mut ctx = vec![0u8; off + 4];
     ctx[off..off + 4].copy_from_slice(&ifindex.to_ne_bytes());
     let mut out = vec![0u8; frame.len() + 512];
-    let mut input = libbpf_rs::ProgramInput::default();
-    input.context_in = Some(&mut ctx);
-    input.data_in = Some(frame);
-    input.data_out = Some(&mut out);
-    input.repeat = repeat;
+    let input = libbpf_rs::ProgramInput {
+        context_in: Some(&mut ctx),
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        repeat,
+        ..Default::default()
+    };
     let output = prog.test_run(input).expect("BPF_PROG_RUN");
     let ret = output.return_value;
     let data = output.data.map(|d| d.to_vec()).unwrap_or_default();
@@ -293,7 +295,7 @@ fn assert_untouched(fx: &Fx, verdict: u32, frame: &[u8], out: &[u8]) {
 dp_test!(unicast_ipv4_passes_untouched, |fx| {
     fx.policy(POD_A, "0.0.0.0/1", Gateway::Node(REMOTE_GW));
     let f = Frame::udp(POD_A, POD_B, b"unicast").bytes();
-    let (v, out) = fx.from_container(fx.lxc_a, &f);
+    let (v, out) = fx.run_origin(fx.lxc_a, &f);
     assert_untouched(&fx, v, &f, &out);
 });
 
@@ -307,7 +309,7 @@ dp_test!(arp_passes_untouched, |fx| {
     arp.extend_from_slice(&[0; 6]);
     arp.extend_from_slice(&[232, 1, 1, 1]);
     let f = raw_frame(packet::ETH_P_ARP, &arp);
-    let (v, out) = fx.from_container(fx.lxc_a, &f);
+    let (v, out) = fx.run_origin(fx.lxc_a, &f);
     assert_untouched(&fx, v, &f, &out);
 });
 
@@ -319,7 +321,7 @@ dp_test!(ipv6_passes_untouched, |fx| {
     v6.extend_from_slice(&[0xff, 0x3e, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x80, 0, 0, 1]);
     v6.extend_from_slice(&[0x9c, 0x40, 0x13, 0x89, 0, 8, 0, 0]);
     let f = raw_frame(packet::ETH_P_IPV6, &v6);
-    let (v, out) = fx.from_container(fx.lxc_a, &f);
+    let (v, out) = fx.run_origin(fx.lxc_a, &f);
     assert_untouched(&fx, v, &f, &out);
 });
 
@@ -349,7 +351,7 @@ dp_test!(truncated_frames_pass_untouched, |fx| {
     // A whole header but no room for the options it announces.
     let mut f = full[..14 + 20].to_vec();
     f[14] = 0x46;
-    let (v, out) = fx.from_container(fx.lxc_a, &f);
+    let (v, out) = fx.run_origin(fx.lxc_a, &f);
     assert_untouched(&fx, v, &f, &out);
 });
 
@@ -358,9 +360,9 @@ dp_test!(ihl_below_five_passes_untouched, |fx| {
     for ihl in 0..5u8 {
         let mut f = Frame::udp(POD_A, GROUP, b"bad header").bytes();
         f[14] = 0x40 | ihl;
-        let (v, out) = fx.from_container(fx.lxc_a, &f);
+        let (v, out) = fx.run_origin(fx.lxc_a, &f);
         assert_untouched(&fx, v, &f, &out);
-        let (v, out) = fx.from_overlay(&f);
+        let (v, out) = fx.run_gateway(&f);
         assert_untouched(&fx, v, &f, &out);
     }
 });
@@ -369,7 +371,7 @@ dp_test!(multicast_without_policy_passes, |fx| {
     fx.policy(POD_B, "232.0.0.0/8", Gateway::Node(REMOTE_GW));
     fx.policy(POD_A, "239.0.0.0/8", Gateway::Node(REMOTE_GW));
     let f = Frame::udp(POD_A, GROUP, b"no policy for this").bytes();
-    let (v, out) = fx.from_container(fx.lxc_a, &f);
+    let (v, out) = fx.run_origin(fx.lxc_a, &f);
     assert_untouched(&fx, v, &f, &out);
 });
 
@@ -377,11 +379,11 @@ dp_test!(excluded_entry_passes, |fx| {
     fx.policy(POD_A, "232.0.0.0/8", Gateway::Node(REMOTE_GW));
     fx.policy(POD_A, "232.1.1.0/24", Gateway::Excluded);
     let f = Frame::udp(POD_A, GROUP, b"excluded").bytes();
-    let (v, out) = fx.from_container(fx.lxc_a, &f);
+    let (v, out) = fx.run_origin(fx.lxc_a, &f);
     assert_untouched(&fx, v, &f, &out);
     // Outside the excluded prefix the policy still applies.
     let f = Frame::udp(POD_A, Ipv4Addr::new(232, 1, 2, 1), b"covered").bytes();
-    let (v, _) = fx.from_container(fx.lxc_a, &f);
+    let (v, _) = fx.run_origin(fx.lxc_a, &f);
     assert_eq!(v, TCX_REDIRECT);
 });
 
@@ -403,12 +405,8 @@ dp_test!(policy_changes_reach_the_next_packet, |fx| {
             }
         }
         for _ in 0..3 {
-            assert_eq!(
-                fx.from_container(fx.lxc_a, &f).0,
-                origin,
-                "{gateway:?} origin"
-            );
-            assert_eq!(fx.from_overlay(&f).0, gw, "{gateway:?} gateway");
+            assert_eq!(fx.run_origin(fx.lxc_a, &f).0, origin, "{gateway:?} origin");
+            assert_eq!(fx.run_gateway(&f).0, gw, "{gateway:?} gateway");
         }
     };
     step(None, TCX_NEXT, TCX_NEXT);
@@ -423,7 +421,7 @@ dp_test!(policy_changes_reach_the_next_packet, |fx| {
 dp_test!(no_gateway_sentinel_drops_and_counts, |fx| {
     fx.policy(POD_A, "232.0.0.0/8", Gateway::NotFound);
     let f = Frame::udp(POD_A, GROUP, b"nowhere to go").bytes();
-    let (v, _) = fx.from_container(fx.lxc_a, &f);
+    let (v, _) = fx.run_origin(fx.lxc_a, &f);
     assert_eq!(v, TCX_DROP);
     assert_eq!(fx.drops(Role::Origin, DropReason::NO_GATEWAY), 1);
     assert_eq!(fx.total_drops(), 1);
@@ -435,7 +433,7 @@ dp_test!(never_egress_set_passes_under_catch_all_policy, |fx| {
     // OSPF's 224.0.0.5 and mDNS's 224.0.0.251: Local Network Control Block.
     for group in [Ipv4Addr::new(224, 0, 0, 5), Ipv4Addr::new(224, 0, 0, 251)] {
         let f = Frame::udp(POD_A, group, b"link local").bytes();
-        let (v, out) = fx.from_container(fx.lxc_a, &f);
+        let (v, out) = fx.run_origin(fx.lxc_a, &f);
         assert_untouched(&fx, v, &f, &out);
     }
     // IGMP and PIM to a covered, routable group.
@@ -443,10 +441,10 @@ dp_test!(never_egress_set_passes_under_catch_all_policy, |fx| {
         let f = Frame::udp(POD_A, GROUP, &[0x22, 0, 0xfa, 0xff, 0, 0, 0, 1])
             .proto(proto)
             .bytes();
-        let (v, out) = fx.from_container(fx.lxc_a, &f);
+        let (v, out) = fx.run_origin(fx.lxc_a, &f);
         assert_untouched(&fx, v, &f, &out);
         fx.set_tunnel(ID_A, REMOTE_GW);
-        let (v, out) = fx.from_overlay(&f);
+        let (v, out) = fx.run_gateway(&f);
         assert_untouched(&fx, v, &f, &out);
     }
 });
@@ -456,7 +454,7 @@ dp_test!(never_egress_set_passes_under_catch_all_policy, |fx| {
 dp_test!(origin_remote_gateway_redirects_unchanged, |fx| {
     fx.policy(POD_A, "232.1.0.0/16", Gateway::Node(REMOTE_GW));
     let f = Frame::udp(POD_A, GROUP, b"to the gateway").bytes();
-    let (v, out) = fx.from_container(fx.lxc_a, &f);
+    let (v, out) = fx.run_origin(fx.lxc_a, &f);
     assert_eq!(v, TCX_REDIRECT);
     assert_eq!(out, f, "the origin sends the pod's packet as it is");
     assert_eq!(fx.counter(GROUP, Role::Origin), (1, f.len() as u64));
@@ -468,7 +466,7 @@ dp_test!(origin_spoofed_source_drops, |fx| {
     fx.policy(POD_B, "232.1.0.0/16", Gateway::Node(REMOTE_GW));
     // Pod A (behind lxc_a) sends with pod B's address.
     let f = Frame::udp(POD_B, GROUP, b"not my address").bytes();
-    let (v, _) = fx.from_container(fx.lxc_a, &f);
+    let (v, _) = fx.run_origin(fx.lxc_a, &f);
     assert_eq!(v, TCX_DROP);
     assert_eq!(fx.drops(Role::Origin, DropReason::SPOOFED_SOURCE), 1);
     assert_eq!(fx.total_counted(), 0);
@@ -478,7 +476,7 @@ dp_test!(origin_unknown_source_drops, |fx| {
     let stranger_pod = Ipv4Addr::new(198, 51, 100, 99);
     fx.policy(stranger_pod, "232.1.0.0/16", Gateway::Node(REMOTE_GW));
     let f = Frame::udp(stranger_pod, GROUP, b"who am i").bytes();
-    let (v, _) = fx.from_container(fx.lxc_a, &f);
+    let (v, _) = fx.run_origin(fx.lxc_a, &f);
     assert_eq!(v, TCX_DROP);
     assert_eq!(fx.drops(Role::Origin, DropReason::UNKNOWN_SOURCE), 1);
 });
@@ -492,7 +490,7 @@ dp_test!(origin_without_tunnel_device_drops, |fx| {
         .unwrap();
     fx.policy(POD_A, "232.1.0.0/16", Gateway::Node(REMOTE_GW));
     let f = Frame::udp(POD_A, GROUP, b"no tunnel yet").bytes();
-    let (v, _) = fx.from_container(fx.lxc_a, &f);
+    let (v, _) = fx.run_origin(fx.lxc_a, &f);
     assert_eq!(v, TCX_DROP);
     assert_eq!(fx.drops(Role::Origin, DropReason::NO_TUNNEL), 1);
 });
@@ -502,7 +500,7 @@ dp_test!(origin_non_udp_drops, |fx| {
     let f = Frame::udp(POD_A, GROUP, &[0u8; 20])
         .proto(packet::PROTO_TCP)
         .bytes();
-    let (v, _) = fx.from_container(fx.lxc_a, &f);
+    let (v, _) = fx.run_origin(fx.lxc_a, &f);
     assert_eq!(v, TCX_DROP);
     assert_eq!(fx.drops(Role::Origin, DropReason::UNSUPPORTED_PROTOCOL), 1);
 });
@@ -532,7 +530,7 @@ dp_test!(origin_local_gateway_rewrites_and_redirects, |fx| {
     fx.policy(POD_A, "232.1.0.0/16", Gateway::Node(THIS_NODE));
     let sent = Frame::udp(POD_A, GROUP, b"SSM from a pod on the gateway node");
     let f = sent.bytes();
-    let (v, out) = fx.from_container(fx.lxc_a, &f);
+    let (v, out) = fx.run_origin(fx.lxc_a, &f);
     assert_eq!(v, TCX_REDIRECT);
     assert_emitted(&fx, &sent, &out);
     assert_eq!(fx.counter(GROUP, Role::Origin), (1, f.len() as u64));
@@ -545,7 +543,7 @@ dp_test!(gateway_rewrites_and_redirects, |fx| {
     fx.set_tunnel(ID_A, REMOTE_GW);
     let sent = Frame::udp(POD_A, GROUP, b"SSM through the tunnel");
     let f = sent.bytes();
-    let (v, out) = fx.from_overlay(&f);
+    let (v, out) = fx.run_gateway(&f);
     assert_eq!(v, TCX_REDIRECT);
     assert_emitted(&fx, &sent, &out);
     assert_eq!(fx.counter(GROUP, Role::Gateway), (1, f.len() as u64));
@@ -557,8 +555,8 @@ dp_test!(rewrite_keeps_zero_udp_checksum, |fx| {
     fx.set_tunnel(ID_A, REMOTE_GW);
     let sent = Frame::udp(POD_A, GROUP, b"no checksum").zero_udp_checksum();
     for out in [
-        fx.from_container(fx.lxc_a, &sent.bytes()).1,
-        fx.from_overlay(&sent.bytes()).1,
+        fx.run_origin(fx.lxc_a, &sent.bytes()).1,
+        fx.run_gateway(&sent.bytes()).1,
     ] {
         assert_eq!(View(&out).udp_checksum_field(), 0, "zero stays zero");
         assert_emitted(&fx, &sent, &out);
@@ -593,7 +591,7 @@ dp_test!(rewrite_udp_checksum_many_payloads, |fx| {
                 &payload,
             )
             .ttl(2 + (n % 250) as u8);
-            let (v, out) = fx.from_overlay(&sent.bytes());
+            let (v, out) = fx.run_gateway(&sent.bytes());
             assert_eq!(v, TCX_REDIRECT);
             assert_emitted(&fx, &sent, &out);
         }
@@ -609,7 +607,7 @@ dp_test!(rewrite_first_and_later_fragments, |fx| {
     // covers the whole datagram, so the expectation is the datagram's
     // checksum with the egress IP, computed from scratch.
     let first = datagram.clone().fragment(0, 1480);
-    let (v, out) = fx.from_overlay(&first.bytes());
+    let (v, out) = fx.run_gateway(&first.bytes());
     assert_eq!(v, TCX_REDIRECT);
     assert_emitted(&fx, &first, &out);
     let whole_emitted = datagram.as_emitted(EGRESS_IP, fx.uplink_mac);
@@ -624,7 +622,7 @@ dp_test!(rewrite_first_and_later_fragments, |fx| {
     // payload bytes where a UDP header would be stay as they are.
     let later = datagram.clone().fragment(1480, 3008);
     let lf = later.bytes();
-    let (v, out) = fx.from_overlay(&lf);
+    let (v, out) = fx.run_gateway(&lf);
     assert_eq!(v, TCX_REDIRECT);
     assert_emitted(&fx, &later, &out);
     assert_eq!(
@@ -643,11 +641,11 @@ dp_test!(rewrite_with_ip_options, |fx| {
     long.extend_from_slice(&ra);
     for opts in [ra.to_vec(), long] {
         let sent = Frame::udp(POD_A, GROUP, b"with options").options(&opts);
-        let (v, out) = fx.from_overlay(&sent.bytes());
+        let (v, out) = fx.run_gateway(&sent.bytes());
         assert_eq!(v, TCX_REDIRECT);
         assert_eq!(View(&out).ihl_len(), 20 + opts.len());
         assert_emitted(&fx, &sent, &out);
-        let (v, out) = fx.from_container(fx.lxc_a, &sent.bytes());
+        let (v, out) = fx.run_origin(fx.lxc_a, &sent.bytes());
         assert_eq!(v, TCX_REDIRECT);
         assert_emitted(&fx, &sent, &out);
     }
@@ -666,9 +664,9 @@ dp_test!(rewrite_group_mac_drops_bit_23, |fx| {
         ),
     ] {
         let sent = Frame::udp(POD_A, group, b"mac");
-        let (_, out) = fx.from_overlay(&sent.bytes());
+        let (_, out) = fx.run_gateway(&sent.bytes());
         assert_eq!(View(&out).dst_mac(), mac, "{group}");
-        let (_, out) = fx.from_container(fx.lxc_a, &sent.bytes());
+        let (_, out) = fx.run_origin(fx.lxc_a, &sent.bytes());
         assert_eq!(View(&out).dst_mac(), mac, "{group}");
     }
 });
@@ -678,16 +676,16 @@ dp_test!(ttl_one_is_dropped_as_ttl_exceeded, |fx| {
     fx.set_tunnel(ID_A, REMOTE_GW);
     for ttl in [0u8, 1] {
         let f = Frame::udp(POD_A, GROUP, b"ttl").ttl(ttl).bytes();
-        let (v, _) = fx.from_overlay(&f);
+        let (v, _) = fx.run_gateway(&f);
         assert_eq!(v, TCX_DROP);
-        let (v, _) = fx.from_container(fx.lxc_a, &f);
+        let (v, _) = fx.run_origin(fx.lxc_a, &f);
         assert_eq!(v, TCX_DROP);
     }
     assert_eq!(fx.drops(Role::Gateway, DropReason::TTL_EXCEEDED), 4);
     assert_eq!(fx.counter(GROUP, Role::Gateway), (0, 0));
     // TTL 2 leaves with TTL 1.
     let sent = Frame::udp(POD_A, GROUP, b"ttl").ttl(2);
-    let (v, out) = fx.from_overlay(&sent.bytes());
+    let (v, out) = fx.run_gateway(&sent.bytes());
     assert_eq!(v, TCX_REDIRECT);
     assert_eq!(View(&out).ttl(), 1);
 });
@@ -698,14 +696,14 @@ dp_test!(gateway_world_vni_passes, |fx| {
     fx.policy(POD_A, "232.1.0.0/16", Gateway::Node(THIS_NODE));
     fx.set_tunnel(2, REMOTE_GW);
     let f = Frame::udp(POD_A, GROUP, b"cilium's own replication").bytes();
-    let (v, out) = fx.from_overlay(&f);
+    let (v, out) = fx.run_gateway(&f);
     assert_untouched(&fx, v, &f, &out);
 });
 
 dp_test!(gateway_without_tunnel_key_passes, |fx| {
     fx.policy(POD_A, "232.1.0.0/16", Gateway::Node(THIS_NODE));
     let f = Frame::udp(POD_A, GROUP, b"no metadata").bytes();
-    let (v, out) = fx.from_overlay(&f);
+    let (v, out) = fx.run_gateway(&f);
     assert_untouched(&fx, v, &f, &out);
 });
 
@@ -713,7 +711,7 @@ dp_test!(gateway_unknown_peer_drops, |fx| {
     fx.policy(POD_A, "232.1.0.0/16", Gateway::Node(THIS_NODE));
     fx.set_tunnel(ID_A, STRANGER);
     let f = Frame::udp(POD_A, GROUP, b"injected").bytes();
-    let (v, _) = fx.from_overlay(&f);
+    let (v, _) = fx.run_gateway(&f);
     assert_eq!(v, TCX_DROP);
     assert_eq!(fx.drops(Role::Gateway, DropReason::UNKNOWN_PEER), 1);
     assert_eq!(fx.total_counted(), 0);
@@ -725,7 +723,7 @@ dp_test!(gateway_not_the_gateway_drops, |fx| {
     fx.policy(POD_A, "232.2.0.0/16", Gateway::NotFound);
     for group in [GROUP, Ipv4Addr::new(232, 2, 0, 1)] {
         let f = Frame::udp(POD_A, group, b"wrong node").bytes();
-        let (v, _) = fx.from_overlay(&f);
+        let (v, _) = fx.run_gateway(&f);
         assert_eq!(v, TCX_DROP);
     }
     assert_eq!(fx.drops(Role::Gateway, DropReason::NOT_GATEWAY), 2);
@@ -758,7 +756,7 @@ dp_test!(gateway_no_egress_ip_drops, |fx| {
         Ipv4Addr::new(232, 2, 0, 1),
         Ipv4Addr::new(232, 3, 0, 1),
     ] {
-        let (v, _) = fx.from_overlay(&Frame::udp(POD_A, g, b"x").bytes());
+        let (v, _) = fx.run_gateway(&Frame::udp(POD_A, g, b"x").bytes());
         assert_eq!(v, TCX_DROP, "{g}");
     }
     assert_eq!(fx.drops(Role::Gateway, DropReason::NO_EGRESS_IP), 2);
@@ -780,7 +778,7 @@ dp_test!(coexistence_remote_clones_and_hands_on, |fx| {
     fx.maps.cilium_group_insert(GROUP).unwrap();
     let underlay = Tap::open("under0");
     let f = Frame::udp(POD_A, GROUP, b"both in and out of the cluster").bytes();
-    let (v, out) = fx.from_container(fx.lxc_a, &f);
+    let (v, out) = fx.run_origin(fx.lxc_a, &f);
     assert_eq!(v, TCX_NEXT, "Cilium still gets the packet");
     assert_eq!(out, f, "and gets it unchanged");
     assert_eq!(fx.counter(GROUP, Role::Origin), (1, f.len() as u64));
@@ -803,7 +801,7 @@ dp_test!(coexistence_remote_clones_and_hands_on, |fx| {
 
     // Without the group in Cilium's set: redirect, no clone.
     fx.maps.cilium_group_delete(GROUP).unwrap();
-    let (v, _) = fx.from_container(fx.lxc_a, &f);
+    let (v, _) = fx.run_origin(fx.lxc_a, &f);
     assert_eq!(v, TCX_REDIRECT);
 });
 
@@ -816,7 +814,7 @@ dp_test!(coexistence_local_gateway_clones_and_restores, |fx| {
         Frame::udp(POD_A, GROUP, b"zero").zero_udp_checksum(),
     ] {
         let f = sent.bytes();
-        let (v, out) = fx.from_container(fx.lxc_a, &f);
+        let (v, out) = fx.run_origin(fx.lxc_a, &f);
         assert_eq!(v, TCX_NEXT);
         assert_eq!(out, f, "the original is restored byte for byte");
         let copy = uplink

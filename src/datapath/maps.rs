@@ -627,3 +627,127 @@ impl Maps {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(src: &str, dst: &str) -> PolicyKey {
+        PolicyKey {
+            source: src.parse().unwrap(),
+            destination: dst.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn policy_key_is_ciliums_byte_layout() {
+        // CILIUM.md: a 232.0.0.0/8 policy for a pod -> {40, pod, 232.0.0.0}.
+        let raw = key("198.51.100.5", "232.0.0.0/8").raw();
+        let bytes = raw.as_bytes();
+        assert_eq!(bytes.len(), 12);
+        assert_eq!(&bytes[0..4], &40u32.to_ne_bytes(), "prefixlen, host order");
+        assert_eq!(&bytes[4..8], &[198, 51, 100, 5], "saddr, network order");
+        assert_eq!(&bytes[8..12], &[232, 0, 0, 0], "daddr, network order");
+    }
+
+    #[test]
+    fn policy_key_masks_host_bits_of_the_destination() {
+        let raw = key("198.51.100.5", "232.1.2.3/16").raw();
+        assert_eq!(&raw.as_bytes()[8..12], &[232, 1, 0, 0]);
+        assert_eq!(raw.prefixlen, 48);
+    }
+
+    #[test]
+    fn policy_key_round_trips() {
+        for (s, d) in [
+            ("198.51.100.5", "232.0.0.0/8"),
+            ("198.51.100.255", "224.0.0.0/4"),
+            ("192.0.2.1", "232.1.1.1/32"),
+        ] {
+            let k = key(s, d);
+            assert_eq!(PolicyKey::from_raw(&k.raw()).unwrap(), k);
+        }
+    }
+
+    #[test]
+    fn policy_key_rejects_impossible_prefix_lengths() {
+        for prefixlen in [0, 31, 65, 200] {
+            let raw = intf::mcast_policy_key {
+                prefixlen,
+                ..Default::default()
+            };
+            assert!(PolicyKey::from_raw(&raw).is_err(), "{prefixlen}");
+        }
+    }
+
+    #[test]
+    fn policy_value_sentinels_are_ciliums() {
+        let v = |gateway| PolicyValue {
+            egress_ip: Ipv4Addr::UNSPECIFIED,
+            gateway,
+            egress_ifindex: 0,
+            policy_id: 1,
+        };
+        let not_found = v(Gateway::NotFound).raw();
+        assert_eq!(&not_found.as_bytes()[4..8], &[0, 0, 0, 0]);
+        let excluded = v(Gateway::Excluded).raw();
+        assert_eq!(&excluded.as_bytes()[4..8], &[0, 0, 0, 1]);
+        for g in [
+            Gateway::NotFound,
+            Gateway::Excluded,
+            Gateway::Node(Ipv4Addr::new(192, 0, 2, 7)),
+        ] {
+            assert_eq!(PolicyValue::from_raw(&v(g).raw()), v(g));
+        }
+    }
+
+    #[test]
+    fn policy_value_byte_layout() {
+        let raw = PolicyValue {
+            egress_ip: Ipv4Addr::new(203, 0, 113, 9),
+            gateway: Gateway::Node(Ipv4Addr::new(192, 0, 2, 3)),
+            egress_ifindex: 0x01020304,
+            policy_id: 77,
+        }
+        .raw();
+        let b = raw.as_bytes();
+        assert_eq!(b.len(), 24);
+        assert_eq!(&b[0..4], &[203, 0, 113, 9]);
+        assert_eq!(&b[4..8], &[192, 0, 2, 3]);
+        assert_eq!(&b[8..12], &0x01020304u32.to_ne_bytes());
+        assert_eq!(&b[12..16], &77u32.to_ne_bytes());
+        assert_eq!(&b[16..24], &[0; 8], "reserved bytes are zero");
+    }
+
+    #[test]
+    fn every_drop_code_has_a_distinct_stable_label() {
+        let labels: Vec<&str> = DropReason::all().map(DropReason::label).collect();
+        assert_eq!(labels.len() as u32, DropReason::MAX - 1);
+        assert!(!labels.contains(&"unknown"));
+        let mut uniq = labels.clone();
+        uniq.sort();
+        uniq.dedup();
+        assert_eq!(uniq.len(), labels.len());
+        for r in DropReason::all() {
+            assert_eq!(DropReason::from_label(r.label()), Some(r));
+            assert_eq!(DropReason::from_code(r.code()), Some(r));
+        }
+        assert_eq!(DropReason::from_code(0), None);
+        assert_eq!(DropReason::from_code(DropReason::MAX), None);
+        // Codes are part of the contract: these never change.
+        assert_eq!(DropReason::NO_GATEWAY.code(), 1);
+        assert_eq!(DropReason::SPOOFED_SOURCE.label(), "spoofed_source");
+        assert_eq!(DropReason::TTL_EXCEEDED.code(), 7);
+        assert_eq!(DropReason::TTL_EXCEEDED.label(), "ttl_exceeded");
+    }
+
+    #[test]
+    fn roles_round_trip() {
+        for r in Role::ALL {
+            assert_eq!(Role::from_raw(r.raw()), Some(r));
+        }
+        assert_eq!(Role::from_raw(2), None);
+        assert_eq!(Role::Origin.label(), "origin");
+        assert_eq!(Role::Gateway.label(), "gateway");
+    }
+}

@@ -287,3 +287,48 @@ pub struct UninstallReport {
     /// Names of the maps unpinned.
     pub maps: Vec<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pin_paths() {
+        let p = Paths::new("/sys/fs/bpf");
+        assert_eq!(p.globals(), Path::new("/sys/fs/bpf/tc/globals"));
+        assert_eq!(
+            p.link_pin("lxc12ab", Program::FromContainer).unwrap(),
+            Path::new("/sys/fs/bpf/cilium-mcast-egress/links/lxc12ab/mcast_from_container")
+        );
+        assert_eq!(
+            p.link_pin("cilium_vxlan", Program::FromOverlay).unwrap(),
+            Path::new("/sys/fs/bpf/cilium-mcast-egress/links/cilium_vxlan/mcast_from_overlay")
+        );
+    }
+
+    #[test]
+    fn device_names_that_could_escape_the_pin_dir_are_refused() {
+        let p = Paths::new("/sys/fs/bpf");
+        for bad in ["", ".", "..", "../x", "a/b", "sixteen-chars-xx", "nul\0"] {
+            assert!(
+                matches!(
+                    p.link_pin(bad, Program::FromContainer),
+                    Err(DatapathError::BadDeviceName { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        assert!(p
+            .link_pin("fifteen-chars-x", Program::FromContainer)
+            .is_ok());
+    }
+
+    #[test]
+    fn program_names_are_ours_never_ciliums() {
+        for p in Program::ALL {
+            assert!(p.name().starts_with("mcast_"));
+            assert!(!p.name().starts_with("cil_"));
+            assert_eq!(Program::from_name(p.name()), Some(p));
+        }
+    }
+}
