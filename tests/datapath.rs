@@ -827,6 +827,40 @@ dp_test!(coexistence_local_gateway_clones_and_restores, |fx| {
     assert_eq!(fx.counter(GROUP, Role::Gateway).0, 2);
 });
 
+dp_test!(coexistence_lost_copy_still_reaches_cilium, |fx| {
+    fx.maps.cilium_group_insert(GROUP).unwrap();
+    fx.set_tunnel(ID_A, REMOTE_GW);
+    // Gateway here, TTL 1: no copy leaves, Cilium still replicates.
+    fx.policy(POD_A, "232.1.0.0/16", Gateway::Node(THIS_NODE));
+    let f = Frame::udp(POD_A, GROUP, b"ttl 1").ttl(1).bytes();
+    let (v, out) = fx.run_origin(fx.lxc_a, &f);
+    assert_eq!((v, out), (TCX_NEXT, f.clone()));
+    assert_eq!(fx.drops(Role::Gateway, DropReason::TTL_EXCEEDED), 1);
+    // No gateway node at all.
+    fx.policy(POD_A, "232.1.0.0/16", Gateway::NotFound);
+    let (v, out) = fx.run_origin(fx.lxc_a, &f);
+    assert_eq!((v, out), (TCX_NEXT, f.clone()));
+    assert_eq!(fx.drops(Role::Origin, DropReason::NO_GATEWAY), 1);
+    // Remote gateway but no tunnel device yet.
+    fx.policy(POD_A, "232.1.0.0/16", Gateway::Node(REMOTE_GW));
+    fx.maps
+        .config_set(&Config {
+            node_ip: THIS_NODE,
+            tunnel_ifindex: 0,
+        })
+        .unwrap();
+    let (v, out) = fx.run_origin(fx.lxc_a, &f);
+    assert_eq!((v, out), (TCX_NEXT, f.clone()));
+    assert_eq!(fx.drops(Role::Origin, DropReason::NO_TUNNEL), 1);
+    // A spoofed source is dropped outright all the same.
+    let spoofed = Frame::udp(POD_B, GROUP, b"spoof").bytes();
+    fx.policy(POD_B, "232.1.0.0/16", Gateway::Node(REMOTE_GW));
+    assert_eq!(fx.run_origin(fx.lxc_a, &spoofed).0, TCX_DROP);
+    // Only the first packet was taken for the (local) gateway, none left.
+    assert_eq!(fx.counter(GROUP, Role::Origin), (1, f.len() as u64));
+    assert_eq!(fx.counter(GROUP, Role::Gateway), (0, 0));
+});
+
 // --- counters ------------------------------------------------------------------
 
 dp_test!(counters_exact_after_many_runs, |fx| {

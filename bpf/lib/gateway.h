@@ -93,20 +93,20 @@ static __always_inline int mcast_gateway_emit(struct __sk_buff *skb, const struc
 	int ret;
 
 	if (!egress_ip || !ifindex)
-		return mcast_drop(skb, MCAST_DROP_NO_EGRESS_IP, MCAST_ROLE_GATEWAY);
+		return mcast_fail(skb, MCAST_DROP_NO_EGRESS_IP, MCAST_ROLE_GATEWAY, clone);
 	iface = bpf_map_lookup_elem(&mcast_egw_egress_ifaces, &ifindex);
 	if (!iface)
-		return mcast_drop(skb, MCAST_DROP_NO_EGRESS_IFACE, MCAST_ROLE_GATEWAY);
+		return mcast_fail(skb, MCAST_DROP_NO_EGRESS_IFACE, MCAST_ROLE_GATEWAY, clone);
 	if (pkt->proto != IPPROTO_UDP)
-		return mcast_drop(skb, MCAST_DROP_UNSUPPORTED_PROTO, MCAST_ROLE_GATEWAY);
+		return mcast_fail(skb, MCAST_DROP_UNSUPPORTED_PROTO, MCAST_ROLE_GATEWAY, clone);
 	if (pkt->ttl <= 1)
-		return mcast_drop(skb, MCAST_DROP_TTL_EXCEEDED, MCAST_ROLE_GATEWAY);
+		return mcast_fail(skb, MCAST_DROP_TTL_EXCEEDED, MCAST_ROLE_GATEWAY, clone);
 	new_ttl = pkt->ttl - 1;
 
 	/* Only the first fragment has a UDP header (RFC 791). */
 	if (!ipv4_is_later_fragment(pkt->frag_off)) {
 		if (bpf_skb_load_bytes(skb, udp_check_off, &udp_check, sizeof(udp_check)) < 0)
-			return mcast_drop(skb, MCAST_DROP_MALFORMED, MCAST_ROLE_GATEWAY);
+			return mcast_fail(skb, MCAST_DROP_MALFORMED, MCAST_ROLE_GATEWAY, clone);
 		/* A zero UDP checksum means "none" and stays zero (RFC 768). */
 		fix_udp = udp_check != 0;
 	}
@@ -115,10 +115,12 @@ static __always_inline int mcast_gateway_emit(struct __sk_buff *skb, const struc
 		if (bpf_skb_load_bytes(skb, 0, &saved.eth, sizeof(saved.eth)) < 0 ||
 		    bpf_skb_load_bytes(skb, IPV4_TTL_OFF, saved.ttl_to_saddr,
 				       sizeof(saved.ttl_to_saddr)) < 0)
-			return mcast_drop(skb, MCAST_DROP_REWRITE, MCAST_ROLE_GATEWAY);
+			return mcast_fail(skb, MCAST_DROP_REWRITE, MCAST_ROLE_GATEWAY, clone);
 		saved.udp_check = udp_check;
 	}
 
+	/* From here on a failure may leave the packet half rewritten: drop it,
+	 * even when Cilium was to get it too. */
 	if (mcast_rewrite_l3(skb, pkt, fix_udp, pkt->saddr, egress_ip, pkt->ttl, new_ttl) < 0)
 		return mcast_drop(skb, MCAST_DROP_REWRITE, MCAST_ROLE_GATEWAY);
 
@@ -135,7 +137,7 @@ static __always_inline int mcast_gateway_emit(struct __sk_buff *skb, const struc
 	}
 
 	if (bpf_clone_redirect(skb, ifindex, 0) < 0)
-		mcast_count_lost_copy(skb, MCAST_DROP_CLONE, MCAST_ROLE_GATEWAY);
+		mcast_drop(skb, MCAST_DROP_CLONE, MCAST_ROLE_GATEWAY);
 	else
 		mcast_count_fwd(skb, pol->policy_id, pkt->daddr, MCAST_ROLE_GATEWAY);
 

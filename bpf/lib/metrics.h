@@ -74,12 +74,16 @@ static __always_inline int mcast_drop(const struct __sk_buff *skb, enum mcast_dr
 	return MCAST_TCX_DROP;
 }
 
-/* Count a failure that is not a drop of the packet itself (a lost copy). */
-static __always_inline void mcast_count_lost_copy(const struct __sk_buff *skb,
-						  enum mcast_drop_reason reason,
-						  enum mcast_role role)
+/*
+ * Count why a packet does not leave, and return the verdict for it. When
+ * Cilium replicates the group in the cluster too (@to_cilium), only our copy
+ * is lost: the original still goes on to Cilium.
+ */
+static __always_inline int mcast_fail(const struct __sk_buff *skb, enum mcast_drop_reason reason,
+				      enum mcast_role role, bool to_cilium)
 {
 	mcast_drop(skb, reason, role);
+	return to_cilium ? MCAST_TCX_NEXT : MCAST_TCX_DROP;
 }
 
 #endif /* MCAST_LIB_METRICS_H */
