@@ -25,38 +25,21 @@ use cilium_mcast_egress::datapath::maps::{
 };
 use cilium_mcast_egress::datapath::{load_skel, Datapath, DatapathStorage, Paths, Plain, Program};
 use common::packet::Frame;
-use common::{ifindex, mac_of, sh, Bpffs};
+use common::{ifindex, mac_of, Bpffs};
 
-#[allow(clippy::all, dead_code, unused_imports, non_camel_case_types)]
-mod overlay_test_skel {
-    include!(concat!(env!("OUT_DIR"), "/mcast_from_overlay_test.skel.rs"));
-}
-#[allow(clippy::all, dead_code, unused_imports, non_camel_case_types)]
-mod empty_skel {
-    include!(concat!(env!("OUT_DIR"), "/mcast_empty.skel.rs"));
-}
+use common::skels::{empty as empty_skel, overlay_test as overlay_test_skel};
 
 const RUNS: u32 = 1_000_000;
 const BATCH: u32 = 250;
 const TRIALS: usize = 5;
-const THIS_NODE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
-const REMOTE_GW: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 20);
-const POD: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 11);
-const POD_LOCAL_GW: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 12);
-const EGRESS_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
-const GROUP: Ipv4Addr = Ipv4Addr::new(232, 1, 1, 1);
-const LOCAL_GROUP: Ipv4Addr = Ipv4Addr::new(232, 2, 1, 1);
+use common::addr::{EGRESS_IP, GROUP, POD_A as POD, POD_B as POD_LOCAL_GW, REMOTE_GW, THIS_NODE};
+use common::{TCX_NEXT, TCX_REDIRECT};
 
-fn ctx_for(ifindex: u32) -> Vec<u8> {
-    let off = std::mem::offset_of!(overlay_test_skel::types::__sk_buff, ifindex);
-    let mut ctx = vec![0u8; off + 4];
-    ctx[off..off + 4].copy_from_slice(&ifindex.to_ne_bytes());
-    ctx
-}
+const LOCAL_GROUP: Ipv4Addr = Ipv4Addr::new(232, 2, 1, 1);
 
 /// ns per run of one BPF_PROG_RUN of `repeat` runs, timed around the call.
 fn wall_ns(prog: &ProgramMut<'_>, ifindex: u32, frame: &[u8], repeat: u32, want: u32) -> f64 {
-    let mut ctx = ctx_for(ifindex);
+    let mut ctx = common::skb_ctx(ifindex);
     let input = ProgramInput {
         context_in: Some(&mut ctx),
         data_in: Some(frame),
@@ -74,7 +57,7 @@ fn wall_ns(prog: &ProgramMut<'_>, ifindex: u32, frame: &[u8], repeat: u32, want:
 fn batched_ns(prog: &ProgramMut<'_>, ifindex: u32, frame: &[u8], total: u32, want: u32) -> f64 {
     let mut sum = Duration::ZERO;
     for _ in 0..total / BATCH {
-        let mut ctx = ctx_for(ifindex);
+        let mut ctx = common::skb_ctx(ifindex);
         let input = ProgramInput {
             context_in: Some(&mut ctx),
             data_in: Some(frame),
@@ -105,18 +88,9 @@ enum Goal {
 }
 
 fn bench() {
-    for (a, b) in [("lxc_a", "pod_a"), ("uplink0", "upstream0")] {
-        sh("ip", &["link", "add", a, "type", "veth", "peer", "name", b]);
-        sh("ip", &["link", "set", a, "up"]);
-        sh("ip", &["link", "set", b, "up"]);
-    }
-    sh(
-        "ip",
-        &[
-            "link", "add", "vx0", "type", "vxlan", "external", "dstport", "8472",
-        ],
-    );
-    sh("ip", &["link", "set", "vx0", "up"]);
+    common::veth("lxc_a", "pod_a");
+    common::veth("uplink0", "upstream0");
+    common::vxlan_external("vx0");
     let (lxc, uplink, tunnel) = (ifindex("lxc_a"), ifindex("uplink0"), ifindex("vx0"));
 
     let bpffs = Bpffs::new("bench");
@@ -219,7 +193,7 @@ fn bench() {
     let container = dp.program(Program::FromContainer);
     let gateway = &ovl.progs.mcast_from_overlay;
     let empty_prog = &empty.progs.mcast_empty;
-    let (next, redirect) = (u32::MAX, 7);
+    let (next, redirect) = (TCX_NEXT, TCX_REDIRECT);
 
     let baseline = best(|| wall_ns(empty_prog, lxc, &unicast, RUNS, next));
     let rows = [

@@ -21,25 +21,11 @@ use common::observer::Observer;
 use common::packet::{self, group_mac, raw_frame, Frame, View};
 use common::{ifindex, mac_of, sh, Bpffs, Tap};
 
-#[allow(clippy::all, dead_code, unused_imports, non_camel_case_types)]
-mod overlay_test_skel {
-    include!(concat!(env!("OUT_DIR"), "/mcast_from_overlay_test.skel.rs"));
-}
-use overlay_test_skel::types::__sk_buff;
-use overlay_test_skel::{McastFromOverlayTestSkel, McastFromOverlayTestSkelBuilder};
+use common::skels::overlay_test::{McastFromOverlayTestSkel, McastFromOverlayTestSkelBuilder};
 
-const TCX_NEXT: u32 = u32::MAX; // -1
-const TCX_DROP: u32 = 2;
-const TCX_REDIRECT: u32 = 7;
+use common::addr::*;
+use common::{TCX_DROP, TCX_NEXT, TCX_REDIRECT};
 
-const THIS_NODE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
-const REMOTE_GW: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 20);
-const OTHER_NODE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 30);
-const STRANGER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 99);
-const POD_A: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 11);
-const POD_B: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 12);
-const EGRESS_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
-const GROUP: Ipv4Addr = Ipv4Addr::new(232, 1, 1, 1);
 const GROUP_BIT23: Ipv4Addr = Ipv4Addr::new(232, 129, 1, 1);
 const ID_A: u32 = 12345;
 const ID_B: u32 = 23456;
@@ -72,17 +58,9 @@ impl Fx {
             ("uplink0", "upstream0"),
             ("under0", "under_peer"),
         ] {
-            sh("ip", &["link", "add", a, "type", "veth", "peer", "name", b]);
-            sh("ip", &["link", "set", a, "up"]);
-            sh("ip", &["link", "set", b, "up"]);
+            common::veth(a, b);
         }
-        sh(
-            "ip",
-            &[
-                "link", "add", "vx0", "type", "vxlan", "external", "dstport", "8472",
-            ],
-        );
-        sh("ip", &["link", "set", "vx0", "up"]);
+        common::vxlan_external("vx0");
         sh("ip", &["addr", "add", "192.0.2.10/24", "dev", "under0"]);
         sh(
             "ip",
@@ -247,11 +225,7 @@ fn run(
     frame: &[u8],
     repeat: u32,
 ) -> (u32, Vec<u8>) {
-    // Only the leading fields up to ifindex are passed; the kernel reads the
-    // rest as zero.
-    let off = std::mem::offset_of!(__sk_buff, ifindex);
-    let mut ctx = vec![0u8; off + 4];
-    ctx[off..off + 4].copy_from_slice(&ifindex.to_ne_bytes());
+    let mut ctx = common::skb_ctx(ifindex);
     let mut out = vec![0u8; frame.len() + 512];
     let input = libbpf_rs::ProgramInput {
         context_in: Some(&mut ctx),

@@ -32,11 +32,7 @@ macro_rules! priv_test {
     };
 }
 
-fn veth(a: &str, b: &str) {
-    sh("ip", &["link", "add", a, "type", "veth", "peer", "name", b]);
-    sh("ip", &["link", "set", a, "up"]);
-    sh("ip", &["link", "set", b, "up"]);
-}
+use common::veth;
 
 fn map_id(globals: &Path, name: &str) -> u32 {
     let m = MapHandle::from_pinned_path(globals.join(name)).expect("pinned map");

@@ -8,6 +8,36 @@
 pub mod observer;
 pub mod packet;
 
+/// Addresses of the single-node fixtures, all in documentation ranges.
+pub mod addr {
+    use std::net::Ipv4Addr;
+
+    pub const THIS_NODE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+    pub const REMOTE_GW: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 20);
+    pub const OTHER_NODE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 30);
+    pub const STRANGER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 99);
+    pub const POD_A: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 11);
+    pub const POD_B: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 12);
+    pub const EGRESS_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+    pub const GROUP: Ipv4Addr = Ipv4Addr::new(232, 1, 1, 1);
+}
+
+/// tcx verdicts as BPF_PROG_RUN returns them.
+pub const TCX_NEXT: u32 = u32::MAX; // -1
+pub const TCX_DROP: u32 = 2;
+pub const TCX_REDIRECT: u32 = 7;
+
+/// Skeletons of the test and benchmark builds of the programs.
+#[allow(clippy::all, dead_code, unused_imports, non_camel_case_types)]
+pub mod skels {
+    pub mod overlay_test {
+        include!(concat!(env!("OUT_DIR"), "/mcast_from_overlay_test.skel.rs"));
+    }
+    pub mod empty {
+        include!(concat!(env!("OUT_DIR"), "/mcast_empty.skel.rs"));
+    }
+}
+
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -80,6 +110,35 @@ pub fn sh(cmd: &str, args: &[&str]) -> String {
         );
     }
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A veth pair, both ends up.
+pub fn veth(a: &str, b: &str) {
+    sh("ip", &["link", "add", a, "type", "veth", "peer", "name", b]);
+    sh("ip", &["link", "set", a, "up"]);
+    sh("ip", &["link", "set", b, "up"]);
+}
+
+/// A VXLAN device in external (collect-md) mode on UDP 8472, as Cilium
+/// creates `cilium_vxlan`; up.
+pub fn vxlan_external(name: &str) {
+    sh(
+        "ip",
+        &[
+            "link", "add", name, "type", "vxlan", "external", "dstport", "8472",
+        ],
+    );
+    sh("ip", &["link", "set", name, "up"]);
+}
+
+/// The leading bytes of a `struct __sk_buff` for BPF_PROG_RUN, up to and
+/// including `ifindex`: the frame arrives on that device. The kernel reads
+/// the rest as zero.
+pub fn skb_ctx(ifindex: u32) -> Vec<u8> {
+    let off = std::mem::offset_of!(skels::overlay_test::types::__sk_buff, ifindex);
+    let mut ctx = vec![0u8; off + 4];
+    ctx[off..off + 4].copy_from_slice(&ifindex.to_ne_bytes());
+    ctx
 }
 
 pub fn ifindex(dev: &str) -> u32 {
