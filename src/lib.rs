@@ -8,4 +8,6 @@
 
 pub mod bpf_intf;
 pub mod bpf_skel;
+pub mod crd;
 pub mod datapath;
+pub mod resolve;

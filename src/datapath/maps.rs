@@ -90,6 +90,15 @@ pub struct Config {
     pub tunnel_ifindex: u32,
 }
 
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node_ip: Ipv4Addr::UNSPECIFIED,
+            tunnel_ifindex: 0,
+        }
+    }
+}
+
 /// Who counted a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Role {
