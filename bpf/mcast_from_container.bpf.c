@@ -82,8 +82,7 @@ static __always_inline int mcast_handle_origin(struct __sk_buff *skb)
 
 	if (cfg->node_ip && pol->gateway_ip == cfg->node_ip) {
 		/* This node is the gateway: no tunnel, act here. */
-		mcast_count_fwd(skb, pol->policy_id, pkt.daddr, MCAST_ROLE_ORIGIN);
-		return mcast_gateway_emit(skb, &pkt, pol, clone);
+		return mcast_gateway_emit(skb, &pkt, pol, clone, MCAST_ROLE_ORIGIN);
 	}
 	return mcast_origin_to_tunnel(skb, cfg, &pkt, pol, ep, clone);
 }

@@ -33,12 +33,12 @@ static __always_inline int mcast_handle_overlay(struct __sk_buff *skb)
 	/* Cilium's in-cluster replication; our copies carry the pod's identity. */
 	if (vni == MCAST_IDENTITY_WORLD)
 		return MCAST_TCX_NEXT;
+	/* Not covered by a multicast policy: Cilium's, whoever sent it. */
+	if (!mcast_policy_lookup(pkt.saddr, pkt.daddr, &pol_val) || mcast_policy_is_excluded(pol))
+		return MCAST_TCX_NEXT;
 	/* Nobody outside the cluster may send traffic out with our egress IP. */
 	if (!mcast_node_is_known(remote))
 		return mcast_drop(skb, MCAST_DROP_UNKNOWN_PEER, MCAST_ROLE_GATEWAY);
-
-	if (!mcast_policy_lookup(pkt.saddr, pkt.daddr, &pol_val) || mcast_policy_is_excluded(pol))
-		return MCAST_TCX_NEXT;
 
 	cfg = mcast_config_get();
 	if (!cfg || !cfg->node_ip || pol->gateway_ip != cfg->node_ip)
@@ -48,7 +48,7 @@ static __always_inline int mcast_handle_overlay(struct __sk_buff *skb)
 	 * The origin already cloned for Cilium's in-cluster copies when it had
 	 * to; this packet is ours alone.
 	 */
-	return mcast_gateway_emit(skb, &pkt, pol, false);
+	return mcast_gateway_emit(skb, &pkt, pol, false, MCAST_ROLE_GATEWAY);
 }
 
 SEC("tcx/ingress")

@@ -24,8 +24,6 @@
 #define MCAST_EGW_IFACES_MAX_ENTRIES	256
 #define MCAST_EGW_GROUPS_MAX_ENTRIES	1024	/* as cilium_mcast_group_outer_v4_map */
 #define MCAST_EGW_COUNTERS_MAX_ENTRIES	16384
-/* Per loaded object, not pinned: see bpf/lib/policy.h. */
-#define MCAST_POLICY_CACHE_MAX_ENTRIES	16384
 
 /*
  * Sentinels of mcast_policy_val.gateway_ip, the same values Cilium uses in
@@ -62,15 +60,6 @@ struct mcast_policy_val {
 	__u32 egress_ifindex;	/* uplink on the gateway node, else 0 */
 	__u32 policy_id;	/* controller-assigned, labels the counters */
 	__u32 flags;		/* reserved, 0 */
-	__u32 pad;
-};
-
-/*
- * The single element of mcast_egw_policy_gen: bumped by the controller after
- * every change to mcast_egw_policy_v4, it invalidates every cached lookup.
- */
-struct mcast_policy_gen {
-	__u32 generation;
 	__u32 pad;
 };
 

@@ -6,8 +6,15 @@
 //! with the egress IP as source. This crate loads and pins that datapath,
 //! attaches it with tcx, and keeps its maps in step with the cluster.
 
+pub mod attach;
 pub mod bpf_intf;
 pub mod bpf_skel;
+pub mod cilium_maps;
 pub mod crd;
+pub mod daemon;
 pub mod datapath;
+pub mod health;
+pub mod node;
 pub mod resolve;
+pub mod source;
+pub mod sync;

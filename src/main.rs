@@ -8,7 +8,13 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use cilium_mcast_egress::attach::AttachConfig;
+use cilium_mcast_egress::daemon::{self, DaemonConfig};
 use cilium_mcast_egress::datapath::{self, Datapath, DatapathStorage, Paths, Program};
+use cilium_mcast_egress::source::SourceConfig;
 
 /// Multicast egress for Cilium: pods publish IP multicast (SSM) to networks
 /// outside the cluster through CiliumEgressGatewayPolicy.
@@ -48,8 +54,49 @@ impl From<ProgramArg> for Program {
     }
 }
 
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// This node's name: the CiliumNode of that name is this node.
+    #[arg(long, env = "NODE_NAME")]
+    node_name: String,
+
+    /// Read CiliumEgressGatewayPolicy, CiliumNode and CiliumEndpoint objects
+    /// from the YAML files in DIR (watched for changes) instead of the
+    /// Kubernetes API.
+    #[arg(long, value_name = "DIR")]
+    manifests: Option<PathBuf>,
+
+    #[command(flatten)]
+    bpffs: BpffsArgs,
+
+    /// Mount point of the BPF filesystem that cilium-agent pins its maps in
+    /// (`cilium_lxc` is read from `<DIR>/tc/globals`).
+    #[arg(long, value_name = "DIR", default_value = datapath::DEFAULT_BPFFS_ROOT)]
+    cilium_bpffs: PathBuf,
+
+    /// Endpoint devices to attach mcast_from_container to (shell glob).
+    #[arg(long, value_name = "GLOB", default_value = "lxc*")]
+    endpoint_devices: String,
+
+    /// Tunnel device to attach mcast_from_overlay to.
+    #[arg(long, value_name = "NAME", default_value = "cilium_vxlan")]
+    tunnel_device: String,
+
+    /// Address of the HTTP endpoint for probes (`/healthz`, `/readyz`).
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9980")]
+    metrics_addr: SocketAddr,
+
+    /// How often to reconcile when nothing has changed, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 1000, hide = true)]
+    resync_interval_ms: u64,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the controller: load and attach the datapath and keep its maps in
+    /// step with the cluster. SIGTERM stops it and leaves the datapath
+    /// attached and forwarding.
+    Run(RunArgs),
     /// Load the datapath and pin its maps (re-using pinned ones); attach
     /// nothing.
     Load {
@@ -99,8 +146,58 @@ fn init_logging(level: Option<&str>) {
         .init();
 }
 
+fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
+    let endpoint_devices = glob::Pattern::new(&args.endpoint_devices)
+        .with_context(|| format!("--endpoint-devices {:?}", args.endpoint_devices))?;
+    let cfg = DaemonConfig {
+        node_name: args.node_name,
+        source: match args.manifests {
+            Some(dir) => SourceConfig::Manifests(dir),
+            None => SourceConfig::Kubernetes,
+        },
+        bpffs_root: args.bpffs.bpffs_root,
+        cilium_bpffs: args.cilium_bpffs,
+        attach: AttachConfig {
+            endpoint_devices,
+            tunnel_device: args.tunnel_device,
+        },
+        metrics_addr: Some(args.metrics_addr),
+        resync_interval: Duration::from_millis(args.resync_interval_ms.max(100)),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            let _ = stop_tx.send(true);
+        });
+        daemon::run(cfg, stop_rx).await
+    })
+}
+
+/// SIGTERM (the kubelet stopping the pod) or SIGINT (Ctrl-C).
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop the process with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Run(args) => run_daemon(args)?,
         Command::Load { bpffs } => {
             let mut storage = DatapathStorage::default();
             let paths = Paths::new(bpffs.bpffs_root);

@@ -330,7 +330,9 @@ dp_test!(truncated_frames_pass_untouched, |fx| {
 });
 
 dp_test!(ihl_below_five_passes_untouched, |fx| {
-    fx.policy(POD_A, "224.0.0.0/4", Gateway::Node(REMOTE_GW));
+    fx.policy(POD_A, "224.0.0.0/4", Gateway::Node(THIS_NODE));
+    // A valid tunnel key, so that only the header check can stop it.
+    fx.set_tunnel(ID_A, REMOTE_GW);
     for ihl in 0..5u8 {
         let mut f = Frame::udp(POD_A, GROUP, b"bad header").bytes();
         f[14] = 0x40 | ihl;
@@ -362,15 +364,12 @@ dp_test!(excluded_entry_passes, |fx| {
 });
 
 dp_test!(policy_changes_reach_the_next_packet, |fx| {
-    // The datapath caches lookups per (S, G); every change must still be
-    // seen by the very next packet, on both programs.
     fx.set_tunnel(ID_A, REMOTE_GW);
-    let f = Frame::udp(POD_A, GROUP, b"cached?").bytes();
+    let f = Frame::udp(POD_A, GROUP, b"changes").bytes();
     let key = PolicyKey {
         source: POD_A,
         destination: net("232.1.0.0/16"),
     };
-    let g0 = fx.maps.policy_generation().unwrap();
     let step = |gateway: Option<Gateway>, origin: u32, gw: u32| {
         match gateway {
             Some(g) => fx.policy(POD_A, "232.1.0.0/16", g),
@@ -389,7 +388,6 @@ dp_test!(policy_changes_reach_the_next_packet, |fx| {
     step(Some(Gateway::Excluded), TCX_NEXT, TCX_NEXT);
     step(Some(Gateway::NotFound), TCX_DROP, TCX_DROP);
     step(None, TCX_NEXT, TCX_NEXT);
-    assert_eq!(fx.maps.policy_generation().unwrap(), g0.wrapping_add(6));
 });
 
 dp_test!(no_gateway_sentinel_drops_and_counts, |fx| {
@@ -830,9 +828,187 @@ dp_test!(coexistence_lost_copy_still_reaches_cilium, |fx| {
     let spoofed = Frame::udp(POD_B, GROUP, b"spoof").bytes();
     fx.policy(POD_B, "232.1.0.0/16", Gateway::Node(REMOTE_GW));
     assert_eq!(fx.run_origin(fx.lxc_a, &spoofed).0, TCX_DROP);
-    // Only the first packet was taken for the (local) gateway, none left.
-    assert_eq!(fx.counter(GROUP, Role::Origin), (1, f.len() as u64));
-    assert_eq!(fx.counter(GROUP, Role::Gateway), (0, 0));
+    // Nothing left, so nothing was counted as sent.
+    assert_eq!(fx.total_counted(), 0);
+});
+
+dp_test!(
+    gateway_first_fragment_without_udp_header_is_malformed,
+    |fx| {
+        fx.policy(POD_A, "232.1.0.0/16", Gateway::Node(THIS_NODE));
+        fx.set_tunnel(ID_A, REMOTE_GW);
+        // IPv4 header and 4 bytes: the UDP checksum field is not there.
+        let f = Frame::udp(POD_A, GROUP, b"cut").bytes()[..14 + 20 + 4].to_vec();
+        let (v, _) = fx.run_gateway(&f);
+        assert_eq!(v, TCX_DROP);
+        assert_eq!(fx.drops(Role::Gateway, DropReason::MALFORMED), 1);
+    }
+);
+
+dp_test!(gateway_non_udp_drops, |fx| {
+    fx.policy(POD_A, "232.1.0.0/16", Gateway::Node(THIS_NODE));
+    fx.set_tunnel(ID_A, REMOTE_GW);
+    let f = Frame::udp(POD_A, GROUP, &[0u8; 20])
+        .proto(packet::PROTO_TCP)
+        .bytes();
+    assert_eq!(fx.run_gateway(&f).0, TCX_DROP);
+    assert_eq!(fx.drops(Role::Gateway, DropReason::UNSUPPORTED_PROTOCOL), 1);
+});
+
+dp_test!(gateway_without_node_ip_is_not_the_gateway, |fx| {
+    fx.maps
+        .config_set(&Config {
+            node_ip: Ipv4Addr::UNSPECIFIED,
+            tunnel_ifindex: fx.tunnel,
+        })
+        .unwrap();
+    fx.policy(POD_A, "232.1.0.0/16", Gateway::Node(THIS_NODE));
+    fx.set_tunnel(ID_A, REMOTE_GW);
+    let f = Frame::udp(POD_A, GROUP, b"unconfigured").bytes();
+    assert_eq!(fx.run_gateway(&f).0, TCX_DROP);
+    assert_eq!(fx.drops(Role::Gateway, DropReason::NOT_GATEWAY), 1);
+});
+
+dp_test!(gateway_leaves_multicast_without_policy_to_cilium, |fx| {
+    // Not ours, from a node or not: Cilium decides.
+    for peer in [REMOTE_GW, STRANGER] {
+        fx.set_tunnel(ID_A, peer);
+        let f = Frame::udp(Ipv4Addr::new(198, 51, 100, 77), GROUP, b"not ours").bytes();
+        let (v, out) = fx.run_gateway(&f);
+        assert_untouched(&fx, v, &f, &out);
+    }
+});
+
+dp_test!(failed_copies_are_counted_and_the_original_goes_on, |fx| {
+    fx.maps.cilium_group_insert(GROUP).unwrap();
+    // An uplink that has an entry but no device any more.
+    fx.maps
+        .egress_iface_insert(
+            999_999,
+            &EgressIface {
+                mac: [2, 0, 0, 0, 0, 9],
+            },
+        )
+        .unwrap();
+    fx.maps
+        .policy_insert(
+            &PolicyKey {
+                source: POD_A,
+                destination: net("232.1.0.0/16"),
+            },
+            &PolicyValue {
+                egress_ip: EGRESS_IP,
+                gateway: Gateway::Node(THIS_NODE),
+                egress_ifindex: 999_999,
+                policy_id: POLICY_ID,
+            },
+        )
+        .unwrap();
+    let f = Frame::udp(POD_A, GROUP, b"copy fails").bytes();
+    let (v, out) = fx.run_origin(fx.lxc_a, &f);
+    assert_eq!((v, out), (TCX_NEXT, f.clone()), "restored and handed on");
+    assert_eq!(fx.drops(Role::Gateway, DropReason::CLONE), 1);
+
+    // The tunnel device gone too.
+    fx.policy(POD_A, "232.1.0.0/16", Gateway::Node(REMOTE_GW));
+    fx.maps
+        .config_set(&Config {
+            node_ip: THIS_NODE,
+            tunnel_ifindex: 999_998,
+        })
+        .unwrap();
+    let (v, out) = fx.run_origin(fx.lxc_a, &f);
+    assert_eq!((v, out), (TCX_NEXT, f.clone()));
+    assert_eq!(fx.drops(Role::Origin, DropReason::CLONE), 1);
+    assert_eq!(fx.total_counted(), 0);
+});
+
+/// A VXLAN packet as a peer node's kernel would send it to this node.
+fn vxlan_frame(dst_mac: [u8; 6], outer_src: Ipv4Addr, vni: u32, inner: &[u8]) -> Vec<u8> {
+    let mut vx = vec![0x08, 0, 0, 0];
+    vx.extend_from_slice(&vni.to_be_bytes()[1..]);
+    vx.push(0);
+    vx.extend_from_slice(inner);
+    let mut outer = Frame::udp(outer_src, THIS_NODE, &[]);
+    outer.dst_mac = dst_mac;
+    outer.src_mac = [0x02, 0, 0, 0, 0, 0x20];
+    outer.sport = 51234;
+    outer.dport = 8472;
+    outer.ttl = 64;
+    outer.payload = vx;
+    outer.zero_udp_checksum().bytes()
+}
+
+dp_test!(gateway_from_real_vxlan, |fx| {
+    // The production program on vx0, fed by the kernel's VXLAN receive
+    // path: the real tunnel-key read, VNI and outer source included.
+    fx.dp.attach("vx0", Program::FromOverlay).unwrap();
+    fx.policy(POD_A, "232.1.0.0/16", Gateway::Node(THIS_NODE));
+    sh("ethtool", &["-K", "uplink0", "tx", "off"]);
+    let under_mac = mac_of("under0");
+    let peer = Tap::open("under_peer");
+    let uplink = Tap::open("upstream0");
+    let sent = Frame::udp(POD_A, GROUP, b"over real VXLAN");
+    let is_ours = |p: &[u8]| p.len() > 34 && View(p).daddr() == GROUP;
+
+    peer.send(&vxlan_frame(under_mac, REMOTE_GW, ID_A, &sent.bytes()));
+    let got = uplink
+        .recv_matching(Duration::from_secs(2), is_ours)
+        .expect("emitted on the uplink");
+    assert_emitted(&fx, &sent, &got);
+    assert_eq!(
+        fx.counter(GROUP, Role::Gateway),
+        (1, sent.bytes().len() as u64)
+    );
+
+    // Cilium's own replication (VNI 2) and a stranger's injection do not
+    // leave.
+    peer.send(&vxlan_frame(under_mac, REMOTE_GW, 2, &sent.bytes()));
+    peer.send(&vxlan_frame(under_mac, STRANGER, ID_A, &sent.bytes()));
+    assert!(uplink
+        .recv_matching(Duration::from_millis(500), is_ours)
+        .is_none());
+    assert_eq!(fx.drops(Role::Gateway, DropReason::UNKNOWN_PEER), 1);
+    assert_eq!(fx.counter(GROUP, Role::Gateway).0, 1);
+});
+
+dp_test!(local_gateway_from_a_real_socket, |fx| {
+    // A pod's own UDP socket: the kernel hands the veth CHECKSUM_PARTIAL
+    // packets whose checksum field holds only the pseudo-header sum.
+    fx.policy(POD_A, "232.1.0.0/16", Gateway::Node(THIS_NODE));
+    fx.dp.attach("lxc_a", Program::FromContainer).unwrap();
+    // Software checksums on the uplink, so that the tap sees final bytes.
+    sh("ethtool", &["-K", "uplink0", "tx", "off"]);
+    let pod = common::PodNs::new();
+    pod.take("pod_a");
+    pod.run(|| {
+        sh("ip", &["link", "set", "pod_a", "up"]);
+        sh("ip", &["addr", "add", "198.51.100.11/24", "dev", "pod_a"]);
+        sh("ip", &["route", "add", "232.0.0.0/8", "dev", "pod_a"]);
+    });
+    let uplink = Tap::open("upstream0");
+    let send = move |pod: &common::PodNs, len: usize| {
+        pod.run(move || {
+            let s = std::net::UdpSocket::bind((POD_A, 40000)).unwrap();
+            s.set_multicast_ttl_v4(5).unwrap();
+            s.send_to(&vec![0x5a; len], (GROUP, 5001)).unwrap();
+        })
+    };
+    for len in [1usize, 100, 333, 1316] {
+        send(&pod, len);
+        let got = uplink
+            .recv_matching(Duration::from_secs(2), |p| {
+                p.len() > 34 && View(p).daddr() == GROUP && View(p).saddr() == EGRESS_IP
+            })
+            .expect("emitted on the uplink");
+        let v = View(&got);
+        assert_eq!(v.ttl(), 4);
+        assert!(v.ipv4_checksum_ok(), "{len}: IPv4 checksum");
+        assert!(v.udp_checksum_ok(), "{len}: UDP checksum");
+        assert_eq!(v.udp().len(), 8 + len);
+    }
+    assert_eq!(fx.counter(GROUP, Role::Origin).0, 4);
+    assert_eq!(fx.counter(GROUP, Role::Gateway).0, 4);
 });
 
 // --- counters ------------------------------------------------------------------

@@ -28,6 +28,15 @@ struct mcast_saved_hdr {
 	__u8 pad2[2];
 };
 
+/* A packet left the uplink: count it, and at its origin too if it is one. */
+static __always_inline void mcast_count_emitted(const struct __sk_buff *skb, __u32 policy_id,
+						__be32 group, enum mcast_role role)
+{
+	if (role == MCAST_ROLE_ORIGIN)
+		mcast_count_fwd(skb, policy_id, group, MCAST_ROLE_ORIGIN);
+	mcast_count_fwd(skb, policy_id, group, MCAST_ROLE_GATEWAY);
+}
+
 /* The 16-bit word of the IPv4 header that holds TTL and protocol. */
 static __always_inline __be16 ipv4_ttl_proto_word(__u8 ttl, __u8 proto)
 {
@@ -76,10 +85,15 @@ static __always_inline int mcast_rewrite_l3(struct __sk_buff *skb, const struct 
  * copy out and return MCAST_TCX_NEXT with the original restored byte for
  * byte, for Cilium's program.
  *
+ * @role: MCAST_ROLE_ORIGIN when the pod is on this node (the packet counts
+ * as captured at its origin too, once it leaves), MCAST_ROLE_GATEWAY when
+ * it came through the tunnel.
+ *
  * The caller has checked that this node is the policy's gateway.
  */
 static __always_inline int mcast_gateway_emit(struct __sk_buff *skb, const struct mcast_pkt *pkt,
-					      const struct mcast_policy_val *pol, bool clone)
+					      const struct mcast_policy_val *pol, bool clone,
+					      enum mcast_role role)
 {
 	const struct mcast_iface_val *iface;
 	__u32 udp_check_off = pkt->l4_off + __builtin_offsetof(struct udphdr, check);
@@ -132,14 +146,14 @@ static __always_inline int mcast_gateway_emit(struct __sk_buff *skb, const struc
 		return mcast_drop(skb, MCAST_DROP_REWRITE, MCAST_ROLE_GATEWAY);
 
 	if (!clone) {
-		mcast_count_fwd(skb, pol->policy_id, pkt->daddr, MCAST_ROLE_GATEWAY);
+		mcast_count_emitted(skb, pol->policy_id, pkt->daddr, role);
 		return bpf_redirect(ifindex, 0);
 	}
 
 	if (bpf_clone_redirect(skb, ifindex, 0) < 0)
 		mcast_drop(skb, MCAST_DROP_CLONE, MCAST_ROLE_GATEWAY);
 	else
-		mcast_count_fwd(skb, pol->policy_id, pkt->daddr, MCAST_ROLE_GATEWAY);
+		mcast_count_emitted(skb, pol->policy_id, pkt->daddr, role);
 
 	/*
 	 * Undo through the same helpers (keeps skb->csum consistent), then put

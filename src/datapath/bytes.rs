@@ -36,8 +36,6 @@ unsafe impl Plain for intf::mcast_policy_key {}
 // SAFETY: as above.
 unsafe impl Plain for intf::mcast_policy_val {}
 // SAFETY: as above.
-unsafe impl Plain for intf::mcast_policy_gen {}
-// SAFETY: as above.
 unsafe impl Plain for intf::mcast_endpoint_val {}
 // SAFETY: as above.
 unsafe impl Plain for intf::mcast_node_val {}

@@ -14,7 +14,6 @@ use crate::bpf_intf::{mcast_drop_reason as RawDrop, mcast_role as RawRole};
 
 /// Names of the pinned maps, as in the BPF objects (`bpf/lib/*.h`).
 pub const POLICY_MAP: &str = "mcast_egw_policy_v4";
-pub const POLICY_GEN_MAP: &str = "mcast_egw_policy_gen";
 pub const ENDPOINTS_MAP: &str = "mcast_egw_endpoints";
 pub const NODES_MAP: &str = "mcast_egw_nodes";
 pub const EGRESS_IFACES_MAP: &str = "mcast_egw_egress_ifaces";
@@ -24,9 +23,8 @@ pub const COUNTERS_MAP: &str = "mcast_egw_counters";
 pub const DROPS_MAP: &str = "mcast_egw_drops";
 
 /// Every pinned map, for tools that walk them all.
-pub const ALL_MAPS: [&str; 9] = [
+pub const ALL_MAPS: [&str; 8] = [
     POLICY_MAP,
-    POLICY_GEN_MAP,
     ENDPOINTS_MAP,
     NODES_MAP,
     EGRESS_IFACES_MAP,
@@ -235,7 +233,6 @@ pub struct DropCount {
 #[derive(Debug)]
 pub struct Maps {
     policy: MapHandle,
-    policy_gen: MapHandle,
     endpoints: MapHandle,
     nodes: MapHandle,
     egress_ifaces: MapHandle,
@@ -394,7 +391,6 @@ impl Maps {
     pub fn open_pinned(paths: &Paths) -> Result<Maps> {
         Ok(Maps {
             policy: open(paths, POLICY_MAP)?,
-            policy_gen: open(paths, POLICY_GEN_MAP)?,
             endpoints: open(paths, ENDPOINTS_MAP)?,
             nodes: open(paths, NODES_MAP)?,
             egress_ifaces: open(paths, EGRESS_IFACES_MAP)?,
@@ -407,36 +403,31 @@ impl Maps {
 
     // --- policy entries -------------------------------------------------
 
-    /// Insert or replace an entry. The datapath sees it from the next packet
-    /// on: its lookup cache is invalidated.
+    /// Insert or replace an entry.
     pub fn policy_insert(&self, key: &PolicyKey, value: &PolicyValue) -> Result<()> {
-        update(&self.policy, POLICY_MAP, &key.raw(), &value.raw())?;
-        self.policy_generation_bump()
+        update(&self.policy, POLICY_MAP, &key.raw(), &value.raw())
     }
 
-    /// Remove an entry; returns whether it existed. The datapath's lookup
-    /// cache is invalidated.
+    /// Remove an entry; returns whether it existed.
     pub fn policy_delete(&self, key: &PolicyKey) -> Result<bool> {
-        let existed = delete(&self.policy, POLICY_MAP, &key.raw())?;
-        self.policy_generation_bump()?;
-        Ok(existed)
+        delete(&self.policy, POLICY_MAP, &key.raw())
     }
 
-    /// The generation of the policy map, which the datapath's exact-match
-    /// lookup caches are checked against.
-    pub fn policy_generation(&self) -> Result<u32> {
-        let g: Option<intf::mcast_policy_gen> = lookup(&self.policy_gen, POLICY_GEN_MAP, &0u32)?;
-        Ok(g.unwrap_or_default().generation)
-    }
-
-    /// Invalidate every cached policy lookup. Called after each change of
-    /// the policy map; the controller is the only writer.
-    fn policy_generation_bump(&self) -> Result<()> {
-        let next = intf::mcast_policy_gen {
-            generation: self.policy_generation()?.wrapping_add(1),
-            ..Default::default()
-        };
-        update(&self.policy_gen, POLICY_GEN_MAP, &0u32, &next)
+    /// Write `upserts`, then remove `deletes`: make-before-break, a pod
+    /// moving between prefixes is covered by its new entry before the old
+    /// one goes.
+    pub fn policy_apply(
+        &self,
+        upserts: &[(PolicyKey, PolicyValue)],
+        deletes: &[PolicyKey],
+    ) -> Result<()> {
+        for (k, v) in upserts {
+            self.policy_insert(k, v)?;
+        }
+        for k in deletes {
+            self.policy_delete(k)?;
+        }
+        Ok(())
     }
 
     pub fn policy_get(&self, key: &PolicyKey) -> Result<Option<PolicyValue>> {

@@ -112,7 +112,7 @@ pub enum DatapathError {
 pub type Result<T, E = DatapathError> = std::result::Result<T, E>;
 
 /// The two programs, by the hook they serve.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Program {
     /// `mcast_from_container`: tcx ingress of endpoint veths (`lxc*`).
     FromContainer,

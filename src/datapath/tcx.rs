@@ -68,11 +68,17 @@ pub fn ifindex_of(device: &str) -> Result<u32> {
     })
 }
 
-fn link_ifindex(link: &Link) -> Option<u32> {
-    match link.info().ok()?.info {
-        LinkTypeInfo::Tcx(tcx) => Some(tcx.ifindex),
-        _ => None,
-    }
+/// The ifindex a pinned link holds: 0 once its device is gone (or for a
+/// link that is not tcx at all, which is not ours to keep either).
+fn link_ifindex(link: &Link, path: &Path) -> Result<u32> {
+    let info = link.info().map_err(|source| DatapathError::LinkPin {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(match info.info {
+        LinkTypeInfo::Tcx(tcx) => tcx.ifindex,
+        _ => 0,
+    })
 }
 
 fn link_id(link: &Link, path: &Path) -> Result<u32> {
@@ -99,7 +105,9 @@ pub(super) fn attach_or_update(
             path: pin.clone(),
             source,
         })?;
-        if link_ifindex(&link) == Some(ifindex) {
+        // An error reading the link is returned, never taken for a stale
+        // link: removing a live pin would leave Cilium alone on the device.
+        if link_ifindex(&link, &pin)? == ifindex {
             link.update_prog(prog)
                 .map_err(|source| DatapathError::LinkUpdate {
                     path: pin.clone(),
@@ -259,14 +267,15 @@ pub fn links(paths: &Paths) -> Result<Vec<LinkState>> {
         for prog in programs.flatten() {
             let program = prog.file_name().to_string_lossy().into_owned();
             let pin = prog.path();
-            let link = Link::open(&pin).map_err(|source| DatapathError::LinkPin {
-                path: pin.clone(),
-                source,
-            })?;
-            let info = link.info().map_err(|source| DatapathError::LinkPin {
-                path: pin.clone(),
-                source,
-            })?;
+            // One unreadable pin must not hide the others (nor stop their
+            // clean-up): it is logged and skipped.
+            let info = match Link::open(&pin).and_then(|l| l.info()) {
+                Ok(info) => info,
+                Err(e) => {
+                    tracing::warn!(path = %pin.display(), error = %e, "unreadable link pin skipped");
+                    continue;
+                }
+            };
             let ifindex = match info.info {
                 LinkTypeInfo::Tcx(tcx) => tcx.ifindex,
                 _ => 0,

@@ -285,3 +285,66 @@ impl Tap {
         );
     }
 }
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A pod: a thread of its own in a network namespace of its own, nested in
+/// the test's. Closures given to [`PodNs::run`] run there (sockets opened
+/// in them belong to the pod). The namespace goes when the value drops.
+pub struct PodNs {
+    jobs: Option<std::sync::mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    tid: i32,
+}
+
+impl PodNs {
+    pub fn new() -> PodNs {
+        let (jobs_tx, jobs_rx) = std::sync::mpsc::channel::<Job>();
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            nix::sched::unshare(CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
+            sh("ip", &["link", "set", "lo", "up"]);
+            tid_tx.send(nix::unistd::gettid().as_raw()).expect("tid");
+            for job in jobs_rx {
+                job();
+            }
+        });
+        let tid = tid_rx.recv().expect("pod thread started");
+        PodNs {
+            jobs: Some(jobs_tx),
+            thread: Some(thread),
+            tid,
+        }
+    }
+
+    /// Move `dev` (of the caller's namespace) into the pod.
+    pub fn take(&self, dev: &str) {
+        sh("ip", &["link", "set", dev, "netns", &self.tid.to_string()]);
+    }
+
+    /// Run `f` inside the pod and return its result.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let job: Job = Box::new(move || {
+            let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+        });
+        self.jobs
+            .as_ref()
+            .expect("pod alive")
+            .send(job)
+            .expect("pod thread alive");
+        match rx.recv().expect("pod job finished") {
+            Ok(v) => v,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+}
+
+impl Drop for PodNs {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

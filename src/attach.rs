@@ -1,0 +1,162 @@
+//! The attach manager: `mcast_from_container` on every endpoint device,
+//! `mcast_from_overlay` on the tunnel device, as they come and go. One link
+//! per device and program, ever: re-attaching swaps the program inside our
+//! pinned link, and the pins of vanished devices are removed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::datapath::tcx::{self, AttachOutcome};
+use crate::datapath::{self, Datapath, DatapathError, Paths, Program};
+use crate::resolve::Interface;
+
+/// Which devices get which program.
+#[derive(Debug, Clone)]
+pub struct AttachConfig {
+    /// Endpoint devices, a shell glob such as `lxc*`.
+    pub endpoint_devices: glob::Pattern,
+    /// The tunnel device, `cilium_vxlan` by default.
+    pub tunnel_device: String,
+}
+
+/// State of the links after a reconcile.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttachState {
+    /// (device, program) that should be attached now.
+    pub expected: BTreeSet<(String, Program)>,
+    /// (device, program) attached by this process, with the link id.
+    pub attached: BTreeMap<(String, Program), u32>,
+    /// Whether the tunnel device exists.
+    pub tunnel_present: bool,
+}
+
+impl AttachState {
+    /// Every expected link is attached.
+    pub fn complete(&self) -> bool {
+        self.expected.iter().all(|k| self.attached.contains_key(k))
+    }
+}
+
+/// Keeps the links of a node in step with its devices.
+pub struct AttachManager {
+    config: AttachConfig,
+    /// (device, program) -> ifindex it was attached to by this process.
+    done: BTreeMap<(String, Program), (u32, u32)>,
+    /// Last error per (device, program), so that a failing device is logged
+    /// once per distinct error, not on every pass.
+    failing: BTreeMap<(String, Program), String>,
+}
+
+impl AttachManager {
+    pub fn new(config: AttachConfig) -> Self {
+        AttachManager {
+            config,
+            done: BTreeMap::new(),
+            failing: BTreeMap::new(),
+        }
+    }
+
+    fn expected(&self, interfaces: &[Interface]) -> BTreeMap<(String, Program), u32> {
+        let mut out = BTreeMap::new();
+        for i in interfaces {
+            if self.config.endpoint_devices.matches(&i.name) {
+                out.insert((i.name.clone(), Program::FromContainer), i.ifindex);
+            }
+            if i.name == self.config.tunnel_device {
+                out.insert((i.name.clone(), Program::FromOverlay), i.ifindex);
+            }
+        }
+        out
+    }
+
+    /// Attach what is missing (or what this process has not attached yet:
+    /// that swaps in this build's program on a restart or an upgrade) and
+    /// remove the links of devices that are gone or no longer match.
+    pub fn reconcile(&mut self, dp: &Datapath<'_>, interfaces: &[Interface]) -> AttachState {
+        let expected = self.expected(interfaces);
+        self.done
+            .retain(|k, (ifindex, _)| expected.get(k) == Some(ifindex));
+
+        for ((device, program), ifindex) in &expected {
+            let key = (device.clone(), *program);
+            if self.done.contains_key(&key) {
+                continue;
+            }
+            match dp.attach(device, *program) {
+                Ok(outcome) => {
+                    let verb = match outcome {
+                        AttachOutcome::Attached { .. } => "attached",
+                        AttachOutcome::Updated { .. } => "program updated in existing link",
+                    };
+                    tracing::info!(
+                        device = %device,
+                        program = program.name(),
+                        link_id = outcome.link_id(),
+                        "{verb}"
+                    );
+                    self.failing.remove(&key);
+                    self.done.insert(key, (*ifindex, outcome.link_id()));
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    if self.failing.get(&key) != Some(&msg) {
+                        tracing::error!(
+                            device = %device,
+                            program = program.name(),
+                            error = %msg,
+                            "attach failed"
+                        );
+                        self.failing.insert(key, msg);
+                    }
+                }
+            }
+        }
+
+        self.remove_stale(dp.paths(), &expected);
+
+        AttachState {
+            expected: expected.keys().cloned().collect(),
+            attached: self
+                .done
+                .iter()
+                .map(|(k, (_, link))| (k.clone(), *link))
+                .collect(),
+            tunnel_present: interfaces
+                .iter()
+                .any(|i| i.name == self.config.tunnel_device),
+        }
+    }
+
+    fn remove_stale(&mut self, paths: &Paths, expected: &BTreeMap<(String, Program), u32>) {
+        let pinned = match tcx::links(paths) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing link pins");
+                return;
+            }
+        };
+        for link in pinned {
+            let Some(program) = Program::from_name(&link.program) else {
+                continue;
+            };
+            let key = (link.device.clone(), program);
+            // A link whose device vanished reads ifindex 0; a device that no
+            // longer matches the flags is not ours to hold either.
+            let wanted = expected.get(&key).is_some_and(|i| *i == link.ifindex);
+            if wanted {
+                continue;
+            }
+            match datapath::detach(paths, &link.device, program) {
+                Ok(_) => tracing::info!(
+                    device = %link.device,
+                    program = %link.program,
+                    "link of a vanished or unselected device removed"
+                ),
+                Err(DatapathError::Remove { path, source }) => {
+                    tracing::warn!(path = %path.display(), error = %source, "removing link pin")
+                }
+                Err(e) => tracing::warn!(device = %link.device, error = %e, "removing link"),
+            }
+            self.done.remove(&key);
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! `cilium-mcast-egress run`: the controller loop of one node.
+//!
+//! Load the datapath (adopting whatever is pinned), then keep reconciling:
+//! links with devices, our endpoint map with Cilium's, the mirror of
+//! Cilium's multicast groups, and the policy maps with the resolution of
+//! the cluster's objects. On SIGTERM the loop stops and the datapath stays
+//! attached and pinned, forwarding as it was.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::watch;
+
+use crate::attach::{AttachConfig, AttachManager, AttachState};
+use crate::cilium_maps;
+use crate::crd::Objects;
+use crate::datapath::{Datapath, DatapathStorage, Maps, Paths};
+use crate::health::{self, Health};
+use crate::node;
+use crate::resolve::{self, LocalNode, Problem, Severity};
+use crate::source::{self, SourceConfig, SourceStats};
+use crate::sync;
+
+/// Everything `run` needs; built from the command line.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub node_name: String,
+    pub source: SourceConfig,
+    pub bpffs_root: PathBuf,
+    /// Where Cilium's BPF filesystem is (its maps under `tc/globals`).
+    pub cilium_bpffs: PathBuf,
+    pub attach: AttachConfig,
+    pub metrics_addr: Option<SocketAddr>,
+    /// How often to reconcile without any event.
+    pub resync_interval: Duration,
+}
+
+/// A message logged once while it stays the same, not on every pass.
+#[derive(Default)]
+struct Once {
+    last: Option<String>,
+}
+
+impl Once {
+    /// Whether `msg` is new (and remember it); `None` clears.
+    fn changed(&mut self, msg: Option<String>) -> bool {
+        let changed = self.last != msg;
+        self.last = msg;
+        changed && self.last.is_some()
+    }
+}
+
+struct Controller<'a> {
+    cfg: &'a DaemonConfig,
+    dp: &'a Datapath<'a>,
+    maps: Maps,
+    netlink: rtnetlink::Handle,
+    attach: AttachManager,
+    health: Arc<Health>,
+    problems: BTreeSet<Problem>,
+    endpoints_error: Once,
+    groups_error: Once,
+    node_error: Once,
+    synced_once: bool,
+}
+
+impl Controller<'_> {
+    async fn pass(&mut self, objects: Option<&Objects>) {
+        let started = Instant::now();
+        let (interfaces, default_route) = match self.local_devices().await {
+            Ok(v) => v,
+            Err(e) => {
+                if self.node_error.changed(Some(e.to_string())) {
+                    tracing::error!(error = %e, "reading this node's devices");
+                }
+                return;
+            }
+        };
+        self.node_error.changed(None);
+
+        let links: AttachState = self.attach.reconcile(self.dp, &interfaces);
+        self.health.set_links_complete(links.complete());
+
+        let cilium_globals = Paths::new(&self.cfg.cilium_bpffs).globals();
+        match cilium_maps::read_endpoints(&cilium_globals) {
+            Ok(eps) => {
+                self.endpoints_error.changed(None);
+                match sync::apply_endpoints(&self.maps, &eps) {
+                    Ok(s) if !s.is_noop() => tracing::info!(
+                        written = s.written,
+                        removed = s.removed,
+                        endpoints = eps.len(),
+                        "endpoints synced"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "syncing endpoints"),
+                }
+            }
+            Err(e) => {
+                if self.endpoints_error.changed(Some(e.to_string())) {
+                    tracing::error!(error = %e, "reading Cilium's endpoint map");
+                }
+            }
+        }
+        match cilium_maps::read_mcast_groups(&cilium_globals) {
+            Ok(groups) => {
+                self.groups_error.changed(None);
+                if let Err(e) = sync::apply_cilium_groups(&self.maps, &groups) {
+                    tracing::error!(error = %e, "syncing Cilium's multicast groups");
+                }
+            }
+            Err(e) => {
+                if self.groups_error.changed(Some(e.to_string())) {
+                    tracing::error!(error = %e, "reading Cilium's multicast groups");
+                }
+            }
+        }
+
+        let Some(objects) = objects else {
+            return; // the source has not synced yet
+        };
+        let tunnel_ifindex = interfaces
+            .iter()
+            .find(|i| i.name == self.cfg.attach.tunnel_device)
+            .map_or(0, |i| i.ifindex);
+        let local = LocalNode {
+            name: self.cfg.node_name.clone(),
+            interfaces,
+            default_route_ifindex: default_route,
+            tunnel_ifindex,
+        };
+        let desired = resolve::resolve(objects, &local);
+        self.report_problems(&desired.problems);
+        match sync::apply(&self.maps, &desired) {
+            Ok(s) => {
+                if !s.is_noop() {
+                    tracing::info!(
+                        written = s.written,
+                        removed = s.removed,
+                        entries = desired.policies.len(),
+                        elapsed_us = started.elapsed().as_micros() as u64,
+                        "policy maps synced"
+                    );
+                }
+                if !self.synced_once {
+                    self.synced_once = true;
+                    self.health.set_synced(true);
+                    tracing::info!(
+                        policies = desired.policy_ids.len(),
+                        entries = desired.policies.len(),
+                        nodes = desired.nodes.len(),
+                        gateway_for = ?desired.local_gateway_for.keys().collect::<Vec<_>>(),
+                        "first sync done"
+                    );
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "syncing policy maps"),
+        }
+    }
+
+    async fn local_devices(
+        &self,
+    ) -> Result<(Vec<resolve::Interface>, Option<u32>), node::NodeError> {
+        let interfaces = node::interfaces(&self.netlink).await?;
+        let default_route = node::default_route_ifindex(&self.netlink).await?;
+        Ok((interfaces, default_route))
+    }
+
+    /// One log line per problem when it appears, and one when it is gone.
+    fn report_problems(&mut self, problems: &[Problem]) {
+        let now: BTreeSet<Problem> = problems.iter().cloned().collect();
+        for p in now.difference(&self.problems) {
+            match p.severity {
+                Severity::Invalid => {
+                    tracing::error!(policy = %p.policy, problem = %p.message, "invalid policy")
+                }
+                Severity::Warning => {
+                    tracing::warn!(policy = %p.policy, problem = %p.message, "policy warning")
+                }
+            }
+        }
+        for p in self.problems.difference(&now) {
+            tracing::info!(policy = %p.policy, problem = %p.message, "resolved");
+        }
+        self.problems = now;
+    }
+}
+
+/// Run until `shutdown` turns true.
+pub async fn run(cfg: DaemonConfig, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let mut storage = DatapathStorage::default();
+    let dp = Datapath::load(&mut storage, Paths::new(&cfg.bpffs_root))
+        .context("loading the datapath")?;
+    let maps = dp.maps().context("opening the pinned maps")?;
+    let netlink = node::connect().context("netlink")?;
+    let mut changes = node::changes().context("netlink notifications")?;
+
+    let health = Arc::new(Health::default());
+    if let Some(addr) = cfg.metrics_addr {
+        let listener = health::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        tracing::info!(%addr, "serving /healthz and /readyz");
+        tokio::spawn(health::serve(listener, health.clone(), shutdown.clone()));
+    }
+
+    let (tx, mut objects_rx) = watch::channel::<Option<Arc<Objects>>>(None);
+    let stats = Arc::new(SourceStats::default());
+    let mut source_task = tokio::spawn(source::run(
+        cfg.source.clone(),
+        tx,
+        stats.clone(),
+        shutdown.clone(),
+    ));
+
+    let mut ctl = Controller {
+        cfg: &cfg,
+        dp: &dp,
+        maps,
+        netlink,
+        attach: AttachManager::new(cfg.attach.clone()),
+        health,
+        problems: BTreeSet::new(),
+        endpoints_error: Once::default(),
+        groups_error: Once::default(),
+        node_error: Once::default(),
+        synced_once: false,
+    };
+    tracing::info!(node = %cfg.node_name, "controller started");
+
+    let mut tick = tokio::time::interval(cfg.resync_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let objects = objects_rx.borrow_and_update().clone();
+        ctl.pass(objects.as_deref()).await;
+
+        tokio::select! {
+            _ = tick.tick() => {}
+            changed = objects_rx.changed() => {
+                if changed.is_err() {
+                    // The source task ended: report why, and stop.
+                    return match (&mut source_task).await {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(e)) => Err(e).context("source of Cilium objects"),
+                        Err(e) => Err(anyhow::anyhow!("source task: {e}")),
+                    };
+                }
+            }
+            Some(()) = changes.next() => {
+                // Devices change in bursts (a pod's veth: link, addresses,
+                // routes); let the burst settle, then one pass.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                while let Some(Some(())) = changes.next().now_or_never() {}
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    tracing::info!("stopping; the datapath stays attached and pinned");
+    drop(ctl);
+    let _ = tokio::time::timeout(Duration::from_secs(2), source_task).await;
+    Ok(())
+}

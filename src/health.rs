@@ -1,0 +1,107 @@
+//! The HTTP endpoint for Kubernetes probes: `/healthz` (the process is
+//! alive) and `/readyz` (the first sync is done and every expected link is
+//! attached).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// What the probes report, updated by the controller loop.
+#[derive(Debug, Default)]
+pub struct Health {
+    synced: AtomicBool,
+    links_complete: AtomicBool,
+}
+
+impl Health {
+    pub fn set_synced(&self, v: bool) {
+        self.synced.store(v, Ordering::Relaxed);
+    }
+
+    pub fn set_links_complete(&self, v: bool) {
+        self.links_complete.store(v, Ordering::Relaxed);
+    }
+
+    pub fn ready(&self) -> bool {
+        self.synced.load(Ordering::Relaxed) && self.links_complete.load(Ordering::Relaxed)
+    }
+
+    fn readiness(&self) -> (StatusCode, &'static str) {
+        match (
+            self.synced.load(Ordering::Relaxed),
+            self.links_complete.load(Ordering::Relaxed),
+        ) {
+            (true, true) => (StatusCode::OK, "ok\n"),
+            (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "first sync not done\n"),
+            (true, false) => (StatusCode::SERVICE_UNAVAILABLE, "links missing\n"),
+        }
+    }
+}
+
+fn respond(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    r
+}
+
+async fn handle(
+    health: Arc<Health>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Ok(respond(StatusCode::METHOD_NOT_ALLOWED, "GET only\n"));
+    }
+    Ok(match req.uri().path() {
+        "/healthz" => respond(StatusCode::OK, "ok\n"),
+        "/readyz" => {
+            let (status, body) = health.readiness();
+            respond(status, body)
+        }
+        _ => respond(StatusCode::NOT_FOUND, "not found\n"),
+    })
+}
+
+/// Bind `addr` (so that a taken port is an error at start) and serve until
+/// `shutdown` turns true.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+pub async fn serve(
+    listener: TcpListener,
+    health: Arc<Health>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a probe connection");
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let health = health.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| handle(health.clone(), req));
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(error = %e, "probe connection");
+            }
+        });
+    }
+}

@@ -1,0 +1,158 @@
+//! This node's network devices, through rtnetlink: the interfaces and
+//! addresses resolution needs, the default-route device, and a stream of
+//! change notifications (links, IPv4 addresses, IPv4 routes).
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use futures::{Stream, StreamExt, TryStreamExt};
+use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::link::LinkAttribute;
+use rtnetlink::packet_route::route::RouteAttribute;
+use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::{Handle, MulticastGroup, RouteMessageBuilder};
+
+use crate::resolve::Interface;
+
+/// Errors talking to the kernel's routing netlink.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("opening a netlink socket: {0}")]
+    Socket(#[from] std::io::Error),
+    #[error("netlink {what}: {source}")]
+    Netlink {
+        what: &'static str,
+        source: rtnetlink::Error,
+    },
+}
+
+/// The main routing table.
+const RT_TABLE_MAIN: u32 = 254;
+
+/// A netlink handle for queries; its connection runs on the current tokio
+/// runtime until the handle is dropped.
+pub fn connect() -> Result<Handle, NodeError> {
+    let (conn, handle, _) = rtnetlink::new_connection()?;
+    tokio::spawn(conn);
+    Ok(handle)
+}
+
+/// Every interface with its MAC and IPv4 addresses (primary first).
+pub async fn interfaces(handle: &Handle) -> Result<Vec<Interface>, NodeError> {
+    let mut out = Vec::new();
+    let mut links = handle.link().get().execute();
+    while let Some(msg) = links
+        .try_next()
+        .await
+        .map_err(|source| NodeError::Netlink {
+            what: "link dump",
+            source,
+        })?
+    {
+        let mut name = None;
+        let mut mac = [0u8; 6];
+        for attr in &msg.attributes {
+            match attr {
+                LinkAttribute::IfName(n) => name = Some(n.clone()),
+                LinkAttribute::Address(a) if a.len() == 6 => mac.copy_from_slice(a),
+                _ => {}
+            }
+        }
+        if let Some(name) = name {
+            out.push(Interface {
+                name,
+                ifindex: msg.header.index,
+                mac,
+                ipv4: Vec::new(),
+            });
+        }
+    }
+
+    let mut addrs = handle.address().get().execute();
+    while let Some(msg) = addrs
+        .try_next()
+        .await
+        .map_err(|source| NodeError::Netlink {
+            what: "address dump",
+            source,
+        })?
+    {
+        if msg.header.family != AddressFamily::Inet {
+            continue;
+        }
+        // IFA_LOCAL is the interface's own address; IFA_ADDRESS is the peer
+        // on point-to-point links.
+        let local = msg.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
+            _ => None,
+        });
+        let addr = local.or_else(|| {
+            msg.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Address(IpAddr::V4(ip)) => Some(*ip),
+                _ => None,
+            })
+        });
+        if let (Some(ip), Some(iface)) =
+            (addr, out.iter_mut().find(|i| i.ifindex == msg.header.index))
+        {
+            iface.ipv4.push(ip);
+        }
+    }
+    out.sort_by_key(|i| i.ifindex);
+    Ok(out)
+}
+
+/// The output device of the IPv4 default route in the main table, if any.
+pub async fn default_route_ifindex(handle: &Handle) -> Result<Option<u32>, NodeError> {
+    let req = RouteMessageBuilder::<Ipv4Addr>::new().build();
+    let mut routes = handle.route().get(req).execute();
+    let mut best: Option<(u32, u32)> = None; // (priority, oif)
+    while let Some(msg) = routes
+        .try_next()
+        .await
+        .map_err(|source| NodeError::Netlink {
+            what: "route dump",
+            source,
+        })?
+    {
+        if msg.header.destination_prefix_length != 0 {
+            continue;
+        }
+        let mut table = u32::from(msg.header.table);
+        let mut oif = None;
+        let mut priority = 0;
+        for attr in &msg.attributes {
+            match attr {
+                RouteAttribute::Table(t) => table = *t,
+                RouteAttribute::Oif(o) => oif = Some(*o),
+                RouteAttribute::Priority(p) => priority = *p,
+                _ => {}
+            }
+        }
+        if table != RT_TABLE_MAIN {
+            continue;
+        }
+        // The lowest metric wins, as in the kernel's own choice.
+        if let Some(oif) = oif {
+            if best.is_none_or(|(p, _)| priority < p) {
+                best = Some((priority, oif));
+            }
+        }
+    }
+    Ok(best.map(|(_, oif)| oif))
+}
+
+/// A stream that yields whenever a link, an IPv4 address or an IPv4 route
+/// of this network namespace changes. Its connection runs on the current
+/// tokio runtime.
+pub fn changes() -> Result<impl Stream<Item = ()>, NodeError> {
+    let (conn, handle, messages) = rtnetlink::new_multicast_connection(&[
+        MulticastGroup::Link,
+        MulticastGroup::Ipv4Ifaddr,
+        MulticastGroup::Ipv4Route,
+    ])?;
+    tokio::spawn(conn);
+    // The connection ends once every handle is gone: the stream keeps one.
+    Ok(messages.map(move |_| {
+        let _keep_alive = &handle;
+    }))
+}

@@ -1,0 +1,355 @@
+//! The real daemon on a manifests directory, inside a network namespace of
+//! its own, with a BPF filesystem of its own and a `cilium_lxc` map in
+//! Cilium's layout made by the test: the pinned maps follow the files, and
+//! the datapath survives a restart with the same entries and links.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
+
+use cilium_mcast_egress::datapath::maps::{Gateway, Maps};
+use cilium_mcast_egress::datapath::tcx::{ifindex_of, links, tcx_ingress_chain};
+use cilium_mcast_egress::datapath::Paths;
+use common::{sh, veth, vxlan_external, Bpffs};
+
+const PROBE: &str = "127.0.0.1:9980";
+const NODE_A: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+const NODE_B: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 20);
+const EGRESS_A: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+const POD1: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 11);
+const POD2: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 12);
+
+/// The daemon as a child process, killed (by its pid) when dropped.
+struct Daemon {
+    child: Option<Child>,
+}
+
+impl Daemon {
+    fn start(manifests: &Path, bpffs: &Path, cilium: &Path) -> Daemon {
+        let child = Command::new(env!("CARGO_BIN_EXE_cilium-mcast-egress"))
+            .args(["run", "--node-name", "node-a", "--manifests"])
+            .arg(manifests)
+            .arg("--bpffs-root")
+            .arg(bpffs)
+            .arg("--cilium-bpffs")
+            .arg(cilium)
+            .args(["--metrics-addr", PROBE, "--resync-interval-ms", "200"])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("starting the daemon");
+        Daemon { child: Some(child) }
+    }
+
+    /// SIGTERM, as the kubelet stops a pod; wait for the exit.
+    fn stop(mut self) {
+        let mut child = self.child.take().expect("running");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                assert!(
+                    status.success(),
+                    "the daemon exits cleanly on SIGTERM: {status}"
+                );
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn http_get(path: &str) -> Option<u16> {
+    let mut s =
+        TcpStream::connect_timeout(&PROBE.parse().ok()?, Duration::from_millis(200)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: probe\r\n\r\n").ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    resp.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A map in the layout of Cilium's `cilium_lxc`, pinned where cilium-agent
+/// would pin it.
+fn cilium_lxc(cilium_root: &Path) -> MapHandle {
+    let globals = Paths::new(cilium_root).globals();
+    std::fs::create_dir_all(&globals).unwrap();
+    let mut m = MapHandle::create(
+        MapType::Hash,
+        Some("cilium_lxc"),
+        20,
+        48,
+        1024,
+        &libbpf_sys::bpf_map_create_opts {
+            sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    m.pin(globals.join("cilium_lxc")).unwrap();
+    m
+}
+
+fn lxc_put(map: &MapHandle, ip: Ipv4Addr, ifindex: u32, identity: u32, host: bool) {
+    let mut key = [0u8; 20];
+    key[..4].copy_from_slice(&ip.octets());
+    key[16] = 1; // IPv4
+    let mut val = [0u8; 48];
+    val[0..4].copy_from_slice(&ifindex.to_ne_bytes());
+    val[8..12].copy_from_slice(&u32::from(host).to_ne_bytes());
+    val[32..36].copy_from_slice(&identity.to_ne_bytes());
+    map.update(&key, &val, MapFlags::ANY).unwrap();
+}
+
+const NODES: &str = r#"
+apiVersion: cilium.io/v2
+kind: CiliumNode
+metadata:
+  name: node-a
+  labels: {kubernetes.io/hostname: node-a, egress: "a"}
+spec:
+  addresses:
+  - {type: InternalIP, ip: 192.0.2.10}
+---
+apiVersion: cilium.io/v2
+kind: CiliumNode
+metadata:
+  name: node-b
+  labels: {kubernetes.io/hostname: node-b, egress: "b"}
+spec:
+  addresses:
+  - {type: InternalIP, ip: 192.0.2.20}
+"#;
+
+fn endpoint(name: &str, uid: &str, ip: Ipv4Addr, identity: u32, app: &str) -> String {
+    format!(
+        r#"
+apiVersion: cilium.io/v2
+kind: CiliumEndpoint
+metadata: {{name: {name}, namespace: media, uid: {uid}}}
+status:
+  id: 100
+  identity:
+    id: {identity}
+    labels:
+    - k8s:app={app}
+    - k8s:io.kubernetes.pod.namespace=media
+  networking:
+    addressing:
+    - ipv4: {ip}
+    node: 192.0.2.10
+"#
+    )
+}
+
+fn policy(gateway_label: &str) -> String {
+    format!(
+        r#"
+apiVersion: cilium.io/v2
+kind: CiliumEgressGatewayPolicy
+metadata: {{name: camera-ssm}}
+spec:
+  selectors:
+  - podSelector:
+      matchLabels: {{app: camera}}
+  destinationCIDRs: [232.1.0.0/16, 0.0.0.0/0]
+  egressGateway:
+    nodeSelector:
+      matchLabels: {{egress: "{gateway_label}"}}
+    interface: uplink0
+"#
+    )
+}
+
+#[test]
+fn daemon_follows_the_manifests_and_survives_restarts() {
+    if !common::privileged("daemon_follows_the_manifests_and_survives_restarts") {
+        return;
+    }
+    common::in_new_netns(|| {
+        veth("lxc_pod1", "pod1");
+        veth("lxc_pod2", "pod2");
+        veth("uplink0", "upstream0");
+        vxlan_external("cilium_vxlan");
+        sh("ip", &["addr", "add", "203.0.113.10/24", "dev", "uplink0"]);
+
+        let ours = Bpffs::new("daemon-ours");
+        let cilium = Bpffs::new("daemon-cilium");
+        let lxc = cilium_lxc(cilium.path());
+        let pod1_if = ifindex_of("lxc_pod1").unwrap();
+        let pod2_if = ifindex_of("lxc_pod2").unwrap();
+        lxc_put(&lxc, POD1, pod1_if, 4001, false);
+        lxc_put(&lxc, NODE_A, 1, 1, true); // the host's own entry is skipped
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("nodes.yaml"), NODES).unwrap();
+        std::fs::write(
+            dir.path().join("pod1.yaml"),
+            endpoint(
+                "pod1",
+                "0f8a3b52-1111-4c8e-9a51-000000000001",
+                POD1,
+                4001,
+                "camera",
+            ),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("policy.yaml"), policy("b")).unwrap();
+
+        let daemon = Daemon::start(dir.path(), ours.path(), cilium.path());
+        wait_until("/readyz", Duration::from_secs(20), || {
+            http_get("/readyz") == Some(200)
+        });
+        assert_eq!(http_get("/healthz"), Some(200));
+        let paths = Paths::new(ours.path());
+        let maps = Maps::open_pinned(&paths).unwrap();
+
+        // Gateway node-b: pod1's entry points there, no egress IP here.
+        let entries = maps.policies().unwrap();
+        assert_eq!(entries.len(), 1, "{entries:?}");
+        let (key, val) = entries[0];
+        assert_eq!(key.source, POD1);
+        assert_eq!(key.destination.to_string(), "232.1.0.0/16");
+        assert_eq!(val.gateway, Gateway::Node(NODE_B));
+        assert_eq!(val.egress_ip, Ipv4Addr::UNSPECIFIED);
+        assert_eq!(maps.nodes().unwrap(), vec![NODE_A, NODE_B]);
+        let cfg = maps.config().unwrap();
+        assert_eq!(cfg.node_ip, NODE_A);
+        assert_eq!(cfg.tunnel_ifindex, ifindex_of("cilium_vxlan").unwrap());
+        let eps = maps.endpoints().unwrap();
+        assert_eq!(eps.len(), 1, "host entries are not endpoints: {eps:?}");
+        assert_eq!(
+            (eps[0].0, eps[0].1.ifindex, eps[0].1.identity),
+            (POD1, pod1_if, 4001)
+        );
+
+        // A pod added.
+        lxc_put(&lxc, POD2, pod2_if, 4001, false);
+        std::fs::write(
+            dir.path().join("pod2.yaml"),
+            endpoint(
+                "pod2",
+                "0f8a3b52-1111-4c8e-9a51-000000000002",
+                POD2,
+                4001,
+                "camera",
+            ),
+        )
+        .unwrap();
+        wait_until("pod2's entry", Duration::from_secs(5), || {
+            maps.policies()
+                .unwrap()
+                .iter()
+                .any(|(k, _)| k.source == POD2)
+                && maps.endpoints().unwrap().len() == 2
+        });
+
+        // The gateway moved to this node: egress IP and uplink filled in.
+        std::fs::write(dir.path().join("policy.yaml"), policy("a")).unwrap();
+        wait_until("the gateway on node-a", Duration::from_secs(5), || {
+            maps.policies()
+                .unwrap()
+                .iter()
+                .all(|(_, v)| v.gateway == Gateway::Node(NODE_A) && v.egress_ip == EGRESS_A)
+        });
+        let uplink = ifindex_of("uplink0").unwrap();
+        assert!(maps
+            .policies()
+            .unwrap()
+            .iter()
+            .all(|(_, v)| v.egress_ifindex == uplink));
+        assert_eq!(maps.egress_ifaces().unwrap().len(), 1);
+        assert_eq!(maps.egress_ifaces().unwrap()[0].0, uplink);
+
+        // Restart: SIGTERM leaves everything in place.
+        let before = maps.policies().unwrap();
+        let links_before = links(&paths).unwrap();
+        assert_eq!(
+            links_before.len(),
+            3,
+            "two endpoints and the tunnel: {links_before:?}"
+        );
+        daemon.stop();
+        assert_eq!(
+            maps.policies().unwrap(),
+            before,
+            "entries stay while the daemon is down"
+        );
+        for dev in ["lxc_pod1", "lxc_pod2", "cilium_vxlan"] {
+            assert_eq!(
+                tcx_ingress_chain(ifindex_of(dev).unwrap()).unwrap().len(),
+                1,
+                "{dev}"
+            );
+        }
+
+        let daemon = Daemon::start(dir.path(), ours.path(), cilium.path());
+        wait_until("/readyz again", Duration::from_secs(20), || {
+            http_get("/readyz") == Some(200)
+        });
+        assert_eq!(maps.policies().unwrap(), before, "adopted, not rebuilt");
+        let links_after = links(&paths).unwrap();
+        assert_eq!(
+            links_after.iter().map(|l| l.link_id).collect::<Vec<_>>(),
+            links_before.iter().map(|l| l.link_id).collect::<Vec<_>>(),
+            "the same links"
+        );
+        for dev in ["lxc_pod1", "lxc_pod2", "cilium_vxlan"] {
+            assert_eq!(
+                tcx_ingress_chain(ifindex_of(dev).unwrap()).unwrap().len(),
+                1,
+                "{dev}"
+            );
+        }
+
+        // The policy removed: its entries go, the nodes stay.
+        std::fs::remove_file(dir.path().join("policy.yaml")).unwrap();
+        wait_until("entries removed", Duration::from_secs(5), || {
+            maps.policies().unwrap().is_empty()
+        });
+        assert_eq!(maps.nodes().unwrap(), vec![NODE_A, NODE_B]);
+        assert!(maps.egress_ifaces().unwrap().is_empty());
+
+        // A pod's veth removed: its link pin goes too.
+        sh("ip", &["link", "del", "lxc_pod2"]);
+        wait_until(
+            "pin of the vanished veth removed",
+            Duration::from_secs(5),
+            || {
+                links(&paths)
+                    .unwrap()
+                    .iter()
+                    .all(|l| l.device != "lxc_pod2")
+            },
+        );
+        daemon.stop();
+    });
+}
