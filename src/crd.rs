@@ -175,7 +175,12 @@ cilium_resource!(
     "ciliumegressgatewaypolicies",
     ClusterResourceScope
 );
-cilium_resource!(CiliumNode, "CiliumNode", "ciliumnodes", ClusterResourceScope);
+cilium_resource!(
+    CiliumNode,
+    "CiliumNode",
+    "ciliumnodes",
+    ClusterResourceScope
+);
 cilium_resource!(
     CiliumEndpoint,
     "CiliumEndpoint",

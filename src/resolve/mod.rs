@@ -1,6 +1,523 @@
 //! Resolution: a pure function from the cluster's objects and this node's
 //! interfaces to the map contents this node should have.
+//!
+//! It mirrors Cilium's egress-gateway manager (`pkg/egressgateway/`),
+//! narrowed to multicast: the same selectors pick the same endpoints, the
+//! same node is the gateway, so a pod's multicast leaves where its unicast
+//! does. Where Cilium leaves a choice to map iteration order (two policies
+//! with one key), we pick deterministically and say so in a [`Problem`].
 
+mod cidr;
+mod fnv;
 mod model;
+mod policy;
+mod selector;
+#[cfg(test)]
+mod tests;
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+
+pub use fnv::fnv32a;
 pub use model::*;
+
+use self::policy::{GatewaySpec, Policy};
+use self::selector::LabelMap;
+use crate::crd::{CiliumEndpoint, CiliumNode, Objects};
+use crate::datapath::maps::{Config, EgressIface, Gateway, PolicyKey, PolicyValue};
+
+/// `spec.addresses[].type` of the address Cilium calls the node IP.
+const INTERNAL_IP: &str = "InternalIP";
+
+/// The map contents this node should have, for `objects` as seen from
+/// `local`. Pure and total: bad input becomes [`Problem`]s, never a panic,
+/// and one bad policy never hides the others.
+pub fn resolve(objects: &Objects, local: &LocalNode) -> Desired {
+    let mut problems = Vec::new();
+    let cluster = Cluster::new(&objects.nodes);
+    let endpoints = endpoints(&objects.endpoints);
+    let policies = parse_policies(objects, &mut problems);
+    let policy_ids = assign_policy_ids(policies.iter().map(|p| p.name.as_str()), |name| {
+        fnv32a(name.as_bytes())
+    });
+
+    let mut desired = Desired {
+        nodes: cluster
+            .nodes
+            .iter()
+            .flat_map(|n| n.ips.iter().copied())
+            .collect(),
+        config: Config {
+            node_ip: cluster
+                .node_named(&local.name)
+                .and_then(|n| n.ip)
+                .unwrap_or(Ipv4Addr::UNSPECIFIED),
+            tunnel_ifindex: local.tunnel_ifindex,
+        },
+        ..Desired::default()
+    };
+
+    // Which policy (index into `policies`) owns each key, and per (loser,
+    // winner) how many keys the loser lost and one of them.
+    let mut owners: BTreeMap<PolicyKey, usize> = BTreeMap::new();
+    let mut overlaps: BTreeMap<(usize, usize), (usize, PolicyKey)> = BTreeMap::new();
+
+    for (index, policy) in policies.iter().enumerate() {
+        let Some(&policy_id) = policy_ids.get(&policy.name) else {
+            continue;
+        };
+        let gateways = resolve_gateways(policy, &cluster, local, &mut problems);
+        for egress in gateways.iter().filter_map(|g| g.egress) {
+            desired
+                .local_gateway_for
+                .entry(policy.name.clone())
+                .or_insert(egress.ip);
+            if egress.ifindex != 0 {
+                desired
+                    .egress_ifaces
+                    .insert(egress.ifindex, EgressIface { mac: egress.mac });
+            }
+        }
+        let entries = policy_entries(
+            policy,
+            policy_id,
+            &gateways,
+            &endpoints,
+            &cluster,
+            &mut problems,
+        );
+        for (key, value) in entries {
+            match owners.get(&key) {
+                Some(&winner) => {
+                    overlaps.entry((index, winner)).or_insert((0, key)).0 += 1;
+                }
+                None => {
+                    owners.insert(key, index);
+                    desired.policies.insert(key, value);
+                }
+            }
+        }
+    }
+
+    for ((loser, winner), (count, example)) in overlaps {
+        problems.push(Problem {
+            policy: policies[loser].name.clone(),
+            severity: Severity::Warning,
+            message: format!(
+                "{count} {} the same pod and group prefix as policy {} (e.g. {} -> {}); \
+                 the lexically first policy name wins, this policy's are ignored",
+                if count == 1 {
+                    "entry has"
+                } else {
+                    "entries have"
+                },
+                policies[winner].name,
+                example.source,
+                example.destination,
+            ),
+        });
+    }
+
+    problems.sort();
+    problems.dedup();
+    desired.policy_ids = policy_ids;
+    desired.problems = problems;
+    desired
+}
+
+/// Parse every policy, in name order so that every later choice is
+/// deterministic.
+fn parse_policies(objects: &Objects, problems: &mut Vec<Problem>) -> Vec<Policy> {
+    let mut sorted: Vec<_> = objects.policies.iter().collect();
+    sorted.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    let mut seen = BTreeSet::new();
+    let mut parsed = Vec::new();
+    for cegp in sorted {
+        let name = cegp.metadata.name.clone().unwrap_or_default();
+        if !name.is_empty() && !seen.insert(name.clone()) {
+            // Cluster-scoped names are unique in a cluster; two manifest
+            // files can still both hold one.
+            problems.push(Problem {
+                policy: name,
+                severity: Severity::Invalid,
+                message: "another CiliumEgressGatewayPolicy of the same name came first: \
+                          this copy is ignored"
+                    .to_string(),
+            });
+            continue;
+        }
+        parsed.extend(policy::parse(cegp, problems));
+    }
+    parsed
+}
+
+/// Counter labels: `hash(name)`, the lexically later name of two that
+/// collide probing on to the next free id, never 0 (0 labels "no policy"
+/// in the datapath's counters). `names` must be sorted and unique.
+fn assign_policy_ids<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+    hash: impl Fn(&str) -> u32,
+) -> BTreeMap<String, u32> {
+    let mut used = BTreeSet::new();
+    let mut ids = BTreeMap::new();
+    for name in names {
+        let mut id = hash(name);
+        while id == 0 || used.contains(&id) {
+            id = id.wrapping_add(1);
+        }
+        used.insert(id);
+        ids.insert(name.to_string(), id);
+    }
+    ids
+}
+
+/// A `CiliumNode` as resolution needs it.
+struct Node<'a> {
+    name: &'a str,
+    /// The node IP: its first IPv4 InternalIP.
+    ip: Option<Ipv4Addr>,
+    /// Every IPv4 InternalIP.
+    ips: Vec<Ipv4Addr>,
+    labels: LabelMap,
+}
+
+/// The cluster's nodes, sorted by name as Cilium keeps them.
+struct Cluster<'a> {
+    nodes: Vec<Node<'a>>,
+    /// Node IP -> index in `nodes` (the first node by name on a clash).
+    by_ip: BTreeMap<Ipv4Addr, usize>,
+}
+
+impl<'a> Cluster<'a> {
+    fn new(nodes: &'a [CiliumNode]) -> Cluster<'a> {
+        let mut nodes: Vec<Node<'a>> = nodes
+            .iter()
+            .map(|n| {
+                let ips: Vec<Ipv4Addr> = n
+                    .spec
+                    .addresses
+                    .iter()
+                    .filter(|a| a.type_ == INTERNAL_IP)
+                    .filter_map(|a| a.ip.parse().ok())
+                    .collect();
+                Node {
+                    name: n.metadata.name.as_deref().unwrap_or_default(),
+                    ip: ips.first().copied(),
+                    ips,
+                    labels: n.metadata.labels.clone().unwrap_or_default(),
+                }
+            })
+            .collect();
+        nodes.sort_by(|a, b| a.name.cmp(b.name));
+        let mut by_ip = BTreeMap::new();
+        for (index, node) in nodes.iter().enumerate() {
+            for &ip in &node.ips {
+                by_ip.entry(ip).or_insert(index);
+            }
+        }
+        Cluster { nodes, by_ip }
+    }
+
+    fn node_named(&self, name: &str) -> Option<&Node<'a>> {
+        if name.is_empty() {
+            return None;
+        }
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// Labels of the node with this IP; none for an unknown node, which
+    /// then matches only selectors that ask for absent labels, as in Cilium.
+    fn labels_at(&self, ip: Option<Ipv4Addr>) -> Option<&LabelMap> {
+        let index = *self.by_ip.get(&ip?)?;
+        self.nodes.get(index).map(|n| &n.labels)
+    }
+}
+
+/// A `CiliumEndpoint` as resolution needs it.
+struct Endpoint<'a> {
+    /// `namespace/name`, for messages.
+    id: String,
+    /// `metadata.uid`: what Cilium hashes to pick one of several gateways.
+    uid: Option<&'a str>,
+    /// Its IPv4 addresses, each once.
+    ips: Vec<Ipv4Addr>,
+    labels: LabelMap,
+    node_ip: Option<Ipv4Addr>,
+}
+
+/// The endpoints that can be selected at all: with an IPv4 address and
+/// identity labels. Sorted by namespace and name, so that when two
+/// endpoints claim one address the same one wins every time.
+fn endpoints(ceps: &[CiliumEndpoint]) -> Vec<Endpoint<'_>> {
+    let mut endpoints: Vec<Endpoint> = ceps
+        .iter()
+        .filter_map(|cep| {
+            let labels = &cep.status.identity.as_ref()?.labels;
+            if labels.is_empty() {
+                return None;
+            }
+            let networking = cep.status.networking.as_ref()?;
+            let mut ips = Vec::new();
+            for ip in networking
+                .addressing
+                .iter()
+                .filter_map(|a| a.ipv4.as_deref())
+            {
+                match ip.parse::<Ipv4Addr>() {
+                    Ok(ip) if !ips.contains(&ip) => ips.push(ip),
+                    _ => {}
+                }
+            }
+            if ips.is_empty() {
+                return None;
+            }
+            Some(Endpoint {
+                id: format!(
+                    "{}/{}",
+                    cep.metadata.namespace.as_deref().unwrap_or_default(),
+                    cep.metadata.name.as_deref().unwrap_or_default()
+                ),
+                uid: cep.metadata.uid.as_deref().filter(|u| !u.is_empty()),
+                ips,
+                labels: selector::endpoint_labels(labels),
+                node_ip: networking.node.as_deref().and_then(|n| n.parse().ok()),
+            })
+        })
+        .collect();
+    endpoints.sort_by(|a, b| a.id.cmp(&b.id).then(a.uid.cmp(&b.uid)));
+    endpoints
+}
+
+/// What this node egresses through as a gateway of one `egressGateways`
+/// entry.
+#[derive(Debug, Clone, Copy)]
+struct Egress {
+    /// 0.0.0.0 when it could not be derived.
+    ip: Ipv4Addr,
+    /// 0 when it could not be derived.
+    ifindex: u32,
+    mac: [u8; 6],
+}
+
+/// One resolved gateway of a policy.
+#[derive(Debug, Clone, Copy)]
+struct ResolvedGateway {
+    /// The gateway node's IP; `None` when no node qualifies.
+    ip: Option<Ipv4Addr>,
+    /// Set only when the gateway is this node.
+    egress: Option<Egress>,
+}
+
+/// Resolve each gateway of a policy, sorted by IP as Cilium sorts them
+/// before hashing endpoints onto them (an unresolved one counts as
+/// 0.0.0.0, Cilium's "not found" value, and sorts first).
+fn resolve_gateways(
+    policy: &Policy,
+    cluster: &Cluster,
+    local: &LocalNode,
+    problems: &mut Vec<Problem>,
+) -> Vec<ResolvedGateway> {
+    let several = policy.gateways.len() > 1;
+    let mut gateways: Vec<ResolvedGateway> = policy
+        .gateways
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            let which = if several {
+                format!("egressGateways[{i}]")
+            } else {
+                "egressGateway".to_string()
+            };
+            // First by name among the selected nodes that have an IP; a
+            // selected node without one is passed over, as in Cilium.
+            let node = cluster
+                .nodes
+                .iter()
+                .find(|n| n.ip.is_some() && spec.node_selector.matches(&n.labels));
+            let Some(node) = node else {
+                problems.push(Problem {
+                    policy: policy.name.clone(),
+                    severity: Severity::Warning,
+                    message: format!(
+                        "no CiliumNode with an InternalIP matches {which}.nodeSelector: \
+                         the multicast of the endpoints it serves is dropped (no_gateway)"
+                    ),
+                });
+                return ResolvedGateway {
+                    ip: None,
+                    egress: None,
+                };
+            };
+            let egress = (!local.name.is_empty() && node.name == local.name).then(|| {
+                derive_egress(spec, local).unwrap_or_else(|why| {
+                    problems.push(Problem {
+                        policy: policy.name.clone(),
+                        severity: Severity::Warning,
+                        message: format!(
+                            "this node is the gateway of {which} but its egress IP cannot be \
+                             derived: {why}; multicast through it is dropped (no_egress_ip)"
+                        ),
+                    });
+                    Egress {
+                        ip: Ipv4Addr::UNSPECIFIED,
+                        ifindex: 0,
+                        mac: [0; 6],
+                    }
+                })
+            });
+            ResolvedGateway {
+                ip: node.ip,
+                egress,
+            }
+        })
+        .collect();
+    gateways.sort_by_key(|g| g.ip.unwrap_or(Ipv4Addr::UNSPECIFIED));
+    gateways
+}
+
+/// Egress IP and device on the gateway node itself, the way Cilium derives
+/// them: `interface` -> its first IPv4; `egressIP` -> the device holding
+/// it; neither -> the first IPv4 of the default-route device.
+fn derive_egress(spec: &GatewaySpec, local: &LocalNode) -> Result<Egress, String> {
+    let from = |iface: &Interface, ip: Ipv4Addr| Egress {
+        ip,
+        ifindex: iface.ifindex,
+        mac: iface.mac,
+    };
+    if let Some(name) = &spec.interface {
+        let iface = local
+            .interfaces
+            .iter()
+            .find(|i| &i.name == name)
+            .ok_or_else(|| format!("interface {name} does not exist on this node"))?;
+        let ip = iface
+            .ipv4
+            .first()
+            .ok_or_else(|| format!("interface {name} has no IPv4 address"))?;
+        return Ok(from(iface, *ip));
+    }
+    if let Some(ip) = spec.egress_ip {
+        let IpAddr::V4(ip) = ip else {
+            return Err(format!(
+                "egressIP {ip} is IPv6 and IPv4 multicast needs an IPv4 source"
+            ));
+        };
+        let iface = local
+            .interfaces
+            .iter()
+            .find(|i| i.ipv4.contains(&ip))
+            .ok_or_else(|| format!("no interface of this node holds egressIP {ip}"))?;
+        return Ok(from(iface, ip));
+    }
+    let ifindex = local
+        .default_route_ifindex
+        .ok_or_else(|| "this node has no IPv4 default route".to_string())?;
+    let iface = local
+        .interfaces
+        .iter()
+        .find(|i| i.ifindex == ifindex)
+        .ok_or_else(|| format!("the default-route device (ifindex {ifindex}) is not known"))?;
+    let ip = iface.ipv4.first().ok_or_else(|| {
+        format!(
+            "the default-route device {} has no IPv4 address",
+            iface.name
+        )
+    })?;
+    Ok(from(iface, *ip))
+}
+
+/// The entries one policy asks for: every selected endpoint's IPv4 with
+/// every destination (and excluded) prefix.
+fn policy_entries(
+    policy: &Policy,
+    policy_id: u32,
+    gateways: &[ResolvedGateway],
+    endpoints: &[Endpoint],
+    cluster: &Cluster,
+    problems: &mut Vec<Problem>,
+) -> BTreeMap<PolicyKey, PolicyValue> {
+    let no_labels = LabelMap::new();
+    let excluded = PolicyValue {
+        egress_ip: Ipv4Addr::UNSPECIFIED,
+        gateway: Gateway::Excluded,
+        egress_ifindex: 0,
+        policy_id,
+    };
+    let mut entries = BTreeMap::new();
+    for endpoint in endpoints {
+        if !policy
+            .endpoint_selectors
+            .iter()
+            .any(|s| s.matches(&endpoint.labels))
+        {
+            continue;
+        }
+        if !policy.node_selectors.is_empty() {
+            let node_labels = cluster.labels_at(endpoint.node_ip).unwrap_or(&no_labels);
+            if !policy.node_selectors.iter().any(|s| s.matches(node_labels)) {
+                continue;
+            }
+        }
+        let gateway = match (gateways, endpoint.uid) {
+            ([], _) => continue,
+            ([only], _) => only,
+            (several, Some(uid)) => {
+                // Cilium: gateways sorted by IP, endpoint pinned by the
+                // FNV-1a of its UID. Lossless: usize is at least 32 bits here.
+                let hash = fnv32a(uid.as_bytes()) as usize;
+                &several[hash % several.len()]
+            }
+            (several, None) => {
+                problems.push(Problem {
+                    policy: policy.name.clone(),
+                    severity: Severity::Warning,
+                    message: format!(
+                        "endpoint {} has no metadata.uid, so it cannot be pinned to one of \
+                         the {} gateways: skipped",
+                        endpoint.id,
+                        several.len()
+                    ),
+                });
+                continue;
+            }
+        };
+        let value = match gateway.ip {
+            None => PolicyValue {
+                egress_ip: Ipv4Addr::UNSPECIFIED,
+                gateway: Gateway::NotFound,
+                egress_ifindex: 0,
+                policy_id,
+            },
+            Some(ip) => PolicyValue {
+                egress_ip: gateway.egress.map_or(Ipv4Addr::UNSPECIFIED, |e| e.ip),
+                gateway: Gateway::Node(ip),
+                egress_ifindex: gateway.egress.map_or(0, |e| e.ifindex),
+                policy_id,
+            },
+        };
+        for &source in &endpoint.ips {
+            // The first endpoint (by name) claiming an address keeps it:
+            // two endpoints with one address is a stale object.
+            for &destination in &policy.destinations {
+                entries
+                    .entry(PolicyKey {
+                        source,
+                        destination,
+                    })
+                    .or_insert(value);
+            }
+            // An excluded prefix equal to a destination wins, as in Cilium,
+            // which writes the excluded entries last.
+            for &destination in &policy.excluded {
+                entries.insert(
+                    PolicyKey {
+                        source,
+                        destination,
+                    },
+                    excluded,
+                );
+            }
+        }
+    }
+    entries
+}

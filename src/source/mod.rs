@@ -1,0 +1,296 @@
+//! Sources of the Cilium objects the controller resolves from.
+//!
+//! Two sources sit behind one interface, [`run`]: `kubernetes` (kube-rs
+//! watches on the three `cilium.io/v2` kinds) and `manifests DIR` (a
+//! directory of YAML files holding the same objects). Either publishes a
+//! complete, consistent [`Objects`] snapshot into a `watch` channel once it
+//! has seen everything once, then again after every change, coalesced over
+//! [`DEBOUNCE`] so a burst of events (a relist, an editor saving in several
+//! steps) costs one resolution, not one per object.
+//!
+//! Snapshots are deterministic: every kind is sorted by namespace and name,
+//! so the same cluster state always yields an equal [`Objects`], and an
+//! unchanged state is never published twice.
+
+pub mod kubernetes;
+pub mod manifests;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use kube::Resource;
+use tokio::sync::watch;
+
+use crate::crd::Objects;
+
+pub use kubernetes::run_with_client;
+pub use manifests::{load_dir, ManifestError};
+
+/// How long changes are gathered before one snapshot is published. Long
+/// enough to fold an editor's write-rename-chmod or a relist into one
+/// snapshot, short enough that a policy change reaches the maps at once.
+pub const DEBOUNCE: Duration = Duration::from_millis(150);
+
+/// Where the objects come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceConfig {
+    /// Watch the Kubernetes API (in-cluster config or `KUBECONFIG`).
+    Kubernetes,
+    /// Read and watch the YAML files directly in this directory.
+    Manifests(PathBuf),
+}
+
+/// The channel a source publishes into: `None` until the first complete
+/// snapshot.
+pub type SnapshotSender = watch::Sender<Option<Arc<Objects>>>;
+
+/// Tells a source to stop: it returns once the value is `true` (or the
+/// sender is dropped, which can only mean the daemon is going away).
+pub type Shutdown = watch::Receiver<bool>;
+
+/// Errors that stop a source. Problems a source can live with (a broken
+/// manifest, a watch that failed and is retried) are logged and counted in
+/// [`SourceStats`] instead.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourceError {
+    /// The manifests directory does not exist or cannot be read at start.
+    #[error("manifests directory {}: {source}", dir.display())]
+    ManifestDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The manifests path exists but is not a directory.
+    #[error("manifests path {} is not a directory", dir.display())]
+    NotADirectory { dir: PathBuf },
+    /// The file watcher could not be set up on the manifests directory.
+    #[error("cannot watch manifests directory {}: {source}", dir.display())]
+    Watch {
+        dir: PathBuf,
+        #[source]
+        source: notify_debouncer_mini::notify::Error,
+    },
+    /// The file watcher went away while the source was running.
+    #[error("file watcher of manifests directory {} stopped", dir.display())]
+    WatcherStopped { dir: PathBuf },
+    /// No Kubernetes client could be built from the in-cluster config or
+    /// `KUBECONFIG`.
+    #[error("cannot build a Kubernetes client (in-cluster config or KUBECONFIG): {0}")]
+    KubeClient(#[source] kube::Error),
+    /// A Kubernetes watch stream ended, which the watcher never does on its
+    /// own (it retries with backoff).
+    #[error("Kubernetes watch of {kind} ended")]
+    WatchEnded { kind: ObjectKind },
+}
+
+/// The three kinds of objects a source delivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ObjectKind {
+    /// `CiliumEgressGatewayPolicy`.
+    Policy,
+    /// `CiliumNode`.
+    Node,
+    /// `CiliumEndpoint`.
+    Endpoint,
+}
+
+impl ObjectKind {
+    /// All kinds, in index order.
+    pub const ALL: [ObjectKind; 3] = [ObjectKind::Policy, ObjectKind::Node, ObjectKind::Endpoint];
+
+    /// Short name, used as a metrics label and a log field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::Policy => "policy",
+            ObjectKind::Node => "node",
+            ObjectKind::Endpoint => "endpoint",
+        }
+    }
+
+    /// The Kubernetes `kind`.
+    pub fn kind_name(self) -> &'static str {
+        match self {
+            ObjectKind::Policy => "CiliumEgressGatewayPolicy",
+            ObjectKind::Node => "CiliumNode",
+            ObjectKind::Endpoint => "CiliumEndpoint",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which source delivered an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SourceKind {
+    Kubernetes,
+    Manifests,
+}
+
+impl SourceKind {
+    /// All sources, in index order.
+    pub const ALL: [SourceKind; 2] = [SourceKind::Kubernetes, SourceKind::Manifests];
+
+    /// Short name, used as a metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Kubernetes => "kubernetes",
+            SourceKind::Manifests => "manifests",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Counters of a running source, shared with the metrics endpoint.
+///
+/// An *event* is one object seen to change: for Kubernetes, one watch event
+/// (listed, added, modified or deleted object); for manifests, one object
+/// added, changed or removed between two reads of the directory.
+#[derive(Debug, Default)]
+pub struct SourceStats {
+    events: [[AtomicU64; 3]; 2],
+    errors: AtomicU64,
+    publishes: AtomicU64,
+    synced: AtomicBool,
+    manifest_errors: Mutex<Vec<ManifestError>>,
+}
+
+impl SourceStats {
+    /// A fresh set of counters, ready to share.
+    pub fn new() -> Arc<SourceStats> {
+        Arc::new(SourceStats::default())
+    }
+
+    /// Events of one kind from one source.
+    pub fn events(&self, source: SourceKind, kind: ObjectKind) -> u64 {
+        self.events[source.index()][kind.index()].load(Ordering::Relaxed)
+    }
+
+    /// Every (source, kind, events) triple, for the metrics exporter.
+    pub fn event_counts(&self) -> impl Iterator<Item = (SourceKind, ObjectKind, u64)> + '_ {
+        SourceKind::ALL.into_iter().flat_map(move |source| {
+            ObjectKind::ALL
+                .into_iter()
+                .map(move |kind| (source, kind, self.events(source, kind)))
+        })
+    }
+
+    /// Problems seen: broken manifests, failed watches. Each problem counts
+    /// once when it appears, not once per retry or re-read.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    /// Snapshots published.
+    pub fn publishes(&self) -> u64 {
+        self.publishes.load(Ordering::Relaxed)
+    }
+
+    /// Whether the initial sync is done (a first snapshot was published).
+    pub fn synced(&self) -> bool {
+        self.synced.load(Ordering::Relaxed)
+    }
+
+    /// The manifest problems as of the last read of the directory (empty
+    /// for the Kubernetes source and when every file is fine).
+    pub fn manifest_errors(&self) -> Vec<ManifestError> {
+        self.manifest_errors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn add_events(&self, source: SourceKind, kind: ObjectKind, n: u64) {
+        self.events[source.index()][kind.index()].fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn add_error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn set_manifest_errors(&self, errors: Vec<ManifestError>) {
+        *self
+            .manifest_errors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = errors;
+    }
+}
+
+/// Runs the configured source until `shutdown` fires.
+///
+/// Publishes into `tx` a complete snapshot after the initial sync
+/// (Kubernetes: all three kinds listed once; manifests: the first read of
+/// the directory) and again after every change, coalesced over
+/// [`DEBOUNCE`]. `tx` holds `None` until then.
+pub async fn run(
+    config: SourceConfig,
+    tx: SnapshotSender,
+    stats: Arc<SourceStats>,
+    shutdown: Shutdown,
+) -> Result<(), SourceError> {
+    match config {
+        SourceConfig::Kubernetes => kubernetes::run(tx, stats, shutdown).await,
+        SourceConfig::Manifests(dir) => manifests::run(dir, tx, stats, shutdown).await,
+    }
+}
+
+/// Completes when the daemon asks the source to stop.
+async fn stopped(shutdown: &mut Shutdown) {
+    // An error means the sender is gone: nobody can ask us to stop any more
+    // and nobody is left to care, so stop as well.
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Publishes `objects` unless the channel already holds an equal snapshot.
+/// Returns whether it published.
+fn publish(tx: &SnapshotSender, stats: &SourceStats, objects: Objects) -> bool {
+    let published = tx.send_if_modified(|current| {
+        if current.as_deref() == Some(&objects) {
+            return false;
+        }
+        *current = Some(Arc::new(objects));
+        true
+    });
+    // The first snapshot is always new (the channel held None), so this is
+    // where the source counts as synced.
+    stats.synced.store(true, Ordering::Relaxed);
+    if published {
+        stats.publishes.fetch_add(1, Ordering::Relaxed);
+    }
+    published
+}
+
+/// The identity of an object within its kind: (namespace, name).
+fn object_key<K: Resource>(obj: &K) -> (String, String) {
+    let meta = obj.meta();
+    (
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+/// Sorts objects by (namespace, name), so snapshots compare equal whenever
+/// the underlying state is the same.
+fn sort_objects<K: Resource>(objects: &mut [K]) {
+    objects.sort_by_cached_key(object_key);
+}
