@@ -21,7 +21,7 @@ use libbpf_rs::{MapCore, MapFlags, ProgramInput, ProgramMut};
 
 use cilium_mcast_egress::bpf_intf::mcast_test_tunnel;
 use cilium_mcast_egress::datapath::maps::{
-    Config, EgressIface, Endpoint, Gateway, PolicyKey, PolicyValue,
+    Config, EgressIface, Endpoint, Gateway, Origin, PolicyKey, PolicyValue,
 };
 use cilium_mcast_egress::datapath::{load_skel, Datapath, DatapathStorage, Paths, Plain, Program};
 use common::packet::Frame;
@@ -151,6 +151,10 @@ fn bench() {
                 gateway,
                 egress_ifindex: if here { uplink } else { 0 },
                 policy_id: 1,
+                origin: Origin {
+                    node: REMOTE_GW,
+                    identity: 12345,
+                },
             },
         )
         .unwrap();

@@ -59,8 +59,12 @@ struct mcast_policy_val {
 	__be32 gateway_ip;	/* node IP of the gateway, or a sentinel above */
 	__u32 egress_ifindex;	/* uplink on the gateway node, else 0 */
 	__u32 policy_id;	/* controller-assigned, labels the counters */
-	__u32 flags;		/* reserved, 0 */
-	__u32 pad;
+	/*
+	 * Where the pod's copies come from: the node it runs on and its
+	 * security identity, the outer source and VNI a gateway accepts.
+	 */
+	__be32 origin_node_ip;
+	__u32 origin_identity;
 };
 
 /* Value of mcast_egw_endpoints, keyed by the pod's IPv4 address (__be32). */
@@ -133,6 +137,8 @@ enum mcast_drop_reason {
 	MCAST_DROP_REWRITE = 13,
 	/* Copy for the gateway failed; the original still went to Cilium. */
 	MCAST_DROP_CLONE = 14,
+	/* Tunnelled from a node or with a VNI other than the pod's own. */
+	MCAST_DROP_ORIGIN_MISMATCH = 15,
 	MCAST_DROP_MAX,
 };
 

@@ -12,7 +12,7 @@ use libbpf_rs::{MapCore, MapFlags};
 
 use cilium_mcast_egress::bpf_intf::mcast_test_tunnel;
 use cilium_mcast_egress::datapath::maps::{
-    Config, DropReason, EgressIface, Endpoint, Gateway, PolicyKey, PolicyValue, Role,
+    Config, DropReason, EgressIface, Endpoint, Gateway, Origin, PolicyKey, PolicyValue, Role,
 };
 use cilium_mcast_egress::datapath::{
     load_skel, Datapath, DatapathStorage, Maps, Paths, Plain, Program,
@@ -30,6 +30,15 @@ const GROUP_BIT23: Ipv4Addr = Ipv4Addr::new(232, 129, 1, 1);
 const ID_A: u32 = 12345;
 const ID_B: u32 = 23456;
 const POLICY_ID: u32 = 7;
+
+/// Where the fixture's pods' copies come from: pod B has its own identity,
+/// every other source pod A's; all run on REMOTE_GW's node.
+fn origin_of(pod: Ipv4Addr) -> Origin {
+    Origin {
+        node: REMOTE_GW,
+        identity: if pod == POD_B { ID_B } else { ID_A },
+    }
+}
 
 fn net(s: &str) -> Ipv4Network {
     s.parse().expect("CIDR")
@@ -153,6 +162,7 @@ impl Fx {
                     gateway,
                     egress_ifindex: if here { self.uplink } else { 0 },
                     policy_id: POLICY_ID,
+                    origin: origin_of(pod),
                 },
             )
             .unwrap();
@@ -689,6 +699,22 @@ dp_test!(gateway_unknown_peer_drops, |fx| {
     assert_eq!(fx.total_counted(), 0);
 });
 
+dp_test!(
+    gateway_accepts_copies_only_from_the_pods_node_and_identity,
+    |fx| {
+        fx.policy(POD_A, "232.1.0.0/16", Gateway::Node(THIS_NODE));
+        let f = Frame::udp(POD_A, GROUP, b"in pod A's name").bytes();
+        // Another node of the cluster, or pod B's identity: not pod A's copy.
+        for (vni, peer) in [(ID_A, OTHER_NODE), (ID_B, REMOTE_GW), (0, REMOTE_GW)] {
+            fx.set_tunnel(vni, peer);
+            assert_eq!(fx.run_gateway(&f).0, TCX_DROP, "{vni} from {peer}");
+        }
+        assert_eq!(fx.drops(Role::Gateway, DropReason::ORIGIN_MISMATCH), 3);
+        fx.set_tunnel(ID_A, REMOTE_GW);
+        assert_eq!(fx.run_gateway(&f).0, TCX_REDIRECT);
+    }
+);
+
 dp_test!(gateway_not_the_gateway_drops, |fx| {
     fx.set_tunnel(ID_A, REMOTE_GW);
     fx.policy(POD_A, "232.1.0.0/16", Gateway::Node(OTHER_NODE));
@@ -712,6 +738,7 @@ dp_test!(gateway_no_egress_ip_drops, |fx| {
         gateway: Gateway::Node(THIS_NODE),
         egress_ifindex: ifindex,
         policy_id: POLICY_ID,
+        origin: origin_of(POD_A),
     };
     fx.maps
         .policy_insert(&key("232.1.0.0/16"), &val(Ipv4Addr::UNSPECIFIED, fx.uplink))
@@ -901,6 +928,7 @@ dp_test!(failed_copies_are_counted_and_the_original_goes_on, |fx| {
                 gateway: Gateway::Node(THIS_NODE),
                 egress_ifindex: 999_999,
                 policy_id: POLICY_ID,
+                origin: origin_of(POD_A),
             },
         )
         .unwrap();

@@ -62,6 +62,25 @@ pub struct PolicyValue {
     pub egress_ifindex: u32,
     /// Labels this entry's counters.
     pub policy_id: u32,
+    /// Where the pod's tunnelled copies must come from.
+    pub origin: Origin,
+}
+
+/// The node a pod runs on and its security identity: the outer source and
+/// the VNI of the copies its origin node tunnels to the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Origin {
+    pub node: Ipv4Addr,
+    pub identity: u32,
+}
+
+impl Default for Origin {
+    fn default() -> Self {
+        Origin {
+            node: Ipv4Addr::UNSPECIFIED,
+            identity: 0,
+        }
+    }
 }
 
 /// A pod on this node.
@@ -148,6 +167,7 @@ impl DropReason {
     pub const TUNNEL_KEY: DropReason = DropReason(RawDrop::MCAST_DROP_TUNNEL_KEY as u32);
     pub const REWRITE: DropReason = DropReason(RawDrop::MCAST_DROP_REWRITE as u32);
     pub const CLONE: DropReason = DropReason(RawDrop::MCAST_DROP_CLONE as u32);
+    pub const ORIGIN_MISMATCH: DropReason = DropReason(RawDrop::MCAST_DROP_ORIGIN_MISMATCH as u32);
 
     /// One past the largest code.
     pub const MAX: u32 = RawDrop::MCAST_DROP_MAX as u32;
@@ -183,6 +203,7 @@ impl DropReason {
             RawDrop::MCAST_DROP_TUNNEL_KEY,
             RawDrop::MCAST_DROP_REWRITE,
             RawDrop::MCAST_DROP_CLONE,
+            RawDrop::MCAST_DROP_ORIGIN_MISMATCH,
         ]
         .into_iter()
         .find(|r| *r as u32 == self.0);
@@ -201,6 +222,7 @@ impl DropReason {
             Some(RawDrop::MCAST_DROP_TUNNEL_KEY) => "tunnel_key_failed",
             Some(RawDrop::MCAST_DROP_REWRITE) => "rewrite_failed",
             Some(RawDrop::MCAST_DROP_CLONE) => "clone_failed",
+            Some(RawDrop::MCAST_DROP_ORIGIN_MISMATCH) => "origin_mismatch",
             Some(RawDrop::MCAST_DROP_MAX) | None => "unknown",
         }
     }
@@ -367,7 +389,8 @@ impl PolicyValue {
             gateway_ip,
             egress_ifindex: self.egress_ifindex,
             policy_id: self.policy_id,
-            ..Default::default()
+            origin_node_ip: be(self.origin.node),
+            origin_identity: self.origin.identity,
         }
     }
 
@@ -382,6 +405,10 @@ impl PolicyValue {
             gateway,
             egress_ifindex: raw.egress_ifindex,
             policy_id: raw.policy_id,
+            origin: Origin {
+                node: from_be(raw.origin_node_ip),
+                identity: raw.origin_identity,
+            },
         }
     }
 }
@@ -687,6 +714,7 @@ mod tests {
             gateway,
             egress_ifindex: 0,
             policy_id: 1,
+            origin: Origin::default(),
         };
         let not_found = v(Gateway::NotFound).raw();
         assert_eq!(&not_found.as_bytes()[4..8], &[0, 0, 0, 0]);
@@ -708,6 +736,10 @@ mod tests {
             gateway: Gateway::Node(Ipv4Addr::new(192, 0, 2, 3)),
             egress_ifindex: 0x01020304,
             policy_id: 77,
+            origin: Origin {
+                node: Ipv4Addr::new(192, 0, 2, 5),
+                identity: 0x00abcdef,
+            },
         }
         .raw();
         let b = raw.as_bytes();
@@ -716,7 +748,12 @@ mod tests {
         assert_eq!(&b[4..8], &[192, 0, 2, 3]);
         assert_eq!(&b[8..12], &0x01020304u32.to_ne_bytes());
         assert_eq!(&b[12..16], &77u32.to_ne_bytes());
-        assert_eq!(&b[16..24], &[0; 8], "reserved bytes are zero");
+        assert_eq!(&b[16..20], &[192, 0, 2, 5], "origin node, network order");
+        assert_eq!(
+            &b[20..24],
+            &0x00abcdefu32.to_ne_bytes(),
+            "identity, host order"
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub use model::*;
 use self::policy::{GatewaySpec, Policy};
 use self::selector::LabelMap;
 use crate::crd::{CiliumEndpoint, CiliumNode, Objects};
-use crate::datapath::maps::{Config, EgressIface, Gateway, PolicyKey, PolicyValue};
+use crate::datapath::maps::{Config, EgressIface, Gateway, Origin, PolicyKey, PolicyValue};
 
 /// `spec.addresses[].type` of the address Cilium calls the node IP.
 const INTERNAL_IP: &str = "InternalIP";
@@ -243,6 +243,9 @@ struct Endpoint<'a> {
     ips: Vec<Ipv4Addr>,
     labels: LabelMap,
     node_ip: Option<Ipv4Addr>,
+    /// Security identity: the VNI of its tunnelled copies (24 bits; 0 if
+    /// out of range, which no gateway accepts).
+    identity: u32,
 }
 
 /// The endpoints that can be selected at all: with an IPv4 address and
@@ -252,7 +255,8 @@ fn endpoints(ceps: &[CiliumEndpoint]) -> Vec<Endpoint<'_>> {
     let mut endpoints: Vec<Endpoint> = ceps
         .iter()
         .filter_map(|cep| {
-            let labels = &cep.status.identity.as_ref()?.labels;
+            let identity = cep.status.identity.as_ref()?;
+            let labels = &identity.labels;
             if labels.is_empty() {
                 return None;
             }
@@ -281,6 +285,10 @@ fn endpoints(ceps: &[CiliumEndpoint]) -> Vec<Endpoint<'_>> {
                 ips,
                 labels: selector::endpoint_labels(labels),
                 node_ip: networking.node.as_deref().and_then(|n| n.parse().ok()),
+                identity: u32::try_from(identity.id)
+                    .ok()
+                    .filter(|id| *id <= 0x00ff_ffff)
+                    .unwrap_or(0),
             })
         })
         .collect();
@@ -442,6 +450,7 @@ fn policy_entries(
         gateway: Gateway::Excluded,
         egress_ifindex: 0,
         policy_id,
+        origin: Origin::default(),
     };
     let mut entries = BTreeMap::new();
     for endpoint in endpoints {
@@ -481,18 +490,24 @@ fn policy_entries(
                 continue;
             }
         };
+        let origin = Origin {
+            node: endpoint.node_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            identity: endpoint.identity,
+        };
         let value = match gateway.ip {
             None => PolicyValue {
                 egress_ip: Ipv4Addr::UNSPECIFIED,
                 gateway: Gateway::NotFound,
                 egress_ifindex: 0,
                 policy_id,
+                origin,
             },
             Some(ip) => PolicyValue {
                 egress_ip: gateway.egress.map_or(Ipv4Addr::UNSPECIFIED, |e| e.ip),
                 gateway: Gateway::Node(ip),
                 egress_ifindex: gateway.egress.map_or(0, |e| e.ifindex),
                 policy_id,
+                origin,
             },
         };
         for &source in &endpoint.ips {

@@ -12,7 +12,15 @@ use serde::Deserialize;
 
 use super::*;
 use crate::crd::{CiliumEgressGatewayPolicy, CiliumEndpoint, CiliumNode, Objects};
-use crate::datapath::maps::{Gateway, PolicyKey, PolicyValue};
+use crate::datapath::maps::{Gateway, Origin, PolicyKey, PolicyValue};
+
+/// A value without its origin, for tests about the rest of it.
+fn bare(v: PolicyValue) -> PolicyValue {
+    PolicyValue {
+        origin: Origin::default(),
+        ..v
+    }
+}
 
 // ---------------------------------------------------------------- fixtures
 
@@ -797,12 +805,13 @@ fn no_gateway_node_gives_not_found() {
     assert_eq!(desired.policies.len(), 2);
     for value in desired.policies.values() {
         assert_eq!(
-            *value,
+            bare(*value),
             PolicyValue {
                 egress_ip: Ipv4Addr::UNSPECIFIED,
                 gateway: Gateway::NotFound,
                 egress_ifindex: 0,
                 policy_id: id_of("cameras"),
+                origin: Origin::default(),
             }
         );
     }
@@ -916,12 +925,13 @@ fn egress_ip_from_interface() {
     let desired = resolve(&cluster(&[TWO_GATEWAYS]), &local("node-a"));
     // camera-2 is pinned to node-a, this node: the first IPv4 of eth1.
     assert_eq!(
-        desired.policies[&key("198.51.100.11", "232.1.0.0/16")],
+        bare(desired.policies[&key("198.51.100.11", "232.1.0.0/16")]),
         PolicyValue {
             egress_ip: ip("203.0.113.10"),
             gateway: Gateway::Node(ip("192.0.2.1")),
             egress_ifindex: ETH1,
             policy_id: id_of("cameras"),
+            origin: Origin::default(),
         }
     );
     // camera-1 goes through node-b: nothing to derive here.
@@ -1008,12 +1018,13 @@ fn missing_egress_ip_is_a_warning_and_zero() {
         let desired = resolve(&cluster(&[&policy]), &local);
         let value = desired.policies[&key("198.51.100.10", "232.1.0.0/16")];
         assert_eq!(
-            value,
+            bare(value),
             PolicyValue {
                 egress_ip: Ipv4Addr::UNSPECIFIED,
                 gateway: Gateway::Node(ip("192.0.2.1")),
                 egress_ifindex: 0,
                 policy_id: id_of("cameras"),
+                origin: Origin::default(),
             },
             "{why}"
         );
@@ -1095,6 +1106,7 @@ fn excluded_cidrs_become_excluded_entries() {
                 gateway: Gateway::Excluded,
                 egress_ifindex: 0,
                 policy_id: id_of("cameras"),
+                origin: Origin::default(),
             }
         );
     }
@@ -1400,4 +1412,27 @@ spec:
     assert!(desired.nodes.is_empty());
     assert_eq!(desired.config.node_ip, Ipv4Addr::UNSPECIFIED);
     assert_eq!(desired.policy_ids.keys().collect::<Vec<_>>(), ["odd"]);
+}
+
+#[test]
+fn entries_carry_the_origin_node_and_identity() {
+    // The gateway accepts a pod's copies only from the node the pod runs
+    // on, with the pod's identity as VNI.
+    let desired = resolve(&cluster(&[CAMERAS]), &local("node-a"));
+    let value = desired.policies[&key("198.51.100.10", "232.1.0.0/16")];
+    assert_eq!(
+        value.origin,
+        Origin {
+            node: ip("192.0.2.3"),
+            identity: 51234
+        }
+    );
+}
+
+#[test]
+fn identity_out_of_24_bits_gives_an_origin_no_gateway_accepts() {
+    let huge = ENDPOINTS.replacen("id: 51234", "id: 16777216", 1);
+    let desired = resolve(&objects(&[NODES, &huge, CAMERAS]), &local("node-a"));
+    let value = desired.policies[&key("198.51.100.10", "232.1.0.0/16")];
+    assert_eq!(value.origin.identity, 0);
 }
