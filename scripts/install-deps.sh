@@ -7,7 +7,8 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
 	clang llvm libclang-dev \
 	libelf-dev zlib1g-dev pkg-config libbpf-dev linux-libc-dev \
-	iproute2 ethtool bpftool make ca-certificates >/dev/null
+	iproute2 ethtool bpftool make ca-certificates \
+	iperf tshark >/dev/null
 
 if ! command -v cargo >/dev/null; then
 	echo "cargo not found: install a Rust toolchain (1.82 or newer)" >&2

@@ -14,6 +14,7 @@ pub mod crd;
 pub mod daemon;
 pub mod datapath;
 pub mod health;
+pub mod lab;
 pub mod node;
 pub mod resolve;
 pub mod source;

@@ -14,6 +14,7 @@ use std::time::Duration;
 use cilium_mcast_egress::attach::AttachConfig;
 use cilium_mcast_egress::daemon::{self, DaemonConfig};
 use cilium_mcast_egress::datapath::{self, Datapath, DatapathStorage, Paths, Program};
+use cilium_mcast_egress::lab;
 use cilium_mcast_egress::source::SourceConfig;
 
 /// Multicast egress for Cilium: pods publish IP multicast (SSM) to networks
@@ -126,6 +127,14 @@ enum Command {
         #[arg(long, value_enum)]
         program: ProgramArg,
     },
+    /// The lab demo: three nodes in network namespaces with the example
+    /// policy, an SSM stream from a pod with iperf2 to an upstream
+    /// source-specific receiver, a summary, and a full teardown. Needs root.
+    Demo {
+        /// How long the pod sends, in seconds.
+        #[arg(long, default_value_t = 5)]
+        seconds: u32,
+    },
     /// Detach every link and remove every pin this project made, and
     /// nothing else.
     Uninstall {
@@ -147,6 +156,9 @@ fn init_logging(level: Option<&str>) {
 }
 
 fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
+    // A parent may have left SIGTERM or SIGINT blocked (the mask survives
+    // exec); the controller must see them to stop cleanly.
+    let _ = nix::sys::signal::SigSet::all().thread_unblock();
     let endpoint_devices = glob::Pattern::new(&args.endpoint_devices)
         .with_context(|| format!("--endpoint-devices {:?}", args.endpoint_devices))?;
     let cfg = DaemonConfig {
@@ -177,6 +189,47 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
         });
         daemon::run(cfg, stop_rx).await
     })
+}
+
+/// The demo runs on a thread of its own while this one waits for SIGINT or
+/// SIGTERM: on either, the lab is torn down before the process exits.
+fn run_demo(seconds: u32) -> anyhow::Result<()> {
+    use nix::sys::signal::{SigSet, Signal};
+
+    lab::demo::check_tools().map_err(anyhow::Error::msg)?;
+    let binary = std::env::current_exe().context("locating this binary")?;
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGUSR1);
+    // Blocked here, so in every thread spawned from now on; only sigwait
+    // below receives them.
+    signals.thread_block().context("blocking signals")?;
+    let worker = std::thread::spawn(move || {
+        let r = lab::demo::run_demo(&binary, seconds);
+        // To the process, not this thread (where it is blocked): the main
+        // thread's sigwait takes it.
+        let _ = nix::sys::signal::kill(nix::unistd::getpid(), Signal::SIGUSR1);
+        r
+    });
+    loop {
+        match signals.wait().context("waiting for signals")? {
+            Signal::SIGUSR1 => break,
+            sig => {
+                eprintln!("{sig}: tearing the lab down");
+                lab::reap_own_labs();
+                std::process::exit(130);
+            }
+        }
+    }
+    let report = worker
+        .join()
+        .map_err(|_| anyhow::anyhow!("the demo thread panicked"))?
+        .context("demo")?;
+    if report.received.unwrap_or(0) == 0 {
+        anyhow::bail!("nothing reached the upstream receiver");
+    }
+    Ok(())
 }
 
 /// SIGTERM (the kubelet stopping the pod) or SIGINT (Ctrl-C).
@@ -233,6 +286,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("detaching from {device}"))?;
             tracing::info!(device, program = program.name(), detached = had, "detach");
         }
+        Command::Demo { seconds } => run_demo(seconds)?,
         Command::Uninstall { bpffs } => {
             let paths = Paths::new(bpffs.bpffs_root);
             let report = datapath::uninstall(&paths).context("uninstalling")?;

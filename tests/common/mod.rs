@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod lab_io;
 pub mod observer;
 pub mod packet;
 
@@ -346,5 +347,14 @@ impl Drop for PodNs {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// Poll `f` until it holds; panic naming `what` after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -1,0 +1,632 @@
+//! The lab: a three-node cluster in network namespaces, with real VXLAN
+//! between the nodes, pods behind `lxc` veths, an upstream host on the
+//! gateways' uplinks, and one real `cilium-mcast-egress run` per node on a
+//! shared manifests directory. `make demo` and the end-to-end tests both
+//! build on it.
+//!
+//! ```text
+//!            192.0.2.0/24 underlay (bridge in <p>-wire)
+//!   node-a .11 ─────────────── node-b .12 ─────────────── node-c .13
+//!   lxca1 pod-a1 (camera)      lxcb1 pod-b1 (camera)      lxcc1 pod-c1 (camera)
+//!   lxca2 pod-a2 (other)       uplink0 203.0.113.10/25    uplink0 203.0.113.130/25
+//!                                 │                          │
+//!                              eth0 203.0.113.1/25   eth1 203.0.113.129/25
+//!                                 └──────── upstream ────────┘
+//! ```
+//!
+//! Names carry a per-lab prefix with the owning process id, so labs of
+//! parallel tests never meet, and the leftovers of a lab whose process died
+//! are removed by the next one. Everything is torn down on drop.
+
+mod topology;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::mount::{umount2, MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+
+use crate::datapath::maps::Maps;
+use crate::datapath::Paths;
+
+pub use topology::{Node, Pod, NODES, PODS};
+
+/// Where labs keep their BPF filesystems, manifests and logs.
+pub const LAB_ROOT: &str = "/run/cilium-mcast-egress-lab";
+/// The probe address of every daemon, inside its node's namespace.
+pub const PROBE: &str = "127.0.0.1:9980";
+
+/// Errors setting up or driving a lab.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("{cmd}: {detail}")]
+    Command { cmd: String, detail: String },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("{what}: {source}")]
+    Sys { what: String, source: nix::Error },
+    #[error("map of {node}: {source}")]
+    Map {
+        node: &'static str,
+        source: crate::datapath::DatapathError,
+    },
+    #[error("timed out after {secs} s waiting for {what}")]
+    Timeout { what: String, secs: u64 },
+}
+
+pub type Result<T, E = LabError> = std::result::Result<T, E>;
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LabError {
+    let what = what.into();
+    move |source| LabError::Io { what, source }
+}
+
+/// Run a command; its stdout, or an error with its output.
+pub fn run(cmd: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(io(format!("running {cmd}")))?;
+    if !out.status.success() {
+        return Err(LabError::Command {
+            cmd: format!("{cmd} {}", args.join(" ")),
+            detail: format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .trim()
+            .to_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Run `f` on a thread that has entered network namespace `ns`; sockets
+/// made there stay in it wherever they are used afterwards.
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    let path = PathBuf::from("/run/netns").join(ns);
+    let file = fs::File::open(&path).map_err(io(format!("opening {}", path.display())))?;
+    let handle = std::thread::spawn(move || {
+        nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).map(|()| f())
+    });
+    match handle.join() {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(source)) => Err(LabError::Sys {
+            what: format!("entering {ns}"),
+            source,
+        }),
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// What to start a lab with.
+#[derive(Debug, Clone)]
+pub struct LabConfig {
+    /// The `cilium-mcast-egress` binary the daemons run.
+    pub binary: PathBuf,
+    /// Extra manifest files to put into the directory before the daemons
+    /// start (policies, typically).
+    pub manifests: Vec<(String, String)>,
+    /// How often daemons reconcile without events.
+    pub resync: Duration,
+    /// Log level of the daemons.
+    pub log_level: String,
+}
+
+impl LabConfig {
+    pub fn new(binary: impl Into<PathBuf>) -> Self {
+        LabConfig {
+            binary: binary.into(),
+            manifests: Vec::new(),
+            resync: Duration::from_millis(200),
+            log_level: "info".into(),
+        }
+    }
+}
+
+/// A running lab. Dropping it tears everything down.
+pub struct Lab {
+    prefix: String,
+    dir: PathBuf,
+    cfg: LabConfig,
+    daemons: Vec<Option<Child>>,
+    mounts: Vec<PathBuf>,
+    namespaces: Vec<String>,
+}
+
+impl Lab {
+    /// Build the topology, write the cluster's objects, start one daemon
+    /// per node and wait until every one is ready.
+    pub fn up(cfg: LabConfig) -> Result<Lab> {
+        reap_stale_labs();
+        let prefix = format!(
+            "mcl{}x{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = Path::new(LAB_ROOT).join(&prefix);
+        fs::create_dir_all(dir.join("manifests")).map_err(io("creating the lab directory"))?;
+        let mut lab = Lab {
+            prefix,
+            dir,
+            cfg,
+            daemons: NODES.iter().map(|_| None).collect(),
+            mounts: Vec::new(),
+            namespaces: Vec::new(),
+        };
+        topology::build(&mut lab)?;
+        lab.write_cluster_objects()?;
+        for (name, body) in lab.cfg.manifests.clone() {
+            lab.write_manifest(&name, &body)?;
+        }
+        for node in NODES {
+            lab.start_daemon(node)?;
+        }
+        for node in NODES {
+            lab.wait_ready(node, Duration::from_secs(30))?;
+        }
+        Ok(lab)
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn ns(&self, short: &str) -> String {
+        format!("{}-{short}", self.prefix)
+    }
+
+    pub fn node_ns(&self, node: Node) -> String {
+        self.ns(node.name())
+    }
+
+    pub fn pod_ns(&self, pod: Pod) -> String {
+        self.ns(pod.name())
+    }
+
+    pub fn upstream_ns(&self) -> String {
+        self.ns("upstream")
+    }
+
+    pub fn manifests_dir(&self) -> PathBuf {
+        self.dir.join("manifests")
+    }
+
+    pub fn node_dir(&self, node: Node) -> PathBuf {
+        self.dir.join(node.name())
+    }
+
+    /// Our BPF filesystem on `node`.
+    pub fn bpffs(&self, node: Node) -> PathBuf {
+        self.node_dir(node).join("bpf")
+    }
+
+    /// What cilium-agent would have pinned on `node`.
+    pub fn cilium_bpffs(&self, node: Node) -> PathBuf {
+        self.node_dir(node).join("cilium")
+    }
+
+    pub fn log_path(&self, node: Node) -> PathBuf {
+        self.dir.join(format!("{}.log", node.name()))
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self, node: Node) -> String {
+        fs::read_to_string(self.log_path(node)).unwrap_or_default()
+    }
+
+    /// The pinned maps of `node`.
+    pub fn maps(&self, node: Node) -> Result<Maps> {
+        Maps::open_pinned(&Paths::new(self.bpffs(node))).map_err(|source| LabError::Map {
+            node: node.name(),
+            source,
+        })
+    }
+
+    pub fn write_manifest(&self, name: &str, body: &str) -> Result<()> {
+        // Write then rename, as an editor or a ConfigMap update does: the
+        // daemons never read a half-written file.
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        fs::write(&tmp, body).map_err(io(format!("writing {name}")))?;
+        fs::rename(&tmp, self.manifests_dir().join(name)).map_err(io(format!("renaming {name}")))
+    }
+
+    pub fn remove_manifest(&self, name: &str) -> Result<()> {
+        fs::remove_file(self.manifests_dir().join(name)).map_err(io(format!("removing {name}")))
+    }
+
+    fn write_cluster_objects(&self) -> Result<()> {
+        self.write_manifest("nodes.yaml", &topology::nodes_yaml())?;
+        for pod in PODS {
+            self.write_manifest(
+                &format!("{}.yaml", pod.name()),
+                &topology::endpoint_yaml(pod),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Start `node`'s daemon (in the node's namespace), logging to its file.
+    pub fn start_daemon(&mut self, node: Node) -> Result<()> {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(node))
+            .map_err(io("opening the daemon log"))?;
+        let log2 = log.try_clone().map_err(io("opening the daemon log"))?;
+        let ns_path = PathBuf::from("/run/netns").join(self.node_ns(node));
+        let ns = fs::File::open(&ns_path).map_err(io(format!("opening {}", ns_path.display())))?;
+        let mut cmd = Command::new(&self.cfg.binary);
+        cmd.arg("run")
+            .args(["--node-name", node.name(), "--manifests"])
+            .arg(self.manifests_dir())
+            .arg("--bpffs-root")
+            .arg(self.bpffs(node))
+            .arg("--cilium-bpffs")
+            .arg(self.cilium_bpffs(node))
+            .args(["--metrics-addr", PROBE])
+            .arg("--resync-interval-ms")
+            .arg(self.cfg.resync.as_millis().to_string())
+            .env("RUST_LOG", &self.cfg.log_level)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2);
+        // SAFETY: the closure only calls setns(2) and sigprocmask(2), both
+        // async-signal-safe, on a descriptor opened before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                unblock_signals()?;
+                nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
+            });
+        }
+        let child = cmd.spawn().map_err(io("starting the daemon"))?;
+        fs::write(
+            self.node_dir(node).join("daemon.pid"),
+            child.id().to_string(),
+        )
+        .map_err(io("writing the daemon's pid"))?;
+        self.daemons[node.index()] = Some(child);
+        Ok(())
+    }
+
+    /// SIGTERM `node`'s daemon and wait for it; returns its exit status.
+    pub fn stop_daemon(&mut self, node: Node) -> Result<std::process::ExitStatus> {
+        let Some(mut child) = self.daemons[node.index()].take() else {
+            return Err(LabError::Command {
+                cmd: format!("stop {}", node.name()),
+                detail: "not running".into(),
+            });
+        };
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().map_err(io("waiting for the daemon"))? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return child.wait().map_err(io("waiting for the daemon"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGKILL `node`'s daemon: a crash, not a clean stop.
+    pub fn kill_daemon(&mut self, node: Node) -> Result<()> {
+        if let Some(mut child) = self.daemons[node.index()].take() {
+            let _ = child.kill();
+            child.wait().map_err(io("waiting for the daemon"))?;
+        }
+        Ok(())
+    }
+
+    pub fn daemon_running(&mut self, node: Node) -> bool {
+        match self.daemons[node.index()].as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// The HTTP status of `path` on `node`'s daemon, if it answers.
+    pub fn probe(&self, node: Node, path: &str) -> Option<u16> {
+        let path = path.to_owned();
+        in_netns(&self.node_ns(node), move || {
+            let addr: SocketAddr = PROBE.parse().ok()?;
+            let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+            write!(s, "GET {path} HTTP/1.0\r\nHost: lab\r\n\r\n").ok()?;
+            let mut resp = String::new();
+            s.read_to_string(&mut resp).ok()?;
+            resp.split_whitespace().nth(1)?.parse().ok()
+        })
+        .ok()
+        .flatten()
+    }
+
+    pub fn wait_ready(&mut self, node: Node, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.probe(node, "/readyz") == Some(200) {
+                return Ok(());
+            }
+            if !self.daemon_running(node) {
+                return Err(LabError::Command {
+                    cmd: format!("daemon on {}", node.name()),
+                    detail: format!("exited; its log:\n{}", self.log(node)),
+                });
+            }
+            if Instant::now() > deadline {
+                return Err(LabError::Timeout {
+                    what: format!("{} to be ready; its log:\n{}", node.name(), self.log(node)),
+                    secs: timeout.as_secs(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A pod that was not there when the lab came up: its namespace, veth,
+    /// `cilium_lxc` entry and `CiliumEndpoint` manifest.
+    pub fn add_pod(&mut self, pod: Pod) -> Result<()> {
+        topology::add_pod(self, pod)?;
+        self.write_manifest(
+            &format!("{}.yaml", pod.name()),
+            &topology::endpoint_yaml(pod),
+        )
+    }
+
+    /// A host on the underlay that is not a cluster node (192.0.2.0/24,
+    /// plugged into the same bridge): the source of injection attempts.
+    /// Returns its namespace; its NIC is `eth0`.
+    pub fn add_underlay_host(&mut self, short: &str, ip: Ipv4Addr) -> Result<String> {
+        let ns = self.add_netns(short)?;
+        let wire = self.ns("wire");
+        run(
+            "ip",
+            &[
+                "-n", &wire, "link", "add", short, "type", "veth", "peer", "name", "eth0", "netns",
+                &ns,
+            ],
+        )?;
+        run(
+            "ip",
+            &["-n", &wire, "link", "set", short, "master", "br0", "up"],
+        )?;
+        run(
+            "ip",
+            &["-n", &ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"],
+        )?;
+        run("ip", &["-n", &ns, "link", "set", "eth0", "up"])?;
+        Ok(ns)
+    }
+
+    fn mount_bpffs(&mut self, path: &Path) -> Result<()> {
+        fs::create_dir_all(path).map_err(io(format!("creating {}", path.display())))?;
+        nix::mount::mount(
+            Some("bpf"),
+            path,
+            Some("bpf"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(|source| LabError::Sys {
+            what: format!("mounting bpffs on {}", path.display()),
+            source,
+        })?;
+        self.mounts.push(path.to_owned());
+        Ok(())
+    }
+
+    fn add_netns(&mut self, short: &str) -> Result<String> {
+        let name = self.ns(short);
+        run("ip", &["netns", "add", &name])?;
+        self.namespaces.push(name.clone());
+        run("ip", &["-n", &name, "link", "set", "lo", "up"])?;
+        Ok(name)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for child in self.daemons.iter_mut().filter_map(Option::take) {
+            kill_and_wait(child);
+        }
+        for m in self.mounts.drain(..).rev() {
+            let _ = umount2(&m, MntFlags::MNT_DETACH);
+        }
+        for ns in self.namespaces.drain(..).rev() {
+            let _ = run("ip", &["netns", "del", &ns]);
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Children must not inherit a signal mask that hides SIGTERM or SIGINT
+/// (the demo blocks them in its threads to catch Ctrl-C itself).
+fn unblock_signals() -> std::io::Result<()> {
+    nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    )
+    .map_err(std::io::Error::from)
+}
+
+/// A command whose process starts with no signal blocked.
+pub fn command(program: &str) -> Command {
+    let mut c = Command::new(program);
+    // SAFETY: sigprocmask(2) is async-signal-safe.
+    unsafe {
+        c.pre_exec(unblock_signals);
+    }
+    c
+}
+
+fn kill_and_wait(mut child: Child) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    for _ in 0..200 {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Remove the labs of this very process: after Ctrl-C, from the thread
+/// that caught it, while the lab's owner is still running.
+pub fn reap_own_labs() {
+    let Ok(entries) = fs::read_dir(LAB_ROOT) else {
+        return;
+    };
+    let own = format!("mcl{}x", std::process::id());
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&own) {
+            reap_lab_dir(&entry.path(), &name);
+        }
+    }
+}
+
+/// Remove what labs of dead processes left behind (a SIGKILLed test run):
+/// their daemons, mounts, namespaces and directories. Labs of live
+/// processes are not touched.
+pub fn reap_stale_labs() {
+    let Ok(entries) = fs::read_dir(LAB_ROOT) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("mcl")
+            .and_then(|r| r.split('x').next())
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if Path::new("/proc").join(pid.to_string()).exists() {
+            continue;
+        }
+        reap_lab_dir(&entry.path(), &name);
+    }
+}
+
+fn reap_lab_dir(dir: &Path, prefix: &str) {
+    for node in NODES {
+        let node_dir = dir.join(node.name());
+        if let Some(pid) = fs::read_to_string(node_dir.join("daemon.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        for sub in ["bpf", "cilium"] {
+            let _ = umount2(&node_dir.join(sub), MntFlags::MNT_DETACH);
+        }
+    }
+    if let Ok(list) = run("ip", &["netns", "list"]) {
+        for ns in list
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.starts_with(&format!("{prefix}-")))
+        {
+            let _ = run("ip", &["netns", "del", ns]);
+        }
+    }
+    let _ = fs::remove_dir_all(dir);
+}
+
+/// The addresses of the lab.
+pub mod addr {
+    use std::net::Ipv4Addr;
+
+    /// node-b's uplink: the egress IP of policies that pick node-b.
+    pub const EGRESS_B: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+    /// node-c's uplink.
+    pub const EGRESS_C: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 130);
+    /// The upstream host on node-b's uplink (eth0) and node-c's (eth1).
+    pub const UPSTREAM_B: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+    pub const UPSTREAM_C: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 129);
+    /// The demo's SSM group.
+    pub const GROUP: Ipv4Addr = Ipv4Addr::new(232, 1, 1, 1);
+}
+
+/// The group's egress IP for a policy whose gateway is `node`.
+pub fn egress_ip(node: Node) -> Option<Ipv4Addr> {
+    match node {
+        Node::B => Some(addr::EGRESS_B),
+        Node::C => Some(addr::EGRESS_C),
+        Node::A => None,
+    }
+}
+
+/// A policy on the lab's pods: `app=camera` to `cidrs` through the node
+/// labelled `egress-gateway=<gateway>` and its `uplink0`.
+pub fn camera_policy(name: &str, cidrs: &[&str], excluded: &[&str], gateway: Node) -> String {
+    let list = |v: &[&str]| v.iter().map(|c| format!("  - {c}\n")).collect::<String>();
+    let excluded = if excluded.is_empty() {
+        String::new()
+    } else {
+        format!("  excludedCIDRs:\n{}", list(excluded))
+    };
+    format!(
+        "apiVersion: cilium.io/v2
+kind: CiliumEgressGatewayPolicy
+metadata:
+  name: {name}
+spec:
+  selectors:
+  - podSelector:
+      matchLabels:
+        app: camera
+  destinationCIDRs:
+{}{excluded}  egressGateway:
+    nodeSelector:
+      matchLabels:
+        lab.gateway: {}
+    interface: uplink0
+",
+        list(cidrs),
+        gateway.name()
+    )
+}
+
+/// Wait until `f` holds, polling; an error names `what`.
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        if Instant::now() > deadline {
+            return Err(LabError::Timeout {
+                what: what.to_owned(),
+                secs: timeout.as_secs(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+pub mod demo;
