@@ -1,5 +1,7 @@
 # cilium-mcast-egress
 #
+#   make demo    the lab: three nodes in network namespaces, an SSM stream
+#                from a pod to an upstream receiver, a summary (root)
 #   make build   release binary in target/release/cilium-mcast-egress
 #   make test    unit tests, then the privileged datapath and loader tests
 #                (root; outside CI they skip, loudly, without it)
@@ -8,12 +10,16 @@
 
 CARGO ?= cargo
 
-.PHONY: all build test bench lint fmt clean
+.PHONY: all build demo test bench lint fmt clean
 
 all: build
 
 build:
 	$(CARGO) build --release
+
+demo:
+	$(CARGO) build
+	./target/debug/cilium-mcast-egress demo
 
 test:
 	$(CARGO) test --lib --bins --tests

@@ -212,14 +212,12 @@ fn run_demo(seconds: u32) -> anyhow::Result<()> {
         let _ = nix::sys::signal::kill(nix::unistd::getpid(), Signal::SIGUSR1);
         r
     });
-    loop {
-        match signals.wait().context("waiting for signals")? {
-            Signal::SIGUSR1 => break,
-            sig => {
-                eprintln!("{sig}: tearing the lab down");
-                lab::reap_own_labs();
-                std::process::exit(130);
-            }
+    match signals.wait().context("waiting for signals")? {
+        Signal::SIGUSR1 => {}
+        sig => {
+            eprintln!("{sig}: tearing the lab down");
+            lab::reap_own_labs();
+            std::process::exit(130);
         }
     }
     let report = worker

@@ -453,9 +453,24 @@ impl Drop for Lab {
             let _ = umount2(&m, MntFlags::MNT_DETACH);
         }
         for ns in self.namespaces.drain(..).rev() {
+            kill_processes_in(&ns);
             let _ = run("ip", &["netns", "del", &ns]);
         }
         let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Whatever still runs in a lab namespace (a sender or receiver a test or
+/// the demo started) goes with it.
+fn kill_processes_in(ns: &str) {
+    let Ok(pids) = run("ip", &["netns", "pids", ns]) else {
+        return;
+    };
+    for pid in pids.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 }
 
@@ -553,6 +568,7 @@ fn reap_lab_dir(dir: &Path, prefix: &str) {
             .filter_map(|l| l.split_whitespace().next())
             .filter(|n| n.starts_with(&format!("{prefix}-")))
         {
+            kill_processes_in(ns);
             let _ = run("ip", &["netns", "del", ns]);
         }
     }
