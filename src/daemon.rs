@@ -63,6 +63,9 @@ struct Controller<'a> {
     attach: AttachManager,
     health: Arc<Health>,
     problems: BTreeSet<Problem>,
+    /// Pods behind this node's veths, from the last good read of Cilium's
+    /// endpoint map: whose origin entries this node keeps.
+    local_pods: BTreeSet<std::net::Ipv4Addr>,
     endpoints_error: Once,
     groups_error: Once,
     node_error: Once,
@@ -90,6 +93,7 @@ impl Controller<'_> {
         match cilium_maps::read_endpoints(&cilium_globals) {
             Ok(eps) => {
                 self.endpoints_error.changed(None);
+                self.local_pods = eps.iter().map(|(ip, _)| *ip).collect();
                 match sync::apply_endpoints(&self.maps, &eps) {
                     Ok(s) if !s.is_noop() => tracing::info!(
                         written = s.written,
@@ -134,8 +138,9 @@ impl Controller<'_> {
             default_route_ifindex: default_route,
             tunnel_ifindex,
         };
-        let desired = resolve::resolve(objects, &local);
+        let mut desired = resolve::resolve(objects, &local);
         self.report_problems(&desired.problems);
+        resolve::retain_node_local(&mut desired, &self.local_pods);
         match sync::apply(&self.maps, &desired) {
             Ok(s) => {
                 if !s.is_noop() {
@@ -226,6 +231,7 @@ pub async fn run(cfg: DaemonConfig, mut shutdown: watch::Receiver<bool>) -> anyh
         attach: AttachManager::new(cfg.attach.clone()),
         health,
         problems: BTreeSet::new(),
+        local_pods: BTreeSet::new(),
         endpoints_error: Once::default(),
         groups_error: Once::default(),
         node_error: Once::default(),

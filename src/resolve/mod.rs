@@ -29,6 +29,18 @@ use crate::datapath::maps::{Config, EgressIface, Gateway, Origin, PolicyKey, Pol
 /// `spec.addresses[].type` of the address Cilium calls the node IP.
 const INTERNAL_IP: &str = "InternalIP";
 
+/// Keep only the entries this node's datapath can use: those of pods behind
+/// its own veths (`local_pods`, from Cilium's endpoint map) for the origin
+/// program, and those naming this node as gateway for the gateway program.
+/// Every other node's pods would only grow the trie every packet walks.
+pub fn retain_node_local(desired: &mut Desired, local_pods: &BTreeSet<Ipv4Addr>) {
+    let this = desired.config.node_ip;
+    desired.policies.retain(|key, value| {
+        local_pods.contains(&key.source)
+            || (!this.is_unspecified() && value.gateway == Gateway::Node(this))
+    });
+}
+
 /// The map contents this node should have, for `objects` as seen from
 /// `local`. Pure and total: bad input becomes [`Problem`]s, never a panic,
 /// and one bad policy never hides the others.

@@ -5,6 +5,7 @@
 //! egress gateways; pods in 198.51.100.0/24; egress IPs in 203.0.113.0/24;
 //! groups in 232.0.0.0/8.
 
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use ipnetwork::Ipv4Network;
@@ -1435,4 +1436,27 @@ fn identity_out_of_24_bits_gives_an_origin_no_gateway_accepts() {
     let desired = resolve(&objects(&[NODES, &huge, CAMERAS]), &local("node-a"));
     let value = desired.policies[&key("198.51.100.10", "232.1.0.0/16")];
     assert_eq!(value.origin.identity, 0);
+}
+
+#[test]
+fn node_local_keeps_local_pods_and_gateway_entries() {
+    // node-a is a gateway of TWO_GATEWAYS for camera-2 only.
+    let mut desired = resolve(&cluster(&[TWO_GATEWAYS]), &local("node-a"));
+    let all = desired.policies.clone();
+    assert!(all.len() >= 2);
+    // camera-1 (198.51.100.10) goes through node-b: kept only as a local pod.
+    let mut with_local = desired.clone();
+    retain_node_local(&mut with_local, &BTreeSet::from([ip("198.51.100.10")]));
+    assert_eq!(with_local.policies, all);
+    retain_node_local(&mut desired, &BTreeSet::new());
+    for (k, v) in &all {
+        let keep = v.gateway == Gateway::Node(desired.config.node_ip);
+        assert_eq!(desired.policies.contains_key(k), keep, "{k:?} -> {v:?}");
+    }
+    assert!(!desired.policies.is_empty() && desired.policies.len() < all.len());
+    // Nothing kept for a gateway when this node's IP is unknown.
+    let mut unknown = desired.clone();
+    unknown.config.node_ip = Ipv4Addr::UNSPECIFIED;
+    retain_node_local(&mut unknown, &BTreeSet::new());
+    assert!(unknown.policies.is_empty());
 }
