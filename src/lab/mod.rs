@@ -35,7 +35,7 @@ use nix::sched::CloneFlags;
 use crate::datapath::maps::Maps;
 use crate::datapath::Paths;
 
-pub use topology::{Node, Pod, NODES, PODS};
+pub use topology::{ifindex_in, Node, Pod, IDENTITY_CAMERA, IDENTITY_OTHER, NODES, PODS};
 
 /// Where labs keep their BPF filesystems, manifests and logs.
 pub const LAB_ROOT: &str = "/run/cilium-mcast-egress-lab";

@@ -1,0 +1,852 @@
+//! End-to-end scenarios 10-16 on the lab: what actually reaches the wire.
+//! Each test builds its own three-node lab with real VXLAN and real
+//! daemons, sends from a pod, and checks what the upstream host received
+//! (count, source, TTL, payload, checksums) and what the datapath counted.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::{Child, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cilium_mcast_egress::datapath::maps::{DropReason, Gateway, PolicyKey, Role};
+use cilium_mcast_egress::datapath::tcx::{links, tcx_ingress_chain};
+use cilium_mcast_egress::datapath::Paths;
+use cilium_mcast_egress::lab::{
+    self, addr, camera_policy, demo, in_netns, wait_until, Lab, LabConfig, Node, Pod,
+};
+use common::lab_io::{payload, pod_socket, send_stream, tap_in, Datagram, Receiver, PORT};
+use common::packet::{group_mac, Frame, View, ETH_P_IP, PROTO_UDP};
+
+const POLICY_FILE: &str = "camera-ssm.yaml";
+const POLICY_CIDR: &str = "232.1.0.0/16";
+
+/// The lab with one policy: `app=camera` to 232.1.0.0/16 through `gateway`.
+fn lab_config(gateway: Node) -> LabConfig {
+    let mut cfg = LabConfig::new(env!("CARGO_BIN_EXE_cilium-mcast-egress"));
+    cfg.manifests.push((POLICY_FILE.into(), policy(gateway)));
+    cfg
+}
+
+fn policy(gateway: Node) -> String {
+    camera_policy("camera-ssm", &[POLICY_CIDR], &[], gateway)
+}
+
+/// Packets counted for the lab's group on `node` in `role`.
+fn counted(lab: &Lab, node: Node, role: Role) -> u64 {
+    lab.maps(node)
+        .expect("maps")
+        .counters()
+        .expect("counters")
+        .iter()
+        .filter(|c| c.group == addr::GROUP && c.role == role)
+        .map(|c| c.packets)
+        .sum()
+}
+
+/// Every drop counted on `node`, as "role/reason=packets", for messages.
+fn drops(lab: &Lab, node: Node) -> String {
+    lab.maps(node)
+        .expect("maps")
+        .drops()
+        .expect("drops")
+        .iter()
+        .filter(|d| d.packets > 0)
+        .map(|d| format!("{}/{}={}", d.role.label(), d.reason.label(), d.packets))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The MAC address of `dev` in namespace `ns`.
+fn mac_in(ns: &str, dev: &str) -> [u8; 6] {
+    let out = lab::run("ip", &["-n", ns, "-o", "link", "show", "dev", dev]).expect("ip link");
+    let mac = out
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no MAC in {out}"));
+    let bytes: Vec<u8> = mac
+        .split(':')
+        .map(|h| u8::from_str_radix(h, 16).expect("hex"))
+        .collect();
+    bytes.try_into().expect("6 bytes")
+}
+
+/// The sequence number `lab_io::payload` put at the head of a datagram.
+fn seq_of(d: &Datagram) -> u32 {
+    u32::from_be_bytes(d.payload[..4].try_into().expect("4 bytes"))
+}
+
+/// Whether `frame` is an IPv4 UDP frame to the lab's group.
+fn udp_to_group(frame: &[u8]) -> bool {
+    frame.len() >= 34
+        && View(frame).ethertype() == ETH_P_IP
+        && View(frame).proto() == PROTO_UDP
+        && View(frame).daddr() == addr::GROUP
+}
+
+// --- child processes ----------------------------------------------------------
+
+/// A child (iperf, tshark), stopped by its pid when dropped. Its output
+/// is read as it comes, so that it never blocks on a full pipe.
+struct Proc {
+    child: Option<Child>,
+    what: String,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+fn drain(
+    from: impl std::io::Read + Send + 'static,
+    into: Arc<Mutex<String>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines().map_while(Result::ok) {
+            let mut s = into.lock().expect("output");
+            s.push_str(&line);
+            s.push('\n');
+        }
+    })
+}
+
+impl Proc {
+    fn spawn(what: &str, ns: &str, args: &[&str]) -> Proc {
+        let mut child = lab::command("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {what}: {e}"));
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let readers = vec![
+            drain(child.stdout.take().expect("stdout"), stdout.clone()),
+            drain(child.stderr.take().expect("stderr"), stderr.clone()),
+        ];
+        Proc {
+            child: Some(child),
+            what: what.to_owned(),
+            stdout,
+            stderr,
+            readers,
+        }
+    }
+
+    /// Wait until its stderr holds `text`, at most `timeout`.
+    fn wait_stderr(&mut self, text: &str, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.stderr.lock().expect("output").contains(text) {
+                return Ok(());
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if exited || Instant::now() > deadline {
+                return Err(format!(
+                    "{} (exited: {exited}) never said {text:?}: {}",
+                    self.what,
+                    self.stderr.lock().expect("output")
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Wait for the exit, at most `timeout`; then SIGTERM, then SIGKILL.
+    /// Returns the status (None when it had to be stopped), stdout, stderr.
+    fn finish(mut self, timeout: Duration) -> (Option<ExitStatus>, String, String) {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("wait") {
+                break Some(s);
+            }
+            if Instant::now() > deadline {
+                stop(&mut child);
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        let out = self.stdout.lock().expect("output").clone();
+        let err = self.stderr.lock().expect("output").clone();
+        (status, out, err)
+    }
+}
+
+/// SIGTERM by pid (tshark stops its dumpcap on it), SIGKILL after 3 s.
+fn stop(child: &mut Child) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            eprintln!("stopping {} (pid {})", self.what, child.id());
+            stop(&mut child);
+        }
+    }
+}
+
+// --- 10 -----------------------------------------------------------------------
+
+#[test]
+fn fragmented_datagrams_are_reassembled_intact() {
+    if !common::privileged("fragmented_datagrams_are_reassembled_intact") {
+        return;
+    }
+    let lab = Lab::up(lab_config(Node::B)).expect("lab up");
+    const COUNT: u32 = 40;
+    const LEN: usize = 3000;
+    // 3008 bytes of UDP in IPv4 fragments of at most 1424 at MTU 1450.
+    const FRAGMENTS: u64 = 3;
+
+    let rx = Receiver::join(&lab, addr::GROUP, addr::UPSTREAM_B, Some(addr::EGRESS_B));
+    let sock = pod_socket(&lab, Pod::A1, 8);
+    send_stream(&sock, addr::GROUP, COUNT, LEN, Duration::from_millis(5));
+    let got = rx.collect(Duration::from_millis(600), Duration::from_secs(10));
+
+    let seqs: Vec<u32> = got.iter().map(seq_of).collect();
+    assert_eq!(
+        got.len(),
+        COUNT as usize,
+        "datagrams reassembled upstream (seqs {seqs:?}); drops a: {} b: {}",
+        drops(&lab, Node::A),
+        drops(&lab, Node::B)
+    );
+    let mut expect = 0..COUNT;
+    for (d, seq) in got.iter().zip(&seqs) {
+        assert_eq!(Some(*seq), expect.next(), "in order, each once");
+        assert_eq!(d.source, addr::EGRESS_B, "source of datagram {seq}");
+        assert_eq!(d.ttl, 7, "TTL of datagram {seq}: 8 from the pod, one hop");
+        assert_eq!(d.payload.len(), LEN, "length of datagram {seq}");
+        assert!(d.payload == payload(*seq, LEN), "payload of datagram {seq}");
+    }
+    let want = u64::from(COUNT) * FRAGMENTS;
+    assert_eq!(
+        counted(&lab, Node::A, Role::Origin),
+        want,
+        "fragments tunnelled by node-a"
+    );
+    assert_eq!(
+        counted(&lab, Node::B, Role::Gateway),
+        want,
+        "fragments sent by node-b"
+    );
+}
+
+// --- 11 -----------------------------------------------------------------------
+
+#[test]
+fn zero_udp_checksum_stays_zero_on_the_uplink() {
+    if !common::privileged("zero_udp_checksum_stays_zero_on_the_uplink") {
+        return;
+    }
+    let lab = Lab::up(lab_config(Node::B)).expect("lab up");
+    let pod_mac = mac_in(&lab.pod_ns(Pod::A1), "eth0");
+    let uplink_mac = mac_in(&lab.node_ns(Node::B), "uplink0");
+    let upstream = tap_in(&lab.upstream_ns(), "eth0");
+    let pod = tap_in(&lab.pod_ns(Pod::A1), "eth0");
+
+    let mut zero =
+        Frame::udp(Pod::A1.ip(), addr::GROUP, b"no checksum, by choice").zero_udp_checksum();
+    zero.src_mac = pod_mac;
+    let mut control = Frame::udp(Pod::A1.ip(), addr::GROUP, b"with a checksum");
+    control.src_mac = pod_mac;
+    control.id = 0x1235;
+    assert_eq!(zero.dst_mac, group_mac(addr::GROUP));
+
+    for (frame, zero_csum) in [(&zero, true), (&control, false)] {
+        pod.send(&frame.bytes());
+        let want = frame.payload.clone();
+        let got = upstream
+            .recv_matching(Duration::from_secs(3), |f| {
+                udp_to_group(f) && View(f).udp().get(8..) == Some(&want[..])
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "nothing upstream for {:?}; drops a: {} b: {}",
+                    String::from_utf8_lossy(&want),
+                    drops(&lab, Node::A),
+                    drops(&lab, Node::B)
+                )
+            });
+        let v = View(&got);
+        assert_eq!(v.saddr(), addr::EGRESS_B, "source");
+        assert_eq!(v.ttl(), 7, "TTL");
+        assert_eq!(v.dst_mac(), group_mac(addr::GROUP), "destination MAC");
+        assert_eq!(v.src_mac(), uplink_mac, "source MAC");
+        assert!(v.ipv4_checksum_ok(), "IPv4 header checksum of {got:02x?}");
+        if zero_csum {
+            assert_eq!(v.udp_checksum_field(), 0, "a zero UDP checksum stays zero");
+        } else {
+            assert_ne!(v.udp_checksum_field(), 0, "the control has a checksum");
+            assert!(
+                v.udp_checksum_ok(),
+                "the control's UDP checksum, after the SNAT"
+            );
+        }
+    }
+    assert_eq!(counted(&lab, Node::B, Role::Gateway), 2, "sent by node-b");
+}
+
+// --- 12 -----------------------------------------------------------------------
+
+#[test]
+fn gateway_move_continues_the_stream_from_the_new_gateway() {
+    if !common::privileged("gateway_move_continues_the_stream_from_the_new_gateway") {
+        return;
+    }
+    let lab = Lab::up(lab_config(Node::B)).expect("lab up");
+    const COUNT: u32 = 300;
+    const MOVE_AT: u32 = 100;
+    const LEN: usize = 200;
+
+    let via_b = Receiver::join(&lab, addr::GROUP, addr::UPSTREAM_B, Some(addr::EGRESS_B));
+    let via_c = Receiver::join(&lab, addr::GROUP, addr::UPSTREAM_C, Some(addr::EGRESS_C));
+    // Any source, per uplink: what else, if anything, arrives there.
+    let any_b = Receiver::join(&lab, addr::GROUP, addr::UPSTREAM_B, None);
+    let any_c = Receiver::join(&lab, addr::GROUP, addr::UPSTREAM_C, None);
+
+    let sock = pod_socket(&lab, Pod::A1, 8);
+    let mut sent_at = Vec::with_capacity(COUNT as usize);
+    let mut moved_at = None;
+    for seq in 0..COUNT {
+        if seq == MOVE_AT {
+            lab.write_manifest(POLICY_FILE, &policy(Node::C))
+                .expect("move the gateway");
+            moved_at = Some(Instant::now());
+        }
+        sent_at.push(Instant::now());
+        sock.send_to(&payload(seq, LEN), (addr::GROUP, PORT))
+            .expect("send");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let moved_at = moved_at.expect("moved");
+    let quiet = Duration::from_millis(600);
+    let max = Duration::from_secs(10);
+    let (via_b, via_c) = (via_b.collect(quiet, max), via_c.collect(quiet, max));
+    let (any_b, any_c) = (any_b.collect(quiet, max), any_c.collect(quiet, max));
+
+    for (heard, source, uplink) in [(&any_b, addr::EGRESS_B, "B"), (&any_c, addr::EGRESS_C, "C")] {
+        for d in heard.iter() {
+            assert_eq!(
+                d.source,
+                source,
+                "datagram {} on uplink {uplink}",
+                seq_of(d)
+            );
+        }
+    }
+    for (heard, uplink) in [(&via_b, "B"), (&via_c, "C")] {
+        for d in heard.iter() {
+            let seq = seq_of(d);
+            assert_eq!(d.ttl, 7, "TTL of datagram {seq} via {uplink}");
+            assert!(
+                d.payload == payload(seq, LEN),
+                "payload of {seq} via {uplink}"
+            );
+        }
+    }
+    let b: BTreeSet<u32> = via_b.iter().map(seq_of).collect();
+    let c: BTreeSet<u32> = via_c.iter().map(seq_of).collect();
+    assert_eq!(b.len(), via_b.len(), "no duplicates via B");
+    assert_eq!(c.len(), via_c.len(), "no duplicates via C");
+    assert!(b.is_disjoint(&c), "no datagram through both gateways");
+    assert_eq!(any_b.len(), b.len(), "uplink B carried only (EGRESS_B, G)");
+    assert_eq!(any_c.len(), c.len(), "uplink C carried only (EGRESS_C, G)");
+    assert!(
+        (0..MOVE_AT).all(|s| b.contains(&s)),
+        "every datagram before the move came via B: {b:?}"
+    );
+    assert!(
+        !c.is_empty(),
+        "node-c took the stream over; drops a: {} b: {} c: {}",
+        drops(&lab, Node::A),
+        drops(&lab, Node::B),
+        drops(&lab, Node::C)
+    );
+    let (last_b, first_c) = (*b.last().expect("b"), *c.first().expect("c"));
+    assert!(
+        last_b < first_c,
+        "B until #{last_b}, C from #{first_c}: no interleaving"
+    );
+    assert_eq!(c.last(), Some(&(COUNT - 1)), "the stream ended via C");
+    let lost = COUNT as usize - b.len() - c.len();
+    assert!(
+        lost < COUNT as usize / 4,
+        "{lost} of {COUNT} lost in the move"
+    );
+    eprintln!(
+        "gateway move: last via B #{last_b}, first via C #{first_c}, {lost} lost; \
+         #{first_c} was sent {:?} after the policy was rewritten, {:?} after #{last_b}",
+        sent_at[first_c as usize].saturating_duration_since(moved_at),
+        sent_at[first_c as usize].saturating_duration_since(sent_at[last_b as usize]),
+    );
+    assert_eq!(
+        counted(&lab, Node::B, Role::Gateway),
+        b.len() as u64,
+        "node-b's counter"
+    );
+    assert_eq!(
+        counted(&lab, Node::C, Role::Gateway),
+        c.len() as u64,
+        "node-c's counter"
+    );
+}
+
+// --- 13 -----------------------------------------------------------------------
+
+#[test]
+fn new_pod_is_covered_within_one_second() {
+    if !common::privileged("new_pod_is_covered_within_one_second") {
+        return;
+    }
+    let mut lab = Lab::up(lab_config(Node::B)).expect("lab up");
+    let key = PolicyKey {
+        source: Pod::A3.ip(),
+        destination: POLICY_CIDR.parse().expect("cidr"),
+    };
+    let maps = lab.maps(Node::A).expect("maps of node-a");
+
+    let t0 = Instant::now();
+    lab.add_pod(Pod::A3).expect("add pod-a3");
+    let added = t0.elapsed();
+    let lxc = lab::ifindex_in(&lab.node_ns(Node::A), Pod::A3.lxc()).expect("lxca3");
+    let covered = || {
+        let ep = maps
+            .endpoints()
+            .expect("endpoints")
+            .into_iter()
+            .any(|(ip, ep)| {
+                ip == Pod::A3.ip() && ep.ifindex == lxc && ep.identity == Pod::A1.identity()
+            });
+        let pol = maps
+            .policy_get(&key)
+            .expect("policy")
+            .is_some_and(|v| v.gateway == Gateway::Node(Node::B.ip()));
+        ep && pol
+    };
+    wait_until("pod-a3 in node-a's maps", Duration::from_secs(5), covered).unwrap_or_else(|e| {
+        panic!("{e}; node-a's log:\n{}", lab.log(Node::A));
+    });
+    let elapsed = t0.elapsed();
+    eprintln!("pod-a3 covered after {elapsed:?} (add_pod itself took {added:?})");
+    assert!(
+        elapsed < Duration::from_secs(1),
+        "pod-a3 covered only after {elapsed:?}"
+    );
+
+    const COUNT: u32 = 20;
+    let rx = Receiver::join(&lab, addr::GROUP, addr::UPSTREAM_B, Some(addr::EGRESS_B));
+    let sock = pod_socket(&lab, Pod::A3, 8);
+    send_stream(&sock, addr::GROUP, COUNT, 500, Duration::from_millis(2));
+    let got = rx.collect(Duration::from_secs(1), Duration::from_secs(5));
+    assert_eq!(
+        got.len(),
+        COUNT as usize,
+        "datagrams from pod-a3 upstream; drops a: {} b: {}",
+        drops(&lab, Node::A),
+        drops(&lab, Node::B)
+    );
+    for (seq, d) in (0..COUNT).zip(&got) {
+        assert_eq!(d.source, addr::EGRESS_B);
+        assert_eq!(d.ttl, 7);
+        assert!(d.payload == payload(seq, 500), "payload of datagram {seq}");
+    }
+}
+
+// --- 14 -----------------------------------------------------------------------
+
+/// The devices each node's daemon attaches to, with the program.
+fn expected_links(node: Node) -> BTreeSet<(String, String)> {
+    let lxc: &[&str] = match node {
+        Node::A => &["lxca1", "lxca2"],
+        Node::B => &["lxcb1"],
+        Node::C => &["lxcc1"],
+    };
+    lxc.iter()
+        .map(|d| (d.to_string(), "mcast_from_container".to_string()))
+        .chain([("cilium_vxlan".to_string(), "mcast_from_overlay".to_string())])
+        .collect()
+}
+
+#[test]
+fn daemon_restarts_lose_no_datagrams() {
+    if !common::privileged("daemon_restarts_lose_no_datagrams") {
+        return;
+    }
+    let mut lab = Lab::up(lab_config(Node::B)).expect("lab up");
+    const SECS: u64 = 7;
+    const ROUNDS: usize = 5;
+    let group = addr::GROUP.to_string();
+    let bind = format!("{group}%eth0");
+    let listen = (SECS + 3).to_string();
+    let egress = addr::EGRESS_B.to_string();
+    let up = lab.upstream_ns();
+    let receiver = Proc::spawn(
+        "iperf receiver",
+        &up,
+        &[
+            "iperf", "-s", "-u", "-B", &bind, "-H", &egress, "-e", "-t", &listen,
+        ],
+    );
+    wait_until("the iperf receiver to join", Duration::from_secs(5), || {
+        lab::run("ip", &["-n", &up, "maddr", "show", "dev", "eth0"])
+            .is_ok_and(|m| m.contains(&group))
+    })
+    .expect("receiver");
+
+    let secs = SECS.to_string();
+    let sender = Proc::spawn(
+        "iperf sender",
+        &lab.pod_ns(Pod::A1),
+        &[
+            "iperf", "-c", &group, "-u", "-T", "8", "-l", "1316", "-b", "1M", "-t", &secs,
+        ],
+    );
+    let started = Instant::now();
+    for round in 0..ROUNDS {
+        std::thread::sleep(Duration::from_millis(300));
+        for node in [Node::A, Node::B] {
+            if round % 2 == 0 {
+                lab.kill_daemon(node).expect("SIGKILL");
+            } else {
+                let status = lab.stop_daemon(node).expect("SIGTERM");
+                assert!(status.success(), "{} on SIGTERM: {status}", node.name());
+            }
+        }
+        // Both daemons gone: the pinned datapath forwards alone.
+        std::thread::sleep(Duration::from_millis(300));
+        for node in [Node::A, Node::B] {
+            lab.start_daemon(node).expect("start");
+        }
+        for node in [Node::A, Node::B] {
+            lab.wait_ready(node, Duration::from_secs(10))
+                .expect("ready");
+        }
+    }
+    let restarts_took = started.elapsed();
+    let (sent_status, sent_out, sent_err) = sender.finish(Duration::from_secs(SECS + 5));
+    let (_, recv_out, recv_err) = receiver.finish(Duration::from_secs(10));
+    assert!(
+        restarts_took < Duration::from_secs(SECS),
+        "the {ROUNDS} restarts took {restarts_took:?}, longer than the {SECS} s stream"
+    );
+    assert!(
+        sent_status.is_some_and(|s| s.success()),
+        "iperf sender: {sent_status:?}\n{sent_out}{sent_err}"
+    );
+    let sent = demo::parse_sent(&sent_out);
+    let (received, lost, source) = demo::parse_received(&recv_out);
+    eprintln!(
+        "{ROUNDS} restarts of node-a and node-b in {restarts_took:?}: sent {sent:?}, \
+         received {received:?}, lost {lost:?}"
+    );
+    let report = format!("sender:\n{sent_out}{sent_err}receiver:\n{recv_out}{recv_err}");
+    assert!(sent.is_some_and(|n| n > 500), "datagrams sent; {report}");
+    assert_eq!(lost, Some(0), "datagrams lost; {report}");
+    // iperf2's "Sent N" counts its closing datagram too (N = total + 1, as
+    // in the demo's parser test): every data datagram arrived, the last
+    // ones included, which a loss count alone would not show.
+    assert_eq!(
+        received.map(|r| r + 1),
+        sent,
+        "datagrams received; {report}"
+    );
+    assert_eq!(source, Some(addr::EGRESS_B), "source; {report}");
+
+    for node in [Node::A, Node::B] {
+        let root = lab.bpffs(node);
+        let found = in_netns(&lab.node_ns(node), move || {
+            let paths = Paths::new(root);
+            links(&paths)
+                .expect("links")
+                .into_iter()
+                .map(|l| {
+                    assert_ne!(l.ifindex, 0, "{l:?} still attached");
+                    let chain = tcx_ingress_chain(l.ifindex).expect("tcx chain");
+                    (l, chain)
+                })
+                .collect::<Vec<_>>()
+        })
+        .expect("node namespace");
+        let devices: BTreeSet<(String, String)> = found
+            .iter()
+            .map(|(l, _)| (l.device.clone(), l.program.clone()))
+            .collect();
+        assert_eq!(
+            devices,
+            expected_links(node),
+            "pinned links of {}",
+            node.name()
+        );
+        for (l, chain) in &found {
+            let ids: Vec<u32> = chain.iter().map(|e| e.link_id).collect();
+            assert_eq!(
+                ids,
+                vec![l.link_id],
+                "tcx chain of {} on {}: exactly our one link",
+                l.device,
+                node.name()
+            );
+        }
+    }
+}
+
+// --- 15 -----------------------------------------------------------------------
+
+/// A VXLAN (RFC 7348) packet on UDP 8472 carrying `inner`.
+fn vxlan_frame(
+    src: ([u8; 6], Ipv4Addr),
+    dst: ([u8; 6], Ipv4Addr),
+    vni: u32,
+    inner: &[u8],
+) -> Vec<u8> {
+    let mut body = vec![0x08, 0, 0, 0];
+    body.extend_from_slice(&(vni << 8).to_be_bytes());
+    body.extend_from_slice(inner);
+    let mut outer = Frame::udp(src.1, dst.1, &body).zero_udp_checksum().ttl(64);
+    outer.src_mac = src.0;
+    outer.dst_mac = dst.0;
+    outer.sport = 51234;
+    outer.dport = 8472;
+    outer.bytes()
+}
+
+#[test]
+fn vxlan_from_a_host_that_is_not_a_node_is_dropped() {
+    if !common::privileged("vxlan_from_a_host_that_is_not_a_node_is_dropped") {
+        return;
+    }
+    let mut lab = Lab::up(lab_config(Node::B)).expect("lab up");
+    const ROGUE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 99);
+    const SENT: u64 = 5;
+    let rogue = lab.add_underlay_host("rogue", ROGUE).expect("rogue host");
+    let node_b_mac = mac_in(&lab.node_ns(Node::B), "eth0");
+    let rogue_mac = mac_in(&rogue, "eth0");
+    let maps = lab.maps(Node::B).expect("maps of node-b");
+    let before = maps
+        .drop_count(Role::Gateway, DropReason::UNKNOWN_PEER)
+        .expect("drops");
+
+    let upstream = tap_in(&lab.upstream_ns(), "eth0");
+    let tap = tap_in(&rogue, "eth0");
+    let inner = Frame::udp(
+        Pod::A1.ip(),
+        addr::GROUP,
+        b"injected from outside the cluster",
+    );
+    let packet = vxlan_frame(
+        (rogue_mac, ROGUE),
+        (node_b_mac, Node::B.ip()),
+        Pod::A1.identity(),
+        &inner.bytes(),
+    );
+    for _ in 0..SENT {
+        tap.send(&packet);
+    }
+
+    let dropped = || {
+        maps.drop_count(Role::Gateway, DropReason::UNKNOWN_PEER)
+            .expect("drops")
+            .packets
+            - before.packets
+    };
+    let counted_all = wait_until("unknown_peer drops", Duration::from_secs(3), || {
+        dropped() >= SENT
+    });
+    let leaked = upstream.recv_matching(Duration::from_secs(1), udp_to_group);
+    assert!(
+        leaked.is_none(),
+        "an injected packet left node-b's uplink: {leaked:02x?}"
+    );
+    assert!(
+        counted_all.is_ok(),
+        "{} of {SENT} injected packets counted unknown_peer; drops b: {}",
+        dropped(),
+        drops(&lab, Node::B)
+    );
+    assert_eq!(dropped(), SENT, "each injected packet counted once");
+    assert_eq!(
+        counted(&lab, Node::B, Role::Gateway),
+        0,
+        "nothing emitted by node-b"
+    );
+}
+
+// --- 16 -----------------------------------------------------------------------
+
+/// tshark capturing `count` packets on `dev` in `ns` into `file`, once it
+/// says it is capturing: "Capture started", which dumpcap reports after
+/// opening the device ("Capturing on" comes earlier, and packets sent right
+/// after it can be missed).
+fn capture(ns: &str, dev: &str, filter: &str, count: usize, file: &Path) -> Proc {
+    let count = count.to_string();
+    let file = file.to_str().expect("utf-8 path");
+    let mut p = Proc::spawn(
+        &format!("tshark on {dev}"),
+        ns,
+        &["tshark", "-i", dev, "-f", filter, "-c", &count, "-w", file],
+    );
+    p.wait_stderr("Capture started", Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}"));
+    p
+}
+
+/// `tshark -r file` with the given options: one line per packet, fields
+/// tab-separated.
+fn read_fields(file: &Path, opts: &[&str], fields: &[&str]) -> Vec<Vec<String>> {
+    let mut args = vec!["-r", file.to_str().expect("utf-8 path")];
+    args.extend_from_slice(opts);
+    args.extend_from_slice(&["-T", "fields"]);
+    for f in fields {
+        args.extend_from_slice(&["-e", f]);
+    }
+    lab::run("tshark", &args)
+        .expect("tshark -r")
+        .lines()
+        .map(|l| l.split('\t').map(str::to_owned).collect())
+        .collect()
+}
+
+#[test]
+fn wire_format_on_the_uplink_and_the_underlay() {
+    if !common::privileged("wire_format_on_the_uplink_and_the_underlay") {
+        return;
+    }
+    let lab = Lab::up(lab_config(Node::B)).expect("lab up");
+    const COUNT: usize = 5;
+    let uplink_pcap = lab.dir().join("uplink.pcap");
+    let underlay_pcap = lab.dir().join("underlay.pcap");
+    let uplink = capture(
+        &lab.node_ns(Node::B),
+        "uplink0",
+        &format!("udp and dst host {}", addr::GROUP),
+        COUNT,
+        &uplink_pcap,
+    );
+    let underlay = capture(
+        &lab.node_ns(Node::A),
+        "eth0",
+        "udp port 8472",
+        COUNT,
+        &underlay_pcap,
+    );
+
+    let sock = pod_socket(&lab, Pod::A1, 8);
+    send_stream(
+        &sock,
+        addr::GROUP,
+        COUNT as u32,
+        1316,
+        Duration::from_millis(20),
+    );
+    for (name, p) in [("uplink0", uplink), ("underlay", underlay)] {
+        let (status, out, err) = p.finish(Duration::from_secs(5));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "tshark on {name} did not see {COUNT} packets: {status:?} {out}{err}; \
+             drops a: {} b: {}",
+            drops(&lab, Node::A),
+            drops(&lab, Node::B)
+        );
+    }
+
+    let rows = read_fields(
+        &uplink_pcap,
+        &[
+            "-o",
+            "ip.check_checksum:TRUE",
+            "-o",
+            "udp.check_checksum:TRUE",
+        ],
+        &[
+            "eth.dst",
+            "ip.src",
+            "ip.dst",
+            "ip.ttl",
+            "ip.checksum.status",
+            "udp.checksum.status",
+        ],
+    );
+    assert_eq!(rows.len(), COUNT, "uplink packets: {rows:?}");
+    for row in &rows {
+        assert_eq!(
+            row,
+            &[
+                "01:00:5e:01:01:01",
+                "203.0.113.10",
+                "232.1.1.1",
+                "7",
+                "1",
+                "1"
+            ],
+            "eth.dst ip.src ip.dst ip.ttl ip.checksum.status udp.checksum.status"
+        );
+    }
+
+    let rows = read_fields(
+        &underlay_pcap,
+        &["-d", "udp.port==8472,vxlan"],
+        &[
+            "ip.src",
+            "ip.dst",
+            "ip.ttl",
+            "udp.dstport",
+            "udp.checksum",
+            "vxlan.vni",
+            "eth.dst",
+        ],
+    );
+    assert_eq!(rows.len(), COUNT, "underlay packets: {rows:?}");
+    let identity = Pod::A1.identity().to_string();
+    for row in &rows {
+        // Outer, then inner occurrences, comma-separated.
+        let first = |i: usize| row[i].split(',').next().unwrap_or_default().to_owned();
+        let second = |i: usize| row[i].split(',').nth(1).unwrap_or_default().to_owned();
+        assert_eq!(first(0), Node::A.ip().to_string(), "outer source: {row:?}");
+        assert_eq!(
+            first(1),
+            Node::B.ip().to_string(),
+            "outer destination: {row:?}"
+        );
+        assert_eq!(first(2), "64", "outer TTL: {row:?}");
+        assert_eq!(first(3), "8472", "outer UDP port: {row:?}");
+        assert_eq!(first(4), "0x0000", "outer UDP checksum: {row:?}");
+        assert_eq!(row[5], identity, "VNI = pod-a1's identity: {row:?}");
+        assert_eq!(second(0), Pod::A1.ip().to_string(), "inner source: {row:?}");
+        assert_eq!(
+            second(1),
+            addr::GROUP.to_string(),
+            "inner destination: {row:?}"
+        );
+        assert_eq!(second(2), "8", "inner TTL: {row:?}");
+        assert_eq!(
+            second(6),
+            "01:00:5e:01:01:01",
+            "inner destination MAC: {row:?}"
+        );
+    }
+}
