@@ -25,16 +25,16 @@ static __always_inline int mcast_origin_to_tunnel(struct __sk_buff *skb,
 	__u32 tunnel = cfg->tunnel_ifindex;
 
 	if (!tunnel)
-		return mcast_fail(skb, MCAST_DROP_NO_TUNNEL, MCAST_ROLE_ORIGIN, clone);
+		return mcast_fail(skb, pkt, MCAST_DROP_NO_TUNNEL, MCAST_ROLE_ORIGIN, clone);
 	if (mcast_tunnel_key_set(skb, pol->gateway_ip, ep->sec_identity) < 0)
-		return mcast_fail(skb, MCAST_DROP_TUNNEL_KEY, MCAST_ROLE_ORIGIN, clone);
+		return mcast_fail(skb, pkt, MCAST_DROP_TUNNEL_KEY, MCAST_ROLE_ORIGIN, clone);
 
 	if (!clone) {
 		mcast_count_fwd(skb, pol->policy_id, pkt->daddr, MCAST_ROLE_ORIGIN);
 		return bpf_redirect(tunnel, 0);
 	}
 	if (bpf_clone_redirect(skb, tunnel, 0) < 0)
-		mcast_drop(skb, MCAST_DROP_CLONE, MCAST_ROLE_ORIGIN);
+		mcast_drop(skb, pkt, MCAST_DROP_CLONE, MCAST_ROLE_ORIGIN);
 	else
 		mcast_count_fwd(skb, pol->policy_id, pkt->daddr, MCAST_ROLE_ORIGIN);
 	return MCAST_TCX_NEXT;
@@ -64,17 +64,17 @@ static __always_inline int mcast_handle_origin(struct __sk_buff *skb)
 	 */
 	ep = mcast_endpoint_lookup(pkt.saddr);
 	if (!ep)
-		return mcast_drop(skb, MCAST_DROP_UNKNOWN_SOURCE, MCAST_ROLE_ORIGIN);
+		return mcast_drop(skb, &pkt, MCAST_DROP_UNKNOWN_SOURCE, MCAST_ROLE_ORIGIN);
 	if (ep->ifindex != skb->ifindex)
-		return mcast_drop(skb, MCAST_DROP_SPOOFED_SOURCE, MCAST_ROLE_ORIGIN);
+		return mcast_drop(skb, &pkt, MCAST_DROP_SPOOFED_SOURCE, MCAST_ROLE_ORIGIN);
 
 	clone = mcast_group_is_cilium(pkt.daddr);
 
 	/* Cilium drops unicast egress without a gateway too. */
 	if (!mcast_policy_has_gateway(pol))
-		return mcast_fail(skb, MCAST_DROP_NO_GATEWAY, MCAST_ROLE_ORIGIN, clone);
+		return mcast_fail(skb, &pkt, MCAST_DROP_NO_GATEWAY, MCAST_ROLE_ORIGIN, clone);
 	if (pkt.proto != IPPROTO_UDP)
-		return mcast_fail(skb, MCAST_DROP_UNSUPPORTED_PROTO, MCAST_ROLE_ORIGIN, clone);
+		return mcast_fail(skb, &pkt, MCAST_DROP_UNSUPPORTED_PROTO, MCAST_ROLE_ORIGIN, clone);
 
 	cfg = mcast_config_get();
 	if (!cfg)

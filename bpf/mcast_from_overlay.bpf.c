@@ -38,18 +38,18 @@ static __always_inline int mcast_handle_overlay(struct __sk_buff *skb)
 		return MCAST_TCX_NEXT;
 	/* Nobody outside the cluster may send traffic out with our egress IP. */
 	if (!mcast_node_is_known(remote))
-		return mcast_drop(skb, MCAST_DROP_UNKNOWN_PEER, MCAST_ROLE_GATEWAY);
+		return mcast_drop(skb, &pkt, MCAST_DROP_UNKNOWN_PEER, MCAST_ROLE_GATEWAY);
 	/*
 	 * Nor another node or pod in the pod's name: the copy must come from
 	 * the node the pod runs on, with the pod's identity as VNI, as its
 	 * origin program sends it.
 	 */
 	if (remote != pol->origin_node_ip || vni != pol->origin_identity)
-		return mcast_drop(skb, MCAST_DROP_ORIGIN_MISMATCH, MCAST_ROLE_GATEWAY);
+		return mcast_drop(skb, &pkt, MCAST_DROP_ORIGIN_MISMATCH, MCAST_ROLE_GATEWAY);
 
 	cfg = mcast_config_get();
 	if (!cfg || !cfg->node_ip || pol->gateway_ip != cfg->node_ip)
-		return mcast_drop(skb, MCAST_DROP_NOT_GATEWAY, MCAST_ROLE_GATEWAY);
+		return mcast_drop(skb, &pkt, MCAST_DROP_NOT_GATEWAY, MCAST_ROLE_GATEWAY);
 
 	/*
 	 * The origin already cloned for Cilium's in-cluster copies when it had

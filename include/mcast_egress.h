@@ -24,6 +24,11 @@
 #define MCAST_EGW_IFACES_MAX_ENTRIES	256
 #define MCAST_EGW_GROUPS_MAX_ENTRIES	1024	/* as cilium_mcast_group_outer_v4_map */
 #define MCAST_EGW_COUNTERS_MAX_ENTRIES	16384
+#define MCAST_EGW_NAMES_MAX_ENTRIES	4096
+/* Bytes of the drop-event ring buffer (a power of two, page multiple). */
+#define MCAST_EGW_EVENTS_BYTES		(256 * 1024)
+/* Drop events each CPU may emit per second, and its burst. */
+#define MCAST_EVENTS_PER_SEC		1000
 
 /*
  * Sentinels of mcast_policy_val.gateway_ip, the same values Cilium uses in
@@ -154,6 +159,44 @@ struct mcast_counter_key {
 struct mcast_counter_val {
 	__u64 packets;
 	__u64 bytes;		/* skb->len: Ethernet header included */
+};
+
+/*
+ * A drop, for `cilium-mcast-egress monitor`: sent on mcast_egw_events from
+ * the drop path only, at most MCAST_EVENTS_PER_SEC per CPU.
+ */
+struct mcast_drop_event {
+	__u64 timestamp_ns;	/* bpf_ktime_get_ns() */
+	__be32 saddr;
+	__be32 daddr;
+	__u32 ifindex;		/* device the packet arrived on */
+	__u32 reason;		/* enum mcast_drop_reason */
+	__u32 role;		/* enum mcast_role */
+	__u32 len;		/* skb->len */
+	__u8 proto;
+	__u8 ttl;
+	__u8 pad[6];
+};
+
+/* Per-CPU token bucket of the drop events, and what it held back. */
+struct mcast_events_limit {
+	__u64 refilled_ns;
+	__u64 tokens;
+	__u64 suppressed;
+};
+
+/* Value of mcast_egw_policy_names, keyed by policy_id (__u32). */
+#define MCAST_NAME_LEN			256
+struct mcast_policy_name {
+	char name[MCAST_NAME_LEN];	/* NUL-terminated */
+};
+
+/* The single element of mcast_egw_status, written by the controller. */
+struct mcast_status {
+	char node_name[MCAST_NAME_LEN];	/* NUL-terminated */
+	char version[32];		/* of the controller that wrote it */
+	__u64 last_sync_unix_ns;	/* last successful sync, 0 before */
+	__u64 syncs;			/* successful syncs since the first */
 };
 
 /* mcast_egw_drops is an array indexed by role * MCAST_DROP_MAX + reason. */

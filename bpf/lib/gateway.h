@@ -107,20 +107,20 @@ static __always_inline int mcast_gateway_emit(struct __sk_buff *skb, const struc
 	int ret;
 
 	if (!egress_ip || !ifindex)
-		return mcast_fail(skb, MCAST_DROP_NO_EGRESS_IP, MCAST_ROLE_GATEWAY, clone);
+		return mcast_fail(skb, pkt, MCAST_DROP_NO_EGRESS_IP, MCAST_ROLE_GATEWAY, clone);
 	iface = bpf_map_lookup_elem(&mcast_egw_egress_ifaces, &ifindex);
 	if (!iface)
-		return mcast_fail(skb, MCAST_DROP_NO_EGRESS_IFACE, MCAST_ROLE_GATEWAY, clone);
+		return mcast_fail(skb, pkt, MCAST_DROP_NO_EGRESS_IFACE, MCAST_ROLE_GATEWAY, clone);
 	if (pkt->proto != IPPROTO_UDP)
-		return mcast_fail(skb, MCAST_DROP_UNSUPPORTED_PROTO, MCAST_ROLE_GATEWAY, clone);
+		return mcast_fail(skb, pkt, MCAST_DROP_UNSUPPORTED_PROTO, MCAST_ROLE_GATEWAY, clone);
 	if (pkt->ttl <= 1)
-		return mcast_fail(skb, MCAST_DROP_TTL_EXCEEDED, MCAST_ROLE_GATEWAY, clone);
+		return mcast_fail(skb, pkt, MCAST_DROP_TTL_EXCEEDED, MCAST_ROLE_GATEWAY, clone);
 	new_ttl = pkt->ttl - 1;
 
 	/* Only the first fragment has a UDP header (RFC 791). */
 	if (!ipv4_is_later_fragment(pkt->frag_off)) {
 		if (bpf_skb_load_bytes(skb, udp_check_off, &udp_check, sizeof(udp_check)) < 0)
-			return mcast_fail(skb, MCAST_DROP_MALFORMED, MCAST_ROLE_GATEWAY, clone);
+			return mcast_fail(skb, pkt, MCAST_DROP_MALFORMED, MCAST_ROLE_GATEWAY, clone);
 		/* A zero UDP checksum means "none" and stays zero (RFC 768). */
 		fix_udp = udp_check != 0;
 	}
@@ -129,21 +129,21 @@ static __always_inline int mcast_gateway_emit(struct __sk_buff *skb, const struc
 		if (bpf_skb_load_bytes(skb, 0, &saved.eth, sizeof(saved.eth)) < 0 ||
 		    bpf_skb_load_bytes(skb, IPV4_TTL_OFF, saved.ttl_to_saddr,
 				       sizeof(saved.ttl_to_saddr)) < 0)
-			return mcast_fail(skb, MCAST_DROP_REWRITE, MCAST_ROLE_GATEWAY, clone);
+			return mcast_fail(skb, pkt, MCAST_DROP_REWRITE, MCAST_ROLE_GATEWAY, clone);
 		saved.udp_check = udp_check;
 	}
 
 	/* From here on a failure may leave the packet half rewritten: drop it,
 	 * even when Cilium was to get it too. */
 	if (mcast_rewrite_l3(skb, pkt, fix_udp, pkt->saddr, egress_ip, pkt->ttl, new_ttl) < 0)
-		return mcast_drop(skb, MCAST_DROP_REWRITE, MCAST_ROLE_GATEWAY);
+		return mcast_drop(skb, pkt, MCAST_DROP_REWRITE, MCAST_ROLE_GATEWAY);
 
 	/* Never a FIB or neighbour lookup: the MAC follows from the group. */
 	ipv4_mcast_mac(pkt->daddr, eth.h_dest);
 	__builtin_memcpy(eth.h_source, iface->mac, ETH_ALEN);
 	eth.h_proto = bpf_htons(ETH_P_IP);
 	if (bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0) < 0)
-		return mcast_drop(skb, MCAST_DROP_REWRITE, MCAST_ROLE_GATEWAY);
+		return mcast_drop(skb, pkt, MCAST_DROP_REWRITE, MCAST_ROLE_GATEWAY);
 
 	if (!clone) {
 		mcast_count_emitted(skb, pol->policy_id, pkt->daddr, role);
@@ -151,7 +151,7 @@ static __always_inline int mcast_gateway_emit(struct __sk_buff *skb, const struc
 	}
 
 	if (bpf_clone_redirect(skb, ifindex, 0) < 0)
-		mcast_drop(skb, MCAST_DROP_CLONE, MCAST_ROLE_GATEWAY);
+		mcast_drop(skb, pkt, MCAST_DROP_CLONE, MCAST_ROLE_GATEWAY);
 	else
 		mcast_count_emitted(skb, pol->policy_id, pkt->daddr, role);
 
@@ -161,7 +161,7 @@ static __always_inline int mcast_gateway_emit(struct __sk_buff *skb, const struc
 	 * (0x0000 versus 0xffff) is what the pod sent.
 	 */
 	if (mcast_rewrite_l3(skb, pkt, fix_udp, egress_ip, pkt->saddr, new_ttl, pkt->ttl) < 0)
-		return mcast_drop(skb, MCAST_DROP_REWRITE, MCAST_ROLE_GATEWAY);
+		return mcast_drop(skb, pkt, MCAST_DROP_REWRITE, MCAST_ROLE_GATEWAY);
 	ret = bpf_skb_store_bytes(skb, 0, &saved.eth, sizeof(saved.eth), 0);
 	if (!ret)
 		ret = bpf_skb_store_bytes(skb, IPV4_TTL_OFF, saved.ttl_to_saddr,
@@ -170,7 +170,7 @@ static __always_inline int mcast_gateway_emit(struct __sk_buff *skb, const struc
 		ret = bpf_skb_store_bytes(skb, udp_check_off, &saved.udp_check,
 					  sizeof(saved.udp_check), 0);
 	if (ret < 0)
-		return mcast_drop(skb, MCAST_DROP_REWRITE, MCAST_ROLE_GATEWAY);
+		return mcast_drop(skb, pkt, MCAST_DROP_REWRITE, MCAST_ROLE_GATEWAY);
 	return MCAST_TCX_NEXT;
 }
 

@@ -3,6 +3,7 @@
 #define MCAST_LIB_METRICS_H
 
 #include "common.h"
+#include "ipv4.h"
 
 /*
  * Replication counters per (policy, group, role). Not preallocated: the
@@ -59,9 +60,95 @@ static __always_inline void mcast_count_fwd(const struct __sk_buff *skb, __u32 p
 	}
 }
 
-/* Count a drop and return the verdict that drops. */
-static __always_inline int mcast_drop(const struct __sk_buff *skb, enum mcast_drop_reason reason,
-				      enum mcast_role role)
+/* Drop events for `cilium-mcast-egress monitor`. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, MCAST_EGW_EVENTS_BYTES);
+} mcast_egw_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct mcast_events_limit);
+	__uint(max_entries, 1);
+} mcast_egw_events_limit SEC(".maps");
+
+/* Policy names by policy_id, for the CLI; the datapath never reads them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct mcast_policy_name);
+	__uint(max_entries, MCAST_EGW_NAMES_MAX_ENTRIES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} mcast_egw_policy_names SEC(".maps");
+
+/* The controller's status, for the CLI; the datapath never reads it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct mcast_status);
+	__uint(max_entries, 1);
+} mcast_egw_status SEC(".maps");
+
+/*
+ * A token bucket per CPU: MCAST_EVENTS_PER_SEC events a second, bursts of
+ * as many. A flood of drops costs one clock read each and no ring buffer
+ * traffic past the limit, so the monitor can never load the node.
+ */
+static __always_inline bool mcast_event_allowed(void)
+{
+	struct mcast_events_limit *l;
+	__u32 zero = 0;
+	__u64 now, refill;
+
+	l = bpf_map_lookup_elem(&mcast_egw_events_limit, &zero);
+	if (!l)
+		return false;
+	now = bpf_ktime_get_ns();
+	refill = (now - l->refilled_ns) / (1000000000ULL / MCAST_EVENTS_PER_SEC);
+	if (refill) {
+		l->tokens += refill;
+		if (l->tokens > MCAST_EVENTS_PER_SEC)
+			l->tokens = MCAST_EVENTS_PER_SEC;
+		l->refilled_ns = now;
+	}
+	if (!l->tokens) {
+		l->suppressed++;
+		return false;
+	}
+	l->tokens--;
+	return true;
+}
+
+static __always_inline void mcast_emit_drop_event(const struct __sk_buff *skb,
+						  const struct mcast_pkt *pkt,
+						  enum mcast_drop_reason reason,
+						  enum mcast_role role)
+{
+	struct mcast_drop_event *e;
+
+	if (!mcast_event_allowed())
+		return;
+	/* No reader, or a full buffer: the event is lost, the drop counted. */
+	e = bpf_ringbuf_reserve(&mcast_egw_events, sizeof(*e), 0);
+	if (!e)
+		return;
+	e->timestamp_ns = bpf_ktime_get_ns();
+	e->saddr = pkt->saddr;
+	e->daddr = pkt->daddr;
+	e->ifindex = skb->ifindex;
+	e->reason = reason;
+	e->role = role;
+	e->len = skb->len;
+	e->proto = pkt->proto;
+	e->ttl = pkt->ttl;
+	__builtin_memset(e->pad, 0, sizeof(e->pad));
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* Count a drop, report it to the monitor and return the verdict that drops. */
+static __always_inline int mcast_drop(const struct __sk_buff *skb, const struct mcast_pkt *pkt,
+				      enum mcast_drop_reason reason, enum mcast_role role)
 {
 	__u32 idx = role * MCAST_DROP_MAX + reason;
 	struct mcast_counter_val *val;
@@ -71,6 +158,7 @@ static __always_inline int mcast_drop(const struct __sk_buff *skb, enum mcast_dr
 		val->packets++;
 		val->bytes += skb->len;
 	}
+	mcast_emit_drop_event(skb, pkt, reason, role);
 	return MCAST_TCX_DROP;
 }
 
@@ -79,10 +167,11 @@ static __always_inline int mcast_drop(const struct __sk_buff *skb, enum mcast_dr
  * Cilium replicates the group in the cluster too (@to_cilium), only our copy
  * is lost: the original still goes on to Cilium.
  */
-static __always_inline int mcast_fail(const struct __sk_buff *skb, enum mcast_drop_reason reason,
-				      enum mcast_role role, bool to_cilium)
+static __always_inline int mcast_fail(const struct __sk_buff *skb, const struct mcast_pkt *pkt,
+				      enum mcast_drop_reason reason, enum mcast_role role,
+				      bool to_cilium)
 {
-	mcast_drop(skb, reason, role);
+	mcast_drop(skb, pkt, reason, role);
 	return to_cilium ? MCAST_TCX_NEXT : MCAST_TCX_DROP;
 }
 

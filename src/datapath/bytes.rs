@@ -53,5 +53,13 @@ unsafe impl Plain for intf::mcast_counter_val {}
 unsafe impl Plain for intf::mcast_test_tunnel {}
 // SAFETY: as above.
 unsafe impl Plain for intf::mcast_test_observed {}
+// SAFETY: as above.
+unsafe impl Plain for intf::mcast_policy_name {}
+// SAFETY: as above.
+unsafe impl Plain for intf::mcast_status {}
+// SAFETY: as above.
+unsafe impl Plain for intf::mcast_drop_event {}
+// SAFETY: as above.
+unsafe impl Plain for intf::mcast_events_limit {}
 // SAFETY: a plain integer.
 unsafe impl Plain for u32 {}

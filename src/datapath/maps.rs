@@ -21,9 +21,13 @@ pub const CONFIG_MAP: &str = "mcast_egw_config";
 pub const CILIUM_GROUPS_MAP: &str = "mcast_egw_cilium_groups";
 pub const COUNTERS_MAP: &str = "mcast_egw_counters";
 pub const DROPS_MAP: &str = "mcast_egw_drops";
+pub const EVENTS_MAP: &str = "mcast_egw_events";
+pub const EVENTS_LIMIT_MAP: &str = "mcast_egw_events_limit";
+pub const POLICY_NAMES_MAP: &str = "mcast_egw_policy_names";
+pub const STATUS_MAP: &str = "mcast_egw_status";
 
 /// Every pinned map, for tools that walk them all.
-pub const ALL_MAPS: [&str; 8] = [
+pub const ALL_MAPS: [&str; 12] = [
     POLICY_MAP,
     ENDPOINTS_MAP,
     NODES_MAP,
@@ -32,6 +36,10 @@ pub const ALL_MAPS: [&str; 8] = [
     CILIUM_GROUPS_MAP,
     COUNTERS_MAP,
     DROPS_MAP,
+    EVENTS_MAP,
+    EVENTS_LIMIT_MAP,
+    POLICY_NAMES_MAP,
+    STATUS_MAP,
 ];
 
 /// Key of a policy entry: a pod and one destination prefix of a policy.
@@ -142,7 +150,7 @@ impl Role {
         }
     }
 
-    fn from_raw(raw: u32) -> Option<Role> {
+    pub fn from_raw(raw: u32) -> Option<Role> {
         Role::ALL.into_iter().find(|r| r.raw() == raw)
     }
 }
@@ -232,6 +240,40 @@ impl DropReason {
     }
 }
 
+/// What the controller last recorded in `mcast_egw_status`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Status {
+    pub node_name: String,
+    pub version: String,
+    /// Last successful sync, nanoseconds since the Unix epoch; 0 before.
+    pub last_sync_unix_ns: u64,
+    /// Successful syncs that changed or confirmed the maps.
+    pub syncs: u64,
+}
+
+/// Copy `s` into a NUL-terminated C string buffer, cut at a character
+/// boundary if it does not fit.
+fn to_c_chars<const N: usize>(s: &str) -> [libc::c_char; N] {
+    let mut out = [0 as libc::c_char; N];
+    let mut end = s.len().min(N - 1);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    for (o, b) in out.iter_mut().zip(&s.as_bytes()[..end]) {
+        *o = *b as libc::c_char;
+    }
+    out
+}
+
+fn from_c_chars(chars: &[libc::c_char]) -> String {
+    let bytes: Vec<u8> = chars
+        .iter()
+        .take_while(|c| **c != 0)
+        .map(|c| *c as u8)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 /// Packets and bytes of one (policy, group, role), summed over CPUs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Counter {
@@ -251,6 +293,42 @@ pub struct DropCount {
     pub bytes: u64,
 }
 
+/// One drop as the datapath reported it on `mcast_egw_events`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DropEvent {
+    /// `bpf_ktime_get_ns()`: monotonic, since boot.
+    pub timestamp_ns: u64,
+    pub source: Ipv4Addr,
+    pub group: Ipv4Addr,
+    pub ifindex: u32,
+    pub reason: DropReason,
+    pub role: Role,
+    pub len: u32,
+    pub proto: u8,
+    pub ttl: u8,
+}
+
+impl DropEvent {
+    /// Decode a ring buffer record; None for one of another layout.
+    pub fn decode(bytes: &[u8]) -> Option<DropEvent> {
+        if bytes.len() != std::mem::size_of::<intf::mcast_drop_event>() {
+            return None;
+        }
+        let e = intf::mcast_drop_event::from_bytes(bytes)?;
+        Some(DropEvent {
+            timestamp_ns: e.timestamp_ns,
+            source: from_be(e.saddr),
+            group: from_be(e.daddr),
+            ifindex: e.ifindex,
+            reason: DropReason::from_code(e.reason)?,
+            role: Role::from_raw(e.role)?,
+            len: e.len,
+            proto: e.proto,
+            ttl: e.ttl,
+        })
+    }
+}
+
 /// Owned handles to every pinned map; cheap to move into another task.
 #[derive(Debug)]
 pub struct Maps {
@@ -262,6 +340,9 @@ pub struct Maps {
     cilium_groups: MapHandle,
     counters: MapHandle,
     drops: MapHandle,
+    events_limit: MapHandle,
+    policy_names: MapHandle,
+    status: MapHandle,
 }
 
 fn be(addr: Ipv4Addr) -> u32 {
@@ -425,6 +506,9 @@ impl Maps {
             cilium_groups: open(paths, CILIUM_GROUPS_MAP)?,
             counters: open(paths, COUNTERS_MAP)?,
             drops: open(paths, DROPS_MAP)?,
+            events_limit: open(paths, EVENTS_LIMIT_MAP)?,
+            policy_names: open(paths, POLICY_NAMES_MAP)?,
+            status: open(paths, STATUS_MAP)?,
         })
     }
 
@@ -639,6 +723,98 @@ impl Maps {
             }
         }
         Ok(out)
+    }
+
+    /// Drop events the per-CPU rate limit held back from the monitor.
+    pub fn events_suppressed(&self) -> Result<u64> {
+        let per_cpu = self
+            .events_limit
+            .lookup_percpu(0u32.as_bytes(), MapFlags::ANY)
+            .map_err(|source| DatapathError::Map {
+                map: EVENTS_LIMIT_MAP,
+                op: "lookup",
+                source,
+            })?
+            .unwrap_or_default();
+        let mut total = 0u64;
+        for cpu in per_cpu {
+            let l: intf::mcast_events_limit = decode(EVENTS_LIMIT_MAP, &cpu)?;
+            total = total.wrapping_add(l.suppressed);
+        }
+        Ok(total)
+    }
+
+    // --- names and status (for the CLI; the datapath never reads them) ---
+
+    pub fn policy_name_set(&self, policy_id: u32, name: &str) -> Result<()> {
+        let v = intf::mcast_policy_name {
+            name: to_c_chars(name),
+        };
+        update(&self.policy_names, POLICY_NAMES_MAP, &policy_id, &v)
+    }
+
+    pub fn policy_name_delete(&self, policy_id: u32) -> Result<bool> {
+        delete(&self.policy_names, POLICY_NAMES_MAP, &policy_id)
+    }
+
+    /// policy_id -> policy name.
+    pub fn policy_names(&self) -> Result<std::collections::BTreeMap<u32, String>> {
+        Ok(
+            entries::<u32, intf::mcast_policy_name>(&self.policy_names, POLICY_NAMES_MAP)?
+                .into_iter()
+                .map(|(k, v)| (k, from_c_chars(&v.name)))
+                .collect(),
+        )
+    }
+
+    pub fn status_set(&self, status: &Status) -> Result<()> {
+        let v = intf::mcast_status {
+            node_name: to_c_chars(&status.node_name),
+            version: to_c_chars(&status.version),
+            last_sync_unix_ns: status.last_sync_unix_ns,
+            syncs: status.syncs,
+        };
+        update(&self.status, STATUS_MAP, &0u32, &v)
+    }
+
+    pub fn status(&self) -> Result<Status> {
+        let v: Option<intf::mcast_status> = lookup(&self.status, STATUS_MAP, &0u32)?;
+        let v = v.unwrap_or_default();
+        Ok(Status {
+            node_name: from_c_chars(&v.node_name),
+            version: from_c_chars(&v.version),
+            last_sync_unix_ns: v.last_sync_unix_ns,
+            syncs: v.syncs,
+        })
+    }
+
+    /// How full the capacity-bound maps are: (name, entries, capacity).
+    pub fn fill_levels(&self) -> Result<Vec<(&'static str, usize, u32)>> {
+        let cap = |m: &MapHandle| m.max_entries();
+        Ok(vec![
+            (POLICY_MAP, self.policy.keys().count(), cap(&self.policy)),
+            (
+                ENDPOINTS_MAP,
+                self.endpoints.keys().count(),
+                cap(&self.endpoints),
+            ),
+            (NODES_MAP, self.nodes.keys().count(), cap(&self.nodes)),
+            (
+                EGRESS_IFACES_MAP,
+                self.egress_ifaces.keys().count(),
+                cap(&self.egress_ifaces),
+            ),
+            (
+                CILIUM_GROUPS_MAP,
+                self.cilium_groups.keys().count(),
+                cap(&self.cilium_groups),
+            ),
+            (
+                COUNTERS_MAP,
+                self.counters.keys().count(),
+                cap(&self.counters),
+            ),
+        ])
     }
 
     /// Drops of one role and reason.
