@@ -19,8 +19,10 @@ use tokio::sync::watch;
 use crate::attach::{AttachConfig, AttachManager, AttachState};
 use crate::cilium_maps;
 use crate::crd::Objects;
+use crate::datapath::maps::Status;
 use crate::datapath::{Datapath, DatapathStorage, Maps, Paths};
 use crate::health::{self, Health};
+use crate::metrics::Metrics;
 use crate::node;
 use crate::resolve::{self, LocalNode, Problem, Severity};
 use crate::source::{self, SourceConfig, SourceStats};
@@ -62,6 +64,8 @@ struct Controller<'a> {
     netlink: rtnetlink::Handle,
     attach: AttachManager,
     health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    syncs: u64,
     problems: BTreeSet<Problem>,
     /// Pods behind this node's veths, from the last good read of Cilium's
     /// endpoint map: whose origin entries this node keeps.
@@ -88,6 +92,8 @@ impl Controller<'_> {
 
         let links: AttachState = self.attach.reconcile(self.dp, &interfaces);
         self.health.set_links_complete(links.complete());
+        self.metrics.attached_links.set(links.attached.len() as i64);
+        self.metrics.expected_links.set(links.expected.len() as i64);
 
         let cilium_globals = Paths::new(&self.cfg.cilium_bpffs).globals();
         match cilium_maps::read_endpoints(&cilium_globals) {
@@ -141,7 +147,13 @@ impl Controller<'_> {
         let mut desired = resolve::resolve(objects, &local);
         self.report_problems(&desired.problems);
         resolve::retain_node_local(&mut desired, &self.local_pods);
-        match sync::apply(&self.maps, &desired) {
+        self.metrics.observe(&desired);
+        let synced = sync::apply(&self.maps, &desired)
+            .and_then(|s| sync::apply_names(&self.maps, &desired.policy_ids).map(|_| s));
+        self.metrics
+            .sync_duration
+            .observe(started.elapsed().as_secs_f64());
+        match synced {
             Ok(s) => {
                 if !s.is_noop() {
                     tracing::info!(
@@ -152,6 +164,7 @@ impl Controller<'_> {
                         "policy maps synced"
                     );
                 }
+                self.record_sync();
                 if !self.synced_once {
                     self.synced_once = true;
                     self.health.set_synced(true);
@@ -164,7 +177,28 @@ impl Controller<'_> {
                     );
                 }
             }
-            Err(e) => tracing::error!(error = %e, "syncing policy maps"),
+            Err(e) => {
+                self.metrics.sync_errors.inc();
+                tracing::error!(error = %e, "syncing policy maps");
+            }
+        }
+    }
+
+    /// The time of this sync, for the metrics and for the CLI's `status`.
+    fn record_sync(&mut self) {
+        self.syncs += 1;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.metrics.last_sync.set(now.as_secs_f64());
+        let status = Status {
+            node_name: self.cfg.node_name.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            last_sync_unix_ns: u64::try_from(now.as_nanos()).unwrap_or(u64::MAX),
+            syncs: self.syncs,
+        };
+        if let Err(e) = self.maps.status_set(&status) {
+            tracing::warn!(error = %e, "recording the sync in mcast_egw_status");
         }
     }
 
@@ -205,17 +239,26 @@ pub async fn run(cfg: DaemonConfig, mut shutdown: watch::Receiver<bool>) -> anyh
     let netlink = node::connect().context("netlink")?;
     let mut changes = node::changes().context("netlink notifications")?;
 
+    let stats = Arc::new(SourceStats::default());
+    let metrics = Arc::new(
+        Metrics::new(dp.maps().context("opening the pinned maps")?, stats.clone())
+            .context("registering metrics")?,
+    );
     let health = Arc::new(Health::default());
     if let Some(addr) = cfg.metrics_addr {
         let listener = health::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
-        tracing::info!(%addr, "serving /healthz and /readyz");
-        tokio::spawn(health::serve(listener, health.clone(), shutdown.clone()));
+        tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+        tokio::spawn(health::serve(
+            listener,
+            health.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
     }
 
     let (tx, mut objects_rx) = watch::channel::<Option<Arc<Objects>>>(None);
-    let stats = Arc::new(SourceStats::default());
     let mut source_task = tokio::spawn(source::run(
         cfg.source.clone(),
         tx,
@@ -230,6 +273,8 @@ pub async fn run(cfg: DaemonConfig, mut shutdown: watch::Receiver<bool>) -> anyh
         netlink,
         attach: AttachManager::new(cfg.attach.clone()),
         health,
+        metrics,
+        syncs: 0,
         problems: BTreeSet::new(),
         local_pods: BTreeSet::new(),
         endpoints_error: Once::default(),

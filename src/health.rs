@@ -1,6 +1,6 @@
-//! The HTTP endpoint for Kubernetes probes: `/healthz` (the process is
-//! alive) and `/readyz` (the first sync is done and every expected link is
-//! attached).
+//! The HTTP endpoint: `/metrics` (Prometheus), and for Kubernetes probes
+//! `/healthz` (the process is alive) and `/readyz` (the first sync is done
+//! and every expected link is attached).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -15,6 +15,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+use crate::metrics::Metrics;
 
 /// What the probes report, updated by the controller loop.
 #[derive(Debug, Default)]
@@ -56,6 +58,7 @@ fn respond(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
 
 async fn handle(
     health: Arc<Health>,
+    metrics: Arc<Metrics>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -63,6 +66,18 @@ async fn handle(
     }
     Ok(match req.uri().path() {
         "/healthz" => respond(StatusCode::OK, "ok\n"),
+        "/metrics" => {
+            // Reading the maps is blocking work: off the async workers.
+            let body = tokio::task::spawn_blocking(move || metrics.render())
+                .await
+                .unwrap_or_default();
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        }
         "/readyz" => {
             let (status, body) = health.readiness();
             respond(status, body)
@@ -80,6 +95,7 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 pub async fn serve(
     listener: TcpListener,
     health: Arc<Health>,
+    metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -93,9 +109,9 @@ pub async fn serve(
             },
             _ = shutdown.changed() => return,
         };
-        let health = health.clone();
+        let (health, metrics) = (health.clone(), metrics.clone());
         tokio::spawn(async move {
-            let service = service_fn(move |req| handle(health.clone(), req));
+            let service = service_fn(move |req| handle(health.clone(), metrics.clone(), req));
             if let Err(e) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await

@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod datapath;
 pub mod health;
 pub mod lab;
+pub mod metrics;
 pub mod node;
 pub mod resolve;
 pub mod source;

@@ -89,6 +89,24 @@ pub fn apply(maps: &Maps, desired: &Desired) -> Result<SyncStats, DatapathError>
     Ok(stats)
 }
 
+/// Keep the policy names (policy_id -> name) equal to the resolution's, for
+/// the CLI.
+pub fn apply_names(maps: &Maps, ids: &BTreeMap<String, u32>) -> Result<SyncStats, DatapathError> {
+    let current = maps.policy_names()?;
+    let desired: BTreeMap<u32, String> = ids.iter().map(|(n, id)| (*id, n.clone())).collect();
+    let (writes, deletes) = diff(&current, &desired);
+    for (id, name) in &writes {
+        maps.policy_name_set(*id, name)?;
+    }
+    for id in &deletes {
+        maps.policy_name_delete(*id)?;
+    }
+    Ok(SyncStats {
+        written: writes.len(),
+        removed: deletes.len(),
+    })
+}
+
 /// Keep `mcast_egw_endpoints` equal to this node's endpoints.
 pub fn apply_endpoints(
     maps: &Maps,

@@ -347,6 +347,11 @@ impl Lab {
 
     /// The HTTP status of `path` on `node`'s daemon, if it answers.
     pub fn probe(&self, node: Node, path: &str) -> Option<u16> {
+        self.http_get(node, path).map(|(status, _)| status)
+    }
+
+    /// GET `path` from `node`'s daemon: status and body, if it answers.
+    pub fn http_get(&self, node: Node, path: &str) -> Option<(u16, String)> {
         let path = path.to_owned();
         in_netns(&self.node_ns(node), move || {
             let addr: SocketAddr = PROBE.parse().ok()?;
@@ -355,7 +360,12 @@ impl Lab {
             write!(s, "GET {path} HTTP/1.0\r\nHost: lab\r\n\r\n").ok()?;
             let mut resp = String::new();
             s.read_to_string(&mut resp).ok()?;
-            resp.split_whitespace().nth(1)?.parse().ok()
+            let status = resp.split_whitespace().nth(1)?.parse().ok()?;
+            let body = resp
+                .split_once("\r\n\r\n")
+                .map_or("", |(_, b)| b)
+                .to_owned();
+            Some((status, body))
         })
         .ok()
         .flatten()

@@ -170,7 +170,9 @@ pub async fn run_with_client(
                         continue;
                     }
                 };
-                if failing[i] {
+                // A relist starting (Init) is not yet a success: the list
+                // itself may fail again.
+                if failing[i] && !matches!(change, Change::Init) {
                     failing[i] = false;
                     info!(kind = kind.kind_name(), "watch recovered");
                 }

@@ -1,0 +1,291 @@
+//! What an operator sees: the Prometheus scrape after real traffic on the
+//! lab (exact packet and byte counts, drops by reason, gauges), across a
+//! daemon restart; and the probes before the first sync. Needs root.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use cilium_mcast_egress::lab::addr::{EGRESS_B, GROUP, UPSTREAM_B};
+use cilium_mcast_egress::lab::{camera_policy, Lab, LabConfig, Node, Pod};
+use common::lab_io::{pod_socket, send_stream, Receiver};
+
+/// The value of the sample `name{labels}` in a scrape, labels given in any
+/// order as `key="value"` pairs.
+fn sample(scrape: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape.lines().find_map(|line| {
+        if line.starts_with('#') {
+            return None;
+        }
+        let (series, value) = line.rsplit_once(' ')?;
+        let (metric, rest) = match series.split_once('{') {
+            Some((m, r)) => (m, r.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if metric != name {
+            return None;
+        }
+        let pairs: Vec<&str> = if rest.is_empty() {
+            Vec::new()
+        } else {
+            rest.split(',').collect()
+        };
+        let wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+        if pairs.len() != wanted.len() || !wanted.iter().all(|w| pairs.contains(&w.as_str())) {
+            return None;
+        }
+        value.parse().ok()
+    })
+}
+
+fn scrape(lab: &Lab, node: Node) -> String {
+    let (status, body) = lab.http_get(node, "/metrics").expect("scrape");
+    assert_eq!(status, 200);
+    body
+}
+
+fn packets(scrape: &str, role: &str, egress_ip: &str) -> (f64, f64) {
+    let labels = [
+        ("policy", "cameras"),
+        ("group", "232.1.0.0/16"),
+        ("role", role),
+        ("egress_ip", egress_ip),
+    ];
+    (
+        sample(scrape, "cilium_mcast_egress_packets_total", &labels).unwrap_or(0.0),
+        sample(scrape, "cilium_mcast_egress_bytes_total", &labels).unwrap_or(0.0),
+    )
+}
+
+#[test]
+fn scrape_counts_every_datagram_drops_and_survives_a_restart() {
+    if !common::privileged("scrape_counts_every_datagram_drops_and_survives_a_restart") {
+        return;
+    }
+    let mut cfg = LabConfig::new(env!("CARGO_BIN_EXE_cilium-mcast-egress"));
+    cfg.manifests = vec![
+        (
+            "policy.yaml".into(),
+            camera_policy("cameras", &["232.1.0.0/16"], &[], Node::B),
+        ),
+        (
+            "bad.yaml".into(),
+            camera_policy("bad-prefix", &["232.0.0.0/4"], &[], Node::B),
+        ),
+    ];
+    let mut lab = Lab::up(cfg).expect("lab");
+    let rx = Receiver::join(&lab, GROUP, UPSTREAM_B, Some(EGRESS_B));
+    let n = 150u32;
+    let len = 400usize;
+    send_stream(
+        &pod_socket(&lab, Pod::A1, 8),
+        GROUP,
+        n,
+        len,
+        Duration::from_millis(1),
+    );
+    assert_eq!(
+        rx.collect(Duration::from_millis(600), Duration::from_secs(10))
+            .len(),
+        n as usize
+    );
+
+    let frame = (14 + 20 + 8 + len) as f64;
+    let n = f64::from(n);
+    let a = scrape(&lab, Node::A);
+    let b = scrape(&lab, Node::B);
+    assert_eq!(
+        packets(&a, "origin", ""),
+        (n, n * frame),
+        "node-a origin:\n{a}"
+    );
+    assert_eq!(
+        packets(&b, "gateway", &EGRESS_B.to_string()),
+        (n, n * frame),
+        "node-b gateway:\n{b}"
+    );
+    // Gauges: the gateway of the policy, its entries, the links.
+    assert_eq!(
+        sample(
+            &b,
+            "cilium_mcast_egress_gateway",
+            &[("policy", "cameras"), ("egress_ip", "203.0.113.10")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &a,
+            "cilium_mcast_egress_gateway",
+            &[("policy", "cameras"), ("egress_ip", "203.0.113.10")]
+        ),
+        None
+    );
+    assert_eq!(
+        sample(
+            &a,
+            "cilium_mcast_egress_invalid_policy",
+            &[("policy", "bad-prefix")]
+        ),
+        Some(1.0)
+    );
+    // node-a: pod-a1's entry (pod-a2 is not a camera).
+    assert_eq!(
+        sample(&a, "cilium_mcast_egress_policy_entries", &[]),
+        Some(1.0)
+    );
+    assert_eq!(sample(&a, "cilium_mcast_egress_endpoints", &[]), Some(2.0));
+    assert_eq!(sample(&a, "cilium_mcast_egress_nodes", &[]), Some(3.0));
+    assert_eq!(
+        sample(
+            &a,
+            "cilium_mcast_egress_map_capacity",
+            &[("map", "mcast_egw_policy_v4")]
+        ),
+        Some(16384.0)
+    );
+    assert_eq!(
+        sample(&a, "cilium_mcast_egress_attached_links", &[]),
+        Some(3.0)
+    );
+    assert_eq!(
+        sample(&a, "cilium_mcast_egress_expected_links", &[]),
+        Some(3.0)
+    );
+    assert!(
+        sample(&a, "cilium_mcast_egress_last_sync_timestamp_seconds", &[]).unwrap_or(0.0) > 1.7e9
+    );
+    assert!(
+        sample(&a, "cilium_mcast_egress_sync_duration_seconds_count", &[]).unwrap_or(0.0) >= 1.0
+    );
+    assert_eq!(
+        sample(&a, "cilium_mcast_egress_sync_errors_total", &[]),
+        Some(0.0)
+    );
+    assert!(
+        sample(
+            &a,
+            "cilium_mcast_egress_source_events_total",
+            &[("source", "manifests"), ("kind", "CiliumEndpoint")]
+        )
+        .unwrap_or(0.0)
+            >= 4.0,
+        "{a}"
+    );
+
+    // A TTL-1 publisher: counted as ttl_exceeded on the gateway.
+    send_stream(
+        &pod_socket(&lab, Pod::A1, 1),
+        GROUP,
+        30,
+        100,
+        Duration::ZERO,
+    );
+    common::wait_for("ttl_exceeded in the scrape", Duration::from_secs(5), || {
+        sample(
+            &scrape(&lab, Node::B),
+            "cilium_mcast_egress_drops_total",
+            &[("reason", "ttl_exceeded"), ("role", "gateway")],
+        ) == Some(30.0)
+    });
+    // Every reason has a series, zero or not.
+    assert_eq!(
+        sample(
+            &b,
+            "cilium_mcast_egress_drops_total",
+            &[("reason", "spoofed_source"), ("role", "origin")]
+        ),
+        Some(0.0)
+    );
+
+    // A restart: the counters live in pinned maps and do not go down.
+    let before_a = packets(&scrape(&lab, Node::A), "origin", "");
+    let before_b = packets(&scrape(&lab, Node::B), "gateway", "203.0.113.10");
+    for node in [Node::A, Node::B] {
+        lab.stop_daemon(node).expect("stop");
+        lab.start_daemon(node).expect("start");
+        lab.wait_ready(node, Duration::from_secs(20))
+            .expect("ready");
+    }
+    assert_eq!(packets(&scrape(&lab, Node::A), "origin", ""), before_a);
+    assert_eq!(
+        packets(&scrape(&lab, Node::B), "gateway", "203.0.113.10"),
+        before_b
+    );
+}
+
+#[test]
+fn readyz_fails_until_the_first_sync() {
+    if !common::privileged("readyz_fails_until_the_first_sync") {
+        return;
+    }
+    common::in_new_netns(|| {
+        let bpffs = common::Bpffs::new("readyz");
+        let dir = tempfile::tempdir().unwrap();
+        // An API server nobody answers on: the Kubernetes source never
+        // syncs, so the controller never resolves.
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            "apiVersion: v1
+kind: Config
+clusters:
+- name: lab
+  cluster: {server: 'http://127.0.0.1:9'}
+contexts:
+- name: lab
+  context: {cluster: lab, user: lab}
+current-context: lab
+users:
+- name: lab
+  user: {token: none}
+",
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cilium-mcast-egress"))
+            .args(["run", "--node-name", "node-a", "--bpffs-root"])
+            .arg(bpffs.path())
+            .arg("--cilium-bpffs")
+            .arg(bpffs.path())
+            .args(["--metrics-addr", "127.0.0.1:9980"])
+            .env("KUBECONFIG", &kubeconfig)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let get = |path: &str| -> Option<(u16, String)> {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect_timeout(
+                &"127.0.0.1:9980".parse().ok()?,
+                Duration::from_millis(300),
+            )
+            .ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+            write!(s, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
+            let mut r = String::new();
+            s.read_to_string(&mut r).ok()?;
+            Some((
+                r.split_whitespace().nth(1)?.parse().ok()?,
+                r.split_once("\r\n\r\n")?.1.to_owned(),
+            ))
+        };
+        let mut alive = false;
+        for _ in 0..100 {
+            if get("/healthz").map(|r| r.0) == Some(200) {
+                alive = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Give the source time to try (and fail) to list.
+        std::thread::sleep(Duration::from_millis(1500));
+        let ready = get("/readyz");
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(alive, "/healthz answers while nothing is synced");
+        let (status, body) = ready.expect("/readyz answers");
+        assert_eq!(status, 503);
+        assert!(body.contains("first sync"), "{body}");
+    });
+}
