@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use cilium_mcast_egress::attach::AttachConfig;
+use cilium_mcast_egress::cli::{self, Output};
 use cilium_mcast_egress::daemon::{self, DaemonConfig};
 use cilium_mcast_egress::datapath::{self, Datapath, DatapathStorage, Paths, Program};
 use cilium_mcast_egress::lab;
@@ -40,6 +41,13 @@ struct BpffsArgs {
     /// `<DIR>/tc/globals`, links under `<DIR>/cilium-mcast-egress/links`.
     #[arg(long, value_name = "DIR", default_value = datapath::DEFAULT_BPFFS_ROOT)]
     bpffs_root: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct OutputArgs {
+    /// Output format: `text` (aligned columns) or `json`.
+    #[arg(short, long, value_enum, value_name = "FORMAT", default_value_t = Output::Text)]
+    output: Output,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -151,6 +159,61 @@ enum Command {
         #[command(flatten)]
         bpffs: BpffsArgs,
     },
+    /// Inspect the pinned policy entries (works while the controller is
+    /// down).
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Packets and bytes per policy, group and role; drops per reason and
+    /// role; drop events the rate limit held back from the monitor. Read
+    /// from the pinned maps: works while the controller is down.
+    Counters {
+        #[command(flatten)]
+        bpffs: BpffsArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// This node as its pinned datapath sees it: node name and IP, the
+    /// policies it is gateway for, attached devices, map fill levels, last
+    /// sync, versions. Works while the controller is down.
+    Status {
+        #[command(flatten)]
+        bpffs: BpffsArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Print drop events as the datapath reports them, one line each, until
+    /// SIGINT or SIGTERM (or --count, --timeout).
+    Monitor(MonitorArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// One row per policy entry: source IP, destination CIDR, egress IP,
+    /// gateway IP (`Not Found`, `Excluded CIDR` as in `cilium-dbg bpf
+    /// egress list`) and the policy's name.
+    #[command(visible_alias = "ls")]
+    List {
+        #[command(flatten)]
+        bpffs: BpffsArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+struct MonitorArgs {
+    #[command(flatten)]
+    bpffs: BpffsArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+    /// Exit after N events.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    count: Option<u64>,
+    /// Exit after SECS seconds, events or not.
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<u64>,
 }
 
 fn init_logging(level: Option<&str>, format: LogFormat) {
@@ -309,6 +372,32 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 tracing::info!(map, "map unpinned");
             }
         }
+        Command::Policy {
+            command: PolicyCommand::List { bpffs, output },
+        } => cli::policy::list(
+            &Paths::new(bpffs.bpffs_root),
+            output.output,
+            &mut std::io::stdout().lock(),
+        )?,
+        Command::Counters { bpffs, output } => cli::counters::show(
+            &Paths::new(bpffs.bpffs_root),
+            output.output,
+            &mut std::io::stdout().lock(),
+        )?,
+        Command::Status { bpffs, output } => cli::status::show(
+            &Paths::new(bpffs.bpffs_root),
+            output.output,
+            &mut std::io::stdout().lock(),
+        )?,
+        Command::Monitor(args) => cli::monitor::run(
+            &Paths::new(args.bpffs.bpffs_root),
+            args.output.output,
+            cli::monitor::Limits {
+                count: args.count,
+                timeout: args.timeout.map(Duration::from_secs),
+            },
+            &mut std::io::stdout().lock(),
+        )?,
     }
     Ok(())
 }

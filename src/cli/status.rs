@@ -1,0 +1,404 @@
+//! `status`: this node as its pinned datapath sees it — who it is, whether
+//! it is a gateway and for what, which devices carry our programs, how full
+//! the maps are, and when the controller last synced them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::net::Ipv4Addr;
+
+use serde::Serialize;
+
+use super::{
+    classify, format_age, format_utc, ifname, known, open_maps, policy_label, unix_now_ns,
+    write_json, Output, Result, Table, VERSION,
+};
+use crate::datapath::maps::{Config, Gateway, PolicyKey, PolicyValue, Status};
+use crate::datapath::{tcx, LinkState, Paths};
+
+/// Entries of one policy that name this node as gateway, through one egress
+/// IP and uplink.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GatewayFor {
+    pub policy: String,
+    pub policy_id: u32,
+    pub destinations: Vec<String>,
+    /// 0.0.0.0 when it could not be derived: those packets drop as
+    /// `no_egress_ip`.
+    pub egress_ip: String,
+    pub egress_ifindex: u32,
+    /// The uplink's name in this network namespace, if it is there.
+    pub egress_device: Option<String>,
+    /// How many pods' entries.
+    pub sources: usize,
+}
+
+/// One pinned tcx link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Link {
+    pub device: String,
+    pub program: String,
+    pub link_id: u32,
+    pub prog_id: u32,
+    /// 0 once the device is gone.
+    pub ifindex: u32,
+    /// False when the kernel detached the link because its device went.
+    pub attached: bool,
+}
+
+/// How full one capacity-bound map is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MapFill {
+    pub map: &'static str,
+    pub entries: usize,
+    pub capacity: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LastSync {
+    pub unix_ns: u64,
+    pub utc: String,
+    pub age_seconds: u64,
+}
+
+/// Everything `status -o json` prints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// None until a controller has recorded it.
+    pub node_name: Option<String>,
+    /// None until a controller has configured it.
+    pub node_ip: Option<String>,
+    /// 0 until the tunnel device exists.
+    pub tunnel_ifindex: u32,
+    pub tunnel_device: Option<String>,
+    pub gateway: bool,
+    pub gateway_for: Vec<GatewayFor>,
+    pub links: Vec<Link>,
+    pub maps: Vec<MapFill>,
+    /// None before the first sync.
+    pub last_sync: Option<LastSync>,
+    pub syncs: u64,
+    /// Version of the controller that last wrote the status.
+    pub controller_version: Option<String>,
+    pub cli_version: &'static str,
+}
+
+/// What `report` needs, read from the pins.
+pub struct Inputs {
+    pub status: Status,
+    pub config: Config,
+    pub policies: Vec<(PolicyKey, PolicyValue)>,
+    pub names: BTreeMap<u32, String>,
+    pub links: Vec<LinkState>,
+    pub fill: Vec<(&'static str, usize, u32)>,
+    pub now_unix_ns: u64,
+}
+
+type GatewayKey = (u32, Ipv4Addr, u32);
+
+/// The entries naming `node_ip` as gateway, grouped by policy, egress IP and
+/// uplink.
+fn gateway_for(
+    node_ip: Ipv4Addr,
+    policies: &[(PolicyKey, PolicyValue)],
+    names: &BTreeMap<u32, String>,
+) -> Vec<GatewayFor> {
+    // (policy id, egress IP, uplink) -> (destinations, sources)
+    let mut groups: BTreeMap<GatewayKey, (Vec<String>, BTreeSet<Ipv4Addr>)> = BTreeMap::new();
+    for (k, v) in policies {
+        if known(node_ip).is_none() || v.gateway != Gateway::Node(node_ip) {
+            continue;
+        }
+        let (dests, sources) = groups
+            .entry((v.policy_id, v.egress_ip, v.egress_ifindex))
+            .or_default();
+        let d = k.destination.to_string();
+        if !dests.contains(&d) {
+            dests.push(d);
+        }
+        sources.insert(k.source);
+    }
+    groups
+        .into_iter()
+        .map(
+            |((policy_id, egress_ip, egress_ifindex), (destinations, sources))| GatewayFor {
+                policy: policy_label(names, policy_id),
+                policy_id,
+                destinations,
+                egress_ip: egress_ip.to_string(),
+                egress_ifindex,
+                egress_device: ifname(egress_ifindex),
+                sources: sources.len(),
+            },
+        )
+        .collect()
+}
+
+pub fn report(i: Inputs) -> Report {
+    let node_ip = known(i.config.node_ip);
+    let gateway_for = gateway_for(i.config.node_ip, &i.policies, &i.names);
+    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    Report {
+        node_name: non_empty(&i.status.node_name),
+        node_ip: node_ip.map(|ip| ip.to_string()),
+        tunnel_ifindex: i.config.tunnel_ifindex,
+        tunnel_device: ifname(i.config.tunnel_ifindex),
+        gateway: !gateway_for.is_empty(),
+        gateway_for,
+        links: i
+            .links
+            .into_iter()
+            .map(|l| Link {
+                attached: l.ifindex != 0,
+                device: l.device,
+                program: l.program,
+                link_id: l.link_id,
+                prog_id: l.prog_id,
+                ifindex: l.ifindex,
+            })
+            .collect(),
+        maps: i
+            .fill
+            .into_iter()
+            .map(|(map, entries, capacity)| MapFill {
+                map,
+                entries,
+                capacity,
+            })
+            .collect(),
+        last_sync: (i.status.last_sync_unix_ns != 0).then(|| LastSync {
+            unix_ns: i.status.last_sync_unix_ns,
+            utc: format_utc(i.status.last_sync_unix_ns),
+            age_seconds: i.now_unix_ns.saturating_sub(i.status.last_sync_unix_ns) / 1_000_000_000,
+        }),
+        syncs: i.status.syncs,
+        controller_version: non_empty(&i.status.version),
+        cli_version: VERSION,
+    }
+}
+
+fn device_label(name: Option<&str>, ifindex: u32) -> String {
+    match name {
+        Some(n) => format!("{n} (ifindex {ifindex})"),
+        None => format!("ifindex {ifindex}"),
+    }
+}
+
+pub fn render(r: &Report, output: Output, out: &mut dyn Write) -> Result<()> {
+    if output == Output::Json {
+        return write_json(out, r);
+    }
+    let unknown = "unknown";
+    writeln!(
+        out,
+        "Node:                {} ({})",
+        r.node_name.as_deref().unwrap_or(unknown),
+        r.node_ip.as_deref().unwrap_or("no node IP yet")
+    )?;
+    let tunnel = if r.tunnel_ifindex == 0 {
+        "none yet".to_owned()
+    } else {
+        device_label(r.tunnel_device.as_deref(), r.tunnel_ifindex)
+    };
+    writeln!(out, "Tunnel device:       {tunnel}")?;
+    if r.gateway_for.is_empty() {
+        writeln!(out, "Gateway:             no")?;
+    } else {
+        let n = r.gateway_for.len();
+        writeln!(
+            out,
+            "Gateway:             yes, for {n} {}",
+            if n == 1 { "policy" } else { "policies" }
+        )?;
+        let mut t = Table::new(&[
+            "Policy",
+            "Destination CIDRs",
+            "Egress IP",
+            "Uplink",
+            "Sources",
+        ]);
+        for g in &r.gateway_for {
+            t.row(vec![
+                g.policy.clone(),
+                g.destinations.join(","),
+                g.egress_ip.clone(),
+                device_label(g.egress_device.as_deref(), g.egress_ifindex),
+                g.sources.to_string(),
+            ]);
+        }
+        t.write(out, "  ")?;
+    }
+    if r.links.is_empty() {
+        writeln!(out, "Links:               none")?;
+    } else {
+        writeln!(out, "Links:")?;
+        let mut t = Table::new(&["Device", "Program", "Link ID", "Ifindex"]);
+        for l in &r.links {
+            t.row(vec![
+                l.device.clone(),
+                l.program.clone(),
+                l.link_id.to_string(),
+                if l.attached {
+                    l.ifindex.to_string()
+                } else {
+                    "detached (device gone)".to_owned()
+                },
+            ]);
+        }
+        t.write(out, "  ")?;
+    }
+    writeln!(out, "Maps:")?;
+    let mut t = Table::new(&["Map", "Entries", "Capacity", "Fill"]);
+    for m in &r.maps {
+        let pct = if m.capacity == 0 {
+            0.0
+        } else {
+            m.entries as f64 * 100.0 / f64::from(m.capacity)
+        };
+        t.row(vec![
+            m.map.to_owned(),
+            m.entries.to_string(),
+            m.capacity.to_string(),
+            format!("{pct:.1}%"),
+        ]);
+    }
+    t.write(out, "  ")?;
+    match &r.last_sync {
+        None => writeln!(out, "Last sync:           never")?,
+        Some(s) => writeln!(
+            out,
+            "Last sync:           {} ({} ago), {} syncs",
+            s.utc,
+            format_age(s.age_seconds),
+            r.syncs
+        )?,
+    }
+    writeln!(
+        out,
+        "Controller version:  {}",
+        r.controller_version.as_deref().unwrap_or(unknown)
+    )?;
+    writeln!(out, "CLI version:         {}", r.cli_version)?;
+    Ok(())
+}
+
+/// `cilium-mcast-egress status`.
+pub fn show(paths: &Paths, output: Output, out: &mut dyn Write) -> Result<()> {
+    let maps = open_maps(paths)?;
+    let inputs = Inputs {
+        status: maps.status()?,
+        config: maps.config()?,
+        policies: maps.policies()?,
+        names: maps.policy_names()?,
+        links: tcx::links(paths).map_err(classify)?,
+        fill: maps.fill_levels()?,
+        now_unix_ns: unix_now_ns(),
+    };
+    super::ignore_broken_pipe(render(&report(inputs), output, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datapath::maps::Origin;
+
+    fn inputs() -> Inputs {
+        let entry = |src: [u8; 4], dst: &str, gateway, id| {
+            (
+                PolicyKey {
+                    source: src.into(),
+                    destination: dst.parse().unwrap(),
+                },
+                PolicyValue {
+                    egress_ip: [203, 0, 113, 10].into(),
+                    gateway,
+                    egress_ifindex: 0,
+                    policy_id: id,
+                    origin: Origin::default(),
+                },
+            )
+        };
+        let me = Ipv4Addr::new(192, 0, 2, 12);
+        Inputs {
+            status: Status {
+                node_name: "node-b".into(),
+                version: "0.1.0".into(),
+                last_sync_unix_ns: 0,
+                syncs: 0,
+            },
+            config: Config {
+                node_ip: me,
+                tunnel_ifindex: 0,
+            },
+            policies: vec![
+                entry([198, 51, 100, 11], "232.1.0.0/16", Gateway::Node(me), 1),
+                entry([198, 51, 100, 12], "232.1.0.0/16", Gateway::Node(me), 1),
+                entry([198, 51, 100, 12], "232.2.0.0/16", Gateway::Node(me), 1),
+                entry([198, 51, 100, 13], "232.3.0.0/16", Gateway::NotFound, 2),
+                entry([198, 51, 100, 13], "232.4.0.0/16", Gateway::Excluded, 2),
+                entry(
+                    [198, 51, 100, 13],
+                    "232.5.0.0/16",
+                    Gateway::Node([192, 0, 2, 13].into()),
+                    2,
+                ),
+            ],
+            names: [(1, "cameras".to_owned())].into(),
+            links: vec![LinkState {
+                device: "lxcgone".into(),
+                program: "mcast_from_container".into(),
+                link_id: 9,
+                prog_id: 3,
+                ifindex: 0,
+            }],
+            fill: vec![("mcast_egw_policy_v4", 6, 16384)],
+            now_unix_ns: 1_000_000_000_000,
+        }
+    }
+
+    #[test]
+    fn gateway_for_groups_this_nodes_entries_only() {
+        let r = report(inputs());
+        assert!(r.gateway);
+        assert_eq!(r.gateway_for.len(), 1);
+        let g = &r.gateway_for[0];
+        assert_eq!(g.policy, "cameras");
+        assert_eq!(g.destinations, ["232.1.0.0/16", "232.2.0.0/16"]);
+        assert_eq!(g.sources, 2);
+        assert_eq!(g.egress_ip, "203.0.113.10");
+    }
+
+    #[test]
+    fn text_before_the_first_sync() {
+        let mut out = Vec::new();
+        render(&report(inputs()), Output::Text, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("Node:                node-b (192.0.2.12)"),
+            "{text}"
+        );
+        assert!(text.contains("Last sync:           never"), "{text}");
+        assert!(text.contains("detached (device gone)"), "{text}");
+        assert!(
+            text.contains("mcast_egw_policy_v4   6         16384      0.0%"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn last_sync_has_time_and_age() {
+        let mut i = inputs();
+        i.status.last_sync_unix_ns = i.now_unix_ns - 75_000_000_000;
+        i.status.syncs = 12;
+        let r = report(i);
+        let s = r.last_sync.clone().unwrap();
+        assert_eq!(s.age_seconds, 75);
+        assert_eq!(s.utc, "1970-01-01T00:15:25.000Z");
+        let mut out = Vec::new();
+        render(&r, Output::Text, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("1970-01-01T00:15:25.000Z (1m15s ago), 12 syncs"),
+            "{text}"
+        );
+    }
+}
