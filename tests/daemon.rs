@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
+use cilium_mcast_egress::lab;
 
 use cilium_mcast_egress::datapath::maps::{Gateway, Maps};
 use cilium_mcast_egress::datapath::tcx::{ifindex_of, links, tcx_ingress_chain};
@@ -97,38 +97,6 @@ fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// A map in the layout of Cilium's `cilium_lxc`, pinned where cilium-agent
-/// would pin it.
-fn cilium_lxc(cilium_root: &Path) -> MapHandle {
-    let globals = Paths::new(cilium_root).globals();
-    std::fs::create_dir_all(&globals).unwrap();
-    let mut m = MapHandle::create(
-        MapType::Hash,
-        Some("cilium_lxc"),
-        20,
-        48,
-        1024,
-        &libbpf_sys::bpf_map_create_opts {
-            sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    m.pin(globals.join("cilium_lxc")).unwrap();
-    m
-}
-
-fn lxc_put(map: &MapHandle, ip: Ipv4Addr, ifindex: u32, identity: u32, host: bool) {
-    let mut key = [0u8; 20];
-    key[..4].copy_from_slice(&ip.octets());
-    key[16] = 1; // IPv4
-    let mut val = [0u8; 48];
-    val[0..4].copy_from_slice(&ifindex.to_ne_bytes());
-    val[8..12].copy_from_slice(&u32::from(host).to_ne_bytes());
-    val[32..36].copy_from_slice(&identity.to_ne_bytes());
-    map.update(&key, &val, MapFlags::ANY).unwrap();
-}
-
 const NODES: &str = r#"
 apiVersion: cilium.io/v2
 kind: CiliumNode
@@ -203,11 +171,13 @@ fn daemon_follows_the_manifests_and_survives_restarts() {
 
         let ours = Bpffs::new("daemon-ours");
         let cilium = Bpffs::new("daemon-cilium");
-        let lxc = cilium_lxc(cilium.path());
+        // What cilium-agent would have pinned, with the host's own entry,
+        // which is not an endpoint.
+        let lxc = Paths::new(cilium.path()).globals().join("cilium_lxc");
+        lab::create_cilium_lxc_at(&lxc, NODE_A).unwrap();
         let pod1_if = ifindex_of("lxc_pod1").unwrap();
         let pod2_if = ifindex_of("lxc_pod2").unwrap();
-        lxc_put(&lxc, POD1, pod1_if, 4001, false);
-        lxc_put(&lxc, NODE_A, 1, 1, true); // the host's own entry is skipped
+        lab::lxc_put_at(&lxc, POD1, pod1_if, 4001).unwrap();
 
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("nodes.yaml"), NODES).unwrap();
@@ -252,7 +222,7 @@ fn daemon_follows_the_manifests_and_survives_restarts() {
         );
 
         // A pod added.
-        lxc_put(&lxc, POD2, pod2_if, 4001, false);
+        lab::lxc_put_at(&lxc, POD2, pod2_if, 4001).unwrap();
         std::fs::write(
             dir.path().join("pod2.yaml"),
             endpoint(

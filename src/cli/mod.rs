@@ -70,9 +70,6 @@ pub type Result<T, E = CliError> = std::result::Result<T, E>;
 /// This CLI's version, as `status` reports it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// `BPF_FS_MAGIC` from `include/uapi/linux/magic.h`.
-const BPF_FS_MAGIC: i64 = 0xcafe4a11;
-
 /// Check that `paths` points at a BPF filesystem holding our datapath, so
 /// that the common mistakes get an error that says what is wrong instead of
 /// libbpf's "No such file or directory".
@@ -83,11 +80,7 @@ pub fn check_datapath(paths: &Paths) -> Result<()> {
             path: root.to_owned(),
         });
     }
-    let st = nix::sys::statfs::statfs(root).map_err(|source| CliError::Sys {
-        what: "statfs of --bpffs-root",
-        source,
-    })?;
-    if st.filesystem_type().0 as i64 != BPF_FS_MAGIC {
+    if !crate::datapath::is_bpffs(root).unwrap_or(false) {
         return Err(CliError::NotBpffs {
             path: root.to_owned(),
         });

@@ -23,7 +23,7 @@ use crate::bpf_skel::from_overlay::{McastFromOverlaySkel, McastFromOverlaySkelBu
 
 pub use bytes::Plain;
 pub use maps::Maps;
-pub use pin::{MapLayout, MAP_PREFIX};
+pub use pin::{is_bpffs, MapLayout, MAP_PREFIX};
 pub use tcx::{AttachOutcome, ChainPosition, LinkState};
 
 /// Default mount point of the BPF filesystem, as Cilium uses it.

@@ -37,7 +37,8 @@ impl fmt::Display for MapLayout {
     }
 }
 
-fn is_bpffs(path: &Path) -> Result<bool> {
+/// Whether `path` is on a BPF filesystem.
+pub fn is_bpffs(path: &Path) -> Result<bool> {
     let st = nix::sys::statfs::statfs(path).map_err(|e| DatapathError::CreateDir {
         path: path.to_owned(),
         source: e.into(),

@@ -35,7 +35,10 @@ use nix::sched::CloneFlags;
 use crate::datapath::maps::Maps;
 use crate::datapath::Paths;
 
-pub use topology::{ifindex_in, Node, Pod, IDENTITY_CAMERA, IDENTITY_OTHER, NODES, PODS};
+pub use topology::{
+    create_cilium_lxc_at, ifindex_in, lxc_put_at, Node, Pod, IDENTITY_CAMERA, IDENTITY_OTHER,
+    NODES, PODS,
+};
 
 /// Where labs keep their BPF filesystems, manifests and logs.
 pub const LAB_ROOT: &str = "/run/cilium-mcast-egress-lab";

@@ -122,6 +122,13 @@ impl Pod {
     }
 }
 
+/// Give `dev` in namespace `ns` the address `cidr` and bring it up.
+fn addr_up(ns: &str, dev: &str, cidr: &str) -> Result<()> {
+    run("ip", &["-n", ns, "addr", "add", cidr, "dev", dev])?;
+    run("ip", &["-n", ns, "link", "set", dev, "up"])?;
+    Ok(())
+}
+
 /// Pod MTU, as Cilium sets it for VXLAN.
 pub const POD_MTU: &str = "1450";
 
@@ -163,19 +170,7 @@ pub(super) fn build(lab: &mut Lab) -> Result<()> {
                 "up",
             ],
         )?;
-        run(
-            "ip",
-            &[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{}/24", node.ip()),
-                "dev",
-                "eth0",
-            ],
-        )?;
-        run("ip", &["-n", &ns, "link", "set", "eth0", "up"])?;
+        addr_up(&ns, "eth0", &format!("{}/24", node.ip()))?;
         // As cilium-agent creates it: collect-md VXLAN on 8472.
         run(
             "ip",
@@ -259,19 +254,7 @@ pub(super) fn add_pod(lab: &mut Lab, pod: Pod) -> Result<()> {
         ],
     )?;
     run("ip", &["-n", &node_ns, "link", "set", pod.lxc(), "up"])?;
-    run(
-        "ip",
-        &[
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("{}/24", pod.ip()),
-            "dev",
-            "eth0",
-        ],
-    )?;
-    run("ip", &["-n", &ns, "link", "set", "eth0", "up"])?;
+    addr_up(&ns, "eth0", &format!("{}/24", pod.ip()))?;
     run("ip", &["-n", &ns, "route", "add", "default", "dev", "eth0"])?;
     let ifindex = ifindex_in(&node_ns, pod.lxc())?;
     lxc_put(lab, pod.node(), pod.ip(), ifindex, pod.identity())
@@ -298,7 +281,13 @@ fn lxc_path(lab: &Lab, node: Node) -> std::path::PathBuf {
 /// A map in the layout of Cilium's `cilium_lxc`, pinned where cilium-agent
 /// pins it, with the node's own address as a host entry.
 fn create_cilium_lxc(lab: &Lab, node: Node) -> Result<()> {
-    let path = lxc_path(lab, node);
+    create_cilium_lxc_at(&lxc_path(lab, node), node.ip())
+}
+
+/// Create and pin at `path` a map in the layout of Cilium's `cilium_lxc`,
+/// holding `host_ip` as a host entry, as cilium-agent does.
+pub fn create_cilium_lxc_at(path: &std::path::Path, host_ip: Ipv4Addr) -> Result<()> {
+    let path = path.to_owned();
     let globals = path.parent().map(|p| p.to_owned()).unwrap_or_default();
     std::fs::create_dir_all(&globals).map_err(super::io("creating tc/globals"))?;
     let opts = libbpf_sys::bpf_map_create_opts {
@@ -314,11 +303,15 @@ fn create_cilium_lxc(lab: &Lab, node: Node) -> Result<()> {
         cmd: format!("pin {}", path.display()),
         detail: e.to_string(),
     })?;
-    write_lxc(&map, node.ip(), 1, 1, true)
+    write_lxc(&map, host_ip, 1, 1, true)
 }
 
 fn lxc_put(lab: &Lab, node: Node, ip: Ipv4Addr, ifindex: u32, identity: u32) -> Result<()> {
-    let path = lxc_path(lab, node);
+    lxc_put_at(&lxc_path(lab, node), ip, ifindex, identity)
+}
+
+/// Add a pod to the `cilium_lxc`-layout map pinned at `path`.
+pub fn lxc_put_at(path: &std::path::Path, ip: Ipv4Addr, ifindex: u32, identity: u32) -> Result<()> {
     let map = MapHandle::from_pinned_path(&path).map_err(|e| LabError::Command {
         cmd: format!("open {}", path.display()),
         detail: e.to_string(),
