@@ -312,7 +312,7 @@ fn lxc_put(lab: &Lab, node: Node, ip: Ipv4Addr, ifindex: u32, identity: u32) -> 
 
 /// Add a pod to the `cilium_lxc`-layout map pinned at `path`.
 pub fn lxc_put_at(path: &std::path::Path, ip: Ipv4Addr, ifindex: u32, identity: u32) -> Result<()> {
-    let map = MapHandle::from_pinned_path(&path).map_err(|e| LabError::Command {
+    let map = MapHandle::from_pinned_path(path).map_err(|e| LabError::Command {
         cmd: format!("open {}", path.display()),
         detail: e.to_string(),
     })?;
