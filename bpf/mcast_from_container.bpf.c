@@ -67,6 +67,12 @@ static __always_inline int mcast_handle_origin(struct __sk_buff *skb)
 		return mcast_drop(skb, &pkt, MCAST_DROP_UNKNOWN_SOURCE, MCAST_ROLE_ORIGIN);
 	if (ep->ifindex != skb->ifindex)
 		return mcast_drop(skb, &pkt, MCAST_DROP_SPOOFED_SOURCE, MCAST_ROLE_ORIGIN);
+	/*
+	 * The entry was made for the pod with this identity: a stale entry for
+	 * an address another pod has since taken does not apply to it.
+	 */
+	if (ep->sec_identity != pol->origin_identity)
+		return mcast_drop(skb, &pkt, MCAST_DROP_ORIGIN_MISMATCH, MCAST_ROLE_ORIGIN);
 
 	clone = mcast_group_is_cilium(pkt.daddr);
 

@@ -139,10 +139,20 @@ impl AttachManager {
                 continue;
             };
             let key = (link.device.clone(), program);
-            // A link whose device vanished reads ifindex 0; a device that no
-            // longer matches the flags is not ours to hold either.
-            let wanted = expected.get(&key).is_some_and(|i| *i == link.ifindex);
-            if wanted {
+            if expected.get(&key) == Some(&link.ifindex) {
+                continue;
+            }
+            // Not in this pass's device list. A dump interrupted by device
+            // churn can leave a live device out, so ask the kernel itself:
+            // stale only if the link's device is gone (ifindex 0 or the
+            // name now names another device), or no longer selected.
+            let selected = match program {
+                Program::FromContainer => self.config.endpoint_devices.matches(&link.device),
+                Program::FromOverlay => link.device == self.config.tunnel_device,
+            };
+            let alive = link.ifindex != 0
+                && crate::datapath::tcx::ifindex_of(&link.device).ok() == Some(link.ifindex);
+            if selected && alive {
                 continue;
             }
             match datapath::detach(paths, &link.device, program) {

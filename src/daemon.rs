@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use crate::attach::{AttachConfig, AttachManager, AttachState};
 use crate::cilium_maps;
 use crate::crd::Objects;
-use crate::datapath::maps::Status;
+use crate::datapath::maps::{Endpoint, Status};
 use crate::datapath::{Datapath, DatapathStorage, Maps, Paths};
 use crate::health::{self, Health};
 use crate::metrics::Metrics;
@@ -68,8 +68,15 @@ struct Controller<'a> {
     syncs: u64,
     problems: BTreeSet<Problem>,
     /// Pods behind this node's veths, from the last good read of Cilium's
-    /// endpoint map: whose origin entries this node keeps.
-    local_pods: BTreeSet<std::net::Ipv4Addr>,
+    /// endpoint map: whose origin entries this node keeps. None until one
+    /// read has succeeded: then nothing is narrowed away.
+    local_pods: Option<BTreeSet<std::net::Ipv4Addr>>,
+    /// Endpoints missing from the last read only: a key walk over a hash
+    /// map that Cilium updates meanwhile can skip a live key, so an
+    /// endpoint goes after two reads without it.
+    missing_once: std::collections::BTreeMap<std::net::Ipv4Addr, Endpoint>,
+    /// This node's IP from the last resolution that knew it.
+    last_node_ip: std::net::Ipv4Addr,
     endpoints_error: Once,
     groups_error: Once,
     node_error: Once,
@@ -83,7 +90,12 @@ impl Controller<'_> {
             Ok(v) => v,
             Err(e) => {
                 if self.node_error.changed(Some(e.to_string())) {
-                    tracing::error!(error = %e, "reading this node's devices");
+                    tracing::error!(error = %e, "reading this node's devices; reconnecting netlink");
+                }
+                // A dead netlink connection would otherwise stall every
+                // later pass; /healthz reports the stall meanwhile.
+                if let Ok(h) = node::connect() {
+                    self.netlink = h;
                 }
                 return;
             }
@@ -99,7 +111,8 @@ impl Controller<'_> {
         match cilium_maps::read_endpoints(&cilium_globals) {
             Ok(eps) => {
                 self.endpoints_error.changed(None);
-                self.local_pods = eps.iter().map(|(ip, _)| *ip).collect();
+                let eps = self.debounce_missing(eps);
+                self.local_pods = Some(eps.iter().map(|(ip, _)| *ip).collect());
                 match sync::apply_endpoints(&self.maps, &eps) {
                     Ok(s) if !s.is_noop() => tracing::info!(
                         written = s.written,
@@ -146,10 +159,30 @@ impl Controller<'_> {
         };
         let mut desired = resolve::resolve(objects, &local);
         self.report_problems(&desired.problems);
-        resolve::retain_node_local(&mut desired, &self.local_pods);
+        // This node's CiliumNode missing from one snapshot (recreated, or
+        // a partial view) must not turn every gateway into not_gateway.
+        if desired.config.node_ip.is_unspecified() {
+            desired.config.node_ip = self.last_node_ip;
+        }
+        self.last_node_ip = desired.config.node_ip;
+        if let Some(local_pods) = &self.local_pods {
+            resolve::retain_node_local(&mut desired, local_pods);
+        }
         self.metrics.observe(&desired);
-        let synced = sync::apply(&self.maps, &desired)
-            .and_then(|s| sync::apply_names(&self.maps, &desired.policy_ids).map(|_| s));
+        // Map writes are blocking syscalls: keep them off the async workers
+        // that serve the probes and the watches.
+        let synced = tokio::task::block_in_place(|| sync::apply(&self.maps, &desired));
+        // The names only serve the CLI: a failure there is not a failed sync.
+        if let Err(e) = sync::apply_names(&self.maps, &desired.policy_ids) {
+            tracing::warn!(error = %e, "recording policy names for the CLI");
+        }
+        // Counters of policies that are gone would fill the map for good.
+        let live: BTreeSet<u32> = desired.policy_ids.values().copied().collect();
+        match self.maps.counters_retain_policies(&live) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(entries = n, "counters of removed policies dropped"),
+            Err(e) => tracing::warn!(error = %e, "dropping counters of removed policies"),
+        }
         self.metrics
             .sync_duration
             .observe(started.elapsed().as_secs_f64());
@@ -200,6 +233,31 @@ impl Controller<'_> {
         if let Err(e) = self.maps.status_set(&status) {
             tracing::warn!(error = %e, "recording the sync in mcast_egw_status");
         }
+    }
+
+    /// `eps` plus the endpoints that were in the previous read but not in
+    /// this one, for one pass.
+    fn debounce_missing(
+        &mut self,
+        eps: Vec<(std::net::Ipv4Addr, Endpoint)>,
+    ) -> Vec<(std::net::Ipv4Addr, Endpoint)> {
+        let now: std::collections::BTreeMap<_, _> = eps.into_iter().collect();
+        let previous = self.maps.endpoints().unwrap_or_default();
+        let mut out = now.clone();
+        let mut missing = std::collections::BTreeMap::new();
+        for (ip, ep) in previous {
+            if now.contains_key(&ip) {
+                continue;
+            }
+            // Gone twice in a row: really gone.
+            if self.missing_once.contains_key(&ip) {
+                continue;
+            }
+            missing.insert(ip, ep);
+            out.insert(ip, ep);
+        }
+        self.missing_once = missing;
+        out.into_iter().collect()
     }
 
     async fn local_devices(
@@ -276,7 +334,9 @@ pub async fn run(cfg: DaemonConfig, mut shutdown: watch::Receiver<bool>) -> anyh
         metrics,
         syncs: 0,
         problems: BTreeSet::new(),
-        local_pods: BTreeSet::new(),
+        local_pods: None,
+        missing_once: Default::default(),
+        last_node_ip: std::net::Ipv4Addr::UNSPECIFIED,
         endpoints_error: Once::default(),
         groups_error: Once::default(),
         node_error: Once::default(),
@@ -289,6 +349,7 @@ pub async fn run(cfg: DaemonConfig, mut shutdown: watch::Receiver<bool>) -> anyh
     loop {
         let objects = objects_rx.borrow_and_update().clone();
         ctl.pass(objects.as_deref()).await;
+        ctl.health.mark_pass();
 
         tokio::select! {
             _ = tick.tick() => {}

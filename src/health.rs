@@ -1,10 +1,10 @@
 //! The HTTP endpoint: `/metrics` (Prometheus), and for Kubernetes probes
-//! `/healthz` (the process is alive) and `/readyz` (the first sync is done
-//! and every expected link is attached).
+//! `/healthz` (the controller loop is turning) and `/readyz` (the first
+//! sync is done and every expected link is attached).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use http_body_util::Full;
@@ -19,10 +19,32 @@ use tokio::sync::watch;
 use crate::metrics::Metrics;
 
 /// What the probes report, updated by the controller loop.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Health {
     synced: AtomicBool,
     links_complete: AtomicBool,
+    /// Unix seconds of the last finished reconcile pass (or of the start).
+    last_pass: AtomicU64,
+}
+
+/// A controller loop that has not finished a pass for this long is stuck:
+/// /healthz fails, and the kubelet restarts the container.
+const STALL_SECS: u64 = 60;
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            synced: AtomicBool::new(false),
+            links_complete: AtomicBool::new(false),
+            last_pass: AtomicU64::new(unix_now()),
+        }
+    }
 }
 
 impl Health {
@@ -32,6 +54,15 @@ impl Health {
 
     pub fn set_links_complete(&self, v: bool) {
         self.links_complete.store(v, Ordering::Relaxed);
+    }
+
+    /// A reconcile pass finished.
+    pub fn mark_pass(&self) {
+        self.last_pass.store(unix_now(), Ordering::Relaxed);
+    }
+
+    fn alive(&self) -> bool {
+        unix_now().saturating_sub(self.last_pass.load(Ordering::Relaxed)) < STALL_SECS
     }
 
     pub fn ready(&self) -> bool {
@@ -65,7 +96,8 @@ async fn handle(
         return Ok(respond(StatusCode::METHOD_NOT_ALLOWED, "GET only\n"));
     }
     Ok(match req.uri().path() {
-        "/healthz" => respond(StatusCode::OK, "ok\n"),
+        "/healthz" if health.alive() => respond(StatusCode::OK, "ok\n"),
+        "/healthz" => respond(StatusCode::SERVICE_UNAVAILABLE, "controller loop stalled\n"),
         "/metrics" => {
             // Reading the maps is blocking work: off the async workers.
             let body = tokio::task::spawn_blocking(move || metrics.render())

@@ -293,6 +293,17 @@ fn run_demo(seconds: u32) -> anyhow::Result<()> {
         Signal::SIGUSR1 => {}
         sig => {
             eprintln!("{sig}: tearing the lab down");
+            // Stop the demo where it is: no more building, its processes
+            // gone, so that it drops (and so tears down) its lab itself.
+            lab::request_stop();
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while !worker.is_finished() && std::time::Instant::now() < deadline {
+                // Again and again: a step already under way may still start
+                // a process after the first sweep.
+                lab::kill_own_lab_processes();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            // Whatever is still there.
             lab::reap_own_labs();
             std::process::exit(130);
         }

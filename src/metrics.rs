@@ -42,10 +42,17 @@ impl View {
     }
 }
 
+/// (policy id, group, role) -> (group label, egress_ip label).
+type StickyLabels = BTreeMap<(u32, Ipv4Addr, Role), (String, String)>;
+
 /// The controller's metrics and the view that labels the datapath's.
 pub struct Metrics {
     registry: Registry,
     view: RwLock<View>,
+    /// The labels each counter got when first seen: a counter's history
+    /// never moves to another series (which Prometheus would read as a
+    /// reset) when a more specific prefix or another egress IP appears.
+    sticky: std::sync::Mutex<StickyLabels>,
     maps: Maps,
     source: Arc<SourceStats>,
     pub sync_duration: Histogram,
@@ -112,6 +119,7 @@ impl Metrics {
         Ok(Metrics {
             registry,
             view: RwLock::new(View::default()),
+            sticky: std::sync::Mutex::new(BTreeMap::new()),
             maps,
             source,
             sync_duration,
@@ -196,30 +204,42 @@ impl Metrics {
             labels,
         )?;
         let mut rows: BTreeMap<(String, String, Role, String), (u64, u64)> = BTreeMap::new();
-        for c in self.maps.counters()? {
+        let counters = self.maps.counters()?;
+        let mut sticky = self
+            .sticky
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let present: std::collections::BTreeSet<(u32, Ipv4Addr, Role)> = counters
+            .iter()
+            .map(|c| (c.policy_id, c.group, c.role))
+            .collect();
+        sticky.retain(|k, _| present.contains(k));
+        for c in counters {
             // Counters of policies that no longer exist are not exported.
             let Some(name) = view.names.get(&c.policy_id) else {
                 continue;
             };
-            let egress = match c.role {
-                Role::Gateway => view
-                    .egress
-                    .get(&c.policy_id)
-                    .map(|ip| ip.to_string())
-                    .unwrap_or_default(),
-                Role::Origin => String::new(),
-            };
+            let (group, egress) = sticky
+                .entry((c.policy_id, c.group, c.role))
+                .or_insert_with(|| {
+                    let egress = match c.role {
+                        Role::Gateway => view
+                            .egress
+                            .get(&c.policy_id)
+                            .map(|ip| ip.to_string())
+                            .unwrap_or_default(),
+                        Role::Origin => String::new(),
+                    };
+                    (view.group_label(c.policy_id, c.group), egress)
+                })
+                .clone();
             let row = rows
-                .entry((
-                    name.clone(),
-                    view.group_label(c.policy_id, c.group),
-                    c.role,
-                    egress,
-                ))
+                .entry((name.clone(), group, c.role, egress))
                 .or_default();
             row.0 += c.packets;
             row.1 += c.bytes;
         }
+        drop(sticky);
         for ((policy, group, role, egress), (p, b)) in &rows {
             let l = [
                 policy.as_str(),

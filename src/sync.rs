@@ -74,7 +74,13 @@ pub fn apply(maps: &Maps, desired: &Desired) -> Result<SyncStats, DatapathError>
 
     let current_policies = maps.policies()?.into_iter().collect();
     let (writes, deletes) = diff(&current_policies, &desired.policies);
-    maps.policy_apply(&writes, &deletes)?;
+    if let Err(e) = maps.policy_apply(&writes, &deletes) {
+        // A full trie refuses new entries until stale ones go: only then,
+        // delete first. Otherwise the map could never be repaired.
+        tracing::warn!(error = %e, "writing policy entries; removing stale ones first");
+        maps.policy_apply(&[], &deletes)?;
+        maps.policy_apply(&writes, &[])?;
+    }
     stats.written += writes.len();
     stats.removed += deletes.len();
 

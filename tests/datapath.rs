@@ -454,6 +454,32 @@ dp_test!(origin_spoofed_source_drops, |fx| {
     assert_eq!(fx.total_counted(), 0);
 });
 
+dp_test!(origin_entry_of_another_identity_does_not_apply, |fx| {
+    // An entry made for the pod that had this address before (identity B),
+    // while pod A (identity A) has it now: local gateway or not, no copy.
+    for gateway in [Gateway::Node(THIS_NODE), Gateway::Node(REMOTE_GW)] {
+        fx.maps
+            .policy_insert(
+                &PolicyKey {
+                    source: POD_A,
+                    destination: net("232.1.0.0/16"),
+                },
+                &PolicyValue {
+                    egress_ip: EGRESS_IP,
+                    gateway,
+                    egress_ifindex: fx.uplink,
+                    policy_id: POLICY_ID,
+                    origin: origin_of(POD_B),
+                },
+            )
+            .unwrap();
+        let f = Frame::udp(POD_A, GROUP, b"stale entry").bytes();
+        assert_eq!(fx.run_origin(fx.lxc_a, &f).0, TCX_DROP, "{gateway:?}");
+    }
+    assert_eq!(fx.drops(Role::Origin, DropReason::ORIGIN_MISMATCH), 2);
+    assert_eq!(fx.total_counted(), 0);
+});
+
 dp_test!(origin_unknown_source_drops, |fx| {
     let stranger_pod = Ipv4Addr::new(198, 51, 100, 99);
     fx.policy(stranger_pod, "232.1.0.0/16", Gateway::Node(REMOTE_GW));

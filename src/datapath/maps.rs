@@ -706,6 +706,25 @@ impl Maps {
         Ok(out)
     }
 
+    /// Remove the counters of policies not in `keep` (policy ids); returns
+    /// how many entries went. Their series leave the metrics with them.
+    pub fn counters_retain_policies(
+        &self,
+        keep: &std::collections::BTreeSet<u32>,
+    ) -> Result<usize> {
+        let mut stale = Vec::new();
+        for key in self.counters.keys() {
+            let k: intf::mcast_counter_key = decode(COUNTERS_MAP, &key)?;
+            if !keep.contains(&k.policy_id) {
+                stale.push(k);
+            }
+        }
+        for k in &stale {
+            delete(&self.counters, COUNTERS_MAP, k)?;
+        }
+        Ok(stale.len())
+    }
+
     /// Drops of every role and reason (zeros included), summed over CPUs.
     pub fn drops(&self) -> Result<Vec<DropCount>> {
         let mut out = Vec::new();

@@ -81,6 +81,9 @@ pub fn run_demo(binary: &std::path::Path, seconds: u32) -> Result<DemoReport> {
     let group = addr::GROUP.to_string();
     let egress = addr::EGRESS_B.to_string();
 
+    if super::stopping() {
+        return Err(LabError::Stopped);
+    }
     // The receiver joins (203.0.113.10, 232.1.1.1) on the upstream host.
     let listen = (seconds + 4).to_string();
     let bind = format!("{group}%eth0");
@@ -100,6 +103,9 @@ pub fn run_demo(binary: &std::path::Path, seconds: u32) -> Result<DemoReport> {
         Pod::A1.ip()
     );
     let secs = seconds.to_string();
+    if super::stopping() {
+        return Err(LabError::Stopped);
+    }
     let sender = iperf(
         &lab.pod_ns(Pod::A1),
         &[

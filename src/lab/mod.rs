@@ -64,6 +64,8 @@ pub enum LabError {
     },
     #[error("timed out after {secs} s waiting for {what}")]
     Timeout { what: String, secs: u64 },
+    #[error("stopped")]
+    Stopped,
 }
 
 pub type Result<T, E = LabError> = std::result::Result<T, E>;
@@ -73,8 +75,44 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LabError {
     move |source| LabError::Io { what, source }
 }
 
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Make every lab of this process stop building: each further command
+/// fails, so whoever owns a lab drops it, which tears it down.
+pub fn request_stop() {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// Whether [`request_stop`] was called.
+pub fn stopping() -> bool {
+    STOP.load(Ordering::Relaxed)
+}
+
+/// Kill whatever runs in the namespaces of this process's labs (daemons,
+/// senders, receivers), so that their owners stop waiting on them.
+pub fn kill_own_lab_processes() {
+    let own = format!("mcl{}x", std::process::id());
+    if let Ok(list) = run_unchecked("ip", &["netns", "list"]) {
+        for ns in list
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.starts_with(&own))
+        {
+            kill_processes_in(ns);
+        }
+    }
+}
+
 /// Run a command; its stdout, or an error with its output.
 pub fn run(cmd: &str, args: &[&str]) -> Result<String> {
+    if STOP.load(Ordering::Relaxed) {
+        return Err(LabError::Stopped);
+    }
+    run_unchecked(cmd, args)
+}
+
+/// As [`run`], also while stopping: for tearing down.
+fn run_unchecked(cmd: &str, args: &[&str]) -> Result<String> {
     let out = Command::new(cmd)
         .args(args)
         .stdin(Stdio::null())
@@ -291,11 +329,17 @@ impl Lab {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2);
-        // SAFETY: the closure only calls setns(2) and sigprocmask(2), both
-        // async-signal-safe, on a descriptor opened before the fork.
+        // SAFETY: the closure only calls sigprocmask(2), prctl(2) and
+        // setns(2), all async-signal-safe, on a descriptor opened before the
+        // fork.
         unsafe {
             cmd.pre_exec(move || {
                 unblock_signals()?;
+                // Dies with the thread that started it: a killed test run
+                // leaves no daemon behind.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
             });
         }
@@ -467,7 +511,7 @@ impl Drop for Lab {
         }
         for ns in self.namespaces.drain(..).rev() {
             kill_processes_in(&ns);
-            let _ = run("ip", &["netns", "del", &ns]);
+            let _ = run_unchecked("ip", &["netns", "del", &ns]);
         }
         let _ = fs::remove_dir_all(&self.dir);
     }
@@ -476,7 +520,7 @@ impl Drop for Lab {
 /// Whatever still runs in a lab namespace (a sender or receiver a test or
 /// the demo started) goes with it.
 fn kill_processes_in(ns: &str) {
-    let Ok(pids) = run("ip", &["netns", "pids", ns]) else {
+    let Ok(pids) = run_unchecked("ip", &["netns", "pids", ns]) else {
         return;
     };
     for pid in pids.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
@@ -540,52 +584,68 @@ pub fn reap_own_labs() {
 /// their daemons, mounts, namespaces and directories. Labs of live
 /// processes are not touched.
 pub fn reap_stale_labs() {
+    // Namespaces of dead labs, also those whose directory is already gone.
+    if let Ok(list) = run_unchecked("ip", &["netns", "list"]) {
+        let mut prefixes: Vec<String> = list
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter_map(|n| n.split_once('-').map(|(p, _)| p.to_owned()))
+            .filter(|p| owner_pid(p).is_some_and(|pid| !pid_alive(pid)))
+            .collect();
+        prefixes.dedup();
+        for p in prefixes {
+            reap_namespaces(&p);
+        }
+    }
     let Ok(entries) = fs::read_dir(LAB_ROOT) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix("mcl")
-            .and_then(|r| r.split('x').next())
-            .and_then(|p| p.parse::<i32>().ok())
-        else {
+        let Some(pid) = owner_pid(&name) else {
             continue;
         };
-        if Path::new("/proc").join(pid.to_string()).exists() {
+        if pid_alive(pid) {
             continue;
         }
         reap_lab_dir(&entry.path(), &name);
     }
 }
 
+/// The pid in a lab prefix `mcl<pid>x<n>`.
+fn owner_pid(prefix: &str) -> Option<i32> {
+    prefix.strip_prefix("mcl")?.split('x').next()?.parse().ok()
+}
+
+fn pid_alive(pid: i32) -> bool {
+    Path::new("/proc").join(pid.to_string()).exists()
+}
+
 fn reap_lab_dir(dir: &Path, prefix: &str) {
+    reap_namespaces(prefix);
+    // The daemons and anything else of the lab are found by namespace below,
+    // never by a recorded pid that another process may have been given since.
     for node in NODES {
         let node_dir = dir.join(node.name());
-        if let Some(pid) = fs::read_to_string(node_dir.join("daemon.pid"))
-            .ok()
-            .and_then(|p| p.trim().parse::<i32>().ok())
-        {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
         for sub in ["bpf", "cilium"] {
             let _ = umount2(&node_dir.join(sub), MntFlags::MNT_DETACH);
         }
     }
-    if let Ok(list) = run("ip", &["netns", "list"]) {
+    let _ = fs::remove_dir_all(dir);
+}
+
+/// Kill what runs in the namespaces of lab `prefix` and delete them.
+fn reap_namespaces(prefix: &str) {
+    if let Ok(list) = run_unchecked("ip", &["netns", "list"]) {
         for ns in list
             .lines()
             .filter_map(|l| l.split_whitespace().next())
             .filter(|n| n.starts_with(&format!("{prefix}-")))
         {
             kill_processes_in(ns);
-            let _ = run("ip", &["netns", "del", ns]);
+            let _ = run_unchecked("ip", &["netns", "del", ns]);
         }
     }
-    let _ = fs::remove_dir_all(dir);
 }
 
 /// The addresses of the lab.

@@ -100,6 +100,12 @@ pub fn resolve(objects: &Objects, local: &LocalNode) -> Desired {
         );
         for (key, value) in entries {
             match owners.get(&key) {
+                // An exclusion is never overridden by another policy's
+                // destination: what one policy keeps in, stays in.
+                Some(_) if value.gateway == Gateway::Excluded => {
+                    owners.insert(key, index);
+                    desired.policies.insert(key, value);
+                }
                 Some(&winner) => {
                     overlaps.entry((index, winner)).or_insert((0, key)).0 += 1;
                 }

@@ -1460,3 +1460,34 @@ fn node_local_keeps_local_pods_and_gateway_entries() {
     retain_node_local(&mut unknown, &BTreeSet::new());
     assert!(unknown.policies.is_empty());
 }
+
+#[test]
+fn another_policys_exclusion_wins_over_a_destination() {
+    // "a-cameras" sends 232.1.0.0/16 out; "b-keep-inside" excludes it for the
+    // same pods. The exclusion stands, whichever name sorts first.
+    let keep_inside = r#"
+apiVersion: cilium.io/v2
+kind: CiliumEgressGatewayPolicy
+metadata:
+  name: b-keep-inside
+spec:
+  selectors:
+  - podSelector:
+      matchLabels:
+        app: camera
+  destinationCIDRs:
+  - 232.0.0.0/8
+  excludedCIDRs:
+  - 232.1.0.0/16
+  egressGateway:
+    nodeSelector:
+      matchLabels:
+        egress-gateway: "true"
+"#;
+    let cameras = CAMERAS.replace("name: cameras", "name: a-cameras");
+    let desired = resolve(&cluster(&[&cameras, keep_inside]), &local("node-a"));
+    assert_eq!(
+        gateway_of(&desired, "198.51.100.10", "232.1.0.0/16"),
+        Gateway::Excluded
+    );
+}

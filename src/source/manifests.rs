@@ -229,6 +229,11 @@ impl ManifestSource {
         }
         self.reported_duplicates = duplicates;
 
+        // Until the directory has been listed once, an empty view is not
+        // "no objects": publishing it would withdraw every policy.
+        if self.dir.dir_error.is_some() && !self.dir.listed_once {
+            return;
+        }
         count_changes(stats, &self.current, &scan.objects);
         if publish(tx, stats, scan.objects.clone()) {
             debug!(
@@ -271,6 +276,8 @@ fn count_changes(stats: &SourceStats, old: &Objects, new: &Objects) {
 struct DirState {
     files: BTreeMap<PathBuf, FileState>,
     dir_error: Option<ManifestError>,
+    /// The directory has been listed at least once.
+    listed_once: bool,
 }
 
 #[derive(Default)]
@@ -350,6 +357,7 @@ impl DirState {
         match list_manifests(dir) {
             Ok(paths) => {
                 self.dir_error = None;
+                self.listed_once = true;
                 // A file removed, even between listing and reading, takes
                 // its objects with it.
                 self.files.retain(|path, _| paths.contains(path));
