@@ -74,17 +74,17 @@ static __always_inline int mcast_handle_origin(struct __sk_buff *skb)
 	if (ep->sec_identity != pol->origin_identity)
 		return mcast_drop(skb, &pkt, MCAST_DROP_ORIGIN_MISMATCH, MCAST_ROLE_ORIGIN);
 
-	clone = mcast_group_is_cilium(pkt.daddr);
+	cfg = mcast_config_get();
+	if (!cfg)
+		return MCAST_TCX_NEXT;
+	/* Only a lookup when Cilium's multicast has groups at all. */
+	clone = (cfg->flags & MCAST_CONFIG_F_CILIUM_GROUPS) && mcast_group_is_cilium(pkt.daddr);
 
 	/* Cilium drops unicast egress without a gateway too. */
 	if (!mcast_policy_has_gateway(pol))
 		return mcast_fail(skb, &pkt, MCAST_DROP_NO_GATEWAY, MCAST_ROLE_ORIGIN, clone);
 	if (pkt.proto != IPPROTO_UDP)
 		return mcast_fail(skb, &pkt, MCAST_DROP_UNSUPPORTED_PROTO, MCAST_ROLE_ORIGIN, clone);
-
-	cfg = mcast_config_get();
-	if (!cfg)
-		return MCAST_TCX_NEXT;
 
 	if (cfg->node_ip && pol->gateway_ip == cfg->node_ip) {
 		/* This node is the gateway: no tunnel, act here. */

@@ -90,11 +90,14 @@ struct mcast_iface_val {
 	__u32 flags;		/* reserved, 0 */
 };
 
+/* mcast_config.flags: mcast_egw_cilium_groups has entries. */
+#define MCAST_CONFIG_F_CILIUM_GROUPS	(1U << 0)
+
 /* The single element of mcast_egw_config. */
 struct mcast_config {
 	__be32 node_ip;		/* this node's InternalIP, 0 until configured */
 	__u32 tunnel_ifindex;	/* cilium_vxlan, 0 until it exists */
-	__u32 flags;		/* reserved, 0 */
+	__u32 flags;		/* MCAST_CONFIG_F_* */
 	__u32 pad;
 };
 
@@ -144,6 +147,8 @@ enum mcast_drop_reason {
 	MCAST_DROP_CLONE = 14,
 	/* Tunnelled from a node or with a VNI other than the pod's own. */
 	MCAST_DROP_ORIGIN_MISMATCH = 15,
+	/* Larger than the uplink's MTU: the driver would drop it unseen. */
+	MCAST_DROP_MTU_EXCEEDED = 16,
 	MCAST_DROP_MAX,
 };
 

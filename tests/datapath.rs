@@ -628,7 +628,7 @@ dp_test!(rewrite_first_and_later_fragments, |fx| {
 
     // A later fragment has no UDP header: only IP fields change, the
     // payload bytes where a UDP header would be stay as they are.
-    let later = datagram.clone().fragment(1480, 3008);
+    let later = datagram.clone().fragment(1480, 2960);
     let lf = later.bytes();
     let (v, out) = fx.run_gateway(&lf);
     assert_eq!(v, TCX_REDIRECT);
@@ -696,6 +696,19 @@ dp_test!(ttl_one_is_dropped_as_ttl_exceeded, |fx| {
     let (v, out) = fx.run_gateway(&sent.bytes());
     assert_eq!(v, TCX_REDIRECT);
     assert_eq!(View(&out).ttl(), 1);
+});
+
+dp_test!(frame_over_the_uplink_mtu_is_dropped_and_counted, |fx| {
+    fx.policy(POD_A, "232.1.0.0/16", Gateway::Node(THIS_NODE));
+    fx.set_tunnel(ID_A, REMOTE_GW);
+    sh("ip", &["link", "set", "uplink0", "mtu", "1000"]);
+    let big = Frame::udp(POD_A, GROUP, &[7u8; 1200]).bytes();
+    assert_eq!(fx.run_gateway(&big).0, TCX_DROP);
+    assert_eq!(fx.run_origin(fx.lxc_a, &big).0, TCX_DROP);
+    assert_eq!(fx.drops(Role::Gateway, DropReason::MTU_EXCEEDED), 2);
+    // Up to the MTU (1000 bytes of IP) it leaves.
+    let fits = Frame::udp(POD_A, GROUP, &[7u8; 1000 - 28]).bytes();
+    assert_eq!(fx.run_gateway(&fits).0, TCX_REDIRECT);
 });
 
 // --- gateway checks ----------------------------------------------------------

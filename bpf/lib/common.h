@@ -32,6 +32,11 @@
 
 #define IPPROTO_PIM_		103
 
+/* bpf_check_mtu() results (include/uapi/linux/bpf.h, kernel 5.12+). */
+#ifndef BPF_MTU_CHK_RET_FRAG_NEEDED
+#define BPF_MTU_CHK_RET_FRAG_NEEDED	1
+#endif
+
 /* The largest L2 + L3 + UDP header we ever look at (IHL 15). */
 #define MCAST_MAX_HDR_LEN	(ETH_HLEN + 60 + sizeof(struct udphdr))
 

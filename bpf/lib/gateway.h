@@ -103,6 +103,7 @@ static __always_inline int mcast_gateway_emit(struct __sk_buff *skb, const struc
 	struct ethhdr eth;
 	bool fix_udp = false;
 	__be16 udp_check = 0;
+	__u32 mtu_len = 0;
 	__u8 new_ttl;
 	int ret;
 
@@ -115,6 +116,14 @@ static __always_inline int mcast_gateway_emit(struct __sk_buff *skb, const struc
 		return mcast_fail(skb, pkt, MCAST_DROP_UNSUPPORTED_PROTO, MCAST_ROLE_GATEWAY, clone);
 	if (pkt->ttl <= 1)
 		return mcast_fail(skb, pkt, MCAST_DROP_TTL_EXCEEDED, MCAST_ROLE_GATEWAY, clone);
+	/*
+	 * Multicast is not fragmented on the way out (and DF packets may not
+	 * be): a frame over the uplink's MTU would vanish in the driver, so it
+	 * is counted here instead. Errors (an uplink gone) are left to the
+	 * redirect, which counts its own failure.
+	 */
+	if (bpf_check_mtu(skb, ifindex, &mtu_len, 0, 0) == BPF_MTU_CHK_RET_FRAG_NEEDED)
+		return mcast_fail(skb, pkt, MCAST_DROP_MTU_EXCEEDED, MCAST_ROLE_GATEWAY, clone);
 	new_ttl = pkt->ttl - 1;
 
 	/* Only the first fragment has a UDP header (RFC 791). */

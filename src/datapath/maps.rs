@@ -176,6 +176,7 @@ impl DropReason {
     pub const REWRITE: DropReason = DropReason(RawDrop::MCAST_DROP_REWRITE as u32);
     pub const CLONE: DropReason = DropReason(RawDrop::MCAST_DROP_CLONE as u32);
     pub const ORIGIN_MISMATCH: DropReason = DropReason(RawDrop::MCAST_DROP_ORIGIN_MISMATCH as u32);
+    pub const MTU_EXCEEDED: DropReason = DropReason(RawDrop::MCAST_DROP_MTU_EXCEEDED as u32);
 
     /// One past the largest code.
     pub const MAX: u32 = RawDrop::MCAST_DROP_MAX as u32;
@@ -212,6 +213,7 @@ impl DropReason {
             RawDrop::MCAST_DROP_REWRITE,
             RawDrop::MCAST_DROP_CLONE,
             RawDrop::MCAST_DROP_ORIGIN_MISMATCH,
+            RawDrop::MCAST_DROP_MTU_EXCEEDED,
         ]
         .into_iter()
         .find(|r| *r as u32 == self.0);
@@ -231,6 +233,7 @@ impl DropReason {
             Some(RawDrop::MCAST_DROP_REWRITE) => "rewrite_failed",
             Some(RawDrop::MCAST_DROP_CLONE) => "clone_failed",
             Some(RawDrop::MCAST_DROP_ORIGIN_MISMATCH) => "origin_mismatch",
+            Some(RawDrop::MCAST_DROP_MTU_EXCEEDED) => "mtu_exceeded",
             Some(RawDrop::MCAST_DROP_MAX) | None => "unknown",
         }
     }
@@ -639,12 +642,37 @@ impl Maps {
 
     // --- config ----------------------------------------------------------
 
+    /// Set this node's IP and tunnel device; the flags the map API keeps
+    /// itself (see [`Maps::cilium_group_insert`]) are left as they are.
     pub fn config_set(&self, config: &Config) -> Result<()> {
+        let flags = self.config_raw()?.flags;
         let v = intf::mcast_config {
             node_ip: be(config.node_ip),
             tunnel_ifindex: config.tunnel_ifindex,
+            flags,
             ..Default::default()
         };
+        update(&self.config, CONFIG_MAP, &0u32, &v)
+    }
+
+    fn config_raw(&self) -> Result<intf::mcast_config> {
+        let v: Option<intf::mcast_config> = lookup(&self.config, CONFIG_MAP, &0u32)?;
+        Ok(v.unwrap_or_default())
+    }
+
+    /// Tell the datapath whether the Cilium groups mirror has entries, so
+    /// that it only looks a group up when it can be there.
+    fn cilium_groups_flag(&self, on: bool) -> Result<()> {
+        let mut v = self.config_raw()?;
+        let flags = if on {
+            v.flags | intf::MCAST_CONFIG_F_CILIUM_GROUPS
+        } else {
+            v.flags & !intf::MCAST_CONFIG_F_CILIUM_GROUPS
+        };
+        if flags == v.flags {
+            return Ok(());
+        }
+        v.flags = flags;
         update(&self.config, CONFIG_MAP, &0u32, &v)
     }
 
@@ -659,17 +687,26 @@ impl Maps {
 
     // --- Cilium's multicast groups ----------------------------------------
 
+    /// Add a group; the datapath starts looking groups up once the first
+    /// one is in (entry first, then the flag).
     pub fn cilium_group_insert(&self, group: Ipv4Addr) -> Result<()> {
         update(
             &self.cilium_groups,
             CILIUM_GROUPS_MAP,
             &be(group),
             &intf::mcast_group_val::default(),
-        )
+        )?;
+        self.cilium_groups_flag(true)
     }
 
+    /// Remove a group; the datapath stops looking groups up once the last
+    /// one is gone (entry first, then the flag).
     pub fn cilium_group_delete(&self, group: Ipv4Addr) -> Result<bool> {
-        delete(&self.cilium_groups, CILIUM_GROUPS_MAP, &be(group))
+        let existed = delete(&self.cilium_groups, CILIUM_GROUPS_MAP, &be(group))?;
+        if self.cilium_groups.keys().next().is_none() {
+            self.cilium_groups_flag(false)?;
+        }
+        Ok(existed)
     }
 
     pub fn cilium_groups(&self) -> Result<Vec<Ipv4Addr>> {
