@@ -44,6 +44,8 @@ pub struct AttachManager {
     /// Last error per (device, program), so that a failing device is logged
     /// once per distinct error, not on every pass.
     failing: BTreeMap<(String, Program), String>,
+    /// Listing our link pins failed on the last pass (logged once).
+    listing_failed: bool,
 }
 
 impl AttachManager {
@@ -52,6 +54,7 @@ impl AttachManager {
             config,
             done: BTreeMap::new(),
             failing: BTreeMap::new(),
+            listing_failed: false,
         }
     }
 
@@ -128,9 +131,15 @@ impl AttachManager {
 
     fn remove_stale(&mut self, paths: &Paths, expected: &BTreeMap<(String, Program), u32>) {
         let pinned = match tcx::links(paths) {
-            Ok(l) => l,
+            Ok(l) => {
+                self.listing_failed = false;
+                l
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "listing link pins");
+                if !self.listing_failed {
+                    tracing::warn!(error = %e, "listing link pins");
+                }
+                self.listing_failed = true;
                 return;
             }
         };
@@ -161,10 +170,21 @@ impl AttachManager {
                     program = %link.program,
                     "link of a vanished or unselected device removed"
                 ),
-                Err(DatapathError::Remove { path, source }) => {
-                    tracing::warn!(path = %path.display(), error = %source, "removing link pin")
+                Err(e) => {
+                    // Once per distinct error, not on every pass.
+                    let msg = e.to_string();
+                    if self.failing.get(&key) != Some(&msg) {
+                        match &e {
+                            DatapathError::Remove { path, source } => tracing::warn!(
+                                path = %path.display(),
+                                error = %source,
+                                "removing link pin"
+                            ),
+                            _ => tracing::warn!(device = %link.device, error = %e, "removing link"),
+                        }
+                        self.failing.insert(key.clone(), msg);
+                    }
                 }
-                Err(e) => tracing::warn!(device = %link.device, error = %e, "removing link"),
             }
             self.done.remove(&key);
         }

@@ -81,10 +81,35 @@ struct Controller<'a> {
     groups_error: Once,
     node_error: Once,
     synced_once: bool,
+    /// What the last successful sync was computed from, and how many
+    /// passes ago: unchanged inputs skip the work, but not for ever (a
+    /// full sync also repairs maps someone else changed).
+    last_inputs: Option<(SyncInputs, u32)>,
 }
 
+/// Everything a resolution depends on besides the configuration.
+#[derive(Debug, Clone)]
+struct SyncInputs {
+    /// Held, so that its address cannot be reused by a later snapshot.
+    objects: Arc<Objects>,
+    local: LocalNode,
+    local_pods: Option<BTreeSet<std::net::Ipv4Addr>>,
+}
+
+impl PartialEq for SyncInputs {
+    fn eq(&self, other: &Self) -> bool {
+        // A snapshot is immutable: the same Arc is the same objects.
+        Arc::ptr_eq(&self.objects, &other.objects)
+            && self.local == other.local
+            && self.local_pods == other.local_pods
+    }
+}
+
+/// Passes between full syncs when nothing changed.
+const FULL_SYNC_EVERY: u32 = 30;
+
 impl Controller<'_> {
-    async fn pass(&mut self, objects: Option<&Objects>) {
+    async fn pass(&mut self, objects: Option<&Arc<Objects>>) {
         let started = Instant::now();
         let (interfaces, default_route) = match self.local_devices().await {
             Ok(v) => v,
@@ -157,7 +182,19 @@ impl Controller<'_> {
             default_route_ifindex: default_route,
             tunnel_ifindex,
         };
-        let mut desired = resolve::resolve(objects, &local);
+        let inputs = SyncInputs {
+            objects: objects.clone(),
+            local,
+            local_pods: self.local_pods.clone(),
+        };
+        if let Some((last, age)) = &mut self.last_inputs {
+            if *last == inputs && *age < FULL_SYNC_EVERY {
+                *age += 1;
+                return;
+            }
+        }
+        let local = &inputs.local;
+        let mut desired = resolve::resolve(objects, local);
         self.report_problems(&desired.problems);
         // This node's CiliumNode missing from one snapshot (recreated, or
         // a partial view) must not turn every gateway into not_gateway.
@@ -198,6 +235,7 @@ impl Controller<'_> {
                     );
                 }
                 self.record_sync();
+                self.last_inputs = Some((inputs, 0));
                 if !self.synced_once {
                     self.synced_once = true;
                     self.health.set_synced(true);
@@ -341,6 +379,7 @@ pub async fn run(cfg: DaemonConfig, mut shutdown: watch::Receiver<bool>) -> anyh
         groups_error: Once::default(),
         node_error: Once::default(),
         synced_once: false,
+        last_inputs: None,
     };
     tracing::info!(node = %cfg.node_name, "controller started");
 
@@ -348,7 +387,7 @@ pub async fn run(cfg: DaemonConfig, mut shutdown: watch::Receiver<bool>) -> anyh
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let objects = objects_rx.borrow_and_update().clone();
-        ctl.pass(objects.as_deref()).await;
+        ctl.pass(objects.as_ref()).await;
         ctl.health.mark_pass();
 
         tokio::select! {
