@@ -63,17 +63,8 @@ fn drops(lab: &Lab, node: Node) -> String {
 
 /// The MAC address of `dev` in namespace `ns`.
 fn mac_in(ns: &str, dev: &str) -> [u8; 6] {
-    let out = lab::run("ip", &["-n", ns, "-o", "link", "show", "dev", dev]).expect("ip link");
-    let mac = out
-        .split_whitespace()
-        .skip_while(|w| *w != "link/ether")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no MAC in {out}"));
-    let bytes: Vec<u8> = mac
-        .split(':')
-        .map(|h| u8::from_str_radix(h, 16).expect("hex"))
-        .collect();
-    bytes.try_into().expect("6 bytes")
+    let dev = dev.to_owned();
+    lab::in_netns(ns, move || common::mac_of(&dev)).expect("namespace")
 }
 
 /// The sequence number `lab_io::payload` put at the head of a datagram.
