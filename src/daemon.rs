@@ -127,47 +127,9 @@ impl Controller<'_> {
         };
         self.node_error.changed(None);
 
-        let links: AttachState = self.attach.reconcile(self.dp, &interfaces);
-        self.health.set_links_complete(links.complete());
-        self.metrics.attached_links.set(links.attached.len() as i64);
-        self.metrics.expected_links.set(links.expected.len() as i64);
-
-        let cilium_globals = Paths::new(&self.cfg.cilium_bpffs).globals();
-        match cilium_maps::read_endpoints(&cilium_globals) {
-            Ok(eps) => {
-                self.endpoints_error.changed(None);
-                let eps = self.debounce_missing(eps);
-                self.local_pods = Some(eps.iter().map(|(ip, _)| *ip).collect());
-                match sync::apply_endpoints(&self.maps, &eps) {
-                    Ok(s) if !s.is_noop() => tracing::info!(
-                        written = s.written,
-                        removed = s.removed,
-                        endpoints = eps.len(),
-                        "endpoints synced"
-                    ),
-                    Ok(_) => {}
-                    Err(e) => tracing::error!(error = %e, "syncing endpoints"),
-                }
-            }
-            Err(e) => {
-                if self.endpoints_error.changed(Some(e.to_string())) {
-                    tracing::error!(error = %e, "reading Cilium's endpoint map");
-                }
-            }
-        }
-        match cilium_maps::read_mcast_groups(&cilium_globals) {
-            Ok(groups) => {
-                self.groups_error.changed(None);
-                if let Err(e) = sync::apply_cilium_groups(&self.maps, &groups) {
-                    tracing::error!(error = %e, "syncing Cilium's multicast groups");
-                }
-            }
-            Err(e) => {
-                if self.groups_error.changed(Some(e.to_string())) {
-                    tracing::error!(error = %e, "reading Cilium's multicast groups");
-                }
-            }
-        }
+        // Links, endpoints and groups: blocking BPF syscalls, kept off the
+        // async workers that serve the probes and the watches.
+        tokio::task::block_in_place(|| self.sync_local(&interfaces));
 
         let Some(objects) = objects else {
             return; // the source has not synced yet
@@ -270,6 +232,52 @@ impl Controller<'_> {
         };
         if let Err(e) = self.maps.status_set(&status) {
             tracing::warn!(error = %e, "recording the sync in mcast_egw_status");
+        }
+    }
+
+    /// Attach to this node's devices and mirror Cilium's endpoints and
+    /// groups.
+    fn sync_local(&mut self, interfaces: &[resolve::Interface]) {
+        let links: AttachState = self.attach.reconcile(self.dp, interfaces);
+        self.health.set_links_complete(links.complete());
+        self.metrics.attached_links.set(links.attached.len() as i64);
+        self.metrics.expected_links.set(links.expected.len() as i64);
+
+        let cilium_globals = Paths::new(&self.cfg.cilium_bpffs).globals();
+        match cilium_maps::read_endpoints(&cilium_globals) {
+            Ok(eps) => {
+                self.endpoints_error.changed(None);
+                let eps = self.debounce_missing(eps);
+                self.local_pods = Some(eps.iter().map(|(ip, _)| *ip).collect());
+                match sync::apply_endpoints(&self.maps, &eps) {
+                    Ok(s) if !s.is_noop() => tracing::info!(
+                        written = s.written,
+                        removed = s.removed,
+                        endpoints = eps.len(),
+                        "endpoints synced"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "syncing endpoints"),
+                }
+            }
+            Err(e) => {
+                if self.endpoints_error.changed(Some(e.to_string())) {
+                    tracing::error!(error = %e, "reading Cilium's endpoint map");
+                }
+            }
+        }
+        match cilium_maps::read_mcast_groups(&cilium_globals) {
+            Ok(groups) => {
+                self.groups_error.changed(None);
+                if let Err(e) = sync::apply_cilium_groups(&self.maps, &groups) {
+                    tracing::error!(error = %e, "syncing Cilium's multicast groups");
+                }
+            }
+            Err(e) => {
+                if self.groups_error.changed(Some(e.to_string())) {
+                    tracing::error!(error = %e, "reading Cilium's multicast groups");
+                }
+            }
         }
     }
 
