@@ -20,9 +20,7 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, ProgramInput, ProgramMut};
 
 use cilium_mcast_egress::bpf_intf::mcast_test_tunnel;
-use cilium_mcast_egress::datapath::maps::{
-    Config, EgressIface, Endpoint, Gateway, Origin, PolicyKey, PolicyValue,
-};
+use cilium_mcast_egress::datapath::maps::{Config, EgressIface, Endpoint, Gateway, Origin};
 use cilium_mcast_egress::datapath::{load_skel, Datapath, DatapathStorage, Paths, Plain, Program};
 use common::packet::Frame;
 use common::{ifindex, mac_of, Bpffs};
@@ -136,28 +134,12 @@ fn bench() {
         maps.endpoint_insert(src, &ep).unwrap();
     }
     let policy = |src: Ipv4Addr, dest: &str, gateway: Gateway| {
-        let here = gateway == Gateway::Node(THIS_NODE);
-        maps.policy_insert(
-            &PolicyKey {
-                source: src,
-                destination: dest.parse().unwrap(),
-            },
-            &PolicyValue {
-                egress_ip: if here {
-                    EGRESS_IP
-                } else {
-                    Ipv4Addr::UNSPECIFIED
-                },
-                gateway,
-                egress_ifindex: if here { uplink } else { 0 },
-                policy_id: 1,
-                origin: Origin {
-                    node: REMOTE_GW,
-                    identity: 12345,
-                },
-            },
-        )
-        .unwrap();
+        let origin = Origin {
+            node: REMOTE_GW,
+            identity: 12345,
+        };
+        let (k, v) = common::policy_entry(src, dest, gateway, uplink, 1, origin);
+        maps.policy_insert(&k, &v).unwrap();
     };
     policy(POD, "232.1.0.0/16", Gateway::Node(REMOTE_GW));
     for src in [POD, POD_LOCAL_GW, EGRESS_IP] {

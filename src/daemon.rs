@@ -74,7 +74,7 @@ struct Controller<'a> {
     /// Endpoints missing from the last read only: a key walk over a hash
     /// map that Cilium updates meanwhile can skip a live key, so an
     /// endpoint goes after two reads without it.
-    missing_once: std::collections::BTreeMap<std::net::Ipv4Addr, Endpoint>,
+    missing_once: BTreeSet<std::net::Ipv4Addr>,
     /// This node's IP from the last resolution that knew it.
     last_node_ip: std::net::Ipv4Addr,
     endpoints_error: Once,
@@ -247,9 +247,15 @@ impl Controller<'_> {
         match cilium_maps::read_endpoints(&cilium_globals) {
             Ok(eps) => {
                 self.endpoints_error.changed(None);
-                let eps = self.debounce_missing(eps);
-                self.local_pods = Some(eps.iter().map(|(ip, _)| *ip).collect());
-                match sync::apply_endpoints(&self.maps, &eps) {
+                let current: std::collections::BTreeMap<_, _> = self
+                    .maps
+                    .endpoints()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect();
+                let eps = self.debounce_missing(eps, &current);
+                self.local_pods = Some(eps.keys().copied().collect());
+                match sync::apply_endpoints(&self.maps, &current, &eps) {
                     Ok(s) if !s.is_noop() => tracing::info!(
                         written = s.written,
                         removed = s.removed,
@@ -286,24 +292,19 @@ impl Controller<'_> {
     fn debounce_missing(
         &mut self,
         eps: Vec<(std::net::Ipv4Addr, Endpoint)>,
-    ) -> Vec<(std::net::Ipv4Addr, Endpoint)> {
-        let now: std::collections::BTreeMap<_, _> = eps.into_iter().collect();
-        let previous = self.maps.endpoints().unwrap_or_default();
-        let mut out = now.clone();
-        let mut missing = std::collections::BTreeMap::new();
-        for (ip, ep) in previous {
-            if now.contains_key(&ip) {
-                continue;
+        current: &std::collections::BTreeMap<std::net::Ipv4Addr, Endpoint>,
+    ) -> std::collections::BTreeMap<std::net::Ipv4Addr, Endpoint> {
+        let mut out: std::collections::BTreeMap<_, _> = eps.into_iter().collect();
+        let mut missing = BTreeSet::new();
+        for (ip, ep) in current {
+            // Kept for this pass unless it was missing last time too.
+            if !out.contains_key(ip) && !self.missing_once.contains(ip) {
+                missing.insert(*ip);
+                out.insert(*ip, *ep);
             }
-            // Gone twice in a row: really gone.
-            if self.missing_once.contains_key(&ip) {
-                continue;
-            }
-            missing.insert(ip, ep);
-            out.insert(ip, ep);
         }
         self.missing_once = missing;
-        out.into_iter().collect()
+        out
     }
 
     async fn local_devices(
@@ -350,7 +351,7 @@ pub async fn run(cfg: DaemonConfig, mut shutdown: watch::Receiver<bool>) -> anyh
     );
     let health = Arc::new(Health::default());
     if let Some(addr) = cfg.metrics_addr {
-        let listener = health::bind(addr)
+        let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
         tracing::info!(%addr, "serving /metrics, /healthz and /readyz");

@@ -3,7 +3,6 @@
 //! sync is done and every expected link is attached).
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -118,12 +117,8 @@ async fn handle(
     })
 }
 
-/// Bind `addr` (so that a taken port is an error at start) and serve until
-/// `shutdown` turns true.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
-}
-
+/// Serve on `listener` (bound by the caller, so that a taken port is an
+/// error at start) until `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
     health: Arc<Health>,

@@ -113,14 +113,14 @@ pub fn apply_names(maps: &Maps, ids: &BTreeMap<String, u32>) -> Result<SyncStats
     })
 }
 
-/// Keep `mcast_egw_endpoints` equal to this node's endpoints.
+/// Turn `mcast_egw_endpoints` from `current` (what it holds) into
+/// `desired` (this node's endpoints).
 pub fn apply_endpoints(
     maps: &Maps,
-    endpoints: &[(Ipv4Addr, Endpoint)],
+    current: &BTreeMap<Ipv4Addr, Endpoint>,
+    desired: &BTreeMap<Ipv4Addr, Endpoint>,
 ) -> Result<SyncStats, DatapathError> {
-    let current: BTreeMap<Ipv4Addr, Endpoint> = maps.endpoints()?.into_iter().collect();
-    let desired: BTreeMap<Ipv4Addr, Endpoint> = endpoints.iter().copied().collect();
-    let (writes, deletes) = diff(&current, &desired);
+    let (writes, deletes) = diff(current, desired);
     for (ip, ep) in &writes {
         maps.endpoint_insert(*ip, ep)?;
     }

@@ -20,7 +20,7 @@ use cilium_mcast_egress::datapath::maps::{
     Config, DropReason, EgressIface, Endpoint, Gateway, Origin, PolicyKey, PolicyValue, Role,
     Status,
 };
-use cilium_mcast_egress::datapath::{tcx, Datapath, DatapathStorage, Maps, Paths, Program};
+use cilium_mcast_egress::datapath::{tcx, Datapath, Maps, Paths, Program};
 use cilium_mcast_egress::lab::{self, Lab, LabConfig, Node, Pod};
 use common::addr::*;
 use common::packet::{group_mac, Frame};
@@ -154,10 +154,7 @@ impl Fx {
             common::veth(a, b);
         }
         common::vxlan_external("vx0");
-        let bpffs = Bpffs::new(test);
-        let storage: &'static mut DatapathStorage = Box::leak(Box::default());
-        let dp = Datapath::load(storage, Paths::new(bpffs.path())).expect("loading the datapath");
-        let maps = dp.maps().expect("opening pinned maps");
+        let (bpffs, dp, maps) = common::load_datapath(test);
         let fx = Fx {
             uplink: ifindex("uplink0"),
             dp,
@@ -209,30 +206,12 @@ impl Fx {
     }
 
     fn policy(&self, pod: Ipv4Addr, dest: &str, gateway: Gateway, policy_id: u32) {
-        let here = gateway == Gateway::Node(THIS_NODE);
-        let identity = if pod == POD_A { ID_A } else { ID_B };
-        self.maps
-            .policy_insert(
-                &PolicyKey {
-                    source: pod,
-                    destination: dest.parse().unwrap(),
-                },
-                &PolicyValue {
-                    egress_ip: if here {
-                        EGRESS_IP
-                    } else {
-                        Ipv4Addr::UNSPECIFIED
-                    },
-                    gateway,
-                    egress_ifindex: if here { self.uplink } else { 0 },
-                    policy_id,
-                    origin: Origin {
-                        node: THIS_NODE,
-                        identity,
-                    },
-                },
-            )
-            .unwrap();
+        let origin = Origin {
+            node: THIS_NODE,
+            identity: if pod == POD_A { ID_A } else { ID_B },
+        };
+        let (k, v) = common::policy_entry(pod, dest, gateway, self.uplink, policy_id, origin);
+        self.maps.policy_insert(&k, &v).unwrap();
     }
 
     /// Run `mcast_from_container` `repeat` times as if `frame` came in on

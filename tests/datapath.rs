@@ -14,9 +14,7 @@ use cilium_mcast_egress::bpf_intf::mcast_test_tunnel;
 use cilium_mcast_egress::datapath::maps::{
     Config, DropReason, EgressIface, Endpoint, Gateway, Origin, PolicyKey, PolicyValue, Role,
 };
-use cilium_mcast_egress::datapath::{
-    load_skel, Datapath, DatapathStorage, Maps, Paths, Plain, Program,
-};
+use cilium_mcast_egress::datapath::{load_skel, Datapath, Maps, Plain, Program};
 use common::observer::Observer;
 use common::packet::{self, group_mac, raw_frame, Frame, View};
 use common::{ifindex, mac_of, sh, Bpffs, Tap};
@@ -86,10 +84,8 @@ impl Fx {
             ],
         );
 
-        let bpffs = Bpffs::new(test);
-        let paths = Paths::new(bpffs.path());
-        let storage: &'static mut DatapathStorage = Box::leak(Box::default());
-        let dp = Datapath::load(storage, paths.clone()).expect("loading the datapath");
+        let (bpffs, dp, maps) = common::load_datapath(test);
+        let paths = dp.paths().clone();
         let ovl_storage = Box::leak(Box::new(std::mem::MaybeUninit::uninit()));
         let ovl = load_skel(
             McastFromOverlayTestSkelBuilder::default(),
@@ -98,7 +94,6 @@ impl Fx {
             &paths,
         )
         .expect("loading the test build of mcast_from_overlay");
-        let maps = dp.maps().expect("opening pinned maps");
 
         let fx = Fx {
             lxc_a: ifindex("lxc_a"),
@@ -146,26 +141,9 @@ impl Fx {
 
     /// A policy entry for `pod` and `dest` through `gateway`.
     fn policy(&self, pod: Ipv4Addr, dest: &str, gateway: Gateway) {
-        let here = gateway == Gateway::Node(THIS_NODE);
-        self.maps
-            .policy_insert(
-                &PolicyKey {
-                    source: pod,
-                    destination: net(dest),
-                },
-                &PolicyValue {
-                    egress_ip: if here {
-                        EGRESS_IP
-                    } else {
-                        Ipv4Addr::UNSPECIFIED
-                    },
-                    gateway,
-                    egress_ifindex: if here { self.uplink } else { 0 },
-                    policy_id: POLICY_ID,
-                    origin: origin_of(pod),
-                },
-            )
-            .unwrap();
+        let (k, v) =
+            common::policy_entry(pod, dest, gateway, self.uplink, POLICY_ID, origin_of(pod));
+        self.maps.policy_insert(&k, &v).unwrap();
     }
 
     fn set_tunnel(&self, vni: u32, remote: Ipv4Addr) {

@@ -17,13 +17,16 @@ static __always_inline bool ipv4_is_multicast(__be32 daddr)
  */
 static __always_inline bool ipv4_frame_is_multicast(struct __sk_buff *skb)
 {
-	void *data_end = (void *)(long)skb->data_end;
-	void *data = (void *)(long)skb->data;
-	struct iphdr *ip4 = data + ETH_HLEN;
+	void *data_end, *data;
+	struct iphdr *ip4;
 	__be32 daddr;
 
+	/* ARP, IPv6 and the rest leave after one load of the context. */
 	if (skb->protocol != bpf_htons(ETH_P_IP))
 		return false;
+	data_end = (void *)(long)skb->data_end;
+	data = (void *)(long)skb->data;
+	ip4 = data + ETH_HLEN;
 	if ((void *)(ip4 + 1) <= data_end)
 		return ipv4_is_multicast(ip4->daddr);
 	if (bpf_skb_load_bytes(skb, ETH_HLEN + __builtin_offsetof(struct iphdr, daddr), &daddr,

@@ -767,15 +767,7 @@ impl Maps {
         let mut out = Vec::new();
         for role in Role::ALL {
             for reason in DropReason::all() {
-                let idx = role.raw() * DropReason::MAX + reason.code();
-                let (packets, bytes) =
-                    percpu_sum(&self.drops, DROPS_MAP, idx.as_bytes())?.unwrap_or_default();
-                out.push(DropCount {
-                    role,
-                    reason,
-                    packets,
-                    bytes,
-                });
+                out.push(self.drop_count(role, reason)?);
             }
         }
         Ok(out)

@@ -358,3 +358,54 @@ pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A policy entry as the controller writes it on node `addr::THIS_NODE`:
+/// the egress IP and the uplink only when this node is the gateway.
+pub fn policy_entry(
+    pod: std::net::Ipv4Addr,
+    dest: &str,
+    gateway: cilium_mcast_egress::datapath::maps::Gateway,
+    uplink: u32,
+    policy_id: u32,
+    origin: cilium_mcast_egress::datapath::maps::Origin,
+) -> (
+    cilium_mcast_egress::datapath::maps::PolicyKey,
+    cilium_mcast_egress::datapath::maps::PolicyValue,
+) {
+    use cilium_mcast_egress::datapath::maps::{Gateway, PolicyKey, PolicyValue};
+    let here = gateway == Gateway::Node(addr::THIS_NODE);
+    (
+        PolicyKey {
+            source: pod,
+            destination: dest.parse().expect("CIDR"),
+        },
+        PolicyValue {
+            egress_ip: if here {
+                addr::EGRESS_IP
+            } else {
+                std::net::Ipv4Addr::UNSPECIFIED
+            },
+            gateway,
+            egress_ifindex: if here { uplink } else { 0 },
+            policy_id,
+            origin,
+        },
+    )
+}
+
+/// The production datapath loaded on a BPF filesystem of its own. The
+/// storage the skeletons borrow is leaked: one small allocation per test.
+pub fn load_datapath(
+    test: &str,
+) -> (
+    Bpffs,
+    cilium_mcast_egress::datapath::Datapath<'static>,
+    cilium_mcast_egress::datapath::Maps,
+) {
+    use cilium_mcast_egress::datapath::{Datapath, DatapathStorage, Paths};
+    let bpffs = Bpffs::new(test);
+    let storage: &'static mut DatapathStorage = Box::leak(Box::default());
+    let dp = Datapath::load(storage, Paths::new(bpffs.path())).expect("loading the datapath");
+    let maps = dp.maps().expect("opening pinned maps");
+    (bpffs, dp, maps)
+}
