@@ -420,6 +420,9 @@ fn new_pod_is_covered_within_one_second() {
         destination: POLICY_CIDR.parse().expect("cidr"),
     };
     let maps = lab.maps(Node::A).expect("maps of node-a");
+    // The gateway needs the pod's entry too: node-b resolves the new
+    // CiliumEndpoint on its own, and may do so a little later.
+    let gateway_maps = lab.maps(Node::B).expect("maps of node-b");
 
     let t0 = Instant::now();
     lab.add_pod(Pod::A3).expect("add pod-a3");
@@ -437,9 +440,18 @@ fn new_pod_is_covered_within_one_second() {
             .policy_get(&key)
             .expect("policy")
             .is_some_and(|v| v.gateway == Gateway::Node(Node::B.ip()));
-        ep && pol
+        let at_gateway = gateway_maps
+            .policy_get(&key)
+            .expect("policy")
+            .is_some_and(|v| v.egress_ip == addr::EGRESS_B);
+        ep && pol && at_gateway
     };
-    wait_until("pod-a3 in node-a's maps", Duration::from_secs(5), covered).unwrap_or_else(|e| {
+    wait_until(
+        "pod-a3 in node-a's and node-b's maps",
+        Duration::from_secs(5),
+        covered,
+    )
+    .unwrap_or_else(|e| {
         panic!("{e}; node-a's log:\n{}", lab.log(Node::A));
     });
     let elapsed = t0.elapsed();
