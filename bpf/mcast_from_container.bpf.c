@@ -24,14 +24,20 @@ static __always_inline int mcast_origin_to_tunnel(struct __sk_buff *skb,
 {
 	__u32 tunnel = cfg->tunnel_ifindex;
 
+	int ret;
+
 	if (!tunnel)
 		return mcast_fail(skb, pkt, MCAST_DROP_NO_TUNNEL, MCAST_ROLE_ORIGIN, clone);
-	if (mcast_tunnel_key_set(skb, pol->gateway_ip, ep->sec_identity) < 0)
+	if (mcast_tunnel_key_set(skb, cfg->node_ip, pol->gateway_ip, ep->sec_identity) < 0)
 		return mcast_fail(skb, pkt, MCAST_DROP_TUNNEL_KEY, MCAST_ROLE_ORIGIN, clone);
 
 	if (!clone) {
+		/* Counted once the helper has taken the packet, never before. */
+		ret = bpf_redirect(tunnel, 0);
+		if (ret != MCAST_TCX_REDIRECT)
+			return mcast_drop(skb, pkt, MCAST_DROP_REDIRECT, MCAST_ROLE_ORIGIN);
 		mcast_count_fwd(skb, pol->policy_id, pkt->daddr, MCAST_ROLE_ORIGIN);
-		return bpf_redirect(tunnel, 0);
+		return ret;
 	}
 	if (bpf_clone_redirect(skb, tunnel, 0) < 0)
 		mcast_drop(skb, pkt, MCAST_DROP_CLONE, MCAST_ROLE_ORIGIN);
@@ -48,6 +54,7 @@ static __always_inline int mcast_handle_origin(struct __sk_buff *skb)
 	const struct mcast_config *cfg;
 	struct mcast_pkt pkt;
 	bool clone;
+	int reason;
 
 	if (ipv4_mcast_parse(skb, &pkt) < 0)
 		return MCAST_TCX_NEXT;
@@ -83,6 +90,9 @@ static __always_inline int mcast_handle_origin(struct __sk_buff *skb)
 	/* Cilium drops unicast egress without a gateway too. */
 	if (!mcast_policy_has_gateway(pol))
 		return mcast_fail(skb, &pkt, MCAST_DROP_NO_GATEWAY, MCAST_ROLE_ORIGIN, clone);
+	reason = ipv4_mcast_validate(skb, &pkt);
+	if (reason)
+		return mcast_fail(skb, &pkt, reason, MCAST_ROLE_ORIGIN, clone);
 	if (pkt.proto != IPPROTO_UDP)
 		return mcast_fail(skb, &pkt, MCAST_DROP_UNSUPPORTED_PROTO, MCAST_ROLE_ORIGIN, clone);
 
@@ -97,6 +107,14 @@ SEC("tcx/ingress")
 int mcast_from_container(struct __sk_buff *skb)
 {
 	if (!ipv4_frame_is_multicast(skb))
+		return MCAST_TCX_NEXT;
+	/*
+	 * The kernel has moved one 802.1Q or 802.1ad tag into the skb; a
+	 * redirect would keep it, and the pod would choose the VLAN its
+	 * multicast leaves on. A pod's tagged frames are never ours (a second
+	 * tag leaves skb->protocol a VLAN type, caught above).
+	 */
+	if (skb->vlan_present)
 		return MCAST_TCX_NEXT;
 	return mcast_handle_origin(skb);
 }

@@ -23,6 +23,7 @@ static __always_inline int mcast_handle_overlay(struct __sk_buff *skb)
 	struct mcast_pkt pkt;
 	__be32 remote;
 	__u32 vni;
+	int reason;
 
 	if (ipv4_mcast_parse(skb, &pkt) < 0)
 		return MCAST_TCX_NEXT;
@@ -33,12 +34,26 @@ static __always_inline int mcast_handle_overlay(struct __sk_buff *skb)
 	/* Cilium's in-cluster replication; our copies carry the pod's identity. */
 	if (vni == MCAST_IDENTITY_WORLD)
 		return MCAST_TCX_NEXT;
-	/* Not covered by a multicast policy: Cilium's, whoever sent it. */
-	if (!mcast_policy_lookup(pkt.saddr, pkt.daddr, &pol_val) || mcast_policy_is_excluded(pol))
-		return MCAST_TCX_NEXT;
-	/* Nobody outside the cluster may send traffic out with our egress IP. */
+	/*
+	 * Any other VNI is a copy in a pod's name, and this node is the last
+	 * point before the cluster's edge: it judges the copy by its own maps
+	 * and never trusts the origin. What it refuses is dropped, not handed
+	 * to Cilium: Cilium tunnels its own multicast with WORLD, so nothing
+	 * of Cilium's is lost, and a copy a gateway refused must not reach
+	 * Cilium's local multicast subscribers either.
+	 *
+	 * Nobody outside the cluster may send traffic out with our egress IP.
+	 */
 	if (!mcast_node_is_known(remote))
 		return mcast_drop(skb, &pkt, MCAST_DROP_UNKNOWN_PEER, MCAST_ROLE_GATEWAY);
+	/*
+	 * A group no policy covers, or one the pod's policy excludes: the
+	 * origin never sends these, but a stale or forged origin might.
+	 */
+	if (!mcast_policy_lookup(pkt.saddr, pkt.daddr, &pol_val))
+		return mcast_drop(skb, &pkt, MCAST_DROP_NO_POLICY, MCAST_ROLE_GATEWAY);
+	if (mcast_policy_is_excluded(pol))
+		return mcast_drop(skb, &pkt, MCAST_DROP_EXCLUDED, MCAST_ROLE_GATEWAY);
 	/*
 	 * Nor another node or pod in the pod's name: the copy must come from
 	 * the node the pod runs on, with the pod's identity as VNI, as its
@@ -51,6 +66,10 @@ static __always_inline int mcast_handle_overlay(struct __sk_buff *skb)
 	if (!cfg || !cfg->node_ip || pol->gateway_ip != cfg->node_ip)
 		return mcast_drop(skb, &pkt, MCAST_DROP_NOT_GATEWAY, MCAST_ROLE_GATEWAY);
 
+	reason = ipv4_mcast_validate(skb, &pkt);
+	if (reason)
+		return mcast_drop(skb, &pkt, reason, MCAST_ROLE_GATEWAY);
+
 	/*
 	 * The origin already cloned for Cilium's in-cluster copies when it had
 	 * to; this packet is ours alone.
@@ -62,6 +81,12 @@ SEC("tcx/ingress")
 int mcast_from_overlay(struct __sk_buff *skb)
 {
 	if (!ipv4_frame_is_multicast(skb))
+		return MCAST_TCX_NEXT;
+	/*
+	 * The kernel has moved an inner 802.1Q tag into the skb, and a redirect
+	 * would put it back on the uplink. Our origins never send one.
+	 */
+	if (skb->vlan_present)
 		return MCAST_TCX_NEXT;
 	return mcast_handle_overlay(skb);
 }

@@ -137,7 +137,11 @@ enum mcast_drop_reason {
 	MCAST_DROP_NO_EGRESS_IFACE = 9,
 	/* Only UDP leaves the cluster. */
 	MCAST_DROP_UNSUPPORTED_PROTO = 10,
-	/* First fragment too short to hold its UDP header. */
+	/*
+	 * A datagram a router would refuse: IPv4 version or IHL, header
+	 * checksum, total length against the frame, or (first fragments) the
+	 * UDP header and length.
+	 */
 	MCAST_DROP_MALFORMED = 11,
 	/* bpf_skb_set_tunnel_key() failed. */
 	MCAST_DROP_TUNNEL_KEY = 12,
@@ -147,10 +151,25 @@ enum mcast_drop_reason {
 	MCAST_DROP_CLONE = 14,
 	/* Tunnelled from a node or with a VNI other than the pod's own. */
 	MCAST_DROP_ORIGIN_MISMATCH = 15,
-	/* Larger than the uplink's MTU: the driver would drop it unseen. */
+	/*
+	 * Larger than the uplink's MTU, or (GSO) with segments that are: the
+	 * driver would drop it unseen.
+	 */
 	MCAST_DROP_MTU_EXCEEDED = 16,
+	/* Tunnelled to the gateway for a group the pod's policy excludes. */
+	MCAST_DROP_EXCLUDED = 17,
+	/* Tunnelled to the gateway in a pod's name for a group no policy covers. */
+	MCAST_DROP_NO_POLICY = 18,
+	/* The redirect helper refused the packet, or the device is gone. */
+	MCAST_DROP_REDIRECT = 19,
 	MCAST_DROP_MAX,
 };
+
+/*
+ * Slots per role in mcast_egw_drops: room for new reasons without a new
+ * layout of the pinned array.
+ */
+#define MCAST_DROP_SLOTS		64
 
 /* Key of mcast_egw_counters. */
 struct mcast_counter_key {
@@ -204,8 +223,8 @@ struct mcast_status {
 	__u64 syncs;			/* successful syncs since the first */
 };
 
-/* mcast_egw_drops is an array indexed by role * MCAST_DROP_MAX + reason. */
-#define MCAST_DROPS_MAX_ENTRIES		(MCAST_ROLE_MAX * MCAST_DROP_MAX)
+/* mcast_egw_drops is an array indexed by role * MCAST_DROP_SLOTS + reason. */
+#define MCAST_DROPS_MAX_ENTRIES		(MCAST_ROLE_MAX * MCAST_DROP_SLOTS)
 
 /*
  * Test builds only: the receive-side tunnel key that BPF_PROG_RUN cannot

@@ -310,25 +310,31 @@ dp_test!(truncated_frames_pass_untouched, |fx| {
     }
     assert_eq!(fx.total_counted(), 0);
     assert_eq!(fx.total_drops(), 0);
-    // A whole header but no room for the options it announces.
+    // A whole header, covered by the policy, but no room for the options
+    // it announces: a router would refuse it, and so do we.
     let mut f = full[..14 + 20].to_vec();
     f[14] = 0x46;
-    let (v, out) = fx.run_origin(fx.lxc_a, &f);
-    assert_untouched(&fx, v, &f, &out);
+    let (v, _) = fx.run_origin(fx.lxc_a, &f);
+    assert_eq!(v, TCX_DROP);
+    assert_eq!(fx.drops(Role::Origin, DropReason::MALFORMED), 1);
 });
 
-dp_test!(ihl_below_five_passes_untouched, |fx| {
+dp_test!(ihl_below_five_is_malformed, |fx| {
     fx.policy(POD_A, "224.0.0.0/4", Gateway::Node(THIS_NODE));
     // A valid tunnel key, so that only the header check can stop it.
     fx.set_tunnel(ID_A, REMOTE_GW);
+    // Positive control: the same frame with IHL 5 leaves from both.
+    let good = Frame::udp(POD_A, GROUP, b"bad header").bytes();
+    assert_eq!(fx.run_origin(fx.lxc_a, &good).0, TCX_REDIRECT);
+    assert_eq!(fx.run_gateway(&good).0, TCX_REDIRECT);
     for ihl in 0..5u8 {
-        let mut f = Frame::udp(POD_A, GROUP, b"bad header").bytes();
+        let mut f = good.clone();
         f[14] = 0x40 | ihl;
-        let (v, out) = fx.run_origin(fx.lxc_a, &f);
-        assert_untouched(&fx, v, &f, &out);
-        let (v, out) = fx.run_gateway(&f);
-        assert_untouched(&fx, v, &f, &out);
+        assert_eq!(fx.run_origin(fx.lxc_a, &f).0, TCX_DROP, "origin, IHL {ihl}");
+        assert_eq!(fx.run_gateway(&f).0, TCX_DROP, "gateway, IHL {ihl}");
     }
+    assert_eq!(fx.drops(Role::Origin, DropReason::MALFORMED), 5);
+    assert_eq!(fx.drops(Role::Gateway, DropReason::MALFORMED), 5);
 });
 
 dp_test!(multicast_without_policy_passes, |fx| {
@@ -370,12 +376,13 @@ dp_test!(policy_changes_reach_the_next_packet, |fx| {
             assert_eq!(fx.run_gateway(&f).0, gw, "{gateway:?} gateway");
         }
     };
-    step(None, TCX_NEXT, TCX_NEXT);
+    // The gateway drops a copy in a pod's name that no entry lets out.
+    step(None, TCX_NEXT, TCX_DROP);
     step(Some(Gateway::Node(REMOTE_GW)), TCX_REDIRECT, TCX_DROP);
     step(Some(Gateway::Node(THIS_NODE)), TCX_REDIRECT, TCX_REDIRECT);
-    step(Some(Gateway::Excluded), TCX_NEXT, TCX_NEXT);
+    step(Some(Gateway::Excluded), TCX_NEXT, TCX_DROP);
     step(Some(Gateway::NotFound), TCX_DROP, TCX_DROP);
-    step(None, TCX_NEXT, TCX_NEXT);
+    step(None, TCX_NEXT, TCX_DROP);
 });
 
 dp_test!(no_gateway_sentinel_drops_and_counts, |fx| {
@@ -913,13 +920,34 @@ dp_test!(gateway_without_node_ip_is_not_the_gateway, |fx| {
     assert_eq!(fx.drops(Role::Gateway, DropReason::NOT_GATEWAY), 1);
 });
 
-dp_test!(gateway_leaves_multicast_without_policy_to_cilium, |fx| {
-    // Not ours, from a node or not: Cilium decides.
-    for peer in [REMOTE_GW, STRANGER] {
-        fx.set_tunnel(ID_A, peer);
-        let f = Frame::udp(Ipv4Addr::new(198, 51, 100, 77), GROUP, b"not ours").bytes();
-        let (v, out) = fx.run_gateway(&f);
-        assert_untouched(&fx, v, &f, &out);
+dp_test!(gateway_drops_copies_no_policy_lets_out, |fx| {
+    // The gateway serves 232.1.0.0/16 for pod A, except 232.1.1.0/24.
+    fx.policy(POD_A, "232.1.0.0/16", Gateway::Node(THIS_NODE));
+    fx.policy(POD_A, "232.1.1.0/24", Gateway::Excluded);
+    fx.set_tunnel(ID_A, REMOTE_GW);
+    // Positive control: a covered group leaves.
+    let covered = Frame::udp(POD_A, Ipv4Addr::new(232, 1, 2, 1), b"covered").bytes();
+    assert_eq!(fx.run_gateway(&covered).0, TCX_REDIRECT);
+    // An excluded group, a group outside the policy, and a pod with no
+    // policy at all: dropped and counted, never emitted, never handed on.
+    let excluded = Frame::udp(POD_A, GROUP, b"excluded").bytes();
+    assert_eq!(fx.run_gateway(&excluded).0, TCX_DROP);
+    assert_eq!(fx.drops(Role::Gateway, DropReason::EXCLUDED), 1);
+    let outside = Frame::udp(POD_A, Ipv4Addr::new(232, 9, 9, 9), b"outside").bytes();
+    assert_eq!(fx.run_gateway(&outside).0, TCX_DROP);
+    let stranger = Frame::udp(Ipv4Addr::new(198, 51, 100, 77), GROUP, b"no policy").bytes();
+    assert_eq!(fx.run_gateway(&stranger).0, TCX_DROP);
+    assert_eq!(fx.drops(Role::Gateway, DropReason::NO_POLICY), 2);
+    // From outside the cluster: unknown_peer, whatever the group.
+    fx.set_tunnel(ID_A, STRANGER);
+    assert_eq!(fx.run_gateway(&stranger).0, TCX_DROP);
+    assert_eq!(fx.drops(Role::Gateway, DropReason::UNKNOWN_PEER), 1);
+    assert_eq!(fx.counter(Ipv4Addr::new(232, 1, 2, 1), Role::Gateway).0, 1);
+    // Cilium's own replication (VNI WORLD) is Cilium's, covered or not.
+    fx.set_tunnel(2, REMOTE_GW);
+    for f in [&covered, &excluded, &stranger] {
+        let (v, out) = fx.run_gateway(f);
+        assert_eq!((v, &out), (TCX_NEXT, f));
     }
 });
 
@@ -951,8 +979,8 @@ dp_test!(failed_copies_are_counted_and_the_original_goes_on, |fx| {
         .unwrap();
     let f = Frame::udp(POD_A, GROUP, b"copy fails").bytes();
     let (v, out) = fx.run_origin(fx.lxc_a, &f);
-    assert_eq!((v, out), (TCX_NEXT, f.clone()), "restored and handed on");
-    assert_eq!(fx.drops(Role::Gateway, DropReason::CLONE), 1);
+    assert_eq!((v, out), (TCX_NEXT, f.clone()), "untouched and handed on");
+    assert_eq!(fx.drops(Role::Gateway, DropReason::REDIRECT), 1);
 
     // The tunnel device gone too.
     fx.policy(POD_A, "232.1.0.0/16", Gateway::Node(REMOTE_GW));

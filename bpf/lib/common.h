@@ -32,10 +32,11 @@
 
 #define IPPROTO_PIM_		103
 
-/* bpf_check_mtu() results (include/uapi/linux/bpf.h, kernel 5.12+). */
-#ifndef BPF_MTU_CHK_RET_FRAG_NEEDED
-#define BPF_MTU_CHK_RET_FRAG_NEEDED	1
-#endif
+/*
+ * bpf_check_mtu() results are an enum in include/uapi/linux/bpf.h (kernel
+ * 5.12+): SUCCESS 0, FRAG_NEEDED 1, SEGS_TOO_BIG 2; BPF_MTU_CHK_SEGS is
+ * its flag to check each GSO segment rather than the whole packet.
+ */
 
 /* The largest L2 + L3 + UDP header we ever look at (IHL 15). */
 #define MCAST_MAX_HDR_LEN	(ETH_HLEN + 60 + sizeof(struct udphdr))

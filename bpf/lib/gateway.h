@@ -119,10 +119,14 @@ static __always_inline int mcast_gateway_emit(struct __sk_buff *skb, const struc
 	/*
 	 * Multicast is not fragmented on the way out (and DF packets may not
 	 * be): a frame over the uplink's MTU would vanish in the driver, so it
-	 * is counted here instead. Errors (an uplink gone) are left to the
-	 * redirect, which counts its own failure.
+	 * is counted here instead. A GSO packet is checked segment by segment
+	 * (each leaves as a packet of its own). An uplink that is gone is a
+	 * redirect that could not happen.
 	 */
-	if (bpf_check_mtu(skb, ifindex, &mtu_len, 0, 0) == BPF_MTU_CHK_RET_FRAG_NEEDED)
+	ret = bpf_check_mtu(skb, ifindex, &mtu_len, 0, BPF_MTU_CHK_SEGS);
+	if (ret < 0)
+		return mcast_fail(skb, pkt, MCAST_DROP_REDIRECT, MCAST_ROLE_GATEWAY, clone);
+	if (ret != BPF_MTU_CHK_RET_SUCCESS)
 		return mcast_fail(skb, pkt, MCAST_DROP_MTU_EXCEEDED, MCAST_ROLE_GATEWAY, clone);
 	new_ttl = pkt->ttl - 1;
 
@@ -155,8 +159,12 @@ static __always_inline int mcast_gateway_emit(struct __sk_buff *skb, const struc
 		return mcast_drop(skb, pkt, MCAST_DROP_REWRITE, MCAST_ROLE_GATEWAY);
 
 	if (!clone) {
+		/* Counted once the helper has taken the packet, never before. */
+		ret = bpf_redirect(ifindex, 0);
+		if (ret != MCAST_TCX_REDIRECT)
+			return mcast_drop(skb, pkt, MCAST_DROP_REDIRECT, MCAST_ROLE_GATEWAY);
 		mcast_count_emitted(skb, pol->policy_id, pkt->daddr, role);
-		return bpf_redirect(ifindex, 0);
+		return ret;
 	}
 
 	if (bpf_clone_redirect(skb, ifindex, 0) < 0)

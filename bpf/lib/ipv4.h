@@ -81,17 +81,18 @@ struct mcast_pkt {
 };
 
 /*
- * Parse the IPv4 header behind the Ethernet header of an IPv4 frame whose
- * destination is known to be multicast. Makes the headers linear first, so
- * that later direct reads see them. Returns 0, or -1 for a malformed header
- * (which is not ours to judge: the caller hands it on untouched).
+ * Read the fixed IPv4 header behind the Ethernet header of an IPv4 frame
+ * whose destination is known to be multicast. Makes the headers linear
+ * first, so that later direct reads see them. Returns -1 only when the frame
+ * cannot hold a fixed IPv4 header; whether the header is valid is
+ * ipv4_mcast_validate()'s question, asked once the packet is known to be
+ * ours.
  */
 static __always_inline int ipv4_mcast_parse(struct __sk_buff *skb, struct mcast_pkt *pkt)
 {
 	void *data, *data_end;
 	struct iphdr *ip4;
 	__u32 len = skb->len;
-	__u32 ihl_len;
 
 	if (len > MCAST_MAX_HDR_LEN)
 		len = MCAST_MAX_HDR_LEN;
@@ -106,18 +107,95 @@ static __always_inline int ipv4_mcast_parse(struct __sk_buff *skb, struct mcast_
 	ip4 = data + ETH_HLEN;
 	if ((void *)(ip4 + 1) > data_end)
 		return -1;
-	if (ip4->ihl < 5 || ip4->version != 4)
-		return -1;
-	ihl_len = ip4->ihl * 4;
-	if ((void *)ip4 + ihl_len > data_end)
-		return -1;
 
 	pkt->saddr = ip4->saddr;
 	pkt->daddr = ip4->daddr;
 	pkt->proto = ip4->protocol;
 	pkt->ttl = ip4->ttl;
 	pkt->frag_off = ip4->frag_off;
-	pkt->l4_off = ETH_HLEN + ihl_len;
+	pkt->l4_off = ETH_HLEN + ip4->ihl * 4;
+	return 0;
+}
+
+/* Fold a sum of 32-bit words to the 16-bit one's complement sum. */
+static __always_inline __u32 ipv4_csum_fold32(__u64 sum)
+{
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return sum;
+}
+
+/*
+ * We bypass ip_rcv() and the forwarding path, so we check what a router
+ * checks before it forwards (RFC 1812 5.2.2, ip_rcv_core()): version 4,
+ * IHL >= 5, the header checksum, a total length that covers the header and
+ * fits the frame; and, as the receivers would (udp_rcv()), that a first
+ * fragment holds the UDP header and that its length is the datagram's:
+ * equal to the IP payload when unfragmented, at least it when more
+ * fragments follow. Link-layer bytes behind the total length are cut, as
+ * ip_rcv() cuts them, so they never leave with our egress IP.
+ *
+ * Returns 0, or the drop reason. Runs only for packets a policy covers.
+ */
+static __always_inline int ipv4_mcast_validate(struct __sk_buff *skb, const struct mcast_pkt *pkt)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct iphdr *ip4 = data + ETH_HLEN;
+	__u32 ihl_len, tot_len, payload, ulen;
+	struct udphdr *udp;
+	__u32 *word;
+	__u64 sum = 0;
+	int i;
+
+	if ((void *)(ip4 + 1) > data_end)
+		return MCAST_DROP_MALFORMED;
+	if (ip4->version != 4 || ip4->ihl < 5)
+		return MCAST_DROP_MALFORMED;
+	ihl_len = ip4->ihl * 4;
+	tot_len = bpf_ntohs(ip4->tot_len);
+	if (tot_len < ihl_len || tot_len > skb->len - ETH_HLEN)
+		return MCAST_DROP_MALFORMED;
+
+	/*
+	 * RFC 1071: the header, options included, sums to all ones. Summed in
+	 * 32-bit words (the sum is the same in any word size and byte order);
+	 * options are copied out, into zeros that add nothing.
+	 */
+	word = (__u32 *)ip4;
+	sum = (__u64)word[0] + word[1] + word[2] + word[3] + word[4];
+	if (ihl_len > sizeof(*ip4)) {
+		__u32 opts[10] = {};
+		__u32 opts_len = (ihl_len - sizeof(*ip4)) & 0x3c;
+
+		if (!opts_len ||
+		    bpf_skb_load_bytes(skb, ETH_HLEN + sizeof(*ip4), opts, opts_len) < 0)
+			return MCAST_DROP_MALFORMED;
+		for (i = 0; i < 10; i++)
+			sum += opts[i];
+	}
+	if (ipv4_csum_fold32(sum) != 0xffff)
+		return MCAST_DROP_MALFORMED;
+
+	if (pkt->proto == IPPROTO_UDP && !ipv4_is_later_fragment(pkt->frag_off)) {
+		payload = tot_len - ihl_len;
+		if (payload < sizeof(struct udphdr))
+			return MCAST_DROP_MALFORMED;
+		udp = (void *)ip4 + ihl_len;
+		if ((void *)(udp + 1) > data_end)
+			return MCAST_DROP_MALFORMED;
+		ulen = bpf_ntohs(udp->len);
+		if (ulen < sizeof(struct udphdr))
+			return MCAST_DROP_MALFORMED;
+		if (pkt->frag_off & bpf_htons(IP_MF) ? ulen < payload : ulen != payload)
+			return MCAST_DROP_MALFORMED;
+	}
+
+	if (ETH_HLEN + tot_len < skb->len &&
+	    bpf_skb_change_tail(skb, ETH_HLEN + tot_len, 0) < 0)
+		return MCAST_DROP_REWRITE;
 	return 0;
 }
 

@@ -18,7 +18,8 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } mcast_egw_counters SEC(".maps");
 
-/* Drops by role and reason: index role * MCAST_DROP_MAX + reason. */
+/* Drops by role and reason: index role * MCAST_DROP_SLOTS + reason. */
+_Static_assert(MCAST_DROP_MAX <= MCAST_DROP_SLOTS, "drop reasons outgrew their slots");
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);
@@ -93,8 +94,12 @@ struct {
 /*
  * A token bucket per CPU: MCAST_EVENTS_PER_SEC events a second, bursts of
  * as many. A flood of drops costs one clock read each and no ring buffer
- * traffic past the limit, so the monitor can never load the node.
+ * traffic past the limit, so the monitor can never load the node. The clock
+ * moves on by the tokens granted only, so the part of an interval not yet
+ * earned is kept for the next refill and the rate holds at the limit.
  */
+#define MCAST_EVENT_INTERVAL_NS	(1000000000ULL / MCAST_EVENTS_PER_SEC)
+
 static __always_inline bool mcast_event_allowed(void)
 {
 	struct mcast_events_limit *l;
@@ -105,12 +110,16 @@ static __always_inline bool mcast_event_allowed(void)
 	if (!l)
 		return false;
 	now = bpf_ktime_get_ns();
-	refill = (now - l->refilled_ns) / (1000000000ULL / MCAST_EVENTS_PER_SEC);
+	refill = (now - l->refilled_ns) / MCAST_EVENT_INTERVAL_NS;
 	if (refill) {
 		l->tokens += refill;
-		if (l->tokens > MCAST_EVENTS_PER_SEC)
+		if (l->tokens >= MCAST_EVENTS_PER_SEC) {
+			/* A full bucket earns nothing more while it waits. */
 			l->tokens = MCAST_EVENTS_PER_SEC;
-		l->refilled_ns = now;
+			l->refilled_ns = now;
+		} else {
+			l->refilled_ns += refill * MCAST_EVENT_INTERVAL_NS;
+		}
 	}
 	if (!l->tokens) {
 		l->suppressed++;
@@ -150,7 +159,7 @@ static __always_inline void mcast_emit_drop_event(const struct __sk_buff *skb,
 static __always_inline int mcast_drop(const struct __sk_buff *skb, const struct mcast_pkt *pkt,
 				      enum mcast_drop_reason reason, enum mcast_role role)
 {
-	__u32 idx = role * MCAST_DROP_MAX + reason;
+	__u32 idx = role * MCAST_DROP_SLOTS + reason;
 	struct mcast_counter_val *val;
 
 	val = bpf_map_lookup_elem(&mcast_egw_drops, &idx);

@@ -10,14 +10,17 @@
 /*
  * Encapsulate like Cilium does: VNI = the source's security identity,
  * remote = the gateway node, zero outer UDP checksum (RFC 7348 allows it
- * for IPv4). The caller redirects to the collect-md tunnel device.
+ * for IPv4). The outer source is this node's IP, which the gateway checks
+ * the copy against: left to the kernel, a node with several addresses could
+ * pick another one. The caller redirects to the collect-md tunnel device.
  */
-static __always_inline int mcast_tunnel_key_set(struct __sk_buff *skb, __be32 remote,
-						__u32 identity)
+static __always_inline int mcast_tunnel_key_set(struct __sk_buff *skb, __be32 local,
+						__be32 remote, __u32 identity)
 {
 	struct bpf_tunnel_key key = {};
 
 	key.remote_ipv4 = bpf_ntohl(remote);
+	key.local_ipv4 = bpf_ntohl(local);
 	key.tunnel_id = identity;
 	key.tunnel_ttl = MCAST_TUNNEL_TTL;
 	return bpf_skb_set_tunnel_key(skb, &key, sizeof(key), BPF_F_ZERO_CSUM_TX);

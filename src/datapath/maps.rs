@@ -177,6 +177,9 @@ impl DropReason {
     pub const CLONE: DropReason = DropReason(RawDrop::MCAST_DROP_CLONE as u32);
     pub const ORIGIN_MISMATCH: DropReason = DropReason(RawDrop::MCAST_DROP_ORIGIN_MISMATCH as u32);
     pub const MTU_EXCEEDED: DropReason = DropReason(RawDrop::MCAST_DROP_MTU_EXCEEDED as u32);
+    pub const EXCLUDED: DropReason = DropReason(RawDrop::MCAST_DROP_EXCLUDED as u32);
+    pub const NO_POLICY: DropReason = DropReason(RawDrop::MCAST_DROP_NO_POLICY as u32);
+    pub const REDIRECT: DropReason = DropReason(RawDrop::MCAST_DROP_REDIRECT as u32);
 
     /// One past the largest code.
     pub const MAX: u32 = RawDrop::MCAST_DROP_MAX as u32;
@@ -214,6 +217,9 @@ impl DropReason {
             RawDrop::MCAST_DROP_CLONE,
             RawDrop::MCAST_DROP_ORIGIN_MISMATCH,
             RawDrop::MCAST_DROP_MTU_EXCEEDED,
+            RawDrop::MCAST_DROP_EXCLUDED,
+            RawDrop::MCAST_DROP_NO_POLICY,
+            RawDrop::MCAST_DROP_REDIRECT,
         ]
         .into_iter()
         .find(|r| *r as u32 == self.0);
@@ -234,6 +240,9 @@ impl DropReason {
             Some(RawDrop::MCAST_DROP_CLONE) => "clone_failed",
             Some(RawDrop::MCAST_DROP_ORIGIN_MISMATCH) => "origin_mismatch",
             Some(RawDrop::MCAST_DROP_MTU_EXCEEDED) => "mtu_exceeded",
+            Some(RawDrop::MCAST_DROP_EXCLUDED) => "excluded",
+            Some(RawDrop::MCAST_DROP_NO_POLICY) => "no_policy",
+            Some(RawDrop::MCAST_DROP_REDIRECT) => "redirect_failed",
             Some(RawDrop::MCAST_DROP_MAX) | None => "unknown",
         }
     }
@@ -867,7 +876,7 @@ impl Maps {
 
     /// Drops of one role and reason.
     pub fn drop_count(&self, role: Role, reason: DropReason) -> Result<DropCount> {
-        let idx = role.raw() * DropReason::MAX + reason.code();
+        let idx = role.raw() * intf::MCAST_DROP_SLOTS + reason.code();
         let (packets, bytes) =
             percpu_sum(&self.drops, DROPS_MAP, idx.as_bytes())?.unwrap_or_default();
         Ok(DropCount {
