@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
+use hyper::body::Bytes;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -80,16 +80,19 @@ impl Health {
     }
 }
 
+/// The body of a failed scrape; the reason goes to the log.
+const METRICS_FAILED: &str = "metrics unavailable, see the controller's log\n";
+
 fn respond(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *r.status_mut() = status;
     r
 }
 
-async fn handle(
+async fn handle<B>(
     health: Arc<Health>,
     metrics: Arc<Metrics>,
-    req: Request<Incoming>,
+    req: Request<B>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Ok(respond(StatusCode::METHOD_NOT_ALLOWED, "GET only\n"));
@@ -99,15 +102,26 @@ async fn handle(
         "/healthz" => respond(StatusCode::SERVICE_UNAVAILABLE, "controller loop stalled\n"),
         "/metrics" => {
             // Reading the maps is blocking work: off the async workers.
-            let body = tokio::task::spawn_blocking(move || metrics.render())
-                .await
-                .unwrap_or_default();
-            let mut r = Response::new(Full::new(Bytes::from(body)));
-            r.headers_mut().insert(
-                hyper::header::CONTENT_TYPE,
-                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
-            r
+            match tokio::task::spawn_blocking(move || metrics.render()).await {
+                Ok(Ok(body)) => {
+                    let mut r = Response::new(Full::new(Bytes::from(body)));
+                    r.headers_mut().insert(
+                        hyper::header::CONTENT_TYPE,
+                        hyper::header::HeaderValue::from_static(prometheus::TEXT_FORMAT),
+                    );
+                    r
+                }
+                // Never a part of the metrics with a 200: series missing
+                // from a scrape read as gone, a failed scrape as `up == 0`.
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "serving /metrics");
+                    respond(StatusCode::INTERNAL_SERVER_ERROR, METRICS_FAILED)
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "rendering the metrics did not finish");
+                    respond(StatusCode::INTERNAL_SERVER_ERROR, METRICS_FAILED)
+                }
+            }
         }
         "/readyz" => {
             let (status, body) = health.readiness();
@@ -146,5 +160,50 @@ pub async fn serve(
                 tracing::debug!(error = %e, "probe connection");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+    use crate::metrics::tests::{add_unencodable_family, metrics, FakeMaps};
+
+    async fn get(metrics: Metrics, path: &str) -> (StatusCode, String) {
+        let req = Request::get(path).body(()).unwrap();
+        let resp = handle(Arc::new(Health::default()), Arc::new(metrics), req)
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn metrics_of_a_quiet_node_answer_200() {
+        let (status, body) = get(metrics(FakeMaps::default()), "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("cilium_mcast_egress_drops_total{"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn metrics_answer_500_when_a_map_read_fails() {
+        let failing = FakeMaps {
+            fail: true,
+            ..FakeMaps::default()
+        };
+        let (status, body) = get(metrics(failing), "/metrics").await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body, METRICS_FAILED);
+    }
+
+    #[tokio::test]
+    async fn metrics_answer_500_when_encoding_fails() {
+        let m = metrics(FakeMaps::default());
+        add_unencodable_family(&m);
+        let (status, body) = get(m, "/metrics").await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body, METRICS_FAILED);
     }
 }

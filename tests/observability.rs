@@ -1,15 +1,50 @@
 //! What an operator sees: the Prometheus scrape after real traffic on the
 //! lab (exact packet and byte counts, drops by reason, gauges), across a
-//! daemon restart; and the probes before the first sync. Needs root.
+//! daemon restart; the scrape of a node that never carried a packet; and
+//! the probes before the first sync. Needs root.
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::io::{Read, Write};
+use std::net::Ipv4Addr;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use cilium_mcast_egress::datapath::maps::{DropReason, Role, COUNTERS_MAP};
+use cilium_mcast_egress::datapath::tcx::ifindex_of;
+use cilium_mcast_egress::datapath::Paths;
 use cilium_mcast_egress::lab::addr::{EGRESS_B, GROUP, UPSTREAM_B};
-use cilium_mcast_egress::lab::{camera_policy, Lab, LabConfig, Node, Pod};
+use cilium_mcast_egress::lab::{self, camera_policy, Lab, LabConfig, Node, Pod};
 use common::lab_io::{pod_socket, send_stream, Receiver};
+
+/// Where a daemon run by these tests (alone in its namespace) serves.
+const PROBE: &str = "127.0.0.1:9980";
+
+/// A daemon run by a test, killed (by its pid) when dropped: also when an
+/// assertion fails first.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `GET path` on [`PROBE`]: status and body.
+fn http_get(path: &str) -> Option<(u16, String)> {
+    let mut s =
+        std::net::TcpStream::connect_timeout(&PROBE.parse().ok()?, Duration::from_millis(300))
+            .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
+    let mut r = String::new();
+    s.read_to_string(&mut r).ok()?;
+    Some((
+        r.split_whitespace().nth(1)?.parse().ok()?,
+        r.split_once("\r\n\r\n")?.1.to_owned(),
+    ))
+}
 
 /// The value of the sample `name{labels}` in a scrape, labels given in any
 /// order as `key="value"` pairs.
@@ -215,6 +250,202 @@ fn scrape_counts_every_datagram_drops_and_survives_a_restart() {
     );
 }
 
+/// This node (192.0.2.10) is the gateway of `cameras`, `bad-prefix` is
+/// invalid, and one local camera pod exists that never sends.
+const QUIET_MANIFESTS: &str = r#"
+apiVersion: cilium.io/v2
+kind: CiliumNode
+metadata:
+  name: node-a
+  labels: {kubernetes.io/hostname: node-a, egress: "a"}
+spec:
+  addresses:
+  - {type: InternalIP, ip: 192.0.2.10}
+---
+apiVersion: cilium.io/v2
+kind: CiliumEndpoint
+metadata: {name: pod1, namespace: media, uid: 0f8a3b52-2222-4c8e-9a51-000000000001}
+status:
+  id: 100
+  identity:
+    id: 4001
+    labels:
+    - k8s:app=camera
+    - k8s:io.kubernetes.pod.namespace=media
+  networking:
+    addressing:
+    - ipv4: 198.51.100.11
+    node: 192.0.2.10
+---
+apiVersion: cilium.io/v2
+kind: CiliumEgressGatewayPolicy
+metadata: {name: cameras}
+spec:
+  selectors:
+  - podSelector:
+      matchLabels: {app: camera}
+  destinationCIDRs: [232.1.0.0/16]
+  egressGateway:
+    nodeSelector:
+      matchLabels: {egress: "a"}
+    interface: uplink0
+---
+apiVersion: cilium.io/v2
+kind: CiliumEgressGatewayPolicy
+metadata: {name: bad-prefix}
+spec:
+  selectors:
+  - podSelector:
+      matchLabels: {app: camera}
+  destinationCIDRs: [232.0.0.0/4]
+  egressGateway:
+    nodeSelector:
+      matchLabels: {egress: "a"}
+    interface: uplink0
+"#;
+
+/// Most nodes never carry multicast: their scrape must still hold every
+/// drop reason (at 0, so an operator can alert on a rate), the policy and
+/// sync gauges, the gateway and the invalid policy, not stop after the
+/// first family.
+#[test]
+fn quiet_node_scrape_has_drops_policy_sync_and_gateway_gauges() {
+    if !common::privileged("quiet_node_scrape_has_drops_policy_sync_and_gateway_gauges") {
+        return;
+    }
+    common::in_new_netns(|| {
+        common::veth("lxc_pod1", "pod1");
+        common::veth("uplink0", "upstream0");
+        common::vxlan_external("cilium_vxlan");
+        common::sh("ip", &["addr", "add", "203.0.113.10/24", "dev", "uplink0"]);
+        let ours = common::Bpffs::new("quiet-ours");
+        let cilium = common::Bpffs::new("quiet-cilium");
+        let lxc = Paths::new(cilium.path()).globals().join("cilium_lxc");
+        lab::create_cilium_lxc_at(&lxc, Ipv4Addr::new(192, 0, 2, 10)).unwrap();
+        lab::lxc_put_at(
+            &lxc,
+            Ipv4Addr::new(198, 51, 100, 11),
+            ifindex_of("lxc_pod1").unwrap(),
+            4001,
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("quiet.yaml"), QUIET_MANIFESTS).unwrap();
+
+        let _daemon = Daemon(
+            Command::new(env!("CARGO_BIN_EXE_cilium-mcast-egress"))
+                .args(["run", "--node-name", "node-a", "--manifests"])
+                .arg(dir.path())
+                .arg("--bpffs-root")
+                .arg(ours.path())
+                .arg("--cilium-bpffs")
+                .arg(cilium.path())
+                .args(["--metrics-addr", PROBE])
+                .env("RUST_LOG", "warn")
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        common::wait_for("/readyz", Duration::from_secs(20), || {
+            http_get("/readyz").map(|r| r.0) == Some(200)
+        });
+        let (status, m) = http_get("/metrics").expect("/metrics answers");
+        assert_eq!(status, 200, "{m}");
+
+        // Every reason of the generated enum, for both roles, at 0.
+        for role in Role::ALL {
+            for reason in DropReason::all() {
+                for name in [
+                    "cilium_mcast_egress_drops_total",
+                    "cilium_mcast_egress_drop_bytes_total",
+                ] {
+                    let labels = [("reason", reason.label()), ("role", role.label())];
+                    assert_eq!(
+                        sample(&m, name, &labels),
+                        Some(0.0),
+                        "{name}{labels:?}:\n{m}"
+                    );
+                }
+            }
+        }
+        assert_eq!(
+            sample(
+                &m,
+                "cilium_mcast_egress_monitor_events_suppressed_total",
+                &[]
+            ),
+            Some(0.0),
+            "{m}"
+        );
+        assert_eq!(
+            sample(&m, "cilium_mcast_egress_policy_entries", &[]),
+            Some(1.0),
+            "{m}"
+        );
+        assert_eq!(sample(&m, "cilium_mcast_egress_endpoints", &[]), Some(1.0));
+        assert_eq!(sample(&m, "cilium_mcast_egress_nodes", &[]), Some(1.0));
+        assert_eq!(
+            sample(
+                &m,
+                "cilium_mcast_egress_map_entries",
+                &[("map", COUNTERS_MAP)]
+            ),
+            Some(0.0)
+        );
+        assert!(
+            sample(&m, "cilium_mcast_egress_sync_duration_seconds_count", &[]).unwrap_or(0.0)
+                >= 1.0,
+            "{m}"
+        );
+        assert!(
+            sample(&m, "cilium_mcast_egress_last_sync_timestamp_seconds", &[]).unwrap_or(0.0)
+                > 1.7e9,
+            "{m}"
+        );
+        assert_eq!(
+            sample(&m, "cilium_mcast_egress_sync_errors_total", &[]),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(
+                &m,
+                "cilium_mcast_egress_gateway",
+                &[("policy", "cameras"), ("egress_ip", "203.0.113.10")]
+            ),
+            Some(1.0),
+            "{m}"
+        );
+        assert_eq!(
+            sample(
+                &m,
+                "cilium_mcast_egress_invalid_policy",
+                &[("policy", "bad-prefix")]
+            ),
+            Some(1.0),
+            "{m}"
+        );
+        assert_eq!(
+            sample(&m, "cilium_mcast_egress_attached_links", &[]),
+            Some(2.0)
+        );
+        assert!(
+            sample(
+                &m,
+                "cilium_mcast_egress_source_events_total",
+                &[("source", "manifests"), ("kind", "CiliumEndpoint")]
+            )
+            .unwrap_or(0.0)
+                >= 1.0,
+            "{m}"
+        );
+        // No traffic, no replication series: no empty families either.
+        assert!(
+            !m.contains("cilium_mcast_egress_packets_total"),
+            "packets_total without a sample:\n{m}"
+        );
+    });
+}
+
 #[test]
 fn readyz_fails_until_the_first_sync() {
     if !common::privileged("readyz_fails_until_the_first_sync") {
@@ -243,36 +474,22 @@ users:
 ",
         )
         .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cilium-mcast-egress"))
-            .args(["run", "--node-name", "node-a", "--bpffs-root"])
-            .arg(bpffs.path())
-            .arg("--cilium-bpffs")
-            .arg(bpffs.path())
-            .args(["--metrics-addr", "127.0.0.1:9980"])
-            .env("KUBECONFIG", &kubeconfig)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let get = |path: &str| -> Option<(u16, String)> {
-            use std::io::{Read, Write};
-            let mut s = std::net::TcpStream::connect_timeout(
-                &"127.0.0.1:9980".parse().ok()?,
-                Duration::from_millis(300),
-            )
-            .ok()?;
-            s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-            write!(s, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
-            let mut r = String::new();
-            s.read_to_string(&mut r).ok()?;
-            Some((
-                r.split_whitespace().nth(1)?.parse().ok()?,
-                r.split_once("\r\n\r\n")?.1.to_owned(),
-            ))
-        };
+        let _daemon = Daemon(
+            Command::new(env!("CARGO_BIN_EXE_cilium-mcast-egress"))
+                .args(["run", "--node-name", "node-a", "--bpffs-root"])
+                .arg(bpffs.path())
+                .arg("--cilium-bpffs")
+                .arg(bpffs.path())
+                .args(["--metrics-addr", PROBE])
+                .env("KUBECONFIG", &kubeconfig)
+                .env("RUST_LOG", "warn")
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
         let mut alive = false;
         for _ in 0..100 {
-            if get("/healthz").map(|r| r.0) == Some(200) {
+            if http_get("/healthz").map(|r| r.0) == Some(200) {
                 alive = true;
                 break;
             }
@@ -280,9 +497,7 @@ users:
         }
         // Give the source time to try (and fail) to list.
         std::thread::sleep(Duration::from_millis(1500));
-        let ready = get("/readyz");
-        let _ = child.kill();
-        let _ = child.wait();
+        let ready = http_get("/readyz");
         assert!(alive, "/healthz answers while nothing is synced");
         let (status, body) = ready.expect("/readyz answers");
         assert_eq!(status, 503);
