@@ -23,11 +23,21 @@ static __always_inline int mcast_origin_to_tunnel(struct __sk_buff *skb,
 						  const struct mcast_endpoint_val *ep, bool clone)
 {
 	__u32 tunnel = cfg->tunnel_ifindex;
-
+	__u32 mtu_len = 0;
 	int ret;
 
 	if (!tunnel)
 		return mcast_fail(skb, pkt, MCAST_DROP_NO_TUNNEL, MCAST_ROLE_ORIGIN, clone);
+	/*
+	 * A tunnel device that is gone would take the packet and lose it: that
+	 * is a redirect that could not happen, not a packet sent. The inner
+	 * frame (each GSO segment of it) must fit the tunnel device too.
+	 */
+	ret = bpf_check_mtu(skb, tunnel, &mtu_len, 0, BPF_MTU_CHK_SEGS);
+	if (ret < 0)
+		return mcast_fail(skb, pkt, MCAST_DROP_REDIRECT, MCAST_ROLE_ORIGIN, clone);
+	if (ret != BPF_MTU_CHK_RET_SUCCESS)
+		return mcast_fail(skb, pkt, MCAST_DROP_MTU_EXCEEDED, MCAST_ROLE_ORIGIN, clone);
 	if (mcast_tunnel_key_set(skb, cfg->node_ip, pol->gateway_ip, ep->sec_identity) < 0)
 		return mcast_fail(skb, pkt, MCAST_DROP_TUNNEL_KEY, MCAST_ROLE_ORIGIN, clone);
 
