@@ -18,6 +18,8 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 
+use ipnetwork::Ipv4Network;
+
 pub use fnv::fnv32a;
 pub use model::*;
 
@@ -31,13 +33,36 @@ const INTERNAL_IP: &str = "InternalIP";
 
 /// Keep only the entries this node's datapath can use: those of pods behind
 /// its own veths (`local_pods`, from Cilium's endpoint map) for the origin
-/// program, and those naming this node as gateway for the gateway program.
-/// Every other node's pods would only grow the trie every packet walks.
+/// program, and for the gateway program those naming this node as gateway,
+/// with the exclusions of the same pod that lie inside them. The gateway is
+/// the last point before the cluster's edge and enforces the exclusions
+/// itself: without them a copy for an excluded group (a stale or forged
+/// origin) would match the covering prefix and leave. Every other node's
+/// pods would only grow the trie every packet walks.
 pub fn retain_node_local(desired: &mut Desired, local_pods: &BTreeSet<Ipv4Addr>) {
     let this = desired.config.node_ip;
+    let served: BTreeMap<Ipv4Addr, Vec<Ipv4Network>> = if this.is_unspecified() {
+        BTreeMap::new()
+    } else {
+        let mut served: BTreeMap<Ipv4Addr, Vec<Ipv4Network>> = BTreeMap::new();
+        for (key, value) in &desired.policies {
+            if value.gateway == Gateway::Node(this) {
+                served.entry(key.source).or_default().push(key.destination);
+            }
+        }
+        served
+    };
+    let inside_served = |key: &PolicyKey| {
+        served.get(&key.source).is_some_and(|prefixes| {
+            prefixes.iter().any(|p| {
+                p.prefix() < key.destination.prefix() && p.contains(key.destination.network())
+            })
+        })
+    };
     desired.policies.retain(|key, value| {
         local_pods.contains(&key.source)
             || (!this.is_unspecified() && value.gateway == Gateway::Node(this))
+            || (value.gateway == Gateway::Excluded && inside_served(key))
     });
 }
 

@@ -1449,8 +1449,17 @@ fn node_local_keeps_local_pods_and_gateway_entries() {
     retain_node_local(&mut with_local, &BTreeSet::from([ip("198.51.100.10")]));
     assert_eq!(with_local.policies, all);
     retain_node_local(&mut desired, &BTreeSet::new());
+    let this = Gateway::Node(desired.config.node_ip);
     for (k, v) in &all {
-        let keep = v.gateway == Gateway::Node(desired.config.node_ip);
+        // Its gateway entries, and the same pod's exclusions inside them.
+        let keep = v.gateway == this
+            || (v.gateway == Gateway::Excluded
+                && all.iter().any(|(served, sv)| {
+                    sv.gateway == this
+                        && served.source == k.source
+                        && served.destination.prefix() < k.destination.prefix()
+                        && served.destination.contains(k.destination.network())
+                }));
         assert_eq!(desired.policies.contains_key(k), keep, "{k:?} -> {v:?}");
     }
     assert!(!desired.policies.is_empty() && desired.policies.len() < all.len());
@@ -1459,6 +1468,53 @@ fn node_local_keeps_local_pods_and_gateway_entries() {
     unknown.config.node_ip = Ipv4Addr::UNSPECIFIED;
     retain_node_local(&mut unknown, &BTreeSet::new());
     assert!(unknown.policies.is_empty());
+}
+
+#[test]
+fn gateway_keeps_the_exclusions_inside_the_prefixes_it_serves() {
+    // Pods on other nodes; this node (192.0.2.1) is their gateway for
+    // 232.1.0.0/16, except 232.1.255.0/24. A second policy excludes
+    // 239.1.0.0/16 for them, which this node serves no prefix around.
+    let policy = CAMERAS.replace(
+        "  egressGateway:",
+        "  excludedCIDRs:\n  - 232.1.255.0/24\n  egressGateway:",
+    );
+    let elsewhere = r#"
+apiVersion: cilium.io/v2
+kind: CiliumEgressGatewayPolicy
+metadata:
+  name: other-groups
+spec:
+  selectors:
+  - podSelector:
+      matchLabels:
+        app: camera
+  destinationCIDRs:
+  - 239.0.0.0/8
+  excludedCIDRs:
+  - 239.1.0.0/16
+  egressGateway:
+    nodeSelector:
+      matchLabels:
+        kubernetes.io/hostname: node-c
+"#;
+    let mut desired = resolve(&cluster(&[&policy, elsewhere]), &local("node-a"));
+    assert_eq!(desired.config.node_ip, ip("192.0.2.1"));
+    retain_node_local(&mut desired, &BTreeSet::new());
+    for source in ["198.51.100.10", "198.51.100.11"] {
+        assert_eq!(
+            gateway_of(&desired, source, "232.1.0.0/16"),
+            Gateway::Node(ip("192.0.2.1"))
+        );
+        assert_eq!(
+            gateway_of(&desired, source, "232.1.255.0/24"),
+            Gateway::Excluded,
+            "the gateway enforces the exclusion itself"
+        );
+        assert!(!desired.policies.contains_key(&key(source, "239.1.0.0/16")));
+        assert!(!desired.policies.contains_key(&key(source, "239.0.0.0/8")));
+    }
+    assert_eq!(desired.policies.len(), 4);
 }
 
 #[test]
