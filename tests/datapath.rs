@@ -10,7 +10,7 @@ use std::time::Duration;
 use ipnetwork::Ipv4Network;
 use libbpf_rs::{MapCore, MapFlags};
 
-use cilium_mcast_egress::bpf_intf::mcast_test_tunnel;
+use cilium_mcast_egress::bpf_intf::{mcast_events_limit, mcast_test_tunnel};
 use cilium_mcast_egress::datapath::maps::{
     Config, DropReason, EgressIface, Endpoint, Gateway, Origin, PolicyKey, PolicyValue, Role,
 };
@@ -1082,6 +1082,199 @@ dp_test!(local_gateway_from_a_real_socket, |fx| {
     }
     assert_eq!(fx.counter(GROUP, Role::Origin).0, 4);
     assert_eq!(fx.counter(GROUP, Role::Gateway).0, 4);
+});
+
+// --- what a router would refuse ----------------------------------------------
+
+/// Recompute the IPv4 header checksum of `f` after a test changed a field.
+fn fix_ip_checksum(f: &mut [u8]) {
+    let ihl = usize::from(f[14] & 0x0f) * 4;
+    f[24..26].copy_from_slice(&[0, 0]);
+    let c = packet::checksum(&f[14..14 + ihl]);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+}
+
+/// Frames a router would drop, each built from the valid `good`.
+fn malformed_variants(good: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
+    let tot_len = u16::from_be_bytes([good[16], good[17]]);
+    let udp_len = u16::from_be_bytes([good[38], good[39]]);
+    let with = |name, edit: &dyn Fn(&mut Vec<u8>), fix: bool| {
+        let mut f = good.to_vec();
+        edit(&mut f);
+        if fix {
+            fix_ip_checksum(&mut f);
+        }
+        (name, f)
+    };
+    vec![
+        with("bad header checksum", &|f| f[24] ^= 0x01, false),
+        with(
+            "zero header checksum",
+            &|f| f[24..26].copy_from_slice(&[0, 0]),
+            false,
+        ),
+        with("version 6 in an IPv4 frame", &|f| f[14] = 0x65, true),
+        with(
+            "total length beyond the frame",
+            &|f| f[16..18].copy_from_slice(&(tot_len + 1).to_be_bytes()),
+            true,
+        ),
+        with(
+            "total length shorter than the header",
+            &|f| f[16..18].copy_from_slice(&19u16.to_be_bytes()),
+            true,
+        ),
+        with(
+            "UDP length shorter than the payload",
+            &|f| f[38..40].copy_from_slice(&(udp_len - 1).to_be_bytes()),
+            false,
+        ),
+        with(
+            "UDP length longer than the payload",
+            &|f| f[38..40].copy_from_slice(&(udp_len + 1).to_be_bytes()),
+            false,
+        ),
+        with(
+            "UDP length below its header",
+            &|f| f[38..40].copy_from_slice(&7u16.to_be_bytes()),
+            false,
+        ),
+        with(
+            "no room for the UDP header",
+            &|f| {
+                f.truncate(14 + 20 + 4);
+                f[16..18].copy_from_slice(&24u16.to_be_bytes());
+            },
+            true,
+        ),
+        with(
+            "first fragment whose UDP length is below what it carries",
+            &|f| {
+                f[20] |= 0x20; // MF
+                f[38..40].copy_from_slice(&(udp_len - 8).to_be_bytes());
+            },
+            true,
+        ),
+    ]
+}
+
+dp_test!(what_a_router_refuses_never_leaves, |fx| {
+    fx.policy(POD_A, "232.1.0.0/16", Gateway::Node(REMOTE_GW));
+    fx.policy(POD_B, "232.1.0.0/16", Gateway::Node(THIS_NODE));
+    let tunnelled = Frame::udp(POD_B, GROUP, b"router rules").bytes();
+    let remote = Frame::udp(POD_A, GROUP, b"router rules").bytes();
+    fx.set_tunnel(ID_B, REMOTE_GW);
+    fx.maps
+        .policy_insert(
+            &PolicyKey {
+                source: POD_B,
+                destination: net("232.1.0.0/16"),
+            },
+            &PolicyValue {
+                origin: Origin {
+                    node: REMOTE_GW,
+                    identity: ID_B,
+                },
+                ..common::policy_entry(
+                    POD_B,
+                    "232.1.0.0/16",
+                    Gateway::Node(THIS_NODE),
+                    fx.uplink,
+                    POLICY_ID,
+                    origin_of(POD_B),
+                )
+                .1
+            },
+        )
+        .unwrap();
+    // Positive controls: the valid frames leave on all three paths.
+    assert_eq!(fx.run_origin(fx.lxc_a, &remote).0, TCX_REDIRECT);
+    assert_eq!(fx.run_origin(fx.lxc_b, &tunnelled).0, TCX_REDIRECT);
+    assert_eq!(fx.run_gateway(&tunnelled).0, TCX_REDIRECT);
+    let variants = malformed_variants(&remote);
+    for (what, f) in &variants {
+        assert_eq!(
+            fx.run_origin(fx.lxc_a, f).0,
+            TCX_DROP,
+            "to a remote gateway: {what}"
+        );
+    }
+    for (what, f) in &malformed_variants(&tunnelled) {
+        assert_eq!(
+            fx.run_origin(fx.lxc_b, f).0,
+            TCX_DROP,
+            "local gateway: {what}"
+        );
+        assert_eq!(fx.run_gateway(f).0, TCX_DROP, "from the overlay: {what}");
+    }
+    let n = variants.len() as u64;
+    assert_eq!(fx.drops(Role::Origin, DropReason::MALFORMED), 2 * n);
+    assert_eq!(fx.drops(Role::Gateway, DropReason::MALFORMED), n);
+    assert_eq!(fx.counter(GROUP, Role::Origin).0, 2, "only the controls");
+    assert_eq!(fx.counter(GROUP, Role::Gateway).0, 2, "only the controls");
+});
+
+dp_test!(bytes_behind_the_total_length_never_leave, |fx| {
+    fx.policy(POD_A, "232.1.0.0/16", Gateway::Node(REMOTE_GW));
+    fx.policy(POD_B, "232.1.0.0/16", Gateway::Node(THIS_NODE));
+    let trailer = b"SMUGGLED-BYTES";
+    // To a remote gateway: the copy is the datagram, without the trailer.
+    let good = Frame::udp(POD_A, GROUP, b"datagram").bytes();
+    let mut padded = good.clone();
+    padded.extend_from_slice(trailer);
+    let (v, out) = fx.run_origin(fx.lxc_a, &padded);
+    assert_eq!((v, &out), (TCX_REDIRECT, &good));
+    // On the gateway: emitted as the rewritten datagram, without it.
+    let sent = Frame::udp(POD_B, GROUP, b"datagram");
+    let mut padded = sent.bytes();
+    padded.extend_from_slice(trailer);
+    let (v, out) = fx.run_origin(fx.lxc_b, &padded);
+    assert_eq!(v, TCX_REDIRECT);
+    assert_eq!(out, sent.as_emitted(EGRESS_IP, fx.uplink_mac).bytes());
+});
+
+dp_test!(drop_events_keep_the_unearned_part_of_an_interval, |fx| {
+    // One event a millisecond: a bucket last refilled 1.5 intervals ago
+    // earns one token and keeps the half interval it has not yet earned.
+    const INTERVAL_NS: u64 = 1_000_000;
+    fx.policy(POD_A, "232.1.0.0/16", Gateway::NotFound);
+    let f = Frame::udp(POD_A, GROUP, b"no gateway").bytes();
+    let limit = fx.dp.paths().globals().join("mcast_egw_events_limit");
+    let map = libbpf_rs::MapHandle::from_pinned_path(&limit).unwrap();
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec to write; CLOCK_MONOTONIC is the
+    // clock of bpf_ktime_get_ns().
+    assert_eq!(
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) },
+        0
+    );
+    let now_ns = now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64;
+    let last = now_ns - INTERVAL_NS - INTERVAL_NS / 2;
+    let state = mcast_events_limit {
+        refilled_ns: last,
+        tokens: 0,
+        suppressed: 0,
+    };
+    let cpus = libbpf_rs::num_possible_cpus().unwrap();
+    let per_cpu: Vec<Vec<u8>> = (0..cpus).map(|_| state.as_bytes().to_vec()).collect();
+    map.update_percpu(0u32.as_bytes(), &per_cpu, MapFlags::ANY)
+        .unwrap();
+    assert_eq!(fx.run_origin(fx.lxc_a, &f).0, TCX_DROP);
+    let after = map
+        .lookup_percpu(0u32.as_bytes(), MapFlags::ANY)
+        .unwrap()
+        .unwrap();
+    let moved: Vec<u64> = after
+        .iter()
+        .map(|b| mcast_events_limit::from_bytes(b).unwrap().refilled_ns)
+        .filter(|&r| r != last)
+        .collect();
+    // The CPU that ran the program: its clock moved by exactly the one
+    // interval it paid for, not to "now".
+    assert_eq!(moved, vec![last + INTERVAL_NS]);
 });
 
 // --- counters ------------------------------------------------------------------
