@@ -1315,3 +1315,110 @@ dp_test!(counters_exact_after_many_runs, |fx| {
     assert_eq!(fx.total_drops(), n(n4));
     assert_eq!(fx.maps.counters().unwrap().len(), 3);
 });
+
+// --- the UDP checksum's two representations of zero ----------------------------
+
+/// The folded one's complement sum (RFC 1071) of the pseudo-header of
+/// `saddr`, `daddr` and of `datagram` as it is, checksum field included.
+fn udp_folded_sum(saddr: Ipv4Addr, daddr: Ipv4Addr, datagram: &[u8]) -> u16 {
+    let mut pseudo = Vec::with_capacity(12);
+    pseudo.extend_from_slice(&saddr.octets());
+    pseudo.extend_from_slice(&daddr.octets());
+    pseudo.extend_from_slice(&[0, packet::PROTO_UDP]);
+    pseudo.extend_from_slice(&(datagram.len() as u16).to_be_bytes());
+    packet::fold(packet::ones_complement_sum(
+        datagram,
+        packet::ones_complement_sum(&pseudo, 0),
+    ))
+}
+
+/// The UDP checksum of `f` as computed, before RFC 768 maps a 0 to 0xffff.
+fn raw_udp_checksum(f: &Frame) -> u16 {
+    let mut d = f.udp_datagram();
+    d[6..8].copy_from_slice(&[0, 0]);
+    !udp_folded_sum(f.saddr, f.daddr, &d)
+}
+
+/// A payload whose last word makes `frame_of(payload)` a datagram whose
+/// checksum computes to exactly 0x0000.
+fn payload_summing_to_zero(text: &[u8], frame_of: impl Fn(&[u8]) -> Frame) -> Vec<u8> {
+    let mut payload = text.to_vec();
+    // The adjusting word on an even offset of the datagram (8-byte header).
+    if payload.len() % 2 == 1 {
+        payload.push(b' ');
+    }
+    payload.extend_from_slice(&[0, 0]);
+    // With the word at 0 the checksum is c = !s; the word c then brings the
+    // sum to s + !s = 0xffff, whose complement is 0.
+    let word = raw_udp_checksum(&frame_of(&payload));
+    let n = payload.len();
+    payload[n - 2..].copy_from_slice(&word.to_be_bytes());
+    payload
+}
+
+dp_test!(rewrite_udp_checksum_zero_and_ffff_corners, |fx| {
+    fx.policy(POD_A, "232.1.0.0/16", Gateway::Node(THIS_NODE));
+    fx.set_tunnel(ID_A, REMOTE_GW);
+    let emitted = |sent: &Frame| sent.as_emitted(EGRESS_IP, fx.uplink_mac);
+    let field = |f: &Frame| u16::from_be_bytes(f.udp_datagram()[6..8].try_into().unwrap());
+
+    // 1. An ordinary checksum goes in; the rewritten datagram's checksum
+    //    computes to 0x0000, which must leave as 0xffff (0 means "none").
+    let payload = payload_summing_to_zero(b"rewritten, this sums to zero", |p| {
+        emitted(&Frame::udp(POD_A, GROUP, p))
+    });
+    let sent = Frame::udp(POD_A, GROUP, &payload);
+    assert_eq!(
+        raw_udp_checksum(&emitted(&sent)),
+        0x0000,
+        "the corner is reached: the rewritten checksum computes to zero"
+    );
+    assert!(
+        ![0, 0xffff].contains(&field(&sent)),
+        "an ordinary checksum goes in: {:#06x}",
+        field(&sent)
+    );
+    // 2. The checksum field that goes in is 0xffff (the pod's checksum
+    //    computed to zero); the rewritten one is ordinary.
+    let payload = payload_summing_to_zero(b"as sent, this sums to zero", |p| {
+        Frame::udp(POD_A, GROUP, p)
+    });
+    let sent_ffff = Frame::udp(POD_A, GROUP, &payload);
+    assert_eq!(
+        raw_udp_checksum(&sent_ffff),
+        0,
+        "the pod's computes to zero"
+    );
+    assert_eq!(field(&sent_ffff), 0xffff, "and is sent as 0xffff");
+    let want = raw_udp_checksum(&emitted(&sent_ffff));
+    assert!(
+        ![0, 0xffff].contains(&want),
+        "an ordinary one leaves: {want:#06x}"
+    );
+
+    for (sent, want_field) in [(&sent, 0xffff), (&sent_ffff, want)] {
+        for path in ["gateway", "origin on the gateway node"] {
+            let (v, out) = if path == "gateway" {
+                fx.run_gateway(&sent.bytes())
+            } else {
+                fx.run_origin(fx.lxc_a, &sent.bytes())
+            };
+            assert_eq!(v, TCX_REDIRECT, "{path}");
+            let view = View(&out);
+            assert_eq!(
+                view.udp_checksum_field(),
+                want_field,
+                "{path}: checksum field of {:#06x}'s datagram",
+                field(sent)
+            );
+            // Valid by the receiver's rule: everything, the field included,
+            // sums to all ones.
+            assert_eq!(
+                udp_folded_sum(view.saddr(), view.daddr(), view.udp()),
+                0xffff,
+                "{path}: the checksum verifies"
+            );
+            assert_emitted(&fx, sent, &out);
+        }
+    }
+});
