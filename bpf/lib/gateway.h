@@ -16,8 +16,6 @@ struct {
 } mcast_egw_egress_ifaces SEC(".maps");
 
 #define IPV4_TTL_OFF		(ETH_HLEN + __builtin_offsetof(struct iphdr, ttl))
-#define IPV4_CSUM_OFF		(ETH_HLEN + __builtin_offsetof(struct iphdr, check))
-#define IPV4_SADDR_OFF		(ETH_HLEN + __builtin_offsetof(struct iphdr, saddr))
 
 /* The bytes a rewrite touches, kept to undo it after a clone. */
 struct mcast_saved_hdr {
@@ -37,30 +35,50 @@ static __always_inline void mcast_count_emitted(const struct __sk_buff *skb, __u
 	mcast_count_fwd(skb, policy_id, group, MCAST_ROLE_GATEWAY);
 }
 
-/* The 16-bit word of the IPv4 header that holds TTL and protocol. */
-static __always_inline __be16 ipv4_ttl_proto_word(__u8 ttl, __u8 proto)
+/* Fold a 32-bit sum of 16-bit words into 16 bits (one's complement). */
+static __always_inline __u16 csum16_fold(__u32 sum)
 {
-	return bpf_htons(((__u16)ttl << 8) | proto);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return sum;
 }
 
 /*
- * Rewrite the source to @from_saddr -> @to_saddr and the TTL @from_ttl ->
- * @to_ttl, fixing the IPv4 header checksum and, through the pseudo-header,
- * the UDP checksum. Incremental updates (RFC 1624) through the kernel's
- * helpers, which also keep skb->csum right for CHECKSUM_COMPLETE and
- * only touch the pseudo-header sum for CHECKSUM_PARTIAL.
+ * Rewrite the source @from_saddr -> @to_saddr and the TTL to @to_ttl,
+ * fixing the IPv4 header checksum and, through the pseudo-header, the UDP
+ * checksum.
+ *
+ * The IPv4 header is written directly, its checksum updated incrementally
+ * (RFC 1624, eqn. 3: HC' = ~(~HC + ~m + m')). A valid header sums to all
+ * ones before and after, so skb->csum (CHECKSUM_COMPLETE) needs no change
+ * for it. The UDP checksum goes through the kernel's helper, which keeps
+ * skb->csum right for CHECKSUM_COMPLETE and only touches the pseudo-header
+ * sum for CHECKSUM_PARTIAL. Direct writes instead of one helper call per
+ * field: every gateway packet pays for this.
  */
 static __always_inline int mcast_rewrite_l3(struct __sk_buff *skb, const struct mcast_pkt *pkt,
 					    bool fix_udp, __be32 from_saddr, __be32 to_saddr,
-					    __u8 from_ttl, __u8 to_ttl)
+					    __u8 to_ttl)
 {
 	__u32 udp_check_off = pkt->l4_off + __builtin_offsetof(struct udphdr, check);
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct iphdr *ip4 = data + ETH_HLEN;
+	__u16 *ttl_proto;
+	__u16 old_word;
+	__u32 sum;
 
-	if (bpf_l3_csum_replace(skb, IPV4_CSUM_OFF, ipv4_ttl_proto_word(from_ttl, pkt->proto),
-				ipv4_ttl_proto_word(to_ttl, pkt->proto), sizeof(__be16)) < 0)
+	if ((void *)(ip4 + 1) > data_end)
 		return -1;
-	if (bpf_l3_csum_replace(skb, IPV4_CSUM_OFF, from_saddr, to_saddr, sizeof(__be32)) < 0)
-		return -1;
+	ttl_proto = (__u16 *)&ip4->ttl;
+	old_word = *ttl_proto;
+	ip4->ttl = to_ttl;
+	sum = (__u16)~ip4->check;
+	sum += (__u16)~old_word + *ttl_proto;
+	sum += (__u16)~(from_saddr >> 16) + (__u16)~(from_saddr & 0xffff);
+	sum += (to_saddr >> 16) + (to_saddr & 0xffff);
+	ip4->check = (__u16)~csum16_fold(sum);
+	ip4->saddr = to_saddr;
 	/*
 	 * BPF_F_MARK_MANGLED_0: a result of 0 is sent as 0xffff, since 0 means
 	 * "no checksum" in UDP (RFC 768).
@@ -69,10 +87,23 @@ static __always_inline int mcast_rewrite_l3(struct __sk_buff *skb, const struct 
 					   BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0 |
 					   sizeof(__be32)) < 0)
 		return -1;
-	if (bpf_skb_store_bytes(skb, IPV4_TTL_OFF, &to_ttl, sizeof(to_ttl), 0) < 0)
+	return 0;
+}
+
+/* Ethernet header for @group from the uplink's @mac, written directly. */
+static __always_inline int mcast_rewrite_l2(struct __sk_buff *skb, __be32 group,
+					    const __u8 mac[ETH_ALEN])
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > data_end)
 		return -1;
-	if (bpf_skb_store_bytes(skb, IPV4_SADDR_OFF, &to_saddr, sizeof(to_saddr), 0) < 0)
-		return -1;
+	/* Never a FIB or neighbour lookup: the MAC follows from the group. */
+	ipv4_mcast_mac(group, eth->h_dest);
+	__builtin_memcpy(eth->h_source, mac, ETH_ALEN);
+	eth->h_proto = bpf_htons(ETH_P_IP);
 	return 0;
 }
 
@@ -100,7 +131,6 @@ static __always_inline int mcast_gateway_emit(struct __sk_buff *skb, const struc
 	__u32 ifindex = pol->egress_ifindex;
 	__be32 egress_ip = pol->egress_ip;
 	struct mcast_saved_hdr saved;
-	struct ethhdr eth;
 	bool fix_udp = false;
 	__be16 udp_check = 0;
 	__u32 mtu_len = 0;
@@ -148,14 +178,8 @@ static __always_inline int mcast_gateway_emit(struct __sk_buff *skb, const struc
 
 	/* From here on a failure may leave the packet half rewritten: drop it,
 	 * even when Cilium was to get it too. */
-	if (mcast_rewrite_l3(skb, pkt, fix_udp, pkt->saddr, egress_ip, pkt->ttl, new_ttl) < 0)
-		return mcast_drop(skb, pkt, MCAST_DROP_REWRITE, MCAST_ROLE_GATEWAY);
-
-	/* Never a FIB or neighbour lookup: the MAC follows from the group. */
-	ipv4_mcast_mac(pkt->daddr, eth.h_dest);
-	__builtin_memcpy(eth.h_source, iface->mac, ETH_ALEN);
-	eth.h_proto = bpf_htons(ETH_P_IP);
-	if (bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0) < 0)
+	if (mcast_rewrite_l3(skb, pkt, fix_udp, pkt->saddr, egress_ip, new_ttl) < 0 ||
+	    mcast_rewrite_l2(skb, pkt->daddr, iface->mac) < 0)
 		return mcast_drop(skb, pkt, MCAST_DROP_REWRITE, MCAST_ROLE_GATEWAY);
 
 	if (!clone) {
@@ -177,7 +201,7 @@ static __always_inline int mcast_gateway_emit(struct __sk_buff *skb, const struc
 	 * the saved bytes back so that even the representation of a checksum
 	 * (0x0000 versus 0xffff) is what the pod sent.
 	 */
-	if (mcast_rewrite_l3(skb, pkt, fix_udp, egress_ip, pkt->saddr, new_ttl, pkt->ttl) < 0)
+	if (mcast_rewrite_l3(skb, pkt, fix_udp, egress_ip, pkt->saddr, pkt->ttl) < 0)
 		return mcast_drop(skb, pkt, MCAST_DROP_REWRITE, MCAST_ROLE_GATEWAY);
 	ret = bpf_skb_store_bytes(skb, 0, &saved.eth, sizeof(saved.eth), 0);
 	if (!ret)
