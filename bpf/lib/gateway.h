@@ -162,8 +162,18 @@ static __always_inline int mcast_gateway_emit(struct __sk_buff *skb, const struc
 
 	/* Only the first fragment has a UDP header (RFC 791). */
 	if (!ipv4_is_later_fragment(pkt->frag_off)) {
-		if (bpf_skb_load_bytes(skb, udp_check_off, &udp_check, sizeof(udp_check)) < 0)
+		void *data = (void *)(long)skb->data;
+		void *data_end = (void *)(long)skb->data_end;
+		struct iphdr *ip4 = data + ETH_HLEN;
+		struct udphdr *udp;
+
+		/* Validated and linear: the UDP header is in the frame. */
+		if ((void *)(ip4 + 1) > data_end)
 			return mcast_fail(skb, pkt, MCAST_DROP_MALFORMED, MCAST_ROLE_GATEWAY, clone);
+		udp = (void *)ip4 + ip4->ihl * 4;
+		if ((void *)(udp + 1) > data_end)
+			return mcast_fail(skb, pkt, MCAST_DROP_MALFORMED, MCAST_ROLE_GATEWAY, clone);
+		udp_check = udp->check;
 		/* A zero UDP checksum means "none" and stays zero (RFC 768). */
 		fix_udp = udp_check != 0;
 	}
