@@ -255,36 +255,45 @@ fn assert_untouched(fx: &Fx, verdict: u32, frame: &[u8], out: &[u8]) {
 // --- everything that is not ours -------------------------------------------
 
 dp_test!(unicast_ipv4_passes_untouched, |fx| {
-    fx.policy(POD_A, "0.0.0.0/1", Gateway::Node(REMOTE_GW));
+    // An entry that covers the destination, as a unicast policy would.
+    fx.policy(POD_A, "198.51.100.0/24", Gateway::Node(REMOTE_GW));
     let f = Frame::udp(POD_A, POD_B, b"unicast").bytes();
     let (v, out) = fx.run_origin(fx.lxc_a, &f);
     assert_untouched(&fx, v, &f, &out);
 });
 
-dp_test!(arp_passes_untouched, |fx| {
+dp_test!(other_ethertypes_pass_untouched, |fx| {
     fx.policy(POD_A, "224.0.0.0/4", Gateway::Node(REMOTE_GW));
-    // An ARP request whose target protocol address sits where an IPv4
-    // header would carry a multicast destination.
-    let mut arp = vec![0, 1, 8, 0, 6, 4, 0, 1];
-    arp.extend_from_slice(&packet::POD_MAC);
-    arp.extend_from_slice(&POD_A.octets());
-    arp.extend_from_slice(&[0; 6]);
-    arp.extend_from_slice(&[232, 1, 1, 1]);
-    let f = raw_frame(packet::ETH_P_ARP, &arp);
-    let (v, out) = fx.run_origin(fx.lxc_a, &f);
-    assert_untouched(&fx, v, &f, &out);
-});
-
-dp_test!(ipv6_passes_untouched, |fx| {
-    fx.policy(POD_A, "224.0.0.0/4", Gateway::Node(REMOTE_GW));
-    // IPv6 UDP to ff3e::8000:1 (SSM), bytes 16..20 look like 232.x.
-    let mut v6 = vec![0x60, 0, 0, 0, 0, 8, 17, 64];
-    v6.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0b]);
-    v6.extend_from_slice(&[0xff, 0x3e, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x80, 0, 0, 1]);
-    v6.extend_from_slice(&[0x9c, 0x40, 0x13, 0x89, 0, 8, 0, 0]);
-    let f = raw_frame(packet::ETH_P_IPV6, &v6);
-    let (v, out) = fx.run_origin(fx.lxc_a, &f);
-    assert_untouched(&fx, v, &f, &out);
+    fx.set_tunnel(ID_A, REMOTE_GW);
+    fx.policy(POD_A, "232.1.0.0/16", Gateway::Node(THIS_NODE));
+    // A covered multicast datagram: the control leaves from both programs.
+    let covered = Frame::udp(POD_A, GROUP, b"covered, whatever the ethertype says").bytes();
+    assert_eq!(fx.run_origin(fx.lxc_a, &covered).0, TCX_REDIRECT);
+    assert_eq!(fx.run_gateway(&covered).0, TCX_REDIRECT);
+    // The same bytes under ARP, IPv6, 802.1Q, 802.1ad and an 802.3 length
+    // field: only the ethertype differs, and nothing of it is ours.
+    let (counted, dropped) = (fx.total_counted(), fx.total_drops());
+    for ethertype in [
+        packet::ETH_P_ARP,
+        packet::ETH_P_IPV6,
+        0x8100,
+        0x88a8,
+        0x05dc,
+    ] {
+        let mut f = covered.clone();
+        f[12..14].copy_from_slice(&ethertype.to_be_bytes());
+        for (program, (v, out)) in [
+            ("origin", fx.run_origin(fx.lxc_a, &f)),
+            ("gateway", fx.run_gateway(&f)),
+        ] {
+            assert_eq!(
+                (v, &out),
+                (TCX_NEXT, &f),
+                "{program}, ethertype {ethertype:#06x}"
+            );
+        }
+    }
+    assert_eq!((fx.total_counted(), fx.total_drops()), (counted, dropped));
 });
 
 dp_test!(truncated_frames_pass_untouched, |fx| {
@@ -310,6 +319,22 @@ dp_test!(truncated_frames_pass_untouched, |fx| {
     }
     assert_eq!(fx.total_counted(), 0);
     assert_eq!(fx.total_drops(), 0);
+    // Positive control on the same veth: the whole frame is ours, goes to
+    // the tunnel and is never handed on. The observer runs in the same
+    // softirq as our program, so once the origin counter shows it, the
+    // observer has had its chance.
+    let handed_on = observer.count();
+    pod.send(&full);
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while fx.counter(GROUP, Role::Origin).0 == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        fx.counter(GROUP, Role::Origin).0,
+        1,
+        "our program saw the frame"
+    );
+    assert_eq!(observer.count(), handed_on, "and did not hand it on");
     // A whole header, covered by the policy, but no room for the options
     // it announces: a router would refuse it, and so do we.
     let mut f = full[..14 + 20].to_vec();
@@ -330,6 +355,10 @@ dp_test!(ihl_below_five_is_malformed, |fx| {
     for ihl in 0..5u8 {
         let mut f = good.clone();
         f[14] = 0x40 | ihl;
+        // A checksum valid over the 20 bytes, so that only IHL is wrong.
+        f[24..26].copy_from_slice(&[0, 0]);
+        let c = packet::checksum(&f[14..34]);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
         assert_eq!(fx.run_origin(fx.lxc_a, &f).0, TCX_DROP, "origin, IHL {ihl}");
         assert_eq!(fx.run_gateway(&f).0, TCX_DROP, "gateway, IHL {ihl}");
     }
@@ -343,6 +372,9 @@ dp_test!(multicast_without_policy_passes, |fx| {
     let f = Frame::udp(POD_A, GROUP, b"no policy for this").bytes();
     let (v, out) = fx.run_origin(fx.lxc_a, &f);
     assert_untouched(&fx, v, &f, &out);
+    // Positive control: the pod's own policy does apply to its groups.
+    let covered = Frame::udp(POD_A, Ipv4Addr::new(239, 1, 1, 1), b"covered").bytes();
+    assert_eq!(fx.run_origin(fx.lxc_a, &covered).0, TCX_REDIRECT);
 });
 
 dp_test!(excluded_entry_passes, |fx| {
@@ -414,6 +446,9 @@ dp_test!(never_egress_set_passes_under_catch_all_policy, |fx| {
         let (v, out) = fx.run_gateway(&f);
         assert_untouched(&fx, v, &f, &out);
     }
+    // Positive control: UDP to the same covered group is ours.
+    let udp = Frame::udp(POD_A, GROUP, b"routable").bytes();
+    assert_eq!(fx.run_origin(fx.lxc_a, &udp).0, TCX_REDIRECT);
 });
 
 // --- origin ----------------------------------------------------------------
@@ -656,11 +691,14 @@ dp_test!(rewrite_group_mac_drops_bit_23, |fx| {
             [0x01, 0x00, 0x5e, 0x7f, 0xfe, 0xfd],
         ),
     ] {
-        let sent = Frame::udp(POD_A, group, b"mac");
-        let (_, out) = fx.run_gateway(&sent.bytes());
-        assert_eq!(View(&out).dst_mac(), mac, "{group}");
-        let (_, out) = fx.run_origin(fx.lxc_a, &sent.bytes());
-        assert_eq!(View(&out).dst_mac(), mac, "{group}");
+        // Arriving with another destination MAC, so that only the rewrite
+        // can put the group's there.
+        let mut sent = Frame::udp(POD_A, group, b"mac");
+        sent.dst_mac = packet::HOST_MAC;
+        let (v, out) = fx.run_gateway(&sent.bytes());
+        assert_eq!((v, View(&out).dst_mac()), (TCX_REDIRECT, mac), "{group}");
+        let (v, out) = fx.run_origin(fx.lxc_a, &sent.bytes());
+        assert_eq!((v, View(&out).dst_mac()), (TCX_REDIRECT, mac), "{group}");
     }
 });
 
@@ -704,6 +742,9 @@ dp_test!(gateway_world_vni_passes, |fx| {
     let f = Frame::udp(POD_A, GROUP, b"cilium's own replication").bytes();
     let (v, out) = fx.run_gateway(&f);
     assert_untouched(&fx, v, &f, &out);
+    // Positive control: with the pod's identity, the same frame leaves.
+    fx.set_tunnel(ID_A, REMOTE_GW);
+    assert_eq!(fx.run_gateway(&f).0, TCX_REDIRECT);
 });
 
 dp_test!(gateway_without_tunnel_key_passes, |fx| {
@@ -711,6 +752,9 @@ dp_test!(gateway_without_tunnel_key_passes, |fx| {
     let f = Frame::udp(POD_A, GROUP, b"no metadata").bytes();
     let (v, out) = fx.run_gateway(&f);
     assert_untouched(&fx, v, &f, &out);
+    // Positive control: with a tunnel key, the same frame leaves.
+    fx.set_tunnel(ID_A, REMOTE_GW);
+    assert_eq!(fx.run_gateway(&f).0, TCX_REDIRECT);
 });
 
 dp_test!(gateway_unknown_peer_drops, |fx| {
@@ -888,8 +932,15 @@ dp_test!(
     |fx| {
         fx.policy(POD_A, "232.1.0.0/16", Gateway::Node(THIS_NODE));
         fx.set_tunnel(ID_A, REMOTE_GW);
-        // IPv4 header and 4 bytes: the UDP checksum field is not there.
-        let f = Frame::udp(POD_A, GROUP, b"cut").bytes()[..14 + 20 + 4].to_vec();
+        // Positive control: the whole datagram leaves.
+        let whole = Frame::udp(POD_A, GROUP, b"cut").bytes();
+        assert_eq!(fx.run_gateway(&whole).0, TCX_REDIRECT);
+        // A first fragment (MF set) of 4 bytes, with a consistent IPv4
+        // header: only the missing UDP header can refuse it.
+        let mut f = whole[..14 + 20 + 4].to_vec();
+        f[16..18].copy_from_slice(&24u16.to_be_bytes());
+        f[20] |= 0x20;
+        fix_ip_checksum(&mut f);
         let (v, _) = fx.run_gateway(&f);
         assert_eq!(v, TCX_DROP);
         assert_eq!(fx.drops(Role::Gateway, DropReason::MALFORMED), 1);
