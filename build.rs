@@ -14,6 +14,7 @@ const OBJECTS: &[(&str, &str)] = &[
         "mcast_from_container.skel.rs",
     ),
     ("bpf/mcast_from_overlay.bpf.c", "mcast_from_overlay.skel.rs"),
+    ("bpf/mcast_to_overlay.bpf.c", "mcast_to_overlay.skel.rs"),
     (
         "bpf/tests/mcast_from_overlay_test.bpf.c",
         "mcast_from_overlay_test.skel.rs",
@@ -21,6 +22,10 @@ const OBJECTS: &[(&str, &str)] = &[
     (
         "bpf/tests/mcast_test_observer.bpf.c",
         "mcast_test_observer.skel.rs",
+    ),
+    (
+        "bpf/tests/mcast_test_tunnel_observer.bpf.c",
+        "mcast_test_tunnel_observer.skel.rs",
     ),
     ("bpf/bench/mcast_empty.bpf.c", "mcast_empty.skel.rs"),
 ];

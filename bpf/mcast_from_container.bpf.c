@@ -14,6 +14,7 @@
 #include "lib/groups.h"
 #include "lib/metrics.h"
 #include "lib/tunnel.h"
+#include "lib/pending.h"
 #include "lib/gateway.h"
 
 static __always_inline int mcast_origin_to_tunnel(struct __sk_buff *skb,
@@ -22,8 +23,10 @@ static __always_inline int mcast_origin_to_tunnel(struct __sk_buff *skb,
 						  const struct mcast_policy_val *pol,
 						  const struct mcast_endpoint_val *ep, bool clone)
 {
+	struct mcast_tunnel_pending *pending;
 	__u32 tunnel = cfg->tunnel_ifindex;
 	__u32 mtu_len = 0;
+	bool applied;
 	int ret;
 
 	if (!tunnel)
@@ -38,10 +41,11 @@ static __always_inline int mcast_origin_to_tunnel(struct __sk_buff *skb,
 		return mcast_fail(skb, pkt, MCAST_DROP_REDIRECT, MCAST_ROLE_ORIGIN, clone);
 	if (ret != BPF_MTU_CHK_RET_SUCCESS)
 		return mcast_fail(skb, pkt, MCAST_DROP_MTU_EXCEEDED, MCAST_ROLE_ORIGIN, clone);
-	if (mcast_tunnel_key_set(skb, cfg->node_ip, pol->gateway_ip, ep->sec_identity) < 0)
-		return mcast_fail(skb, pkt, MCAST_DROP_TUNNEL_KEY, MCAST_ROLE_ORIGIN, clone);
 
 	if (!clone) {
+		/* The packet itself leaves: nothing is handed on to carry the key. */
+		if (mcast_tunnel_key_set(skb, cfg->node_ip, pol->gateway_ip, ep->sec_identity) < 0)
+			return mcast_drop(skb, pkt, MCAST_DROP_TUNNEL_KEY, MCAST_ROLE_ORIGIN);
 		/* Counted once the helper has taken the packet, never before. */
 		ret = bpf_redirect(tunnel, 0);
 		if (ret != MCAST_TCX_REDIRECT)
@@ -49,8 +53,29 @@ static __always_inline int mcast_origin_to_tunnel(struct __sk_buff *skb,
 		mcast_count_fwd(skb, pol->policy_id, pkt->daddr, MCAST_ROLE_ORIGIN);
 		return ret;
 	}
-	if (bpf_clone_redirect(skb, tunnel, 0) < 0)
+
+	/*
+	 * Cilium gets the original exactly as the pod sent it, so the key must
+	 * not go on the original (the clone would share it, and nothing takes
+	 * it off again): it waits in this CPU's slot, and mcast_to_overlay on
+	 * the tunnel device's egress puts it on the copy while the copy is
+	 * sent, inside bpf_clone_redirect() (see lib/pending.h).
+	 */
+	pending = mcast_pending_arm(cfg->node_ip, pol->gateway_ip, ep->sec_identity,
+				    pkt->saddr, pkt->daddr);
+	if (!pending)
+		return mcast_fail(skb, pkt, MCAST_DROP_TUNNEL_KEY, MCAST_ROLE_ORIGIN, clone);
+	ret = bpf_clone_redirect(skb, tunnel, 0);
+	/* Always disarmed: no later packet may take this key. */
+	applied = mcast_pending_disarm(pending);
+	if (ret < 0)
 		mcast_drop(skb, pkt, MCAST_DROP_CLONE, MCAST_ROLE_ORIGIN);
+	else if (!applied)
+		/*
+		 * Sent without the key (mcast_to_overlay not attached, or the
+		 * key could not be set): the collect-md device drops it.
+		 */
+		mcast_drop(skb, pkt, MCAST_DROP_TUNNEL_KEY, MCAST_ROLE_ORIGIN);
 	else
 		mcast_count_fwd(skb, pol->policy_id, pkt->daddr, MCAST_ROLE_ORIGIN);
 	return MCAST_TCX_NEXT;

@@ -143,7 +143,12 @@ enum mcast_drop_reason {
 	 * UDP header and length.
 	 */
 	MCAST_DROP_MALFORMED = 11,
-	/* bpf_skb_set_tunnel_key() failed. */
+	/*
+	 * The copy for the gateway did not get its tunnel key:
+	 * bpf_skb_set_tunnel_key() failed, or (a copy while Cilium keeps the
+	 * original) mcast_to_overlay on the tunnel device's egress never
+	 * applied it, and the collect-md device drops a copy without one.
+	 */
 	MCAST_DROP_TUNNEL_KEY = 12,
 	/* A header rewrite helper failed. */
 	MCAST_DROP_REWRITE = 13,
@@ -223,6 +228,32 @@ struct mcast_status {
 	__u64 syncs;			/* successful syncs since the first */
 };
 
+/*
+ * States of mcast_tunnel_pending.state: idle; armed by mcast_from_container
+ * around its bpf_clone_redirect() to the tunnel device; applied by
+ * mcast_to_overlay once the copy carries the key.
+ */
+#define MCAST_PENDING_IDLE		0
+#define MCAST_PENDING_ARMED		1
+#define MCAST_PENDING_APPLIED		2
+
+/*
+ * The single element of mcast_egw_tunnel_pending (per CPU): the tunnel key
+ * of the copy that mcast_from_container is sending to the gateway while
+ * Cilium gets the original. The copy is transmitted synchronously, on this
+ * CPU, inside bpf_clone_redirect(); mcast_to_overlay, at the head of the
+ * tunnel device's tcx egress, sets the key on it there. The original never
+ * carries it.
+ */
+struct mcast_tunnel_pending {
+	__be32 remote_ipv4;	/* the gateway node: the outer destination */
+	__be32 local_ipv4;	/* this node: the outer source */
+	__u32 tunnel_id;	/* VNI: the pod's security identity */
+	__be32 saddr;		/* the inner packet the key is for */
+	__be32 daddr;
+	__u32 state;		/* MCAST_PENDING_* */
+};
+
 /* mcast_egw_drops is an array indexed by role * MCAST_DROP_SLOTS + reason. */
 #define MCAST_DROPS_MAX_ENTRIES		(MCAST_ROLE_MAX * MCAST_DROP_SLOTS)
 
@@ -246,6 +277,26 @@ struct mcast_test_tunnel {
 struct mcast_test_observed {
 	__u32 count;
 	__u32 len;
+	__u8 data[MCAST_TEST_OBSERVED_BYTES];
+};
+
+/*
+ * Test builds only: what the tunnel observer behind ours was handed (IPv4
+ * frames only), and whether bpf_skb_get_tunnel_key() found a key on it.
+ */
+struct mcast_test_tunnel_observed {
+	__u32 count;		/* IPv4 frames handed on so far */
+	__u32 with_key;		/* of which carried a tunnel key */
+	__u32 last_has_key;	/* the last frame carried one */
+	__u32 tunnel_id;	/* its VNI, 0 without */
+	/*
+	 * Its outer addresses, 0 without. bpf_skb_get_tunnel_key() names them
+	 * for a received packet (remote_ipv4 is the tunnel info's source); on
+	 * a key set for transmit the source is the local end.
+	 */
+	__be32 outer_src;
+	__be32 outer_dst;
+	__u32 len;		/* skb->len of the last frame */
 	__u8 data[MCAST_TEST_OBSERVED_BYTES];
 };
 

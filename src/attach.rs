@@ -1,7 +1,9 @@
 //! The attach manager: `mcast_from_container` on every endpoint device,
-//! `mcast_from_overlay` on the tunnel device, as they come and go. One link
-//! per device and program, ever: re-attaching swaps the program inside our
-//! pinned link, and the pins of vanished devices are removed.
+//! `mcast_from_overlay` on the tunnel device's ingress and
+//! `mcast_to_overlay` on its egress, as they come and go. One link per
+//! device and program (and so direction), ever: re-attaching swaps the
+//! program inside our pinned link, and the pins of vanished devices are
+//! removed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -66,6 +68,10 @@ impl AttachManager {
             }
             if i.name == self.config.tunnel_device {
                 out.insert((i.name.clone(), Program::FromOverlay), i.ifindex);
+                // Without it, the copies an origin sends while Cilium keeps
+                // the original leave without a tunnel key and are lost: the
+                // link is expected (and /readyz waits for it) like the others.
+                out.insert((i.name.clone(), Program::ToOverlay), i.ifindex);
             }
         }
         out
@@ -79,7 +85,18 @@ impl AttachManager {
         self.done
             .retain(|k, (ifindex, _)| expected.get(k) == Some(ifindex));
 
-        for ((device, program), ifindex) in &expected {
+        // The tunnel's egress program first: an endpoint's new program
+        // (after an upgrade) hands tunnel keys to it, and a copy sent
+        // before it is there would be lost.
+        let tunnel_first = expected
+            .iter()
+            .filter(|((_, p), _)| *p == Program::ToOverlay)
+            .chain(
+                expected
+                    .iter()
+                    .filter(|((_, p), _)| *p != Program::ToOverlay),
+            );
+        for ((device, program), ifindex) in tunnel_first {
             let key = (device.clone(), *program);
             if self.done.contains_key(&key) {
                 continue;
@@ -157,7 +174,9 @@ impl AttachManager {
             // name now names another device), or no longer selected.
             let selected = match program {
                 Program::FromContainer => self.config.endpoint_devices.matches(&link.device),
-                Program::FromOverlay => link.device == self.config.tunnel_device,
+                Program::FromOverlay | Program::ToOverlay => {
+                    link.device == self.config.tunnel_device
+                }
             };
             let alive = link.ifindex != 0
                 && crate::datapath::tcx::ifindex_of(&link.device).ok() == Some(link.ifindex);

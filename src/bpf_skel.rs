@@ -10,3 +10,7 @@ pub mod from_container {
 pub mod from_overlay {
     include!(concat!(env!("OUT_DIR"), "/mcast_from_overlay.skel.rs"));
 }
+
+pub mod to_overlay {
+    include!(concat!(env!("OUT_DIR"), "/mcast_to_overlay.skel.rs"));
+}

@@ -20,7 +20,7 @@ use crate::attach::{AttachConfig, AttachManager, AttachState};
 use crate::cilium_maps;
 use crate::crd::Objects;
 use crate::datapath::maps::{Endpoint, Status};
-use crate::datapath::{Datapath, DatapathStorage, Maps, Paths};
+use crate::datapath::{Datapath, DatapathStorage, Maps, Paths, Program};
 use crate::health::{self, Health};
 use crate::metrics::Metrics;
 use crate::node;
@@ -80,6 +80,8 @@ struct Controller<'a> {
     endpoints_error: Once,
     groups_error: Once,
     node_error: Once,
+    /// The tunnel device is there but its egress program is not.
+    tunnel_egress_missing: Once,
     synced_once: bool,
     /// What the last successful sync was computed from, and how many
     /// passes ago: unchanged inputs skip the work, but not for ever (a
@@ -242,6 +244,20 @@ impl Controller<'_> {
         self.health.set_links_complete(links.complete());
         self.metrics.attached_links.set(links.attached.len() as i64);
         self.metrics.expected_links.set(links.expected.len() as i64);
+        // What the missing link means, beside the attach error itself.
+        let tunnel_egress = (self.cfg.attach.tunnel_device.clone(), Program::ToOverlay);
+        let missing = links.tunnel_present && !links.attached.contains_key(&tunnel_egress);
+        if self
+            .tunnel_egress_missing
+            .changed(missing.then(|| tunnel_egress.0.clone()))
+        {
+            tracing::warn!(
+                device = %tunnel_egress.0,
+                program = Program::ToOverlay.name(),
+                "tunnel device without our egress program: copies of groups Cilium also \
+                 replicates are lost on their way to a remote gateway (drops: tunnel_key_failed)"
+            );
+        }
 
         let cilium_globals = Paths::new(&self.cfg.cilium_bpffs).globals();
         match cilium_maps::read_endpoints(&cilium_globals) {
@@ -387,6 +403,7 @@ pub async fn run(cfg: DaemonConfig, mut shutdown: watch::Receiver<bool>) -> anyh
         endpoints_error: Once::default(),
         groups_error: Once::default(),
         node_error: Once::default(),
+        tunnel_egress_missing: Once::default(),
         synced_once: false,
         last_inputs: None,
     };

@@ -9,11 +9,13 @@ use std::path::Path;
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
 
+use cilium_mcast_egress::attach::{AttachConfig, AttachManager};
 use cilium_mcast_egress::datapath::maps::{Config, Endpoint, ALL_MAPS};
-use cilium_mcast_egress::datapath::tcx::{ifindex_of, links, tcx_ingress_chain};
+use cilium_mcast_egress::datapath::tcx::{ifindex_of, links, tcx_egress_chain, tcx_ingress_chain};
 use cilium_mcast_egress::datapath::{
     self, AttachOutcome, Datapath, DatapathError, DatapathStorage, Paths, Program,
 };
+use cilium_mcast_egress::resolve::Interface;
 use common::observer::Observer;
 use common::{sh, Bpffs};
 
@@ -321,3 +323,154 @@ priv_test!(clear_errors_for_bad_input, |bpffs| {
     std::fs::remove_dir_all(&tmp).unwrap();
     assert!(matches!(res, Err(DatapathError::NotBpffs { .. })));
 });
+
+fn prog_id(dp: &Datapath<'_>, program: Program) -> u32 {
+    libbpf_rs::ProgramHandle::try_from(dp.program(program))
+        .unwrap()
+        .id()
+}
+
+priv_test!(tunnel_egress_link_pinned_reused_and_uninstalled, |bpffs| {
+    veth("vx_eg", "vx_eg_peer");
+    let paths = Paths::new(bpffs.path());
+    let tun = ifindex_of("vx_eg").unwrap();
+
+    let mut s1 = DatapathStorage::default();
+    let dp1 = Datapath::load(&mut s1, paths.clone()).unwrap();
+    let egress = dp1.attach("vx_eg", Program::ToOverlay).unwrap();
+    assert!(matches!(egress, AttachOutcome::Attached { .. }));
+    let ingress = dp1.attach("vx_eg", Program::FromOverlay).unwrap();
+    let pin = paths.link_pin("vx_eg", Program::ToOverlay).unwrap();
+    assert!(pin.exists(), "pinned beside the ingress link");
+    assert!(pin.ends_with("vx_eg/mcast_to_overlay"));
+    let chain = tcx_egress_chain(tun).unwrap();
+    assert_eq!(chain.len(), 1, "on the egress chain");
+    assert_eq!(
+        (chain[0].link_id, chain[0].prog_id),
+        (egress.link_id(), prog_id(&dp1, Program::ToOverlay))
+    );
+    let chain = tcx_ingress_chain(tun).unwrap();
+    assert_eq!(
+        chain.len(),
+        1,
+        "the ingress chain holds only the ingress link"
+    );
+    assert_eq!(chain[0].link_id, ingress.link_id());
+    drop(dp1);
+
+    // A restart: the same link, the new program in it.
+    let mut s2 = DatapathStorage::default();
+    let dp2 = Datapath::load(&mut s2, paths.clone()).unwrap();
+    assert_eq!(
+        dp2.attach("vx_eg", Program::ToOverlay).unwrap(),
+        AttachOutcome::Updated {
+            link_id: egress.link_id()
+        }
+    );
+    let chain = tcx_egress_chain(tun).unwrap();
+    assert_eq!(chain.len(), 1, "still one link on the egress chain");
+    assert_eq!(chain[0].prog_id, prog_id(&dp2, Program::ToOverlay));
+    let state = links(&paths).unwrap();
+    assert_eq!(
+        state
+            .iter()
+            .map(|l| (l.device.as_str(), l.program.as_str(), l.ifindex))
+            .collect::<Vec<_>>(),
+        vec![
+            ("vx_eg", "mcast_from_overlay", tun),
+            ("vx_eg", "mcast_to_overlay", tun)
+        ]
+    );
+
+    // Detached alone, the ingress link stays.
+    assert!(datapath::detach(&paths, "vx_eg", Program::ToOverlay).unwrap());
+    assert!(tcx_egress_chain(tun).unwrap().is_empty());
+    assert_eq!(tcx_ingress_chain(tun).unwrap().len(), 1);
+    let again = dp2.attach("vx_eg", Program::ToOverlay).unwrap();
+    assert!(matches!(again, AttachOutcome::Attached { .. }));
+    drop(dp2);
+
+    let report = datapath::uninstall(&paths).unwrap();
+    let mut removed = report.links.clone();
+    removed.sort();
+    assert_eq!(
+        removed,
+        vec![
+            ("vx_eg".to_string(), "mcast_from_overlay".to_string()),
+            ("vx_eg".to_string(), "mcast_to_overlay".to_string())
+        ]
+    );
+    assert!(report
+        .maps
+        .contains(&datapath::maps::TUNNEL_PENDING_MAP.to_string()));
+    assert!(tcx_egress_chain(tun).unwrap().is_empty());
+    assert!(tcx_ingress_chain(tun).unwrap().is_empty());
+    assert!(!paths.own_dir().exists());
+});
+
+fn interface(name: &str) -> Interface {
+    Interface {
+        name: name.to_string(),
+        ifindex: ifindex_of(name).unwrap(),
+        mac: common::mac_of(name),
+        ipv4: Vec::new(),
+    }
+}
+
+priv_test!(
+    attach_manager_puts_the_tunnel_key_program_on_egress,
+    |bpffs| {
+        veth("lxc_am", "pod_am");
+        common::vxlan_external("vx_am");
+        let paths = Paths::new(bpffs.path());
+        let mut s = DatapathStorage::default();
+        let dp = Datapath::load(&mut s, paths.clone()).unwrap();
+        let mut mgr = AttachManager::new(AttachConfig {
+            endpoint_devices: glob::Pattern::new("lxc*").unwrap(),
+            tunnel_device: "vx_am".to_string(),
+        });
+        let tun = ifindex_of("vx_am").unwrap();
+
+        // Before the tunnel device is listed, only the endpoint is expected.
+        let state = mgr.reconcile(&dp, &[interface("lxc_am")]);
+        assert!(state.complete());
+        assert!(!state
+            .expected
+            .contains(&("vx_am".to_string(), Program::ToOverlay)));
+
+        let all = [interface("lxc_am"), interface("vx_am")];
+        let state = mgr.reconcile(&dp, &all);
+        assert!(state.tunnel_present);
+        let key = ("vx_am".to_string(), Program::ToOverlay);
+        assert!(
+            state.expected.contains(&key),
+            "expected: readiness waits for it"
+        );
+        assert!(state.complete());
+        let link = state.attached[&key];
+        let chain = tcx_egress_chain(tun).unwrap();
+        assert_eq!(chain.len(), 1);
+        assert_eq!(chain[0].link_id, link, "ours, on the tunnel's egress");
+        assert_eq!(chain[0].prog_id, prog_id(&dp, Program::ToOverlay));
+        assert_eq!(tcx_ingress_chain(tun).unwrap().len(), 1, "and its ingress");
+        assert!(tcx_egress_chain(ifindex_of("lxc_am").unwrap())
+            .unwrap()
+            .is_empty());
+
+        // A restarted manager adopts the same link.
+        let mut mgr2 = AttachManager::new(AttachConfig {
+            endpoint_devices: glob::Pattern::new("lxc*").unwrap(),
+            tunnel_device: "vx_am".to_string(),
+        });
+        let state = mgr2.reconcile(&dp, &all);
+        assert_eq!(state.attached[&key], link, "the same link, reused");
+
+        // The tunnel device gone: both of its pins go too.
+        sh("ip", &["link", "del", "vx_am"]);
+        let state = mgr2.reconcile(&dp, &[interface("lxc_am")]);
+        assert!(!state.tunnel_present);
+        assert!(state.complete());
+        assert!(links(&paths).unwrap().iter().all(|l| l.device != "vx_am"));
+        assert!(!paths.links_dir().join("vx_am").exists());
+    }
+);

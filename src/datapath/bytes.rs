@@ -61,5 +61,9 @@ unsafe impl Plain for intf::mcast_status {}
 unsafe impl Plain for intf::mcast_drop_event {}
 // SAFETY: as above.
 unsafe impl Plain for intf::mcast_events_limit {}
+// SAFETY: as above.
+unsafe impl Plain for intf::mcast_tunnel_pending {}
+// SAFETY: as above.
+unsafe impl Plain for intf::mcast_test_tunnel_observed {}
 // SAFETY: a plain integer.
 unsafe impl Plain for u32 {}

@@ -25,9 +25,12 @@ pub const EVENTS_MAP: &str = "mcast_egw_events";
 pub const EVENTS_LIMIT_MAP: &str = "mcast_egw_events_limit";
 pub const POLICY_NAMES_MAP: &str = "mcast_egw_policy_names";
 pub const STATUS_MAP: &str = "mcast_egw_status";
+/// Per-CPU slot through which `mcast_from_container` hands the tunnel key of
+/// a copy to `mcast_to_overlay`; datapath-internal, nothing to configure.
+pub const TUNNEL_PENDING_MAP: &str = "mcast_egw_tunnel_pending";
 
 /// Every pinned map, for tools that walk them all.
-pub const ALL_MAPS: [&str; 12] = [
+pub const ALL_MAPS: [&str; 13] = [
     POLICY_MAP,
     ENDPOINTS_MAP,
     NODES_MAP,
@@ -40,6 +43,7 @@ pub const ALL_MAPS: [&str; 12] = [
     EVENTS_LIMIT_MAP,
     POLICY_NAMES_MAP,
     STATUS_MAP,
+    TUNNEL_PENDING_MAP,
 ];
 
 /// Key of a policy entry: a pod and one destination prefix of a policy.

@@ -1,6 +1,12 @@
 //! The datapath: load the BPF objects, pin their maps beside Cilium's,
 //! attach the programs with tcx, and read and write the maps.
 //!
+//! Three programs: `mcast_from_container` on the ingress of every endpoint
+//! veth, `mcast_from_overlay` on the ingress of the tunnel device, and
+//! `mcast_to_overlay` on the egress of the tunnel device, which puts the
+//! tunnel key on the copies the origin sends while Cilium keeps the
+//! original (without it those copies are lost; see `bpf/lib/pending.h`).
+//!
 //! Everything here survives the process: maps are pinned under
 //! `<bpffs-root>/tc/globals/`, links under
 //! `<bpffs-root>/cilium-mcast-egress/links/<device>/<program>`. A later load
@@ -20,11 +26,12 @@ use libbpf_rs::OpenObject;
 
 use crate::bpf_skel::from_container::{McastFromContainerSkel, McastFromContainerSkelBuilder};
 use crate::bpf_skel::from_overlay::{McastFromOverlaySkel, McastFromOverlaySkelBuilder};
+use crate::bpf_skel::to_overlay::{McastToOverlaySkel, McastToOverlaySkelBuilder};
 
 pub use bytes::Plain;
 pub use maps::Maps;
 pub use pin::{is_bpffs, MapLayout, MAP_PREFIX};
-pub use tcx::{AttachOutcome, ChainPosition, LinkState};
+pub use tcx::{AttachOutcome, ChainPosition, Direction, LinkState};
 
 /// Default mount point of the BPF filesystem, as Cilium uses it.
 pub const DEFAULT_BPFFS_ROOT: &str = "/sys/fs/bpf";
@@ -111,23 +118,39 @@ pub enum DatapathError {
 
 pub type Result<T, E = DatapathError> = std::result::Result<T, E>;
 
-/// The two programs, by the hook they serve.
+/// The programs, by the hook they serve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Program {
     /// `mcast_from_container`: tcx ingress of endpoint veths (`lxc*`).
     FromContainer,
     /// `mcast_from_overlay`: tcx ingress of the tunnel device (`cilium_vxlan`).
     FromOverlay,
+    /// `mcast_to_overlay`: tcx egress of the tunnel device; sets the tunnel
+    /// key of the origin's copies when Cilium keeps the original.
+    ToOverlay,
 }
 
 impl Program {
-    pub const ALL: [Program; 2] = [Program::FromContainer, Program::FromOverlay];
+    pub const ALL: [Program; 3] = [
+        Program::FromContainer,
+        Program::FromOverlay,
+        Program::ToOverlay,
+    ];
 
     /// The program's name in the BPF object, also its link pin's file name.
     pub fn name(self) -> &'static str {
         match self {
             Program::FromContainer => "mcast_from_container",
             Program::FromOverlay => "mcast_from_overlay",
+            Program::ToOverlay => "mcast_to_overlay",
+        }
+    }
+
+    /// The tcx chain the program goes into (its section in the object).
+    pub fn direction(self) -> Direction {
+        match self {
+            Program::FromContainer | Program::FromOverlay => Direction::Ingress,
+            Program::ToOverlay => Direction::Egress,
         }
     }
 
@@ -177,6 +200,7 @@ impl Paths {
 pub struct DatapathStorage {
     container: MaybeUninit<OpenObject>,
     overlay: MaybeUninit<OpenObject>,
+    to_overlay: MaybeUninit<OpenObject>,
 }
 
 impl Default for DatapathStorage {
@@ -184,21 +208,24 @@ impl Default for DatapathStorage {
         DatapathStorage {
             container: MaybeUninit::uninit(),
             overlay: MaybeUninit::uninit(),
+            to_overlay: MaybeUninit::uninit(),
         }
     }
 }
 
-/// The loaded datapath: both programs, their maps pinned.
+/// The loaded datapath: every program, their maps pinned.
 pub struct Datapath<'obj> {
     paths: Paths,
     container: McastFromContainerSkel<'obj>,
     overlay: McastFromOverlaySkel<'obj>,
+    to_overlay: McastToOverlaySkel<'obj>,
 }
 
 impl<'obj> Datapath<'obj> {
-    /// Load both programs. Maps already pinned under `<root>/tc/globals` are
+    /// Load every program. Maps already pinned under `<root>/tc/globals` are
     /// re-used (after checking their layout), missing ones are created and
-    /// pinned. Nothing is attached.
+    /// pinned: the objects share maps by their pins (`mcast_from_container`
+    /// and `mcast_to_overlay` the tunnel-key slot). Nothing is attached.
     pub fn load(storage: &'obj mut DatapathStorage, paths: Paths) -> Result<Self> {
         let container = load_skel(
             McastFromContainerSkelBuilder::default(),
@@ -212,10 +239,17 @@ impl<'obj> Datapath<'obj> {
             &mut storage.overlay,
             &paths,
         )?;
+        let to_overlay = load_skel(
+            McastToOverlaySkelBuilder::default(),
+            "mcast_to_overlay",
+            &mut storage.to_overlay,
+            &paths,
+        )?;
         Ok(Datapath {
             paths,
             container,
             overlay,
+            to_overlay,
         })
     }
 
@@ -227,10 +261,12 @@ impl<'obj> Datapath<'obj> {
         match program {
             Program::FromContainer => &self.container.progs.mcast_from_container,
             Program::FromOverlay => &self.overlay.progs.mcast_from_overlay,
+            Program::ToOverlay => &self.to_overlay.progs.mcast_to_overlay,
         }
     }
 
-    /// Attach `program` at the head of `device`'s tcx ingress chain, or, when
+    /// Attach `program` at the head of `device`'s tcx chain (ingress or
+    /// egress, by [`Program::direction`]), or, when
     /// our link for that device and program is already pinned, swap the
     /// program in that link (`bpf_link_update`): never a second link.
     pub fn attach(&self, device: &str, program: Program) -> Result<AttachOutcome> {
@@ -304,6 +340,10 @@ mod tests {
             p.link_pin("cilium_vxlan", Program::FromOverlay).unwrap(),
             Path::new("/sys/fs/bpf/cilium-mcast-egress/links/cilium_vxlan/mcast_from_overlay")
         );
+        assert_eq!(
+            p.link_pin("cilium_vxlan", Program::ToOverlay).unwrap(),
+            Path::new("/sys/fs/bpf/cilium-mcast-egress/links/cilium_vxlan/mcast_to_overlay")
+        );
     }
 
     #[test]
@@ -321,6 +361,13 @@ mod tests {
         assert!(p
             .link_pin("fifteen-chars-x", Program::FromContainer)
             .is_ok());
+    }
+
+    #[test]
+    fn only_the_tunnel_key_program_goes_on_egress() {
+        assert_eq!(Program::FromContainer.direction(), Direction::Ingress);
+        assert_eq!(Program::FromOverlay.direction(), Direction::Ingress);
+        assert_eq!(Program::ToOverlay.direction(), Direction::Egress);
     }
 
     #[test]

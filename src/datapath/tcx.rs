@@ -1,5 +1,6 @@
-//! tcx attachment: our programs at the head of a device's ingress chain, in
-//! front of Cilium's, each held by a link pinned under our own directory.
+//! tcx attachment: our programs at the head of a device's ingress (or, for
+//! `mcast_to_overlay`, egress) chain, in front of Cilium's, each held by a
+//! link pinned under our own directory.
 //!
 //! No clsact qdisc or tc filter is ever created or destroyed here: tcx needs
 //! neither, and Cilium owns the legacy ones.
@@ -140,6 +141,22 @@ pub(super) fn attach_or_update(
     })
 }
 
+/// Which of a device's two tcx chains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+impl Direction {
+    fn attach_type(self) -> libbpf_sys::bpf_attach_type {
+        match self {
+            Direction::Ingress => libbpf_sys::BPF_TCX_INGRESS,
+            Direction::Egress => libbpf_sys::BPF_TCX_EGRESS,
+        }
+    }
+}
+
 /// Where in a tcx chain a program goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChainPosition {
@@ -149,8 +166,10 @@ pub enum ChainPosition {
     Tail,
 }
 
-/// Attach `prog` to the tcx ingress chain of `ifindex` and pin the link at
-/// `pin`; the pin keeps it attached after the process exits.
+/// Attach `prog` to a tcx chain of `ifindex` and pin the link at `pin`; the
+/// pin keeps it attached after the process exits. The chain is the one the
+/// program's section names (`tcx/ingress`, `tcx/egress`): libbpf takes it
+/// from the program's expected attach type.
 ///
 /// libbpf-rs has no tcx attach; this is the one place that calls libbpf's.
 pub fn attach_pinned(
@@ -293,7 +312,7 @@ pub fn links(paths: &Paths) -> Result<Vec<LinkState>> {
     Ok(out)
 }
 
-/// One program in a device's tcx ingress chain, in chain order.
+/// One program in a device's tcx chain, in chain order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TcxEntry {
     pub prog_id: u32,
@@ -303,6 +322,16 @@ pub struct TcxEntry {
 
 /// The device's tcx ingress chain, head first: who runs before whom.
 pub fn tcx_ingress_chain(ifindex: u32) -> Result<Vec<TcxEntry>> {
+    tcx_chain(ifindex, Direction::Ingress)
+}
+
+/// The device's tcx egress chain, head first.
+pub fn tcx_egress_chain(ifindex: u32) -> Result<Vec<TcxEntry>> {
+    tcx_chain(ifindex, Direction::Egress)
+}
+
+/// One of the device's tcx chains, head first.
+pub fn tcx_chain(ifindex: u32, direction: Direction) -> Result<Vec<TcxEntry>> {
     const MAX: usize = 64;
     let mut prog_ids = [0u32; MAX];
     let mut link_ids = [0u32; MAX];
@@ -320,7 +349,7 @@ pub fn tcx_ingress_chain(ifindex: u32) -> Result<Vec<TcxEntry>> {
     // SAFETY: `opts` is initialised with its own size and points at two
     // arrays of `count` u32s that outlive the call.
     let ret =
-        unsafe { libbpf_sys::bpf_prog_query_opts(target, libbpf_sys::BPF_TCX_INGRESS, &mut opts) };
+        unsafe { libbpf_sys::bpf_prog_query_opts(target, direction.attach_type(), &mut opts) };
     if ret < 0 {
         return Err(DatapathError::Query {
             ifindex,
