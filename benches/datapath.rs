@@ -227,6 +227,29 @@ fn bench() {
             ns: trials(|| batched_ns(container, lxc, &to_local, RUNS, redirect)),
             goal: Some(Goal::NsBelow(150.0)),
         },
+        // Every packet the node tunnels meets mcast_to_overlay on the tunnel
+        // device's egress: its fast path must cost no more than the
+        // origin's.
+        Row {
+            path: "tunnel egress: unicast passthrough",
+            runs: format!("{RUNS}"),
+            ns: trials(|| wall_ns(dp.program(Program::ToOverlay), tunnel, &unicast, RUNS, next)),
+            goal: Some(Goal::RatioAtMost(1.2)),
+        },
+        Row {
+            path: "tunnel egress: multicast, no copy pending",
+            runs: format!("{RUNS}"),
+            ns: trials(|| {
+                wall_ns(
+                    dp.program(Program::ToOverlay),
+                    tunnel,
+                    &to_remote,
+                    RUNS,
+                    next,
+                )
+            }),
+            goal: None,
+        },
     ];
 
     println!();
