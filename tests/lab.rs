@@ -5,14 +5,15 @@
 
 mod common;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, UdpSocket};
 use std::time::Duration;
 
-use cilium_mcast_egress::datapath::maps::{DropReason, Role};
-use cilium_mcast_egress::lab::addr::{EGRESS_B, GROUP, UPSTREAM_B, UPSTREAM_C};
+use cilium_mcast_egress::datapath::maps::{DropReason, Gateway, PolicyKey, Role};
+use cilium_mcast_egress::lab::addr::{EGRESS_B, GROUP, UPSTREAM_B};
 use cilium_mcast_egress::lab::{camera_policy, Lab, LabConfig, Node, Pod};
-use common::lab_io::{payload, pod_socket, send_stream, Datagram, Receiver};
-use common::packet::{group_mac, Frame};
+use common::lab_io::{payload, pod_socket, send_stream, tap_in, Datagram, Receiver};
+use common::packet::{group_mac, Frame, View, ETH_P_IP, PROTO_UDP};
+use common::Tap;
 
 const QUIET: Duration = Duration::from_millis(600);
 const MAX: Duration = Duration::from_secs(10);
@@ -110,37 +111,99 @@ lab_test!(pod_on_the_gateway_node_reaches_upstream, {
     assert_eq!(counter(&lab, Node::B, GROUP, Role::Gateway).0, 200);
 });
 
-/// Nothing from `pod` to `group` arrives on either uplink.
-fn assert_nothing_arrives(lab: &Lab, pod: Pod, group: Ipv4Addr, ttl: u32) {
-    let rx_b = Receiver::join(lab, group, UPSTREAM_B, None);
-    let rx_c = Receiver::join(lab, group, UPSTREAM_C, None);
-    let tx = pod_socket(lab, pod, ttl);
-    send_stream(&tx, group, 50, 300, Duration::from_millis(1));
-    assert!(
-        rx_b.collect(QUIET, MAX).is_empty(),
-        "nothing on node-b's uplink"
-    );
-    assert!(
-        rx_c.collect(QUIET, MAX).is_empty(),
-        "nothing on node-c's uplink"
-    );
+/// Datagrams of a stream that must not leave: this payload length, which
+/// no control uses.
+const HELD_LEN: usize = 300;
+const HELD_COUNT: u32 = 50;
+
+/// Whether `f` is a datagram of a held-back stream to `group`, from
+/// `source` when given (on an uplink it would carry the egress IP).
+fn is_held(f: &[u8], group: Ipv4Addr, source: Option<Ipv4Addr>) -> bool {
+    f.len() >= 42
+        && View(f).ethertype() == ETH_P_IP
+        && View(f).proto() == PROTO_UDP
+        && View(f).daddr() == group
+        && source.is_none_or(|s| View(f).saddr() == s)
+        && !View(f).is_fragmented()
+        && View(f).udp().len() == 8 + HELD_LEN
 }
+
+/// A stream a pod sent that must not leave the cluster, watched on both
+/// uplinks (all frames, whatever the upstream host joined).
+struct HeldBack {
+    group: Ipv4Addr,
+    uplinks: [(&'static str, Tap); 2],
+}
+
+impl HeldBack {
+    /// `HELD_COUNT` datagrams from `sock` in `pod` to `group`. Returns once
+    /// all of them have left the pod (seen on its veth, in its node): a
+    /// scenario cannot pass because the pod sent nothing.
+    fn send(lab: &Lab, pod: Pod, sock: &UdpSocket, group: Ipv4Addr) -> HeldBack {
+        let veth = tap_in(&lab.node_ns(pod.node()), pod.lxc());
+        let uplinks = [
+            ("node-b's uplink", tap_in(&lab.upstream_ns(), "eth0")),
+            ("node-c's uplink", tap_in(&lab.upstream_ns(), "eth1")),
+        ];
+        send_stream(sock, group, HELD_COUNT, HELD_LEN, Duration::from_millis(1));
+        for n in 0..HELD_COUNT {
+            veth.recv_matching(MAX, |f| is_held(f, group, Some(pod.ip())))
+                .unwrap_or_else(|| {
+                    panic!("only {n} of {HELD_COUNT} datagrams left {}", pod.name())
+                });
+        }
+        HeldBack { group, uplinks }
+    }
+
+    /// Nothing of the stream on either uplink. Called once a control sent
+    /// after it has arrived, so that anything of it would have come first.
+    fn assert_never_left(&self) {
+        for (uplink, tap) in &self.uplinks {
+            while let Some(f) = tap.recv(Duration::from_millis(100)) {
+                assert!(
+                    !is_held(&f, self.group, None),
+                    "a datagram to {} left on {uplink}: {f:02x?}",
+                    self.group
+                );
+            }
+        }
+    }
+}
+
+/// Positive control: 10 datagrams from `sock` to `group` arrive through
+/// node-b from its egress IP, with TTL `ttl`.
+fn assert_control_arrives(lab: &Lab, sock: &UdpSocket, group: Ipv4Addr, ttl: u8) {
+    let rx = Receiver::join(lab, group, UPSTREAM_B, Some(EGRESS_B));
+    send_stream(sock, group, 10, 64, Duration::ZERO);
+    assert_stream(&rx.collect(QUIET, MAX), 10, 64, EGRESS_B, ttl);
+}
+
+/// Frame length of a control datagram.
+const CONTROL_FRAME: u64 = 14 + 20 + 8 + 64;
 
 lab_test!(pod_the_policy_does_not_select_sends_nothing_out, {
     let lab = default_lab();
-    assert_nothing_arrives(&lab, Pod::A2, GROUP, 8);
-    assert_eq!(counter(&lab, Node::A, GROUP, Role::Origin), (0, 0));
+    let held = HeldBack::send(&lab, Pod::A2, &pod_socket(&lab, Pod::A2, 8), GROUP);
+    // Positive control: a pod the policy selects, same node, same group.
+    assert_control_arrives(&lab, &pod_socket(&lab, Pod::A1, 8), GROUP, 7);
+    held.assert_never_left();
+    assert_eq!(
+        counter(&lab, Node::A, GROUP, Role::Origin),
+        (10, 10 * CONTROL_FRAME),
+        "the control only"
+    );
 });
 
 lab_test!(excluded_group_stays_inside, {
     let lab = default_lab();
     let excluded = Ipv4Addr::new(232, 1, 255, 7);
-    assert_nothing_arrives(&lab, Pod::A1, excluded, 8);
+    let sock = pod_socket(&lab, Pod::A1, 8);
+    let held = HeldBack::send(&lab, Pod::A1, &sock, excluded);
+    // Positive control: the rest of the prefix, same socket, still leaves.
+    assert_control_arrives(&lab, &sock, GROUP, 7);
+    held.assert_never_left();
     assert_eq!(counter(&lab, Node::A, excluded, Role::Origin), (0, 0));
-    // The rest of the prefix still leaves.
-    let rx = Receiver::join(&lab, GROUP, UPSTREAM_B, Some(EGRESS_B));
-    send_stream(&pod_socket(&lab, Pod::A1, 8), GROUP, 10, 64, Duration::ZERO);
-    assert_eq!(rx.collect(QUIET, MAX).len(), 10);
+    assert_eq!(counter(&lab, Node::B, excluded, Role::Gateway), (0, 0));
 });
 
 lab_test!(link_local_group_never_leaves_under_a_catch_all_policy, {
@@ -149,12 +212,12 @@ lab_test!(link_local_group_never_leaves_under_a_catch_all_policy, {
         camera_policy("everything", &["224.0.0.0/4"], &[], Node::B),
     )]);
     let mdns = Ipv4Addr::new(224, 0, 0, 251);
-    assert_nothing_arrives(&lab, Pod::A1, mdns, 8);
+    let sock = pod_socket(&lab, Pod::A1, 8);
+    let held = HeldBack::send(&lab, Pod::A1, &sock, mdns);
+    // Positive control: the policy is in force for routable groups.
+    assert_control_arrives(&lab, &sock, GROUP, 7);
+    held.assert_never_left();
     assert_eq!(counter(&lab, Node::A, mdns, Role::Origin), (0, 0));
-    // The policy itself is in force for routable groups.
-    let rx = Receiver::join(&lab, GROUP, UPSTREAM_B, Some(EGRESS_B));
-    send_stream(&pod_socket(&lab, Pod::A1, 8), GROUP, 10, 64, Duration::ZERO);
-    assert_eq!(rx.collect(QUIET, MAX).len(), 10);
 });
 
 lab_test!(non_canonical_policy_is_reported_and_the_valid_one_works, {
@@ -201,8 +264,31 @@ lab_test!(unicast_catch_all_policy_does_not_capture_multicast, {
     for node in [Node::A, Node::B, Node::C] {
         assert!(lab.maps(node).unwrap().policies().unwrap().is_empty());
     }
-    assert_nothing_arrives(&lab, Pod::A1, GROUP, 8);
+    let sock = pod_socket(&lab, Pod::A1, 8);
+    let held = HeldBack::send(&lab, Pod::A1, &sock, GROUP);
     assert_eq!(counter(&lab, Node::A, GROUP, Role::Origin), (0, 0));
+    // Positive control: with a multicast policy beside it, the same socket's
+    // datagrams to the same group leave.
+    lab.write_manifest(
+        "multicast.yaml",
+        &camera_policy("cameras", &["232.1.0.0/16"], &[], Node::B),
+    )
+    .expect("multicast policy");
+    let key = PolicyKey {
+        source: Pod::A1.ip(),
+        destination: "232.1.0.0/16".parse().expect("CIDR"),
+    };
+    common::wait_for("the multicast policy on node-a and node-b", MAX, || {
+        [Node::A, Node::B].iter().all(|n| {
+            lab.maps(*n)
+                .expect("maps")
+                .policy_get(&key)
+                .expect("policy")
+                .is_some_and(|v| v.gateway == Gateway::Node(Node::B.ip()))
+        })
+    });
+    assert_control_arrives(&lab, &sock, GROUP, 7);
+    held.assert_never_left();
 });
 
 lab_test!(spoofed_source_is_dropped_and_counted, {
@@ -215,21 +301,43 @@ lab_test!(spoofed_source_is_dropped_and_counted, {
     for _ in 0..5 {
         tap.send(&frame.bytes());
     }
-    assert!(rx.collect(QUIET, MAX).is_empty());
     common::wait_for("the spoofed_source drops", Duration::from_secs(2), || {
         drops(&lab, Node::A, Role::Origin, DropReason::SPOOFED_SOURCE) == 5
     });
     assert_eq!(counter(&lab, Node::A, GROUP, Role::Origin), (0, 0));
+    // Positive control: the same raw frames from pod-a1 itself leave.
+    let own = common::lab_io::tap_in(&lab.pod_ns(Pod::A1), "eth0");
+    let mut control = Frame::udp(Pod::A1.ip(), GROUP, b"mine");
+    control.dst_mac = group_mac(GROUP);
+    for _ in 0..5 {
+        own.send(&control.bytes());
+    }
+    let got = rx.collect(QUIET, MAX);
+    let payloads: Vec<&[u8]> = got.iter().map(|d| d.payload.as_slice()).collect();
+    assert_eq!(payloads, vec![&b"mine"[..]; 5], "pod-a1's frames only");
+    assert!(got.iter().all(|d| d.source == EGRESS_B && d.ttl == 7));
+    assert_eq!(
+        drops(&lab, Node::A, Role::Origin, DropReason::SPOOFED_SOURCE),
+        5
+    );
 });
 
 lab_test!(publisher_with_ttl_one_is_dropped_as_ttl_exceeded, {
     let lab = default_lab();
-    assert_nothing_arrives(&lab, Pod::A1, GROUP, 1);
+    let sock = pod_socket(&lab, Pod::A1, 1);
+    let held = HeldBack::send(&lab, Pod::A1, &sock, GROUP);
+    // Positive control: the same socket at TTL 2 gets through, one hop.
+    sock.set_multicast_ttl_v4(2).expect("IP_MULTICAST_TTL");
+    assert_control_arrives(&lab, &sock, GROUP, 1);
+    held.assert_never_left();
     assert_eq!(
         drops(&lab, Node::B, Role::Gateway, DropReason::TTL_EXCEEDED),
-        50
+        u64::from(HELD_COUNT)
     );
     // It did travel to the gateway: the origin sent it on.
-    assert_eq!(counter(&lab, Node::A, GROUP, Role::Origin).0, 50);
-    assert_eq!(counter(&lab, Node::B, GROUP, Role::Gateway).0, 0);
+    assert_eq!(
+        counter(&lab, Node::A, GROUP, Role::Origin).0,
+        u64::from(HELD_COUNT) + 10
+    );
+    assert_eq!(counter(&lab, Node::B, GROUP, Role::Gateway).0, 10);
 });

@@ -1,4 +1,4 @@
-//! End-to-end scenarios 10-16 on the lab: what actually reaches the wire.
+//! End-to-end scenarios 10-17 on the lab: what actually reaches the wire.
 //! Each test builds its own three-node lab with real VXLAN and real
 //! daemons, sends from a pod, and checks what the upstream host received
 //! (count, source, TTL, payload, checksums) and what the datapath counted.
@@ -19,6 +19,7 @@ use cilium_mcast_egress::datapath::Paths;
 use cilium_mcast_egress::lab::{
     self, addr, camera_policy, demo, in_netns, wait_until, Lab, LabConfig, Node, Pod,
 };
+use common::forge::vxlan_packet;
 use common::lab_io::{payload, pod_socket, send_stream, tap_in, Datagram, Receiver, PORT};
 use common::packet::{group_mac, Frame, View, ETH_P_IP, PROTO_UDP};
 
@@ -620,22 +621,15 @@ fn daemon_restarts_lose_no_datagrams() {
 
 // --- 15 -----------------------------------------------------------------------
 
-/// A VXLAN (RFC 7348) packet on UDP 8472 carrying `inner`.
-fn vxlan_frame(
-    src: ([u8; 6], Ipv4Addr),
-    dst: ([u8; 6], Ipv4Addr),
-    vni: u32,
-    inner: &[u8],
-) -> Vec<u8> {
-    let mut body = vec![0x08, 0, 0, 0];
-    body.extend_from_slice(&(vni << 8).to_be_bytes());
-    body.extend_from_slice(inner);
-    let mut outer = Frame::udp(src.1, dst.1, &body).zero_udp_checksum().ttl(64);
-    outer.src_mac = src.0;
-    outer.dst_mac = dst.0;
-    outer.sport = 51234;
-    outer.dport = 8472;
-    outer.bytes()
+/// A copy of `inner` tunnelled from `from`'s underlay NIC to node-b's, as
+/// a node's kernel sends it, with `vni`.
+fn copy_to_node_b(lab: &Lab, from: (&str, Ipv4Addr), vni: u32, inner: &Frame) -> Vec<u8> {
+    vxlan_packet(
+        (mac_in(from.0, "eth0"), from.1),
+        (mac_in(&lab.node_ns(Node::B), "eth0"), Node::B.ip()),
+        vni,
+        &inner.bytes(),
+    )
 }
 
 #[test]
@@ -647,8 +641,6 @@ fn vxlan_from_a_host_that_is_not_a_node_is_dropped() {
     const ROGUE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 99);
     const SENT: u64 = 5;
     let rogue = lab.add_underlay_host("rogue", ROGUE).expect("rogue host");
-    let node_b_mac = mac_in(&lab.node_ns(Node::B), "eth0");
-    let rogue_mac = mac_in(&rogue, "eth0");
     let maps = lab.maps(Node::B).expect("maps of node-b");
     let before = maps
         .drop_count(Role::Gateway, DropReason::UNKNOWN_PEER)
@@ -661,12 +653,7 @@ fn vxlan_from_a_host_that_is_not_a_node_is_dropped() {
         addr::GROUP,
         b"injected from outside the cluster",
     );
-    let packet = vxlan_frame(
-        (rogue_mac, ROGUE),
-        (node_b_mac, Node::B.ip()),
-        Pod::A1.identity(),
-        &inner.bytes(),
-    );
+    let packet = copy_to_node_b(&lab, (&rogue, ROGUE), Pod::A1.identity(), &inner);
     for _ in 0..SENT {
         tap.send(&packet);
     }
@@ -697,6 +684,22 @@ fn vxlan_from_a_host_that_is_not_a_node_is_dropped() {
         0,
         "nothing emitted by node-b"
     );
+
+    // Positive control: the same inner frame, crafted the same way but
+    // sent from node-a (the pod's node), is a genuine copy and leaves.
+    let genuine = copy_to_node_b(
+        &lab,
+        (&lab.node_ns(Node::A), Node::A.ip()),
+        Pod::A1.identity(),
+        &inner,
+    );
+    tap_in(&lab.node_ns(Node::A), "eth0").send(&genuine);
+    let got = upstream
+        .recv_matching(Duration::from_secs(3), udp_to_group)
+        .unwrap_or_else(|| panic!("the control upstream; drops b: {}", drops(&lab, Node::B)));
+    assert_eq!(View(&got).saddr(), addr::EGRESS_B, "the control's source");
+    assert_eq!(View(&got).udp().get(8..), Some(&inner.payload[..]));
+    assert_eq!(counted(&lab, Node::B, Role::Gateway), 1, "the control only");
 }
 
 // --- 16 -----------------------------------------------------------------------
@@ -852,4 +855,99 @@ fn wire_format_on_the_uplink_and_the_underlay() {
             "inner destination MAC: {row:?}"
         );
     }
+}
+
+// --- 17 -----------------------------------------------------------------------
+
+#[test]
+fn forged_copy_of_an_excluded_group_never_leaves_the_gateway() {
+    if !common::privileged("forged_copy_of_an_excluded_group_never_leaves_the_gateway") {
+        return;
+    }
+    // 232.1.0.0/16 through node-b, but 232.1.255.0/24.
+    let mut cfg = LabConfig::new(env!("CARGO_BIN_EXE_cilium-mcast-egress"));
+    cfg.manifests.push((
+        POLICY_FILE.into(),
+        camera_policy("camera-ssm", &[POLICY_CIDR], &["232.1.255.0/24"], Node::B),
+    ));
+    let lab = Lab::up(cfg).expect("lab up");
+    const SENT: usize = 5;
+    let excluded = Ipv4Addr::new(232, 1, 255, 7);
+    let node_a = lab.node_ns(Node::A);
+    let pod_mac = mac_in(&lab.pod_ns(Pod::A1), "eth0");
+    let upstream = tap_in(&lab.upstream_ns(), "eth0");
+    let rx = Receiver::join(&lab, addr::GROUP, addr::UPSTREAM_B, Some(addr::EGRESS_B));
+
+    // What an origin with a stale view (or a forger on the pod's node)
+    // would tunnel: from pod-a1's own node, with pod-a1's identity as VNI,
+    // injected on node-a's underlay NIC.
+    let underlay = tap_in(&node_a, "eth0");
+    let copy = |group: Ipv4Addr, payload: &[u8]| {
+        let mut inner = Frame::udp(Pod::A1.ip(), group, payload);
+        inner.src_mac = pod_mac;
+        copy_to_node_b(&lab, (&node_a, Node::A.ip()), Pod::A1.identity(), &inner)
+    };
+    let forged: &[u8] = b"a copy for a group the policy excludes";
+    for _ in 0..SENT {
+        underlay.send(&copy(excluded, forged));
+    }
+    // Positive control, sent the same way behind them: a covered group.
+    let covered: &[u8] = b"a copy for a covered group";
+    for _ in 0..SENT {
+        underlay.send(&copy(addr::GROUP, covered));
+    }
+
+    let got = rx.collect(Duration::from_millis(600), Duration::from_secs(10));
+    assert_eq!(
+        got.len(),
+        SENT,
+        "the covered copies upstream; drops b: {}",
+        drops(&lab, Node::B)
+    );
+    for d in &got {
+        assert_eq!((d.source, d.ttl), (addr::EGRESS_B, 7));
+        assert_eq!(d.payload, covered);
+    }
+    while let Some(f) = upstream.recv(Duration::from_millis(100)) {
+        let v = View(&f);
+        assert!(
+            !(v.ethertype() == ETH_P_IP && f.len() >= 34 && v.daddr() == excluded),
+            "a copy for the excluded group left node-b's uplink: {f:02x?}"
+        );
+    }
+    let excluded_drops = || {
+        lab.maps(Node::B)
+            .expect("maps")
+            .drop_count(Role::Gateway, DropReason::EXCLUDED)
+            .expect("drops")
+            .packets
+    };
+    wait_until("the excluded drops", Duration::from_secs(3), || {
+        excluded_drops() >= SENT as u64
+    })
+    .unwrap_or_else(|e| panic!("{e}; drops b: {}", drops(&lab, Node::B)));
+    assert_eq!(
+        excluded_drops(),
+        SENT as u64,
+        "each forged copy counted once"
+    );
+    assert_eq!(
+        counted(&lab, Node::B, Role::Gateway),
+        SENT as u64,
+        "the covered copies only"
+    );
+    // The gateway enforces the exclusion itself, from its own map.
+    let key = PolicyKey {
+        source: Pod::A1.ip(),
+        destination: "232.1.255.0/24".parse().expect("CIDR"),
+    };
+    assert_eq!(
+        lab.maps(Node::B)
+            .expect("maps")
+            .policy_get(&key)
+            .expect("policy")
+            .map(|v| v.gateway),
+        Some(Gateway::Excluded),
+        "node-b holds pod-a1's exclusion"
+    );
 }
