@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cilium_mcast_egress::datapath::maps::{DropReason, Gateway, PolicyKey, Role};
-use cilium_mcast_egress::datapath::tcx::{links, tcx_ingress_chain};
-use cilium_mcast_egress::datapath::Paths;
+use cilium_mcast_egress::datapath::tcx::{links, tcx_chain};
+use cilium_mcast_egress::datapath::{Paths, Program};
 use cilium_mcast_egress::lab::{
     self, addr, camera_policy, demo, in_netns, wait_until, Lab, LabConfig, Node, Pod,
 };
@@ -492,7 +492,10 @@ fn expected_links(node: Node) -> BTreeSet<(String, String)> {
     };
     lxc.iter()
         .map(|d| (d.to_string(), "mcast_from_container".to_string()))
-        .chain([("cilium_vxlan".to_string(), "mcast_from_overlay".to_string())])
+        .chain(
+            ["mcast_from_overlay", "mcast_to_overlay"]
+                .map(|p| ("cilium_vxlan".to_string(), p.to_string())),
+        )
         .collect()
 }
 
@@ -590,7 +593,12 @@ fn daemon_restarts_lose_no_datagrams() {
                 .into_iter()
                 .map(|l| {
                     assert_ne!(l.ifindex, 0, "{l:?} still attached");
-                    let chain = tcx_ingress_chain(l.ifindex).expect("tcx chain");
+                    // The chain the program runs in: ingress, or (the
+                    // tunnel device's egress program) egress.
+                    let direction = Program::from_name(&l.program)
+                        .unwrap_or_else(|| panic!("a program of ours: {l:?}"))
+                        .direction();
+                    let chain = tcx_chain(l.ifindex, direction).expect("tcx chain");
                     (l, chain)
                 })
                 .collect::<Vec<_>>()
