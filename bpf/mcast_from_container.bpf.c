@@ -76,6 +76,9 @@ static __always_inline int mcast_origin_to_tunnel(struct __sk_buff *skb,
 		 * key could not be set): the collect-md device drops it.
 		 */
 		mcast_drop(skb, pkt, MCAST_DROP_TUNNEL_KEY, MCAST_ROLE_ORIGIN);
+	else if (!mcast_clone_taken(ret))
+		/* Keyed, then dropped behind our egress program. */
+		mcast_drop(skb, pkt, MCAST_DROP_CLONE, MCAST_ROLE_ORIGIN);
 	else
 		mcast_count_fwd(skb, pol->policy_id, pkt->daddr, MCAST_ROLE_ORIGIN);
 	return MCAST_TCX_NEXT;

@@ -16,7 +16,7 @@ use cilium_mcast_egress::datapath::maps::{
 };
 use cilium_mcast_egress::datapath::{load_skel, Datapath, Maps, Plain, Program};
 use common::observer::Observer;
-use common::packet::{self, group_mac, raw_frame, Frame, View};
+use common::packet::{self, group_mac, Frame, View};
 use common::{ifindex, mac_of, sh, Bpffs, Tap};
 
 use common::skels::overlay_test::{McastFromOverlayTestSkel, McastFromOverlayTestSkelBuilder};
@@ -841,6 +841,8 @@ fn is_vxlan_to_gateway(f: &[u8]) -> bool {
 }
 
 dp_test!(coexistence_remote_clones_and_hands_on, |fx| {
+    // The copy gets its tunnel key on the tunnel device's egress.
+    fx.dp.attach("vx0", Program::ToOverlay).unwrap();
     fx.policy(POD_A, "232.1.0.0/16", Gateway::Node(REMOTE_GW));
     fx.maps.cilium_group_insert(GROUP).unwrap();
     let underlay = Tap::open("under0");
@@ -1113,9 +1115,11 @@ dp_test!(local_gateway_from_a_real_socket, |fx| {
     let uplink = Tap::open("upstream0");
     let send = move |pod: &common::PodNs, len: usize| {
         pod.run(move || {
-            let s = std::net::UdpSocket::bind((POD_A, 40000)).unwrap();
+            let s = std::net::UdpSocket::bind((POD_A, 0))
+                .unwrap_or_else(|e| panic!("binding the pod's socket: {e}"));
             s.set_multicast_ttl_v4(5).unwrap();
-            s.send_to(&vec![0x5a; len], (GROUP, 5001)).unwrap();
+            s.send_to(&vec![0x5a; len], (GROUP, 5001))
+                .unwrap_or_else(|e| panic!("sending {len} bytes from the pod: {e}"));
         })
     };
     for len in [1usize, 100, 333, 1316] {

@@ -33,6 +33,18 @@
 #define IPPROTO_PIM_		103
 
 /*
+ * bpf_clone_redirect() returns what dev_queue_xmit() returned for the copy:
+ * a negative error, or NET_XMIT_DROP when the device (or a program on its
+ * egress) dropped it. NET_XMIT_CN means queued: the copy was handed on.
+ */
+#define MCAST_NET_XMIT_DROP	1
+
+static __always_inline bool mcast_clone_taken(int ret)
+{
+	return ret >= 0 && ret != MCAST_NET_XMIT_DROP;
+}
+
+/*
  * bpf_check_mtu() results are an enum in include/uapi/linux/bpf.h (kernel
  * 5.12+): SUCCESS 0, FRAG_NEEDED 1, SEGS_TOO_BIG 2; BPF_MTU_CHK_SEGS is
  * its flag to check each GSO segment rather than the whole packet.

@@ -201,7 +201,7 @@ static __always_inline int mcast_gateway_emit(struct __sk_buff *skb, const struc
 		return ret;
 	}
 
-	if (bpf_clone_redirect(skb, ifindex, 0) < 0)
+	if (!mcast_clone_taken(bpf_clone_redirect(skb, ifindex, 0)))
 		mcast_drop(skb, pkt, MCAST_DROP_CLONE, MCAST_ROLE_GATEWAY);
 	else
 		mcast_count_emitted(skb, pol->policy_id, pkt->daddr, role);
