@@ -60,8 +60,10 @@ enum LogFormat {
 enum ProgramArg {
     /// `mcast_from_container`, for endpoint veths (lxc*).
     FromContainer,
-    /// `mcast_from_overlay`, for the tunnel device (cilium_vxlan).
+    /// `mcast_from_overlay`, for the tunnel device's ingress (cilium_vxlan).
     FromOverlay,
+    /// `mcast_to_overlay`, for the tunnel device's egress (cilium_vxlan).
+    ToOverlay,
 }
 
 impl From<ProgramArg> for Program {
@@ -69,6 +71,7 @@ impl From<ProgramArg> for Program {
         match p {
             ProgramArg::FromContainer => Program::FromContainer,
             ProgramArg::FromOverlay => Program::FromOverlay,
+            ProgramArg::ToOverlay => Program::ToOverlay,
         }
     }
 }

@@ -182,11 +182,12 @@ fn scrape_counts_every_datagram_drops_and_survives_a_restart() {
     );
     assert_eq!(
         sample(&a, "cilium_mcast_egress_attached_links", &[]),
-        Some(3.0)
+        Some(4.0),
+        "two pods' veths, the tunnel device's ingress and egress"
     );
     assert_eq!(
         sample(&a, "cilium_mcast_egress_expected_links", &[]),
-        Some(3.0)
+        Some(4.0)
     );
     assert!(
         sample(&a, "cilium_mcast_egress_last_sync_timestamp_seconds", &[]).unwrap_or(0.0) > 1.7e9
@@ -426,7 +427,8 @@ fn quiet_node_scrape_has_drops_policy_sync_and_gateway_gauges() {
         );
         assert_eq!(
             sample(&m, "cilium_mcast_egress_attached_links", &[]),
-            Some(2.0)
+            Some(3.0),
+            "one pod's veth, the tunnel device's ingress and egress"
         );
         assert!(
             sample(
