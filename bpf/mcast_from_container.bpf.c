@@ -50,7 +50,7 @@ static __always_inline int mcast_origin_to_tunnel(struct __sk_buff *skb,
 		ret = bpf_redirect(tunnel, 0);
 		if (ret != MCAST_TCX_REDIRECT)
 			return mcast_drop(skb, pkt, MCAST_DROP_REDIRECT, MCAST_ROLE_ORIGIN);
-		mcast_count_fwd(skb, pol->policy_id, pkt->daddr, MCAST_ROLE_ORIGIN);
+		mcast_count_fwd(skb, pkt, pol->policy_id, MCAST_ROLE_ORIGIN);
 		return ret;
 	}
 
@@ -80,7 +80,7 @@ static __always_inline int mcast_origin_to_tunnel(struct __sk_buff *skb,
 		/* Keyed, then dropped behind our egress program. */
 		mcast_drop(skb, pkt, MCAST_DROP_CLONE, MCAST_ROLE_ORIGIN);
 	else
-		mcast_count_fwd(skb, pol->policy_id, pkt->daddr, MCAST_ROLE_ORIGIN);
+		mcast_count_fwd(skb, pkt, pol->policy_id, MCAST_ROLE_ORIGIN);
 	return MCAST_TCX_NEXT;
 }
 

@@ -529,8 +529,8 @@ hardening_test!(gso_segments_over_the_uplink_mtu_are_mtu_exceeded, |node| {
     assert_eq!(node.counted(Role::Gateway), (1, after_len));
 
     // Positive control, same run: segments of 1000 bytes fit the uplink.
-    // The GSO packet is counted once; each segment arrives as a datagram of
-    // its own, rewritten, with checksums computed for it.
+    // Each segment arrives as a datagram of its own, rewritten, with
+    // checksums computed for it, and is counted as one.
     let fits = gso_payload("fits", 3, 1000);
     node.pod_send(GROUP, fits.clone(), Some(1000));
     let f = at_hook
@@ -553,8 +553,8 @@ hardening_test!(gso_segments_over_the_uplink_mtu_are_mtu_exceeded, |node| {
     }
     assert_eq!(
         node.counted(Role::Gateway),
-        (2, after_len + (hdr + fits.len()) as u64),
-        "the GSO packet counted once, with all its bytes"
+        (1 + 3, after_len + (3 * hdr + fits.len()) as u64),
+        "the GSO packet counted as the three frames it is on the wire"
     );
     assert_eq!(
         node.dropped(Role::Gateway, DropReason::MTU_EXCEEDED).0,

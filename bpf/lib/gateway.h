@@ -27,12 +27,13 @@ struct mcast_saved_hdr {
 };
 
 /* A packet left the uplink: count it, and at its origin too if it is one. */
-static __always_inline void mcast_count_emitted(const struct __sk_buff *skb, __u32 policy_id,
-						__be32 group, enum mcast_role role)
+static __always_inline void mcast_count_emitted(const struct __sk_buff *skb,
+						const struct mcast_pkt *pkt, __u32 policy_id,
+						enum mcast_role role)
 {
 	if (role == MCAST_ROLE_ORIGIN)
-		mcast_count_fwd(skb, policy_id, group, MCAST_ROLE_ORIGIN);
-	mcast_count_fwd(skb, policy_id, group, MCAST_ROLE_GATEWAY);
+		mcast_count_fwd(skb, pkt, policy_id, MCAST_ROLE_ORIGIN);
+	mcast_count_fwd(skb, pkt, policy_id, MCAST_ROLE_GATEWAY);
 }
 
 /* Fold a 32-bit sum of 16-bit words into 16 bits (one's complement). */
@@ -197,14 +198,14 @@ static __always_inline int mcast_gateway_emit(struct __sk_buff *skb, const struc
 		ret = bpf_redirect(ifindex, 0);
 		if (ret != MCAST_TCX_REDIRECT)
 			return mcast_drop(skb, pkt, MCAST_DROP_REDIRECT, MCAST_ROLE_GATEWAY);
-		mcast_count_emitted(skb, pol->policy_id, pkt->daddr, role);
+		mcast_count_emitted(skb, pkt, pol->policy_id, role);
 		return ret;
 	}
 
 	if (!mcast_clone_taken(bpf_clone_redirect(skb, ifindex, 0)))
 		mcast_drop(skb, pkt, MCAST_DROP_CLONE, MCAST_ROLE_GATEWAY);
 	else
-		mcast_count_emitted(skb, pol->policy_id, pkt->daddr, role);
+		mcast_count_emitted(skb, pkt, pol->policy_id, role);
 
 	/*
 	 * Undo through the same helpers (keeps skb->csum consistent), then put

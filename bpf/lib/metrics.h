@@ -27,26 +27,39 @@ struct {
 	__uint(max_entries, MCAST_DROPS_MAX_ENTRIES);
 } mcast_egw_drops SEC(".maps");
 
-static __always_inline void mcast_count_fwd(const struct __sk_buff *skb, __u32 policy_id,
-					    __be32 group, enum mcast_role role)
+/*
+ * Count a packet as it is on the wire. A GSO packet (a pod's UDP_SEGMENT
+ * send) leaves as gso_segs packets, each with its own Ethernet, IPv4 and
+ * UDP headers, so it counts as that many, with those headers each time:
+ * the numbers an upstream router sees.
+ */
+static __always_inline void mcast_count_fwd(const struct __sk_buff *skb,
+					    const struct mcast_pkt *pkt, __u32 policy_id,
+					    enum mcast_role role)
 {
 	struct mcast_counter_key key = {
 		.policy_id = policy_id,
-		.group = group,
+		.group = pkt->daddr,
 		.role = role,
 	};
 	struct mcast_counter_val *val;
 	struct mcast_counter_val init;
+	__u64 packets = 1, bytes = skb->len;
+	__u32 segs = skb->gso_segs;
 
+	if (segs > 1) {
+		packets = segs;
+		bytes += (__u64)(segs - 1) * (pkt->l4_off + sizeof(struct udphdr));
+	}
 	val = bpf_map_lookup_elem(&mcast_egw_counters, &key);
 	if (val) {
 		/* Per-CPU value: no other writer, no atomics needed. */
-		val->packets++;
-		val->bytes += skb->len;
+		val->packets += packets;
+		val->bytes += bytes;
 		return;
 	}
-	init.packets = 1;
-	init.bytes = skb->len;
+	init.packets = packets;
+	init.bytes = bytes;
 	if (bpf_map_update_elem(&mcast_egw_counters, &key, &init, BPF_NOEXIST) == 0)
 		return;
 	/*
@@ -56,8 +69,8 @@ static __always_inline void mcast_count_fwd(const struct __sk_buff *skb, __u32 p
 	 */
 	val = bpf_map_lookup_elem(&mcast_egw_counters, &key);
 	if (val) {
-		val->packets++;
-		val->bytes += skb->len;
+		val->packets += packets;
+		val->bytes += bytes;
 	}
 }
 
