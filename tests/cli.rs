@@ -826,14 +826,29 @@ fn status_and_policy_list_on_lab_nodes_also_with_the_daemon_stopped() {
     assert_eq!(s_a["gateway_for"], json!([]), "{s_a}");
 
     // With the daemon stopped, the pins still answer, and the last sync
-    // stays where the daemon left it.
-    lab.stop_daemon(Node::B).expect("stopping node-b's daemon");
+    // stays where the daemon left it. A running daemon with unchanged inputs
+    // re-syncs only every few seconds, so an unchanged last sync over a short
+    // wait proves nothing by itself: first make sure the daemon is gone. Its
+    // probe answering now is the control for it answering nothing below.
+    assert_eq!(
+        lab.probe(Node::B, "/healthz"),
+        Some(200),
+        "node-b's daemon answers its probe before the stop"
+    );
+    let exit = lab.stop_daemon(Node::B).expect("stopping node-b's daemon");
+    // Success: it exited on the SIGTERM by itself, not killed on a timeout.
+    assert!(exit.success(), "node-b's daemon exited with {exit}");
+    assert_eq!(
+        lab.probe(Node::B, "/healthz"),
+        None,
+        "nothing answers node-b's probe once its daemon is stopped"
+    );
     let before = status_b();
     std::thread::sleep(Duration::from_millis(600));
     let after = status_b();
     assert_eq!(
-        before["last_sync"]["unix_ns"],
-        after["last_sync"]["unix_ns"]
+        before["last_sync"]["unix_ns"], after["last_sync"]["unix_ns"],
+        "{before}\n{after}"
     );
     assert_eq!(after["gateway"], true, "{after}");
     assert!(

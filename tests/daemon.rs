@@ -12,8 +12,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cilium_mcast_egress::lab;
+use libbpf_rs::{MapCore, MapHandle};
 
-use cilium_mcast_egress::datapath::maps::{Gateway, Maps};
+use cilium_mcast_egress::datapath::maps::{Gateway, Maps, ALL_MAPS};
 use cilium_mcast_egress::datapath::tcx::{ifindex_of, links, tcx_ingress_chain};
 use cilium_mcast_egress::datapath::Paths;
 use common::{sh, veth, vxlan_external, Bpffs};
@@ -87,6 +88,19 @@ fn http_get(path: &str) -> Option<u16> {
     let mut resp = String::new();
     s.read_to_string(&mut resp).ok()?;
     resp.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The kernel's ID of every pinned map, by name: the same IDs after a
+/// restart mean the maps were adopted, not created again.
+fn map_ids(paths: &Paths) -> Vec<(&'static str, u32)> {
+    ALL_MAPS
+        .iter()
+        .map(|name| {
+            let m = MapHandle::from_pinned_path(paths.globals().join(name))
+                .unwrap_or_else(|e| panic!("pinned map {name}: {e}"));
+            (*name, m.info().expect("map info").info.id)
+        })
+        .collect()
 }
 
 fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
@@ -244,28 +258,33 @@ fn daemon_follows_the_manifests_and_survives_restarts() {
 
         // The gateway moved to this node: egress IP and uplink filled in.
         std::fs::write(dir.path().join("policy.yaml"), policy("a")).unwrap();
+        // Both pods' entries, or all() would hold on an empty map.
         wait_until("the gateway on node-a", Duration::from_secs(5), || {
-            maps.policies()
-                .unwrap()
-                .iter()
-                .all(|(_, v)| v.gateway == Gateway::Node(NODE_A) && v.egress_ip == EGRESS_A)
+            let entries = maps.policies().unwrap();
+            entries.len() == 2
+                && entries
+                    .iter()
+                    .all(|(_, v)| v.gateway == Gateway::Node(NODE_A) && v.egress_ip == EGRESS_A)
         });
         let uplink = ifindex_of("uplink0").unwrap();
-        assert!(maps
-            .policies()
-            .unwrap()
-            .iter()
-            .all(|(_, v)| v.egress_ifindex == uplink));
+        let entries = maps.policies().unwrap();
+        assert_eq!(entries.len(), 2, "{entries:?}");
+        assert!(
+            entries.iter().all(|(_, v)| v.egress_ifindex == uplink),
+            "{entries:?}"
+        );
         assert_eq!(maps.egress_ifaces().unwrap().len(), 1);
         assert_eq!(maps.egress_ifaces().unwrap()[0].0, uplink);
 
         // Restart: SIGTERM leaves everything in place.
         let before = maps.policies().unwrap();
+        assert_eq!(before.len(), 2, "{before:?}");
+        let map_ids_before = map_ids(&paths);
         let links_before = links(&paths).unwrap();
         assert_eq!(
             links_before.len(),
-            3,
-            "two endpoints and the tunnel: {links_before:?}"
+            4,
+            "two endpoints, the tunnel's ingress and its egress: {links_before:?}"
         );
         daemon.stop();
         assert_eq!(
@@ -285,7 +304,15 @@ fn daemon_follows_the_manifests_and_survives_restarts() {
         wait_until("/readyz again", Duration::from_secs(20), || {
             http_get("/readyz") == Some(200)
         });
-        assert_eq!(maps.policies().unwrap(), before, "adopted, not rebuilt");
+        // `maps` holds the old maps open, so its contents alone would not
+        // show a rebuild: the pins must still name the same maps, and a
+        // fresh look through them must find the same entries.
+        assert_eq!(map_ids(&paths), map_ids_before, "adopted, not rebuilt");
+        assert_eq!(
+            Maps::open_pinned(&paths).unwrap().policies().unwrap(),
+            before,
+            "the entries kept"
+        );
         let links_after = links(&paths).unwrap();
         assert_eq!(
             links_after.iter().map(|l| l.link_id).collect::<Vec<_>>(),

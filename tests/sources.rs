@@ -599,15 +599,17 @@ async fn manifests_follow_add_edit_break_fix_delete() {
     let snap = src.rx.borrow().clone().unwrap();
     assert_eq!(cidrs_of(&snap, "camera"), ["232.1.1.0/24", "232.1.2.0/24"]);
 
+    // A hidden file, even broken YAML, and a non-YAML file (with no
+    // apiVersion, an error if read) are not read. Written first, so the
+    // snapshot that shows the endpoint below comes from a scan that saw them.
+    std::fs::write(d.join(".scratch.yaml"), "{{{").unwrap();
+    std::fs::write(d.join("notes.txt"), "kind: CiliumNode\n").unwrap();
     // While it is broken, other files still count.
     std::fs::write(
         d.join("endpoints.yaml"),
         endpoint_yaml("camera-0", "198.51.100.10"),
     )
     .unwrap();
-    // A hidden file, even broken YAML, and a non-YAML file are not read.
-    std::fs::write(d.join(".scratch.yaml"), "{{{").unwrap();
-    std::fs::write(d.join("notes.txt"), "kind: CiliumNode\n").unwrap();
     let snap = snapshot_where(&mut src.rx, "the endpoint next to a broken file", |o| {
         endpoint_names(o) == ["camera-0"]
     })

@@ -673,6 +673,19 @@ status:
     let selected = sources(&desired, "232.1.0.0/16");
     assert_eq!(selected.len(), 4);
     assert!(!selected.contains(&ip("198.51.100.30")));
+    // The control: the same endpoint with its namespace label is selected.
+    let with_namespace = stray.replace(
+        r#"["k8s:app=camera"]"#,
+        r#"["k8s:app=camera", "k8s:io.kubernetes.pod.namespace=media"]"#,
+    );
+    assert_ne!(with_namespace, stray);
+    let desired = resolve(
+        &objects(&[NODES, ENDPOINTS, &with_namespace, &policy]),
+        &local("node-c"),
+    );
+    let selected = sources(&desired, "232.1.0.0/16");
+    assert_eq!(selected.len(), 5);
+    assert!(selected.contains(&ip("198.51.100.30")));
 }
 
 #[test]
@@ -743,6 +756,16 @@ status:
         &local("node-c"),
     );
     assert!(!sources(&desired, "232.1.0.0/16").contains(&ip("198.51.100.31")));
+    // The control: the same endpoint with k8s:-source labels is selected.
+    let kubernetes = host_like
+        .replace("reserved:app=camera", "k8s:app=camera")
+        .replace("container:app=camera", "k8s:app=camera");
+    assert_ne!(kubernetes, host_like);
+    let desired = resolve(
+        &objects(&[NODES, ENDPOINTS, &kubernetes, CAMERAS]),
+        &local("node-c"),
+    );
+    assert!(sources(&desired, "232.1.0.0/16").contains(&ip("198.51.100.31")));
 }
 
 #[test]
@@ -875,6 +898,16 @@ fn egress_gateways_pin_by_fnv32a_of_uid() {
 fn egress_gateways_override_egress_gateway() {
     // egressGateway names node-c, which is no gateway once the list is set.
     let desired = resolve(&cluster(&[TWO_GATEWAYS]), &local("node-c"));
+    // The three cameras' entries, or all() would hold on none.
+    assert_eq!(
+        sources(&desired, "232.1.0.0/16"),
+        [
+            ip("198.51.100.10"),
+            ip("198.51.100.11"),
+            ip("198.51.100.20")
+        ]
+    );
+    assert_eq!(desired.policies.len(), 3);
     assert!(desired
         .policies
         .values()
@@ -1046,6 +1079,12 @@ fn missing_egress_ip_is_a_warning_and_zero() {
 #[test]
 fn other_nodes_get_no_egress_ip() {
     let desired = resolve(&cluster(&[CAMERAS]), &local("node-b"));
+    // The two media cameras' entries, or the loop would check none.
+    assert_eq!(
+        sources(&desired, "232.1.0.0/16"),
+        [ip("198.51.100.10"), ip("198.51.100.11")]
+    );
+    assert_eq!(desired.policies.len(), 2);
     for value in desired.policies.values() {
         assert_eq!(value.gateway, Gateway::Node(ip("192.0.2.1")));
         assert_eq!(

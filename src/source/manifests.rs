@@ -659,9 +659,12 @@ mod tests {
 
     #[test]
     fn cilium_kind_of_another_api_version_is_not_ours() {
-        let objects =
-            parse("apiVersion: cilium.io/v2alpha1\nkind: CiliumNode\nmetadata: {name: a}\n")
-                .unwrap();
+        let ours = "apiVersion: cilium.io/v2\nkind: CiliumNode\nmetadata: {name: a}\n";
+        // The control: the same object in cilium.io/v2 is read.
+        assert_eq!(parse(ours).unwrap().nodes.len(), 1);
+        let other = ours.replace("cilium.io/v2", "cilium.io/v2alpha1");
+        assert_ne!(other, ours);
+        let objects = parse(&other).unwrap();
         assert!(objects.nodes.is_empty());
     }
 
