@@ -6,11 +6,14 @@
 #   make test    unit tests, then the privileged datapath and loader tests
 #                (root; outside CI they skip, loudly, without it)
 #   make bench   ns per packet of each datapath path (root)
+#   make fuzz    the datapath fuzzer at length: 5000000 frames through
+#                BPF_PROG_RUN, 20000 on real veths (root; FUZZ_SEED=...
+#                replays a run, FUZZ_FRAMES / FUZZ_REAL_FRAMES resize it)
 #   make lint    rustfmt and clippy, warnings are errors
 
 CARGO ?= cargo
 
-.PHONY: all build demo test bench lint fmt clean
+.PHONY: all build demo test bench fuzz lint fmt clean
 
 all: build
 
@@ -26,6 +29,10 @@ test:
 
 bench:
 	$(CARGO) bench --bench datapath
+
+fuzz:
+	FUZZ_FRAMES=$${FUZZ_FRAMES:-5000000} FUZZ_REAL_FRAMES=$${FUZZ_REAL_FRAMES:-20000} \
+		$(CARGO) test --release --test fuzz -- --nocapture
 
 lint:
 	$(CARGO) fmt --check

@@ -1,0 +1,212 @@
+//! Checks of what came out, beside the byte comparison with the model:
+//! a rewritten frame is verified from first principles (checksums
+//! recomputed with the test's own code, TTL, source, RFC 1112 MAC, every
+//! other byte untouched), and a tunnelled copy is taken apart.
+
+use std::net::Ipv4Addr;
+
+use crate::common::packet::{self, group_mac, View};
+use crate::gen::addr;
+use crate::model::{hex, Emitted, Outcome, Via};
+
+/// The first difference between two byte strings, for a report.
+pub fn byte_diff(want: &[u8], got: &[u8]) -> Option<String> {
+    if want == got {
+        return None;
+    }
+    let at = want
+        .iter()
+        .zip(got)
+        .position(|(a, b)| a != b)
+        .unwrap_or(want.len().min(got.len()));
+    let from = at.saturating_sub(8);
+    let to_w = (at + 24).min(want.len());
+    let to_g = (at + 24).min(got.len());
+    Some(format!(
+        "{} bytes expected, {} got; first difference at offset {at}: expected [{from}..] {} got [{from}..] {}",
+        want.len(),
+        got.len(),
+        hex(&want[from.min(want.len())..to_w]),
+        hex(&got[from.min(got.len())..to_g]),
+    ))
+}
+
+/// Problems with `out` as the rewrite of the valid, cut frame `input`
+/// towards `egress_ip` from `mac`; empty when it is right.
+pub fn verify_rewrite(input: &[u8], out: &[u8], egress_ip: Ipv4Addr, mac: [u8; 6]) -> Vec<String> {
+    let mut p = Vec::new();
+    if out.len() != input.len() || out.len() < 34 {
+        p.push(format!(
+            "rewritten frame is {} bytes, the datagram {}",
+            out.len(),
+            input.len()
+        ));
+        return p;
+    }
+    let (i, o) = (View(input), View(out));
+    if o.ethertype() != packet::ETH_P_IP {
+        p.push(format!("ethertype {:#06x}", o.ethertype()));
+    }
+    if o.dst_mac() != group_mac(i.daddr()) {
+        p.push(format!(
+            "destination MAC {} is not RFC 1112's {} for {}",
+            hex(&o.dst_mac()),
+            hex(&group_mac(i.daddr())),
+            i.daddr()
+        ));
+    }
+    if o.src_mac() != mac {
+        p.push(format!(
+            "source MAC {} not the uplink's {}",
+            hex(&o.src_mac()),
+            hex(&mac)
+        ));
+    }
+    if o.saddr() != egress_ip {
+        p.push(format!(
+            "source {} not the egress IP {egress_ip}",
+            o.saddr()
+        ));
+    }
+    if o.ttl() != i.ttl().wrapping_sub(1) {
+        p.push(format!("TTL {} after {}", o.ttl(), i.ttl()));
+    }
+    if !o.ipv4_checksum_ok() {
+        p.push("IPv4 header checksum wrong".to_owned());
+    }
+    let hl = i.ihl_len();
+    let l4 = 14 + hl;
+    let later_fragment = u16::from_be_bytes([input[20], input[21]]) & 0x1fff != 0;
+    if !later_fragment && input[23] == packet::PROTO_UDP {
+        let (ci, co) = (i.udp_checksum_field(), o.udp_checksum_field());
+        if ci == 0 && co != 0 {
+            p.push(format!(
+                "UDP checksum {co:#06x}: a zero checksum must stay zero"
+            ));
+        }
+        if ci != 0 && co == 0 {
+            p.push("UDP checksum became zero (\"none\")".to_owned());
+        }
+        if ci != 0 && !i.is_fragmented() && i.udp_checksum_ok() && !o.udp_checksum_ok() {
+            p.push(format!(
+                "UDP checksum {co:#06x} wrong after the rewrite (was right)"
+            ));
+        }
+    }
+    // Every other byte, payload included, as it came in.
+    let udp_csum = if later_fragment { None } else { Some(l4 + 6) };
+    for (k, (a, b)) in input.iter().zip(out).enumerate().skip(12) {
+        let rewritten =
+            matches!(k, 22 | 24 | 25 | 26..=29) || udp_csum.is_some_and(|c| k == c || k == c + 1);
+        if !rewritten && a != b {
+            p.push(format!("byte {k} changed: {a:#04x} -> {b:#04x}"));
+            break;
+        }
+    }
+    p
+}
+
+/// Take a VXLAN packet seen on the underlay apart and check it carries
+/// `inner` as the origin must send it; problems, empty when right.
+pub fn verify_tunnel(outer: &[u8], e: &Emitted, port: u16) -> Vec<String> {
+    let Via::Tunnel {
+        remote, local, vni, ..
+    } = e.via
+    else {
+        return vec!["not a tunnel copy".to_owned()];
+    };
+    let mut p = Vec::new();
+    if outer.len() < 14 + 20 + 8 + 8 {
+        return vec![format!(
+            "{} bytes on the underlay: no VXLAN packet",
+            outer.len()
+        )];
+    }
+    let v = View(outer);
+    if v.ethertype() != packet::ETH_P_IP || v.ihl_len() != 20 || v.proto() != packet::PROTO_UDP {
+        return vec![format!(
+            "not IPv4/UDP on the underlay: {}",
+            hex(&outer[..34])
+        )];
+    }
+    // The kernel picks the node's own address when the key has none.
+    let want_src = if local.is_unspecified() {
+        addr::THIS_NODE
+    } else {
+        local
+    };
+    if v.daddr() != remote {
+        p.push(format!(
+            "outer destination {} not the gateway {remote}",
+            v.daddr()
+        ));
+    }
+    if v.saddr() != want_src {
+        p.push(format!("outer source {} not {want_src}", v.saddr()));
+    }
+    if v.ttl() != 64 {
+        p.push(format!("outer TTL {}", v.ttl()));
+    }
+    if !v.ipv4_checksum_ok() {
+        p.push("outer IPv4 checksum wrong".to_owned());
+    }
+    let udp = &outer[34..];
+    let dport = u16::from_be_bytes([udp[2], udp[3]]);
+    if dport != port {
+        p.push(format!("outer UDP port {dport}, the device's is {port}"));
+    }
+    if udp[6..8] != [0, 0] {
+        p.push("outer UDP checksum not zero".to_owned());
+    }
+    let vx = &udp[8..16];
+    let got_vni = u32::from_be_bytes([0, vx[4], vx[5], vx[6]]);
+    if vx[0] & 0x08 == 0 || got_vni != vni & 0x00ff_ffff {
+        p.push(format!(
+            "VXLAN header {}: VNI {got_vni}, the pod's identity is {vni}",
+            hex(vx)
+        ));
+    }
+    if let Some(d) = byte_diff(&e.bytes, &udp[16..]) {
+        p.push(format!("inner frame: {d}"));
+    }
+    p
+}
+
+/// The per-frame comparison of a BPF_PROG_RUN result with the model.
+pub fn compare_run(m: &Outcome, input: &[u8], verdict: u32, out: &[u8]) -> Vec<String> {
+    let mut p = Vec::new();
+    if verdict != m.verdict {
+        p.push(format!(
+            "verdict {} ({verdict:#x}), expected {}",
+            crate::model::verdict_name(verdict),
+            crate::model::verdict_name(m.verdict)
+        ));
+    }
+    if let Some(d) = byte_diff(&m.out, out) {
+        p.push(format!("output bytes: {d}"));
+    }
+    p.extend(independent(m, input, verdict, out));
+    p
+}
+
+/// For a rewrite that BPF_PROG_RUN returns (a redirect out of the uplink),
+/// the from-first-principles checks, whatever the model said.
+fn independent(m: &Outcome, input: &[u8], verdict: u32, out: &[u8]) -> Vec<String> {
+    let Some(Emitted {
+        via: Via::Uplink(_),
+        bytes,
+    }) = &m.emitted
+    else {
+        return Vec::new();
+    };
+    if verdict != crate::model::REDIRECT || m.verdict != crate::model::REDIRECT {
+        return Vec::new();
+    }
+    let cut = &input[..bytes.len().min(input.len())];
+    let egress = View(bytes).saddr();
+    let mac = View(bytes).src_mac();
+    verify_rewrite(cut, out, egress, mac)
+        .into_iter()
+        .map(|s| format!("independent check: {s}"))
+        .collect()
+}

@@ -1,0 +1,175 @@
+//! What the run saw, and every violation with what is needed to replay it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use crate::gen::Case;
+use crate::model::{hex, reason_name, role_name, State};
+
+/// Violations printed in full per stage; the rest are counted.
+const PRINTED: usize = 6;
+
+#[derive(Default)]
+pub struct Report {
+    pub seed: u64,
+    pub frames: u64,
+    /// Frames per class, per stage.
+    pub classes: BTreeMap<(&'static str, &'static str), u64>,
+    /// Frames BPF_PROG_RUN refused (they go to the real path), by why.
+    pub refused: BTreeMap<&'static str, u64>,
+    /// (stage/program, verdict) -> frames.
+    pub verdicts: BTreeMap<(&'static str, &'static str), u64>,
+    /// (program, the rule that decided) -> frames.
+    pub paths: BTreeMap<(&'static str, &'static str), u64>,
+    /// Drops read back from mcast_egw_drops: (role, reason) -> packets.
+    pub drops_seen: BTreeMap<(u32, u32), u64>,
+    /// Mutated frames that still left (redirect or clone), by mutation:
+    /// the cut and the rewrite ran on them.
+    pub mutations_left: BTreeMap<&'static str, (u64, u64)>,
+    /// Other counts worth printing (copies checked, controls, ...).
+    pub notes: BTreeMap<&'static str, u64>,
+    pub violations: u64,
+    /// (stage, program) -> violations.
+    pub violations_by: BTreeMap<(&'static str, &'static str), u64>,
+    printed: BTreeMap<&'static str, usize>,
+    states_printed: BTreeSet<String>,
+    pub replay: String,
+}
+
+/// Where a violation happened, for its report.
+pub struct At<'a> {
+    pub stage: &'static str,
+    pub program: &'static str,
+    pub state: &'a State,
+    pub frame_no: usize,
+    pub case: &'a Case,
+}
+
+impl Report {
+    pub fn new(seed: u64, replay: String) -> Report {
+        Report {
+            seed,
+            replay,
+            ..Report::default()
+        }
+    }
+
+    pub fn note(&mut self, what: &'static str, n: u64) {
+        *self.notes.entry(what).or_default() += n;
+    }
+
+    pub fn class(&mut self, stage: &'static str, case: &Case) {
+        *self.classes.entry((stage, case.class.name())).or_default() += 1;
+    }
+
+    pub fn mutations(&mut self, case: &Case, left: bool) {
+        for m in &case.mutations {
+            let e = self.mutations_left.entry(m).or_default();
+            e.0 += 1;
+            e.1 += u64::from(left);
+        }
+    }
+
+    pub fn verdict(&mut self, program: &'static str, verdict: u32, path: &'static str) {
+        *self
+            .verdicts
+            .entry((program, crate::model::verdict_name(verdict)))
+            .or_default() += 1;
+        *self.paths.entry((program, path)).or_default() += 1;
+    }
+
+    /// A frame (or a batch) that did not do what the model says.
+    pub fn violation(&mut self, at: &At<'_>, problems: &[String], expected: &str) {
+        self.violations += 1;
+        *self
+            .violations_by
+            .entry((at.stage, at.program))
+            .or_default() += 1;
+        let printed = self.printed.entry(at.stage).or_default();
+        if *printed >= PRINTED {
+            return;
+        }
+        *printed += 1;
+        let c = at.case;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "\n=== VIOLATION #{} ({} stage, {}, state '{}', frame {}, class '{}'{})",
+            self.violations,
+            at.stage,
+            at.program,
+            at.state.label,
+            at.frame_no,
+            c.class.name(),
+            if c.mutations.is_empty() {
+                String::new()
+            } else {
+                format!(", mutations {:?}", c.mutations)
+            }
+        );
+        let _ = writeln!(s, "  replay: {}", self.replay);
+        let _ = writeln!(
+            s,
+            "  container ifindex {}, overlay tunnel key {}",
+            c.ifindex,
+            match c.key {
+                Some((vni, remote)) => format!("VNI {vni} from {remote}"),
+                None => "none".to_owned(),
+            }
+        );
+        let _ = writeln!(s, "  frame ({} bytes): {}", c.frame.len(), hex(&c.frame));
+        let _ = writeln!(s, "  expected: {expected}");
+        for p in problems {
+            let _ = writeln!(s, "  DIFFERS: {p}");
+        }
+        if self.states_printed.insert(at.state.label.clone()) {
+            s.push_str(&at.state.describe());
+        } else {
+            let _ = writeln!(s, "  (state '{}' printed above)", at.state.label);
+        }
+        eprint!("{s}");
+    }
+
+    pub fn print(&self) {
+        println!("fuzz: seed {:#018x}   replay: {}", self.seed, self.replay);
+        let mut stage = "";
+        for ((st, class), n) in &self.classes {
+            if *st != stage {
+                stage = st;
+                println!("  frames per class, {st} stage:");
+            }
+            println!("    {class:<28} {n:>10}");
+        }
+        println!("  refused by BPF_PROG_RUN (sent on the real path instead):");
+        for (why, n) in &self.refused {
+            println!("    {why:<40} {n:>10}");
+        }
+        println!("  verdicts:");
+        for ((prog, v), n) in &self.verdicts {
+            println!("    {prog:<36} {v:<9} {n:>10}");
+        }
+        println!("  decided by (model rule):");
+        for ((prog, path), n) in &self.paths {
+            println!("    {prog:<36} {path:<26} {n:>10}");
+        }
+        println!("  drops seen in mcast_egw_drops (both stages):");
+        for ((role, reason), n) in &self.drops_seen {
+            println!(
+                "    {:<8} {:<20} {n:>10}",
+                role_name(*role),
+                reason_name(*reason)
+            );
+        }
+        println!("  mutations: frames with it / of which left through the uplink or tunnel:");
+        for (m, (n, left)) in &self.mutations_left {
+            println!("    {m:<28} {n:>10} {left:>10}");
+        }
+        for (what, n) in &self.notes {
+            println!("  {what:<52} {n:>10}");
+        }
+        for ((stage, program), n) in &self.violations_by {
+            println!("  violations, {stage} stage, {program}: {n}");
+        }
+        println!("fuzz: violations: {}", self.violations);
+    }
+}
