@@ -1045,7 +1045,7 @@ dp_test!(failed_copies_are_counted_and_the_original_goes_on, |fx| {
         .unwrap();
     let (v, out) = fx.run_origin(fx.lxc_a, &f);
     assert_eq!((v, out), (TCX_NEXT, f.clone()));
-    assert_eq!(fx.drops(Role::Origin, DropReason::REDIRECT), 1);
+    assert_eq!(fx.drops(Role::Origin, DropReason::CLONE), 1);
     assert_eq!(fx.total_counted(), 0);
 });
 

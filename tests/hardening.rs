@@ -184,7 +184,8 @@ impl Node {
     /// UDP_SEGMENT set to `gso_size` when given.
     fn pod_send(&self, group: Ipv4Addr, payload: Vec<u8>, gso_size: Option<u16>) {
         self.pod.run(move || {
-            let s = UdpSocket::bind((POD_A, 40000)).expect("bind in the pod");
+            let s = UdpSocket::bind((POD_A, 0))
+                .unwrap_or_else(|e| panic!("binding the pod's socket: {e}"));
             s.set_multicast_ttl_v4(8).expect("IP_MULTICAST_TTL");
             if let Some(size) = gso_size {
                 let size = libc::c_int::from(size);

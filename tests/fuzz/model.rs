@@ -49,6 +49,7 @@ pub mod reason {
     pub const NO_EGRESS_IFACE: u32 = 9;
     pub const UNSUPPORTED_PROTO: u32 = 10;
     pub const MALFORMED: u32 = 11;
+    pub const CLONE: u32 = 14;
     pub const ORIGIN_MISMATCH: u32 = 15;
     pub const MTU_EXCEEDED: u32 = 16;
     pub const EXCLUDED: u32 = 17;
@@ -442,11 +443,27 @@ pub fn container(st: &State, frame: &[u8], ifindex: u32, vlan_present: bool) -> 
     if tunnel == 0 {
         return Outcome::fail(cut, ROLE_ORIGIN, reason::NO_TUNNEL, clone);
     }
-    let Some(&mtu) = st.devices.get(&tunnel) else {
-        return Outcome::fail(cut, ROLE_ORIGIN, reason::REDIRECT_FAILED, clone);
-    };
-    if cut.len() > mtu as usize + 14 {
-        return Outcome::fail(cut, ROLE_ORIGIN, reason::MTU_EXCEEDED, clone);
+    // The origin does not look the tunnel device up (the controller keeps
+    // its ifindex current): a redirect to a vanished one is taken by the
+    // helper and counted; a clone to it fails in the helper.
+    if !st.devices.contains_key(&tunnel) {
+        if clone {
+            return Outcome::fail(cut, ROLE_ORIGIN, reason::CLONE, clone);
+        }
+        let bytes = cut.len() as u64;
+        return Outcome {
+            verdict: REDIRECT,
+            emitted: None,
+            out: cut,
+            drop: None,
+            counted: vec![Count {
+                policy_id: pol.policy_id,
+                group: daddr,
+                role: ROLE_ORIGIN,
+                bytes,
+            }],
+            path: "tunnel_redirect_to_a_vanished_device",
+        };
     }
     let bytes = cut.len() as u64;
     Outcome {
