@@ -16,19 +16,13 @@ use crate::rng::Rng;
 pub mod addr {
     use std::net::Ipv4Addr;
 
-    pub const THIS_NODE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
-    pub const REMOTE_GW: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 20);
-    pub const OTHER_NODE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 30);
-    /// Not a node: tunnel peers from outside, and a gateway nobody is.
-    pub const STRANGER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 99);
-    pub const POD_A: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 11);
-    pub const POD_B: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 12);
+    pub use crate::common::addr::{OTHER_NODE, POD_A, POD_B, REMOTE_GW, STRANGER, THIS_NODE};
     pub const POD_C: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 13);
     /// Covered by policies, but no endpoint on this node.
     pub const UNKNOWN_POD: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 99);
     /// The pod of the real-path stage's positive control.
     pub const POD_CTL: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 200);
-    pub const EGRESS_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+    pub use crate::common::addr::EGRESS_IP;
     pub const EGRESS_IP2: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 200);
     pub const CONTROL_GROUP: Ipv4Addr = Ipv4Addr::new(232, 255, 0, 1);
     /// Peers with a permanent neighbour entry on the underlay, so that a
