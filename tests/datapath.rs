@@ -1049,6 +1049,43 @@ dp_test!(failed_copies_are_counted_and_the_original_goes_on, |fx| {
     assert_eq!(fx.total_counted(), 0);
 });
 
+dp_test!(
+    a_vanished_uplink_is_a_failed_redirect_not_a_sent_packet,
+    |fx| {
+        // Positive control: the uplink that exists takes the packet.
+        fx.policy(POD_A, "232.1.0.0/16", Gateway::Node(THIS_NODE));
+        let f = Frame::udp(POD_A, GROUP, b"to an uplink").bytes();
+        assert_eq!(fx.run_origin(fx.lxc_a, &f).0, TCX_REDIRECT);
+        assert_eq!(fx.counter(GROUP, Role::Gateway).0, 1);
+        // The same policy through an uplink that has a MAC entry but no
+        // device any more: dropped and counted, not counted as emitted.
+        fx.maps
+            .egress_iface_insert(
+                999_999,
+                &EgressIface {
+                    mac: [2, 0, 0, 0, 0, 9],
+                },
+            )
+            .unwrap();
+        let (k, mut v) = common::policy_entry(
+            POD_A,
+            "232.1.0.0/16",
+            Gateway::Node(THIS_NODE),
+            fx.uplink,
+            POLICY_ID,
+            origin_of(POD_A),
+        );
+        v.egress_ifindex = 999_999;
+        fx.maps.policy_insert(&k, &v).unwrap();
+        fx.set_tunnel(ID_A, REMOTE_GW);
+        assert_eq!(fx.run_origin(fx.lxc_a, &f).0, TCX_DROP);
+        assert_eq!(fx.run_gateway(&f).0, TCX_DROP);
+        assert_eq!(fx.drops(Role::Gateway, DropReason::REDIRECT), 2);
+        assert_eq!(fx.counter(GROUP, Role::Gateway).0, 1, "only the control");
+        assert_eq!(fx.counter(GROUP, Role::Origin).0, 1, "only the control");
+    }
+);
+
 /// A VXLAN packet as a peer node's kernel would send it to this node.
 fn vxlan_frame(dst_mac: [u8; 6], outer_src: Ipv4Addr, vni: u32, inner: &[u8]) -> Vec<u8> {
     let mut vx = vec![0x08, 0, 0, 0];
