@@ -41,12 +41,13 @@ static __always_inline int mcast_origin_to_tunnel(struct __sk_buff *skb,
 		/* The packet itself leaves: nothing is handed on to carry the key. */
 		if (mcast_tunnel_key_set(skb, cfg->node_ip, pol->gateway_ip, ep->sec_identity) < 0)
 			return mcast_drop(skb, pkt, MCAST_DROP_TUNNEL_KEY, MCAST_ROLE_ORIGIN);
-		/* Counted once the helper has taken the packet, never before. */
-		ret = bpf_redirect(tunnel, 0);
-		if (ret != MCAST_TCX_REDIRECT)
-			return mcast_drop(skb, pkt, MCAST_DROP_REDIRECT, MCAST_ROLE_ORIGIN);
+		/*
+		 * bpf_redirect() with flags 0 always takes the packet; the
+		 * device receives it once we return. What the device then
+		 * refuses shows in its own tx counters, not in ours.
+		 */
 		mcast_count_fwd(skb, pkt, pol->policy_id, MCAST_ROLE_ORIGIN);
-		return ret;
+		return bpf_redirect(tunnel, 0);
 	}
 
 	/*

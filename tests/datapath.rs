@@ -679,6 +679,40 @@ dp_test!(rewrite_with_ip_options, |fx| {
     }
 });
 
+dp_test!(options_a_router_would_process_never_leave, |fx| {
+    fx.policy(POD_A, "232.1.0.0/16", Gateway::Node(THIS_NODE));
+    fx.set_tunnel(ID_A, REMOTE_GW);
+    // Positive control: Router Alert and padding leave (rewrite_with_ip_options).
+    let ra = Frame::udp(POD_A, GROUP, b"options").options(&[0x94, 0x04, 0x00, 0x00]);
+    assert_eq!(fx.run_origin(fx.lxc_a, &ra.bytes()).0, TCX_REDIRECT);
+    assert_eq!(fx.run_gateway(&ra.bytes()).0, TCX_REDIRECT);
+    let refused: [(&str, Vec<u8>); 5] = [
+        (
+            "loose source route",
+            vec![0x83, 0x07, 0x04, 203, 0, 113, 99, 0x00],
+        ),
+        (
+            "strict source route",
+            vec![0x89, 0x07, 0x04, 203, 0, 113, 99, 0x00],
+        ),
+        ("record route", vec![0x07, 0x07, 0x04, 0, 0, 0, 0, 0x00]),
+        ("timestamp", vec![0x44, 0x08, 0x05, 0x00, 0, 0, 0, 0]),
+        (
+            "Router Alert of the wrong length",
+            vec![0x94, 0x08, 0x00, 0x00, 0, 0, 0, 0],
+        ),
+    ];
+    for (what, opts) in &refused {
+        let f = Frame::udp(POD_A, GROUP, b"options").options(opts).bytes();
+        assert_eq!(fx.run_origin(fx.lxc_a, &f).0, TCX_DROP, "origin: {what}");
+        assert_eq!(fx.run_gateway(&f).0, TCX_DROP, "gateway: {what}");
+    }
+    let n = refused.len() as u64;
+    assert_eq!(fx.drops(Role::Origin, DropReason::MALFORMED), n);
+    assert_eq!(fx.drops(Role::Gateway, DropReason::MALFORMED), n);
+    assert_eq!(fx.counter(GROUP, Role::Gateway).0, 2, "only the controls");
+});
+
 dp_test!(rewrite_group_mac_drops_bit_23, |fx| {
     fx.policy(POD_A, "232.0.0.0/8", Gateway::Node(THIS_NODE));
     fx.set_tunnel(ID_A, REMOTE_GW);

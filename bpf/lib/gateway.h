@@ -194,12 +194,13 @@ static __always_inline int mcast_gateway_emit(struct __sk_buff *skb, const struc
 		return mcast_drop(skb, pkt, MCAST_DROP_REWRITE, MCAST_ROLE_GATEWAY);
 
 	if (!clone) {
-		/* Counted once the helper has taken the packet, never before. */
-		ret = bpf_redirect(ifindex, 0);
-		if (ret != MCAST_TCX_REDIRECT)
-			return mcast_drop(skb, pkt, MCAST_DROP_REDIRECT, MCAST_ROLE_GATEWAY);
+		/*
+		 * bpf_redirect() with flags 0 always takes the packet (the uplink
+		 * was found above); what the device then refuses, e.g. while it
+		 * is down, shows in its own tx counters, not in ours.
+		 */
 		mcast_count_emitted(skb, pkt, pol->policy_id, role);
-		return ret;
+		return bpf_redirect(ifindex, 0);
 	}
 
 	if (!mcast_clone_taken(bpf_clone_redirect(skb, ifindex, 0)))

@@ -117,6 +117,40 @@ static __always_inline int ipv4_mcast_parse(struct __sk_buff *skb, struct mcast_
 	return 0;
 }
 
+/*
+ * IPv4 options we forward: Router Alert (RFC 2113), NOP and End of List
+ * padding. A router processes or refuses the rest: source routes
+ * (accept_source_route is off by default), record route and timestamps it
+ * would write into, and we cannot; so they never leave with our egress IP.
+ */
+#define IPV4_OPT_END		0
+#define IPV4_OPT_NOP		1
+#define IPV4_OPT_RA		148
+#define IPV4_OPT_RA_LEN		4
+#define IPV4_OPTS_MAX		40
+
+static __always_inline bool ipv4_options_allowed(const __u8 *opts, __u32 len)
+{
+	__u32 i = 0;
+	int n;
+
+	for (n = 0; n < IPV4_OPTS_MAX; n++) {
+		if (i >= len || i >= IPV4_OPTS_MAX)
+			return true;
+		if (opts[i] == IPV4_OPT_END)
+			return true;	/* the rest is padding */
+		if (opts[i] == IPV4_OPT_NOP) {
+			i++;
+			continue;
+		}
+		if (opts[i] != IPV4_OPT_RA || i + IPV4_OPT_RA_LEN > len ||
+		    opts[i + 1] != IPV4_OPT_RA_LEN)
+			return false;
+		i += IPV4_OPT_RA_LEN;
+	}
+	return true;
+}
+
 /* Fold a sum of 32-bit words to the 16-bit one's complement sum. */
 static __always_inline __u32 ipv4_csum_fold32(__u64 sum)
 {
@@ -175,6 +209,8 @@ static __always_inline int ipv4_mcast_validate(struct __sk_buff *skb, const stru
 			return MCAST_DROP_MALFORMED;
 		for (i = 0; i < 10; i++)
 			sum += opts[i];
+		if (!ipv4_options_allowed((const __u8 *)opts, opts_len))
+			return MCAST_DROP_MALFORMED;
 	}
 	if (ipv4_csum_fold32(sum) != 0xffff)
 		return MCAST_DROP_MALFORMED;
@@ -193,9 +229,16 @@ static __always_inline int ipv4_mcast_validate(struct __sk_buff *skb, const stru
 			return MCAST_DROP_MALFORMED;
 	}
 
-	if (ETH_HLEN + tot_len < skb->len &&
-	    bpf_skb_change_tail(skb, ETH_HLEN + tot_len, 0) < 0)
-		return MCAST_DROP_REWRITE;
+	if (ETH_HLEN + tot_len < skb->len) {
+		/*
+		 * Cutting a GSO packet would linearise it into one packet of
+		 * its whole size; a GSO packet has no such bytes to cut.
+		 */
+		if (skb->gso_size)
+			return MCAST_DROP_MALFORMED;
+		if (bpf_skb_change_tail(skb, ETH_HLEN + tot_len, 0) < 0)
+			return MCAST_DROP_REWRITE;
+	}
 	return 0;
 }
 

@@ -16,7 +16,11 @@
  * qdisc, and the collect-md VXLAN device has none), so a per-CPU slot armed
  * just around that call is seen by the tunnel device's egress program on the
  * same CPU, for that copy and no other packet: BH is disabled throughout, and
- * no program of ours runs in between.
+ * no program of ours runs in between. (On PREEMPT_RT, softirq processing can
+ * be preempted and another task's packet could arm the slot in between: the
+ * copy would then leave without a key, counted as tunnel_key_failed, or with
+ * a key the gateway refuses as origin_mismatch, since the slot is matched by
+ * source and group. Never with another pod's key accepted.)
  *
  * Pinned by name, so that both objects share the one map.
  */

@@ -362,6 +362,9 @@ pub fn validate(frame: &[u8]) -> Option<usize> {
     if fold(ones_complement_sum(&ip[..hl], 0)) != 0xffff {
         return None;
     }
+    if !options_allowed(&ip[20..hl]) {
+        return None;
+    }
     let frag = be16(ip, 6);
     if ip[9] == 17 && frag & 0x1fff == 0 {
         let payload = tot - hl;
@@ -378,6 +381,22 @@ pub fn validate(frame: &[u8]) -> Option<usize> {
         }
     }
     Some(tot)
+}
+
+/// Options a gateway forwards: Router Alert (148, length 4), NOP and End of
+/// List padding; anything else (source routes, record route, timestamps,
+/// a malformed list) is refused as malformed.
+fn options_allowed(opts: &[u8]) -> bool {
+    let mut i = 0;
+    while i < opts.len() {
+        match opts[i] {
+            0 => return true,
+            1 => i += 1,
+            148 if i + 4 <= opts.len() && opts[i + 1] == 4 => i += 4,
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// The first checks both programs make (steps 1-5): Some(path) when the
