@@ -383,20 +383,13 @@ pub fn validate(frame: &[u8]) -> Option<usize> {
     Some(tot)
 }
 
-/// Options a gateway forwards: Router Alert (148, length 4), NOP and End of
-/// List padding; anything else (source routes, record route, timestamps,
-/// a malformed list) is refused as malformed.
+/// Options a gateway forwards, word by word: Router Alert as Linux writes
+/// it (94 04 00 00), and words of NOP (01 01 01 01) or End of List
+/// (00 00 00 00) padding; anything else (source routes, record route,
+/// timestamps, other layouts) is refused as malformed.
 fn options_allowed(opts: &[u8]) -> bool {
-    let mut i = 0;
-    while i < opts.len() {
-        match opts[i] {
-            0 => return true,
-            1 => i += 1,
-            148 if i + 4 <= opts.len() && opts[i + 1] == 4 => i += 4,
-            _ => return false,
-        }
-    }
-    true
+    opts.chunks(4)
+        .all(|w| w == [0x94, 0x04, 0, 0] || w == [1, 1, 1, 1] || w == [0, 0, 0, 0])
 }
 
 /// The first checks both programs make (steps 1-5): Some(path) when the
