@@ -21,10 +21,10 @@ use crate::cilium_maps;
 use crate::crd::Objects;
 use crate::datapath::maps::{Endpoint, Status};
 use crate::datapath::{Datapath, DatapathStorage, Maps, Paths, Program};
-use crate::health::{self, Health};
+use crate::health::{self, Health, Report, ReportPin};
 use crate::metrics::Metrics;
 use crate::node;
-use crate::resolve::{self, LocalNode, Problem, Severity};
+use crate::resolve::{self, LocalNode, Problem, Severity, Subject};
 use crate::source::{self, SourceConfig, SourceStats};
 use crate::sync;
 
@@ -76,7 +76,13 @@ struct Controller<'a> {
     /// endpoint goes after two reads without it.
     missing_once: BTreeSet<std::net::Ipv4Addr>,
     /// This node's IP from the last resolution that knew it.
-    last_node_ip: std::net::Ipv4Addr,
+    known_node_ip: Option<std::net::Ipv4Addr>,
+    /// `CiliumEndpoint`s without an identity in the last resolution.
+    endpoints_without_identity: usize,
+    /// Where `status` finds the report, and the report last written there.
+    report_pin: Option<ReportPin>,
+    report: Option<Report>,
+    report_error: Once,
     endpoints_error: Once,
     groups_error: Once,
     node_error: Once,
@@ -145,6 +151,7 @@ impl Controller<'_> {
             interfaces,
             default_route_ifindex: default_route,
             tunnel_ifindex,
+            known_ip: self.known_node_ip,
         };
         let inputs = SyncInputs {
             objects: objects.clone(),
@@ -158,14 +165,23 @@ impl Controller<'_> {
             }
         }
         let local = &inputs.local;
+        // A CiliumNode missing from one snapshot (recreated, or a partial
+        // view) keeps the IP known before: resolution sees `known_ip`.
         let mut desired = resolve::resolve(objects, local);
         self.report_problems(&desired.problems);
-        // This node's CiliumNode missing from one snapshot (recreated, or
-        // a partial view) must not turn every gateway into not_gateway.
+        self.endpoints_without_identity = desired.endpoints_without_identity;
         if desired.config.node_ip.is_unspecified() {
-            desired.config.node_ip = self.last_node_ip;
+            // Never known: a wrong --node-name, or a node not registered
+            // yet. Not ready, with the reason, until it appears.
+            self.health
+                .set_node_unknown(Some(desired.node_problem().map_or_else(
+                    || "this node's IP is unknown".to_string(),
+                    |p| p.message.clone(),
+                )));
+        } else {
+            self.health.set_node_unknown(None);
+            self.known_node_ip = Some(desired.config.node_ip);
         }
-        self.last_node_ip = desired.config.node_ip;
         if let Some(local_pods) = &self.local_pods {
             resolve::retain_node_local(&mut desired, local_pods);
         }
@@ -332,22 +348,82 @@ impl Controller<'_> {
     }
 
     /// One log line per problem when it appears, and one when it is gone.
+    /// The endpoints' finding carries a count: a new count is one new
+    /// line, not also a "resolved" line for the old one.
     fn report_problems(&mut self, problems: &[Problem]) {
         let now: BTreeSet<Problem> = problems.iter().cloned().collect();
         for p in now.difference(&self.problems) {
-            match p.severity {
-                Severity::Invalid => {
-                    tracing::error!(policy = %p.policy, problem = %p.message, "invalid policy")
+            let (subject, problem) = (&p.subject, &p.message);
+            match (&p.subject, p.severity) {
+                (Subject::Node(_), Severity::Invalid) => {
+                    tracing::error!(%subject, %problem, "this node's CiliumNode is missing")
                 }
-                Severity::Warning => {
-                    tracing::warn!(policy = %p.policy, problem = %p.message, "policy warning")
+                (Subject::Node(_), Severity::Warning) => {
+                    tracing::warn!(%subject, %problem, "this node's CiliumNode is missing")
+                }
+                (Subject::Policy(policy), Severity::Invalid) => {
+                    tracing::error!(%policy, %problem, "invalid policy")
+                }
+                (Subject::Policy(policy), Severity::Warning) => {
+                    tracing::warn!(%policy, %problem, "policy warning")
+                }
+                (Subject::Endpoints, Severity::Invalid) => {
+                    tracing::error!(%problem, "invalid endpoints skipped")
+                }
+                (Subject::Endpoints, Severity::Warning) => {
+                    tracing::warn!(%problem, "endpoints skipped")
                 }
             }
         }
         for p in self.problems.difference(&now) {
-            tracing::info!(policy = %p.policy, problem = %p.message, "resolved");
+            let superseded = !matches!(p.subject, Subject::Policy(_))
+                && now.iter().any(|q| q.subject == p.subject);
+            if !superseded {
+                tracing::info!(subject = %p.subject, problem = %p.message, "resolved");
+            }
         }
         self.problems = now;
+    }
+
+    /// Pin the report for `status` when it changed.
+    fn publish_report(&mut self) {
+        let mut report = Report::new(
+            self.health.not_ready(),
+            &self.problems,
+            self.endpoints_without_identity,
+        );
+        if self.report.as_ref().is_some_and(|r| r.same_as(&report)) {
+            return;
+        }
+        if self.report_pin.is_none() {
+            match ReportPin::open_or_create(self.dp.paths()) {
+                Ok(pin) => self.report_pin = Some(pin),
+                Err(e) => {
+                    if self.report_error.changed(Some(e.to_string())) {
+                        tracing::warn!(error = %e, "pinning the report for `status`");
+                    }
+                    return;
+                }
+            }
+        }
+        let Some(pin) = &self.report_pin else {
+            return;
+        };
+        report.since_unix_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        // A map update: a blocking syscall, off the async workers.
+        match tokio::task::block_in_place(|| pin.write(&report)) {
+            Ok(()) => {
+                self.report_error.changed(None);
+                self.report = Some(report);
+            }
+            Err(e) => {
+                if self.report_error.changed(Some(e.to_string())) {
+                    tracing::warn!(error = %e, "writing the report for `status`");
+                }
+            }
+        }
     }
 }
 
@@ -399,7 +475,11 @@ pub async fn run(cfg: DaemonConfig, mut shutdown: watch::Receiver<bool>) -> anyh
         problems: BTreeSet::new(),
         local_pods: None,
         missing_once: Default::default(),
-        last_node_ip: std::net::Ipv4Addr::UNSPECIFIED,
+        known_node_ip: None,
+        endpoints_without_identity: 0,
+        report_pin: None,
+        report: None,
+        report_error: Once::default(),
         endpoints_error: Once::default(),
         groups_error: Once::default(),
         node_error: Once::default(),
@@ -414,6 +494,7 @@ pub async fn run(cfg: DaemonConfig, mut shutdown: watch::Receiver<bool>) -> anyh
     loop {
         let objects = objects_rx.borrow_and_update().clone();
         ctl.pass(objects.as_ref()).await;
+        ctl.publish_report();
         ctl.health.mark_pass();
 
         tokio::select! {

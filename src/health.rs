@@ -1,10 +1,13 @@
 //! The HTTP endpoint: `/metrics` (Prometheus), and for Kubernetes probes
 //! `/healthz` (the controller loop is turning) and `/readyz` (the first
-//! sync is done and every expected link is attached).
+//! sync is done, this node's `CiliumNode` is known and every expected link
+//! is attached); and the controller's report for `status`, pinned beside
+//! the datapath.
 
 use std::convert::Infallible;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -12,16 +15,23 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::datapath::Paths;
 use crate::metrics::Metrics;
+use crate::resolve::{Problem, Severity, Subject};
 
 /// What the probes report, updated by the controller loop.
 #[derive(Debug)]
 pub struct Health {
     synced: AtomicBool,
     links_complete: AtomicBool,
+    /// Why this node cannot serve while its IP is unknown: no `CiliumNode`
+    /// of its name has been seen.
+    node: Mutex<Option<String>>,
     /// Unix seconds of the last finished reconcile pass (or of the start).
     last_pass: AtomicU64,
 }
@@ -41,6 +51,7 @@ impl Default for Health {
         Health {
             synced: AtomicBool::new(false),
             links_complete: AtomicBool::new(false),
+            node: Mutex::new(None),
             last_pass: AtomicU64::new(unix_now()),
         }
     }
@@ -55,6 +66,11 @@ impl Health {
         self.links_complete.store(v, Ordering::Relaxed);
     }
 
+    /// This node's IP is unknown, and why; `None` once it is known.
+    pub fn set_node_unknown(&self, why: Option<String>) {
+        *self.node.lock().unwrap_or_else(PoisonError::into_inner) = why;
+    }
+
     /// A reconcile pass finished.
     pub fn mark_pass(&self) {
         self.last_pass.store(unix_now(), Ordering::Relaxed);
@@ -64,27 +80,309 @@ impl Health {
         unix_now().saturating_sub(self.last_pass.load(Ordering::Relaxed)) < STALL_SECS
     }
 
-    pub fn ready(&self) -> bool {
-        self.synced.load(Ordering::Relaxed) && self.links_complete.load(Ordering::Relaxed)
+    /// Why this node is not ready, one reason a line; empty when it is.
+    pub fn not_ready(&self) -> Vec<String> {
+        let mut why = Vec::new();
+        if !self.synced.load(Ordering::Relaxed) {
+            why.push("first sync not done".to_string());
+        }
+        if let Some(node) = &*self.node.lock().unwrap_or_else(PoisonError::into_inner) {
+            why.push(node.clone());
+        }
+        if !self.links_complete.load(Ordering::Relaxed) {
+            why.push("links missing".to_string());
+        }
+        why
     }
 
-    fn readiness(&self) -> (StatusCode, &'static str) {
-        match (
-            self.synced.load(Ordering::Relaxed),
-            self.links_complete.load(Ordering::Relaxed),
-        ) {
-            (true, true) => (StatusCode::OK, "ok\n"),
-            (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "first sync not done\n"),
-            (true, false) => (StatusCode::SERVICE_UNAVAILABLE, "links missing\n"),
+    pub fn ready(&self) -> bool {
+        self.not_ready().is_empty()
+    }
+
+    fn readiness(&self) -> (StatusCode, String) {
+        let why = self.not_ready();
+        if why.is_empty() {
+            (StatusCode::OK, "ok\n".to_string())
+        } else {
+            let mut body = why.join("\n");
+            body.push('\n');
+            (StatusCode::SERVICE_UNAVAILABLE, body)
         }
     }
+}
+
+// ------------------------------------------------------------ the report
+
+/// What the controller last told `status` about itself: whether it is
+/// ready and why not, and its findings about the input. `status` reads
+/// only pins (it works while the controller is down), and a BPF filesystem
+/// holds no plain files, so the report is JSON in a one-element map pinned
+/// at `<bpffs-root>/cilium-mcast-egress/report`; `uninstall` removes it
+/// with the rest of that directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// When the controller first wrote this content: it writes only when
+    /// the content changes.
+    pub since_unix_ns: u64,
+    pub ready: bool,
+    /// Why not, as `/readyz` says it.
+    pub not_ready: Vec<String>,
+    /// No `CiliumNode` of this node's name (with an IPv4 InternalIP) is
+    /// among the objects.
+    pub node_missing: bool,
+    /// Policies invalid and skipped, in whole or in part.
+    pub invalid_policies: usize,
+    /// `CiliumEndpoint`s skipped for want of a security identity.
+    pub endpoints_without_identity: usize,
+    /// The findings, sorted (this node first), at most
+    /// [`REPORTED_PROBLEMS`].
+    pub problems: Vec<ReportedProblem>,
+    /// Findings that did not fit in `problems`.
+    pub problems_left_out: usize,
+}
+
+/// One finding, as `status` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportedProblem {
+    /// `node`, `policy` or `endpoints`.
+    pub kind: String,
+    /// The node's or the policy's name; empty for `endpoints`.
+    pub name: String,
+    /// `invalid` or `warning`.
+    pub severity: String,
+    pub message: String,
+}
+
+/// Findings listed in the report; the rest are counted. The log has each
+/// of them once, and the metrics count them.
+pub const REPORTED_PROBLEMS: usize = 32;
+
+/// A finding's message in the report is cut to this many bytes.
+const REPORTED_MESSAGE_BYTES: usize = 512;
+
+impl ReportedProblem {
+    fn new(p: &Problem) -> ReportedProblem {
+        let (kind, name) = match &p.subject {
+            Subject::Node(name) => ("node", name.as_str()),
+            Subject::Policy(name) => ("policy", name.as_str()),
+            Subject::Endpoints => ("endpoints", ""),
+        };
+        let mut message = p.message.clone();
+        if message.len() > REPORTED_MESSAGE_BYTES {
+            let mut end = REPORTED_MESSAGE_BYTES;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push_str("...");
+        }
+        ReportedProblem {
+            kind: kind.to_string(),
+            name: name.to_string(),
+            severity: match p.severity {
+                Severity::Invalid => "invalid",
+                Severity::Warning => "warning",
+            }
+            .to_string(),
+            message,
+        }
+    }
+}
+
+impl Report {
+    /// The report of a controller with these readiness reasons and
+    /// findings (sorted, as resolution leaves them).
+    pub fn new<'a>(
+        not_ready: Vec<String>,
+        problems: impl IntoIterator<Item = &'a Problem>,
+        endpoints_without_identity: usize,
+    ) -> Report {
+        let mut report = Report {
+            ready: not_ready.is_empty(),
+            not_ready,
+            endpoints_without_identity,
+            ..Report::default()
+        };
+        let mut invalid = std::collections::BTreeSet::new();
+        for p in problems {
+            if matches!(p.subject, Subject::Node(_)) {
+                report.node_missing = true;
+            }
+            if let (Some(policy), Severity::Invalid) = (p.policy_name(), p.severity) {
+                invalid.insert(policy);
+            }
+            if report.problems.len() < REPORTED_PROBLEMS {
+                report.problems.push(ReportedProblem::new(p));
+            } else {
+                report.problems_left_out += 1;
+            }
+        }
+        report.invalid_policies = invalid.len();
+        report
+    }
+
+    /// The same report but for its time.
+    pub fn same_as(&self, other: &Report) -> bool {
+        Report {
+            since_unix_ns: other.since_unix_ns,
+            ..self.clone()
+        } == *other
+    }
+
+    /// The pinned value: the JSON's length (u32, little-endian), the JSON,
+    /// zeros. Findings that would not fit are left out and counted.
+    fn encode(&self) -> Result<Vec<u8>, ReportError> {
+        let mut report = self.clone();
+        loop {
+            let json = serde_json::to_vec(&report).map_err(ReportError::Json)?;
+            if json.len() <= REPORT_BYTES - 4 {
+                let mut value = vec![0u8; REPORT_BYTES];
+                let len = u32::try_from(json.len()).map_err(|_| ReportError::TooLarge)?;
+                value[..4].copy_from_slice(&len.to_le_bytes());
+                value[4..4 + json.len()].copy_from_slice(&json);
+                return Ok(value);
+            }
+            if report.problems.pop().is_none() {
+                return Err(ReportError::TooLarge);
+            }
+            report.problems_left_out += 1;
+        }
+    }
+
+    fn decode(value: &[u8]) -> Result<Report, ReportError> {
+        let len = value
+            .get(..4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_le_bytes)
+            .ok_or(ReportError::Truncated)?;
+        let json = usize::try_from(len)
+            .ok()
+            .and_then(|len| value.get(4..4 + len))
+            .ok_or(ReportError::Truncated)?;
+        serde_json::from_slice(json).map_err(ReportError::Json)
+    }
+}
+
+/// Size of the pinned report's value: room for every finding listed at
+/// its longest.
+const REPORT_BYTES: usize = 32 * 1024;
+
+/// The report's pin, under our own directory.
+fn report_pin(paths: &Paths) -> PathBuf {
+    paths.own_dir().join("report")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("{what} {path}: {source}")]
+    Map {
+        what: &'static str,
+        path: PathBuf,
+        source: libbpf_rs::Error,
+    },
+    #[error("creating {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the report as JSON: {0}")]
+    Json(#[source] serde_json::Error),
+    #[error("the report does not fit its map")]
+    TooLarge,
+    #[error("the pinned report is cut short")]
+    Truncated,
+}
+
+/// The controller's handle on its pinned report.
+pub struct ReportPin {
+    map: MapHandle,
+}
+
+/// A hash map, not an array: an update replaces the element as a whole,
+/// so `status` never reads half of one report and half of the next.
+fn report_layout_ok(map: &MapHandle) -> bool {
+    map.map_type() == MapType::Hash
+        && map.key_size() == 4
+        && usize::try_from(map.value_size()) == Ok(REPORT_BYTES)
+        && map.max_entries() == 1
+}
+
+impl ReportPin {
+    /// Adopt the pinned report map, or pin a new one (also in place of one
+    /// of another layout: it only ever holds the last report).
+    pub fn open_or_create(paths: &Paths) -> Result<ReportPin, ReportError> {
+        let path = report_pin(paths);
+        if let Ok(map) = MapHandle::from_pinned_path(&path) {
+            if report_layout_ok(&map) {
+                return Ok(ReportPin { map });
+            }
+            std::fs::remove_file(&path).map_err(|source| ReportError::Dir {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        let dir = paths.own_dir();
+        std::fs::create_dir_all(&dir).map_err(|source| ReportError::Dir { path: dir, source })?;
+        let opts = libbpf_sys::bpf_map_create_opts {
+            sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
+            ..Default::default()
+        };
+        let map_err = |what| {
+            let path = path.clone();
+            move |source| ReportError::Map { what, path, source }
+        };
+        let mut map = MapHandle::create(
+            MapType::Hash,
+            Some("mcast_egw_rpt"),
+            4,
+            REPORT_BYTES as u32,
+            1,
+            &opts,
+        )
+        .map_err(map_err("creating the map for"))?;
+        map.pin(&path).map_err(map_err("pinning"))?;
+        Ok(ReportPin { map })
+    }
+
+    pub fn write(&self, report: &Report) -> Result<(), ReportError> {
+        let value = report.encode()?;
+        self.map
+            .update(&0u32.to_ne_bytes(), &value, MapFlags::ANY)
+            .map_err(|source| ReportError::Map {
+                what: "writing",
+                path: PathBuf::from("the report map"),
+                source,
+            })
+    }
+}
+
+/// The report pinned under `paths`; `None` when no controller has written
+/// one (none has run there, or one older than the report).
+pub fn read_report(paths: &Paths) -> Result<Option<Report>, ReportError> {
+    let path = report_pin(paths);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let map = MapHandle::from_pinned_path(&path).map_err(|source| ReportError::Map {
+        what: "opening",
+        path: path.clone(),
+        source,
+    })?;
+    let value = map
+        .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+        .map_err(|source| ReportError::Map {
+            what: "reading",
+            path,
+            source,
+        })?;
+    value.map(|v| Report::decode(&v)).transpose()
 }
 
 /// The body of a failed scrape; the reason goes to the log.
 const METRICS_FAILED: &str = "metrics unavailable, see the controller's log\n";
 
-fn respond(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+fn respond(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
     r
 }
@@ -178,6 +476,154 @@ mod tests {
         let status = resp.status();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    async fn readyz(health: Health) -> (StatusCode, String) {
+        let req = Request::get("/readyz").body(()).unwrap();
+        let resp = handle(
+            Arc::new(health),
+            Arc::new(metrics(FakeMaps::default())),
+            req,
+        )
+        .await
+        .unwrap();
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn readyz_names_every_reason_and_the_unknown_node() {
+        let health = Health::default();
+        assert_eq!(
+            readyz(health).await,
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "first sync not done\nlinks missing\n".to_string()
+            )
+        );
+
+        let health = Health::default();
+        health.set_synced(true);
+        health.set_links_complete(true);
+        health.set_node_unknown(Some("no CiliumNode is named \"node-x\"".into()));
+        assert!(!health.ready());
+        assert_eq!(
+            readyz(health).await,
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no CiliumNode is named \"node-x\"\n".to_string()
+            )
+        );
+
+        let health = Health::default();
+        health.set_synced(true);
+        health.set_links_complete(true);
+        health.set_node_unknown(Some("gone".into()));
+        health.set_node_unknown(None);
+        assert!(health.ready());
+        assert_eq!(readyz(health).await, (StatusCode::OK, "ok\n".to_string()));
+    }
+
+    fn problem(subject: Subject, severity: Severity, message: &str) -> Problem {
+        Problem {
+            subject,
+            severity,
+            message: message.to_string(),
+        }
+    }
+
+    #[test]
+    fn report_counts_and_lists_the_findings() {
+        let problems = [
+            problem(Subject::Node("node-x".into()), Severity::Invalid, "no node"),
+            problem(Subject::Policy("a".into()), Severity::Invalid, "bad prefix"),
+            problem(Subject::Policy("a".into()), Severity::Invalid, "bad rule"),
+            problem(Subject::Policy("b".into()), Severity::Warning, "overlap"),
+            problem(Subject::Endpoints, Severity::Warning, "3 CiliumEndpoints"),
+        ];
+        let report = Report::new(vec!["why".into()], &problems, 3);
+        assert!(!report.ready);
+        assert!(report.node_missing);
+        assert_eq!(report.invalid_policies, 1);
+        assert_eq!(report.endpoints_without_identity, 3);
+        assert_eq!(report.problems.len(), 5);
+        assert_eq!(
+            report.problems[0],
+            ReportedProblem {
+                kind: "node".into(),
+                name: "node-x".into(),
+                severity: "invalid".into(),
+                message: "no node".into(),
+            }
+        );
+        assert_eq!(report.problems[4].kind, "endpoints");
+        assert_eq!(report.problems[4].name, "");
+
+        let decoded = Report::decode(&report.encode().unwrap()).unwrap();
+        assert_eq!(decoded, report);
+        let mut later = decoded.clone();
+        later.since_unix_ns = 42;
+        assert!(later.same_as(&report));
+        later.endpoints_without_identity = 4;
+        assert!(!later.same_as(&report));
+    }
+
+    #[test]
+    fn report_stays_within_its_map_value() {
+        // Ten thousand invalid policies with long messages: the report
+        // lists a bounded number, cut, and counts the rest.
+        let long = "x".repeat(5000);
+        let problems: Vec<Problem> = (0..10_000)
+            .map(|i| {
+                problem(
+                    Subject::Policy(format!("p{i:05}")),
+                    Severity::Invalid,
+                    &long,
+                )
+            })
+            .collect();
+        let report = Report::new(Vec::new(), &problems, 0);
+        assert_eq!(report.invalid_policies, 10_000);
+        assert_eq!(report.problems.len(), REPORTED_PROBLEMS);
+        assert_eq!(report.problems_left_out, 10_000 - REPORTED_PROBLEMS);
+        assert!(report.problems[0].message.len() <= REPORTED_MESSAGE_BYTES + 3);
+        let value = report.encode().unwrap();
+        assert_eq!(value.len(), REPORT_BYTES);
+        let decoded = Report::decode(&value).unwrap();
+        assert_eq!(
+            decoded.problems.len() + decoded.problems_left_out,
+            10_000,
+            "every finding is listed or counted"
+        );
+
+        // Names at the limit of what fits: still encodes, fewer listed.
+        let name = "n".repeat(2000);
+        let problems: Vec<Problem> = (0..REPORTED_PROBLEMS)
+            .map(|i| {
+                problem(
+                    Subject::Policy(format!("{name}{i}")),
+                    Severity::Warning,
+                    &long,
+                )
+            })
+            .collect();
+        let decoded = Report::decode(
+            &Report::new(Vec::new(), &problems, 0)
+                .encode()
+                .expect("fits by leaving findings out"),
+        )
+        .unwrap();
+        assert!(decoded.problems.len() < REPORTED_PROBLEMS);
+        assert_eq!(
+            decoded.problems.len() + decoded.problems_left_out,
+            REPORTED_PROBLEMS
+        );
+
+        assert!(matches!(
+            Report::decode(&[0xff, 0xff, 0, 0, b'{']),
+            Err(ReportError::Truncated)
+        ));
     }
 
     #[tokio::test]

@@ -29,7 +29,7 @@ use crate::datapath::maps::{
     Counter, DropCount, DropReason, Gateway, Maps, Role, ENDPOINTS_MAP, NODES_MAP, POLICY_MAP,
 };
 use crate::datapath::DatapathError;
-use crate::resolve::{Desired, Severity};
+use crate::resolve::{Desired, Severity, Subject};
 use crate::source::SourceStats;
 
 const NS: &str = "cilium_mcast_egress";
@@ -458,6 +458,8 @@ pub struct Metrics {
     pub expected_links: IntGauge,
     invalid: IntGaugeVec,
     gateway: IntGaugeVec,
+    endpoints_without_identity: IntGauge,
+    node_missing: IntGauge,
 }
 
 impl Metrics {
@@ -508,6 +510,15 @@ impl Metrics {
             ),
             &["policy", "egress_ip"],
         )?;
+        // Counts, not a series per endpoint: bounded on any cluster.
+        let endpoints_without_identity = IntGauge::with_opts(opts(
+            "endpoints_without_identity",
+            "CiliumEndpoints skipped because they have no security identity",
+        ))?;
+        let node_missing = IntGauge::with_opts(opts(
+            "node_missing",
+            "1 while no CiliumNode named --node-name with an IPv4 InternalIP is among the objects",
+        ))?;
         registry.register(Box::new(sync_duration.clone()))?;
         registry.register(Box::new(sync_errors.clone()))?;
         registry.register(Box::new(last_sync.clone()))?;
@@ -515,6 +526,8 @@ impl Metrics {
         registry.register(Box::new(expected_links.clone()))?;
         registry.register(Box::new(invalid.clone()))?;
         registry.register(Box::new(gateway.clone()))?;
+        registry.register(Box::new(endpoints_without_identity.clone()))?;
+        registry.register(Box::new(node_missing.clone()))?;
 
         let view = Arc::new(RwLock::new(View::default()));
         let failure = Arc::new(Failure::default());
@@ -538,6 +551,8 @@ impl Metrics {
             expected_links,
             invalid,
             gateway,
+            endpoints_without_identity,
+            node_missing,
         })
     }
 
@@ -565,10 +580,18 @@ impl Metrics {
 
         self.invalid.reset();
         for p in &desired.problems {
-            if p.severity == Severity::Invalid {
-                self.invalid.with_label_values(&[p.policy.as_str()]).set(1);
+            if let (Some(policy), Severity::Invalid) = (p.policy_name(), p.severity) {
+                self.invalid.with_label_values(&[policy]).set(1);
             }
         }
+        self.endpoints_without_identity
+            .set(i64::try_from(desired.endpoints_without_identity).unwrap_or(i64::MAX));
+        self.node_missing.set(i64::from(
+            desired
+                .problems
+                .iter()
+                .any(|p| matches!(p.subject, Subject::Node(_))),
+        ));
         self.gateway.reset();
         for (name, ip) in &desired.local_gateway_for {
             self.gateway
@@ -599,7 +622,7 @@ impl Metrics {
 pub(crate) mod tests {
     use super::*;
     use crate::datapath::maps::{Origin, PolicyKey, PolicyValue, COUNTERS_MAP};
-    use crate::resolve::Problem;
+    use crate::resolve::{Problem, Subject};
 
     /// A node's maps held in memory: nothing replicated or dropped until a
     /// test says so, and a read that fails on demand.
@@ -693,11 +716,13 @@ pub(crate) mod tests {
         "drop_bytes_total",
         "drops_total",
         "endpoints",
+        "endpoints_without_identity",
         "expected_links",
         "last_sync_timestamp_seconds",
         "map_capacity",
         "map_entries",
         "monitor_events_suppressed_total",
+        "node_missing",
         "nodes",
         "policy_entries",
         "source_events_total",
@@ -766,11 +791,11 @@ pub(crate) mod tests {
         desired
             .local_gateway_for
             .insert("cameras".into(), Ipv4Addr::new(203, 0, 113, 10));
-        desired.problems.push(Problem {
-            policy: "bad-prefix".into(),
-            severity: Severity::Invalid,
-            message: "not canonical".into(),
-        });
+        desired.problems.push(Problem::for_policy(
+            "bad-prefix",
+            Severity::Invalid,
+            "not canonical".into(),
+        ));
         desired
     }
 
@@ -795,6 +820,50 @@ pub(crate) mod tests {
         assert!(!text.contains(&format!("{NS}_gateway")), "{text}");
         assert!(!text.contains(&format!("{NS}_invalid_policy")), "{text}");
         assert!(text.contains(&format!("# TYPE {NS}_drops_total counter")));
+    }
+
+    #[test]
+    fn skipped_endpoints_and_a_missing_node_are_counted_not_labelled() {
+        let metrics = metrics(FakeMaps::default());
+        let mut desired = Desired {
+            endpoints_without_identity: 10_000,
+            ..Desired::default()
+        };
+        desired.problems.push(Problem {
+            subject: Subject::Node("node-x".into()),
+            severity: Severity::Invalid,
+            message: "no CiliumNode is named \"node-x\"".into(),
+        });
+        desired.problems.push(Problem {
+            subject: Subject::Endpoints,
+            severity: Severity::Warning,
+            message: "10000 CiliumEndpoints without a security identity".into(),
+        });
+        metrics.observe(&desired);
+        let text = scrape(&metrics);
+        assert!(
+            text.contains(&format!("{NS}_endpoints_without_identity 10000\n")),
+            "{text}"
+        );
+        assert!(text.contains(&format!("{NS}_node_missing 1\n")), "{text}");
+        // Neither is a policy, invalid or not.
+        assert!(!text.contains(&format!("{NS}_invalid_policy")), "{text}");
+        // One series each, however many endpoints.
+        let lines = |name: &str| {
+            text.lines()
+                .filter(|l| l.starts_with(&format!("{NS}_{name}")))
+                .count()
+        };
+        assert_eq!(lines("endpoints_without_identity"), 1, "{text}");
+        assert_eq!(lines("node_missing"), 1, "{text}");
+
+        metrics.observe(&Desired::default());
+        let text = scrape(&metrics);
+        assert!(
+            text.contains(&format!("{NS}_endpoints_without_identity 0\n")),
+            "{text}"
+        );
+        assert!(text.contains(&format!("{NS}_node_missing 0\n")), "{text}");
     }
 
     #[test]

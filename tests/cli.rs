@@ -21,7 +21,9 @@ use cilium_mcast_egress::datapath::maps::{
     Status,
 };
 use cilium_mcast_egress::datapath::{tcx, Datapath, Maps, Paths, Program};
+use cilium_mcast_egress::health::{Report, ReportPin};
 use cilium_mcast_egress::lab::{self, Lab, LabConfig, Node, Pod};
+use cilium_mcast_egress::resolve::{Problem, Severity, Subject};
 use common::addr::*;
 use common::packet::{group_mac, Frame};
 use common::{ifindex, mac_of, sh, Bpffs, TCX_DROP, TCX_REDIRECT};
@@ -630,6 +632,7 @@ cli_test!(status_shows_node_gateway_links_maps_and_sync, |fx| {
             "syncs": 0,
             "controller_version": "9.9.9-test",
             "cli_version": env!("CARGO_PKG_VERSION"),
+            "controller": null,
         })
     );
     assert_eq!(got["maps"][0]["map"], "mcast_egw_policy_v4");
@@ -641,6 +644,7 @@ cli_test!(status_shows_node_gateway_links_maps_and_sync, |fx| {
         format!("Tunnel device:       vx0 (ifindex {})", ifindex("vx0")),
         "Gateway:             yes, for 1 policy".to_owned(),
         "Last sync:           never".to_owned(),
+        "Ready:               unknown (no report from a controller yet)".to_owned(),
         "Controller version:  9.9.9-test".to_owned(),
         format!("CLI version:         {}", env!("CARGO_PKG_VERSION")),
     ] {
@@ -708,6 +712,55 @@ cli_test!(status_shows_node_gateway_links_maps_and_sync, |fx| {
         "{text}"
     );
     assert!(text.contains("ago), 3 syncs"), "{text}");
+
+    // The controller's report, pinned as the daemon pins it.
+    let problems = [
+        Problem {
+            subject: Subject::Node("node-x".into()),
+            severity: Severity::Invalid,
+            message: "no CiliumNode is named \"node-x\" (--node-name)".into(),
+        },
+        Problem::for_policy(
+            "no-selectors",
+            Severity::Invalid,
+            "policy skipped: selectors is missing or empty".into(),
+        ),
+    ];
+    let mut pinned = Report::new(
+        vec!["no CiliumNode is named \"node-x\" (--node-name)".into()],
+        &problems,
+        0,
+    );
+    pinned.since_unix_ns = synced * 1_000_000_000;
+    ReportPin::open_or_create(&paths)
+        .unwrap()
+        .write(&pinned)
+        .unwrap();
+    let got = cli_json(&["status", "--bpffs-root", fx.root(), "-o", "json"]);
+    let c = &got["controller"];
+    assert_eq!(c["ready"], false, "{got}");
+    assert_eq!(c["node_missing"], true, "{got}");
+    assert_eq!(c["invalid_policies"], 1, "{got}");
+    assert_eq!(c["since"]["unix_ns"], synced * 1_000_000_000, "{got}");
+    assert_eq!(
+        c["problems"][1],
+        json!({
+            "kind": "policy",
+            "name": "no-selectors",
+            "severity": "invalid",
+            "message": "policy skipped: selectors is missing or empty",
+        }),
+        "{got}"
+    );
+    let text = cli_ok(&["status", "--bpffs-root", fx.root()]);
+    for want in [
+        format!("Ready:               no (as of {}.000Z, ", date_utc(synced)),
+        "no CiliumNode is named \"node-x\" (--node-name)".to_owned(),
+        "Problems:            this node's CiliumNode missing, 1 invalid policy".to_owned(),
+        "policy no-selectors".to_owned(),
+    ] {
+        assert!(text.contains(&want), "{want:?} in:\n{text}");
+    }
 });
 
 // --- errors ----------------------------------------------------------------------
@@ -810,6 +863,9 @@ fn status_and_policy_list_on_lab_nodes_also_with_the_daemon_stopped() {
     assert_eq!(s["tunnel_device"], "cilium_vxlan", "{s}");
     assert_eq!(s["controller_version"], env!("CARGO_PKG_VERSION"), "{s}");
     assert!(s["syncs"].as_u64().unwrap() >= 1, "{s}");
+    // The controller's own word: ready, nothing wrong with the input.
+    assert_eq!(s["controller"]["ready"], true, "{s}");
+    assert_eq!(s["controller"]["problems"], json!([]), "{s}");
     assert!(s["last_sync"]["unix_ns"].as_u64().unwrap() > 0, "{s}");
     let has_link = |s: &Value, device: &str, program: &str| {
         s["links"]

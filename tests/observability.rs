@@ -1,7 +1,9 @@
 //! What an operator sees: the Prometheus scrape after real traffic on the
 //! lab (exact packet and byte counts, drops by reason, gauges), across a
-//! daemon restart; the scrape of a node that never carried a packet; and
-//! the probes before the first sync. Needs root.
+//! daemon restart; the scrape of a node that never carried a packet; the
+//! probes before the first sync; and an unknown `--node-name` with input
+//! that used to be skipped in silence, through `/readyz`, the scrape,
+//! `status` and the log. Needs root.
 
 mod common;
 
@@ -10,7 +12,7 @@ use std::net::Ipv4Addr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use cilium_mcast_egress::datapath::maps::{DropReason, Role, COUNTERS_MAP};
+use cilium_mcast_egress::datapath::maps::{DropReason, Gateway, Maps, Role, COUNTERS_MAP};
 use cilium_mcast_egress::datapath::tcx::ifindex_of;
 use cilium_mcast_egress::datapath::Paths;
 use cilium_mcast_egress::lab::addr::{EGRESS_B, GROUP, UPSTREAM_B};
@@ -440,6 +442,17 @@ fn quiet_node_scrape_has_drops_policy_sync_and_gateway_gauges() {
                 >= 1.0,
             "{m}"
         );
+        // Its node known, nothing skipped: the gauges are there, at 0.
+        assert_eq!(
+            sample(&m, "cilium_mcast_egress_node_missing", &[]),
+            Some(0.0),
+            "{m}"
+        );
+        assert_eq!(
+            sample(&m, "cilium_mcast_egress_endpoints_without_identity", &[]),
+            Some(0.0),
+            "{m}"
+        );
         // No traffic, no replication series: no empty families either.
         assert!(
             !m.contains("cilium_mcast_egress_packets_total"),
@@ -504,5 +517,322 @@ users:
         let (status, body) = ready.expect("/readyz answers");
         assert_eq!(status, 503);
         assert!(body.contains("first sync"), "{body}");
+    });
+}
+
+/// node-a's own CiliumNode, written only once the test wants it.
+const NODE_A: &str = r#"
+apiVersion: cilium.io/v2
+kind: CiliumNode
+metadata:
+  name: node-a
+  labels: {kubernetes.io/hostname: node-a, egress: "a"}
+spec:
+  addresses:
+  - {type: InternalIP, ip: 192.0.2.10}
+"#;
+
+/// Everything but node-a's CiliumNode: another node, this node's camera
+/// pod, the policy that makes node-a its gateway; and the input that used
+/// to be skipped in silence: a policy without selectors and an endpoint
+/// without an identity.
+const WITHOUT_NODE_A: &str = r#"
+apiVersion: cilium.io/v2
+kind: CiliumNode
+metadata:
+  name: node-b
+  labels: {kubernetes.io/hostname: node-b, egress: "b"}
+spec:
+  addresses:
+  - {type: InternalIP, ip: 192.0.2.20}
+---
+apiVersion: cilium.io/v2
+kind: CiliumEndpoint
+metadata: {name: pod1, namespace: media, uid: 0f8a3b52-3333-4c8e-9a51-000000000001}
+status:
+  id: 100
+  identity:
+    id: 4001
+    labels:
+    - k8s:app=camera
+    - k8s:io.kubernetes.pod.namespace=media
+  networking:
+    addressing:
+    - ipv4: 198.51.100.11
+    node: 192.0.2.10
+---
+apiVersion: cilium.io/v2
+kind: CiliumEndpoint
+metadata: {name: no-identity, namespace: media, uid: 0f8a3b52-3333-4c8e-9a51-000000000002}
+status:
+  id: 101
+  networking:
+    addressing:
+    - ipv4: 198.51.100.12
+    node: 192.0.2.10
+---
+apiVersion: cilium.io/v2
+kind: CiliumEgressGatewayPolicy
+metadata: {name: cameras}
+spec:
+  selectors:
+  - podSelector:
+      matchLabels: {app: camera}
+  destinationCIDRs: [232.1.0.0/16]
+  egressGateway:
+    nodeSelector:
+      matchLabels: {egress: "a"}
+    interface: uplink0
+---
+apiVersion: cilium.io/v2
+kind: CiliumEgressGatewayPolicy
+metadata: {name: no-selectors}
+spec:
+  destinationCIDRs: [232.2.0.0/16]
+  egressGateway:
+    nodeSelector:
+      matchLabels: {egress: "a"}
+    interface: uplink0
+"#;
+
+/// The lines a child writes to stderr, collected as they come.
+fn collect_lines(r: impl Read + Send + 'static) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    use std::io::BufRead;
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(r).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    lines
+}
+
+/// `status -o json` on `root`, in the calling thread's namespace.
+fn status_json(root: &std::path::Path) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_cilium-mcast-egress"))
+        .arg("status")
+        .arg("--bpffs-root")
+        .arg(root)
+        .args(["-o", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A `--node-name` no CiliumNode has: not ready, with the reason, counted
+/// and in `status`, logged once however many resolutions follow; ready
+/// once the node appears, and still ready (its IP kept) when it then goes
+/// missing. The skipped policy and endpoint are counted and shown too.
+#[test]
+fn unknown_node_name_is_not_ready_until_the_node_appears() {
+    if !common::privileged("unknown_node_name_is_not_ready_until_the_node_appears") {
+        return;
+    }
+    common::in_new_netns(|| {
+        common::veth("lxc_pod1", "pod1");
+        common::veth("uplink0", "upstream0");
+        common::vxlan_external("cilium_vxlan");
+        common::sh("ip", &["addr", "add", "203.0.113.10/24", "dev", "uplink0"]);
+        let ours = common::Bpffs::new("nodename-ours");
+        let cilium = common::Bpffs::new("nodename-cilium");
+        let lxc = Paths::new(cilium.path()).globals().join("cilium_lxc");
+        lab::create_cilium_lxc_at(&lxc, Ipv4Addr::new(192, 0, 2, 10)).unwrap();
+        lab::lxc_put_at(
+            &lxc,
+            Ipv4Addr::new(198, 51, 100, 11),
+            ifindex_of("lxc_pod1").unwrap(),
+            4001,
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("cluster.yaml"), WITHOUT_NODE_A).unwrap();
+
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cilium-mcast-egress"))
+            .args(["run", "--node-name", "node-a", "--manifests"])
+            .arg(dir.path())
+            .arg("--bpffs-root")
+            .arg(ours.path())
+            .arg("--cilium-bpffs")
+            .arg(cilium.path())
+            .args(["--metrics-addr", PROBE, "--resync-interval-ms", "100"])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = collect_lines(child.stderr.take().unwrap());
+        let _daemon = Daemon(child);
+        let log_lines = |what: &str| {
+            log.lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.contains(what))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        let metric = |name: &str, labels: &[(&str, &str)]| {
+            let (status, m) = http_get("/metrics").expect("/metrics answers");
+            assert_eq!(status, 200, "{m}");
+            sample(&m, name, labels)
+        };
+
+        // Synced, and still not ready: the reason is the node.
+        let reason = "no CiliumNode is named \"node-a\" (--node-name)";
+        common::wait_for("/readyz naming the node", Duration::from_secs(20), || {
+            http_get("/readyz").is_some_and(|(s, body)| s == 503 && body.contains(reason))
+        });
+        let (_, body) = http_get("/readyz").unwrap();
+        assert!(!body.contains("first sync"), "the sync is done: {body}");
+        assert!(
+            !body.contains("links missing"),
+            "the links are there: {body}"
+        );
+        assert_eq!(http_get("/healthz").map(|r| r.0), Some(200));
+        assert_eq!(metric("cilium_mcast_egress_node_missing", &[]), Some(1.0));
+        assert_eq!(
+            metric("cilium_mcast_egress_endpoints_without_identity", &[]),
+            Some(1.0)
+        );
+        assert_eq!(
+            metric(
+                "cilium_mcast_egress_invalid_policy",
+                &[("policy", "no-selectors")]
+            ),
+            Some(1.0)
+        );
+        // Only the pod's own entry, towards no gateway: none of node-a's.
+        let maps = Maps::open_pinned(&Paths::new(ours.path())).unwrap();
+        let entries = maps.policies().unwrap();
+        assert_eq!(entries.len(), 1, "{entries:?}");
+        assert_eq!(entries[0].1.gateway, Gateway::NotFound, "{entries:?}");
+        assert_eq!(maps.config().unwrap().node_ip, Ipv4Addr::UNSPECIFIED);
+
+        let s = status_json(ours.path());
+        let c = &s["controller"];
+        assert_eq!(c["ready"], false, "{s}");
+        assert!(
+            c["not_ready"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r.as_str().unwrap().contains(reason)),
+            "{s}"
+        );
+        assert_eq!(c["node_missing"], true, "{s}");
+        assert_eq!(c["invalid_policies"], 1, "{s}");
+        assert_eq!(c["endpoints_without_identity"], 1, "{s}");
+        let kinds: Vec<(&str, &str, &str)> = c["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["kind"].as_str().unwrap(),
+                    p["name"].as_str().unwrap(),
+                    p["severity"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        // This node first; `cameras` has no gateway without node-a.
+        assert_eq!(
+            kinds,
+            [
+                ("node", "node-a", "invalid"),
+                ("policy", "cameras", "warning"),
+                ("policy", "no-selectors", "invalid"),
+                ("endpoints", "", "warning"),
+            ],
+            "{s}"
+        );
+        assert!(
+            c["problems"][3]["message"]
+                .as_str()
+                .unwrap()
+                .contains("media/no-identity"),
+            "{s}"
+        );
+
+        // More resolutions (a node added elsewhere, awaited through the
+        // nodes map): each finding is still logged once.
+        let syncs = metric("cilium_mcast_egress_sync_duration_seconds_count", &[]).unwrap();
+        std::fs::write(
+            dir.path().join("node-c.yaml"),
+            NODE_A
+                .replace("node-a", "node-c")
+                .replace("egress: \"a\"", "egress: \"c\"")
+                .replace("192.0.2.10", "192.0.2.30"),
+        )
+        .unwrap();
+        common::wait_for("node-c synced", Duration::from_secs(10), || {
+            metric("cilium_mcast_egress_nodes", &[]) == Some(2.0)
+        });
+        assert!(metric("cilium_mcast_egress_sync_duration_seconds_count", &[]).unwrap() > syncs);
+        assert_eq!(
+            http_get("/readyz").map(|r| r.0),
+            Some(503),
+            "still no node-a"
+        );
+        for what in [
+            "this node's CiliumNode is missing",
+            "selectors is missing or empty",
+            "media/no-identity",
+        ] {
+            assert_eq!(
+                log_lines(what).len(),
+                1,
+                "{what}: {:#?}",
+                log.lock().unwrap()
+            );
+        }
+        assert!(
+            log_lines("this node's CiliumNode is missing")[0].contains("ERROR"),
+            "loud: {:?}",
+            log_lines("this node's CiliumNode is missing")
+        );
+
+        // Positive control: the node appears, and everything proceeds.
+        std::fs::write(dir.path().join("node-a.yaml"), NODE_A).unwrap();
+        common::wait_for("/readyz 200", Duration::from_secs(10), || {
+            http_get("/readyz").map(|r| r.0) == Some(200)
+        });
+        assert_eq!(metric("cilium_mcast_egress_node_missing", &[]), Some(0.0));
+        let node_a = Ipv4Addr::new(192, 0, 2, 10);
+        common::wait_for("node-a's gateway entry", Duration::from_secs(5), || {
+            let entries = maps.policies().unwrap();
+            entries.len() == 1 && entries[0].1.gateway == Gateway::Node(node_a)
+        });
+        assert_eq!(maps.config().unwrap().node_ip, node_a);
+        let s = status_json(ours.path());
+        let c = &s["controller"];
+        assert_eq!(c["ready"], true, "{s}");
+        assert_eq!(c["node_missing"], false, "{s}");
+        assert_eq!(c["not_ready"], serde_json::json!([]), "{s}");
+        assert_eq!(c["problems"][0]["name"], "no-selectors", "{s}");
+        assert_eq!(s["node_ip"], "192.0.2.10", "{s}");
+        assert_eq!(
+            log_lines("resolved")
+                .iter()
+                .filter(|l| l.contains("node-a"))
+                .count(),
+            1,
+            "{:#?}",
+            log.lock().unwrap()
+        );
+
+        // Known, then missing from the objects: its IP is kept and it
+        // stays ready; the metric and the log still say it is missing.
+        std::fs::remove_file(dir.path().join("node-a.yaml")).unwrap();
+        common::wait_for("node-a missing again", Duration::from_secs(10), || {
+            metric("cilium_mcast_egress_node_missing", &[]) == Some(1.0)
+        });
+        assert_eq!(http_get("/readyz").map(|r| r.0), Some(200));
+        assert_eq!(maps.config().unwrap().node_ip, node_a);
+        assert!(
+            log_lines("keeping this node's last known IP 192.0.2.10").len() == 1,
+            "{:#?}",
+            log.lock().unwrap()
+        );
     });
 }

@@ -1,6 +1,8 @@
 //! `status`: this node as its pinned datapath sees it — who it is, whether
 //! it is a gateway and for what, which devices carry our programs, how full
-//! the maps are, and when the controller last synced them.
+//! the maps are, when the controller last synced them, and what the
+//! controller last reported: whether it is ready, and what in its input it
+//! found wrong.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -14,6 +16,7 @@ use super::{
 };
 use crate::datapath::maps::{Config, Gateway, PolicyKey, PolicyValue, Status};
 use crate::datapath::{tcx, LinkState, Paths};
+use crate::health::{self, ReportedProblem};
 
 /// Entries of one policy that name this node as gateway, through one egress
 /// IP and uplink.
@@ -60,6 +63,25 @@ pub struct LastSync {
     pub age_seconds: u64,
 }
 
+/// What the controller last reported (it rewrites the report when it
+/// changes; while it is down, the last one stays).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Controller {
+    /// Since when the controller has reported this.
+    pub since: LastSync,
+    pub ready: bool,
+    /// Why not, as `/readyz` says it.
+    pub not_ready: Vec<String>,
+    /// No `CiliumNode` of this node's name with an IPv4 InternalIP.
+    pub node_missing: bool,
+    pub invalid_policies: usize,
+    pub endpoints_without_identity: usize,
+    /// Sorted, this node first; a bounded list.
+    pub problems: Vec<ReportedProblem>,
+    /// Findings not listed (the controller's log has each of them).
+    pub problems_left_out: usize,
+}
+
 /// Everything `status -o json` prints.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Report {
@@ -80,6 +102,11 @@ pub struct Report {
     /// Version of the controller that last wrote the status.
     pub controller_version: Option<String>,
     pub cli_version: &'static str,
+    /// None until a controller has written its report.
+    pub controller: Option<Controller>,
+    /// Why the controller's report could not be read, if it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub controller_report_error: Option<String>,
 }
 
 /// What `report` needs, read from the pins.
@@ -90,6 +117,7 @@ pub struct Inputs {
     pub names: BTreeMap<u32, String>,
     pub links: Vec<LinkState>,
     pub fill: Vec<(&'static str, usize, u32)>,
+    pub report: std::result::Result<Option<health::Report>, String>,
     pub now_unix_ns: u64,
 }
 
@@ -133,8 +161,32 @@ fn gateway_for(
         .collect()
 }
 
+fn since(unix_ns: u64, now_unix_ns: u64) -> LastSync {
+    LastSync {
+        unix_ns,
+        utc: format_utc(unix_ns),
+        age_seconds: now_unix_ns.saturating_sub(unix_ns) / 1_000_000_000,
+    }
+}
+
 pub fn report(i: Inputs) -> Report {
     let node_ip = known(i.config.node_ip);
+    let (controller, controller_report_error) = match i.report {
+        Ok(r) => (
+            r.map(|r| Controller {
+                since: since(r.since_unix_ns, i.now_unix_ns),
+                ready: r.ready,
+                not_ready: r.not_ready,
+                node_missing: r.node_missing,
+                invalid_policies: r.invalid_policies,
+                endpoints_without_identity: r.endpoints_without_identity,
+                problems: r.problems,
+                problems_left_out: r.problems_left_out,
+            }),
+            None,
+        ),
+        Err(e) => (None, Some(e)),
+    };
     let gateway_for = gateway_for(i.config.node_ip, &i.policies, &i.names);
     let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
     Report {
@@ -165,15 +217,88 @@ pub fn report(i: Inputs) -> Report {
                 capacity,
             })
             .collect(),
-        last_sync: (i.status.last_sync_unix_ns != 0).then(|| LastSync {
-            unix_ns: i.status.last_sync_unix_ns,
-            utc: format_utc(i.status.last_sync_unix_ns),
-            age_seconds: i.now_unix_ns.saturating_sub(i.status.last_sync_unix_ns) / 1_000_000_000,
-        }),
+        last_sync: (i.status.last_sync_unix_ns != 0)
+            .then(|| since(i.status.last_sync_unix_ns, i.now_unix_ns)),
         syncs: i.status.syncs,
         controller_version: non_empty(&i.status.version),
         cli_version: VERSION,
+        controller,
+        controller_report_error,
     }
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// `Ready:` and `Problems:`, from the controller's report.
+fn render_controller(r: &Report, out: &mut dyn Write) -> Result<()> {
+    let Some(c) = &r.controller else {
+        let why = r.controller_report_error.as_deref().map_or_else(
+            || "no report from a controller yet".to_owned(),
+            |e| format!("the controller's report cannot be read: {e}"),
+        );
+        writeln!(out, "Ready:               unknown ({why})")?;
+        return Ok(());
+    };
+    let as_of = format!(
+        "as of {}, {} ago",
+        c.since.utc,
+        format_age(c.since.age_seconds)
+    );
+    if c.ready {
+        writeln!(out, "Ready:               yes ({as_of})")?;
+    } else {
+        writeln!(
+            out,
+            "Ready:               no ({as_of}): {}",
+            c.not_ready.join("; ")
+        )?;
+    }
+    let listed = c.problems.len() + c.problems_left_out;
+    if listed == 0 {
+        writeln!(out, "Problems:            none")?;
+        return Ok(());
+    }
+    let mut summary = Vec::new();
+    if c.node_missing {
+        summary.push("this node's CiliumNode missing".to_owned());
+    }
+    if c.invalid_policies > 0 {
+        summary.push(plural(
+            c.invalid_policies,
+            "invalid policy",
+            "invalid policies",
+        ));
+    }
+    if c.endpoints_without_identity > 0 {
+        summary.push(format!(
+            "{} without identity",
+            plural(c.endpoints_without_identity, "endpoint", "endpoints")
+        ));
+    }
+    if summary.is_empty() {
+        summary.push(plural(listed, "warning", "warnings"));
+    }
+    writeln!(out, "Problems:            {}", summary.join(", "))?;
+    let mut t = Table::new(&["Severity", "Subject", "Problem"]);
+    for p in &c.problems {
+        let subject = if p.name.is_empty() {
+            p.kind.clone()
+        } else {
+            format!("{} {}", p.kind, p.name)
+        };
+        t.row(vec![p.severity.clone(), subject, p.message.clone()]);
+    }
+    t.write(out, "  ")?;
+    if c.problems_left_out > 0 {
+        writeln!(
+            out,
+            "  ... and {} more (each is in the controller's log)",
+            c.problems_left_out
+        )?;
+    }
+    Ok(())
 }
 
 fn device_label(name: Option<&str>, ifindex: u32) -> String {
@@ -194,6 +319,7 @@ pub fn render(r: &Report, output: Output, out: &mut dyn Write) -> Result<()> {
         r.node_name.as_deref().unwrap_or(unknown),
         r.node_ip.as_deref().unwrap_or("no node IP yet")
     )?;
+    render_controller(r, out)?;
     let tunnel = if r.tunnel_ifindex == 0 {
         "none yet".to_owned()
     } else {
@@ -291,6 +417,8 @@ pub fn show(paths: &Paths, output: Output, out: &mut dyn Write) -> Result<()> {
         names: maps.policy_names()?,
         links: tcx::links(paths).map_err(classify)?,
         fill: maps.fill_levels()?,
+        // The rest of `status` is worth showing without it.
+        report: health::read_report(paths).map_err(|e| e.to_string()),
         now_unix_ns: unix_now_ns(),
     };
     super::ignore_broken_pipe(render(&report(inputs), output, out))
@@ -351,6 +479,7 @@ mod tests {
                 ifindex: 0,
             }],
             fill: vec![("mcast_egw_policy_v4", 6, 16384)],
+            report: Ok(None),
             now_unix_ns: 1_000_000_000_000,
         }
     }
@@ -400,5 +529,110 @@ mod tests {
             text.contains("1970-01-01T00:15:25.000Z (1m15s ago), 12 syncs"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn no_report_yet_says_so() {
+        let r = report(inputs());
+        assert_eq!(r.controller, None);
+        let mut out = Vec::new();
+        render(&r, Output::Text, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("Ready:               unknown (no report from a controller yet)"),
+            "{text}"
+        );
+        assert!(!text.contains("Problems:"), "{text}");
+
+        let mut i = inputs();
+        i.report = Err("broken".into());
+        let r = report(i);
+        assert_eq!(r.controller_report_error.as_deref(), Some("broken"));
+        let mut out = Vec::new();
+        render(&r, Output::Text, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("unknown (the controller's report cannot be read: broken)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_controllers_findings_are_shown() {
+        use crate::resolve::{Problem, Severity, Subject};
+        let problems = [
+            Problem {
+                subject: Subject::Node("node-x".into()),
+                severity: Severity::Invalid,
+                message: "no CiliumNode is named \"node-x\"".into(),
+            },
+            Problem::for_policy(
+                "bad",
+                Severity::Invalid,
+                "policy skipped: no selectors".into(),
+            ),
+            Problem {
+                subject: Subject::Endpoints,
+                severity: Severity::Warning,
+                message: "2 CiliumEndpoints without a security identity".into(),
+            },
+        ];
+        let mut pinned = health::Report::new(
+            vec!["no CiliumNode is named \"node-x\"".into()],
+            &problems,
+            2,
+        );
+        let mut i = inputs();
+        pinned.since_unix_ns = i.now_unix_ns - 90_000_000_000;
+        i.report = Ok(Some(pinned));
+        let r = report(i);
+        let c = r.controller.clone().expect("the report");
+        assert!(!c.ready);
+        assert!(c.node_missing);
+        assert_eq!(c.invalid_policies, 1);
+        assert_eq!(c.endpoints_without_identity, 2);
+        assert_eq!(c.since.age_seconds, 90);
+
+        let mut out = Vec::new();
+        render(&r, Output::Text, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        for want in [
+            "Ready:               no (as of 1970-01-01T00:15:10.000Z, 1m30s ago): \
+             no CiliumNode is named \"node-x\"",
+            "Problems:            this node's CiliumNode missing, 1 invalid policy, \
+             2 endpoints without identity",
+            "  invalid    node node-x   no CiliumNode is named \"node-x\"",
+            "  invalid    policy bad    policy skipped: no selectors",
+            "  warning    endpoints     2 CiliumEndpoints without a security identity",
+        ] {
+            assert!(text.contains(want), "{want:?} in:\n{text}");
+        }
+
+        let mut out = Vec::new();
+        render(&r, Output::Json, &mut out).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(json["controller"]["ready"], false, "{json}");
+        assert_eq!(json["controller"]["problems"][0]["kind"], "node", "{json}");
+        assert_eq!(
+            json["controller"]["problems"][0]["name"], "node-x",
+            "{json}"
+        );
+        assert_eq!(json["controller"]["problems_left_out"], 0, "{json}");
+    }
+
+    #[test]
+    fn a_ready_controller_without_findings() {
+        let mut i = inputs();
+        let mut pinned = health::Report::new(Vec::new(), &[], 0);
+        pinned.since_unix_ns = i.now_unix_ns - 5_000_000_000;
+        i.report = Ok(Some(pinned));
+        let mut out = Vec::new();
+        render(&report(i), Output::Text, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("Ready:               yes (as of 1970-01-01T00:16:35.000Z, 5s ago)"),
+            "{text}"
+        );
+        assert!(text.contains("Problems:            none"), "{text}");
     }
 }

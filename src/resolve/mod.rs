@@ -72,7 +72,10 @@ pub fn retain_node_local(desired: &mut Desired, local_pods: &BTreeSet<Ipv4Addr>)
 pub fn resolve(objects: &Objects, local: &LocalNode) -> Desired {
     let mut problems = Vec::new();
     let cluster = Cluster::new(&objects.nodes);
-    let endpoints = endpoints(&objects.endpoints);
+    let (endpoints, without_identity) = endpoints(&objects.endpoints);
+    if let Some(problem) = without_identity.without_identity() {
+        problems.push(problem);
+    }
     let policies = parse_policies(objects, &mut problems);
     let policy_ids = assign_policy_ids(policies.iter().map(|p| p.name.as_str()), |name| {
         fnv32a(name.as_bytes())
@@ -85,12 +88,10 @@ pub fn resolve(objects: &Objects, local: &LocalNode) -> Desired {
             .flat_map(|n| n.ips.iter().copied())
             .collect(),
         config: Config {
-            node_ip: cluster
-                .node_named(&local.name)
-                .and_then(|n| n.ip)
-                .unwrap_or(Ipv4Addr::UNSPECIFIED),
+            node_ip: this_node_ip(&cluster, local, &mut problems),
             tunnel_ifindex: local.tunnel_ifindex,
         },
+        endpoints_without_identity: without_identity.count,
         ..Desired::default()
     };
 
@@ -143,10 +144,10 @@ pub fn resolve(objects: &Objects, local: &LocalNode) -> Desired {
     }
 
     for ((loser, winner), (count, example)) in overlaps {
-        problems.push(Problem {
-            policy: policies[loser].name.clone(),
-            severity: Severity::Warning,
-            message: format!(
+        problems.push(Problem::for_policy(
+            &policies[loser].name,
+            Severity::Warning,
+            format!(
                 "{count} {} the same pod and group prefix as policy {} (e.g. {} -> {}); \
                  the lexically first policy name wins, this policy's are ignored",
                 if count == 1 {
@@ -158,7 +159,7 @@ pub fn resolve(objects: &Objects, local: &LocalNode) -> Desired {
                 example.source,
                 example.destination,
             ),
-        });
+        ));
     }
 
     problems.sort();
@@ -166,6 +167,49 @@ pub fn resolve(objects: &Objects, local: &LocalNode) -> Desired {
     desired.policy_ids = policy_ids;
     desired.problems = problems;
     desired
+}
+
+/// This node's IP: the first IPv4 InternalIP of the `CiliumNode` named
+/// like it. Without one, the IP known from before, or 0.0.0.0 (no gateway
+/// role, no tunnel source), with a finding either way: a wrong
+/// `--node-name` silently withdrawing every gateway entry of this node is
+/// the failure this guards against.
+fn this_node_ip(cluster: &Cluster, local: &LocalNode, problems: &mut Vec<Problem>) -> Ipv4Addr {
+    let missing = match cluster.node_named(&local.name) {
+        Some(Node { ip: Some(ip), .. }) => return *ip,
+        Some(_) => format!(
+            "CiliumNode {:?} (--node-name) has no IPv4 InternalIP",
+            local.name
+        ),
+        None => format!(
+            "no CiliumNode is named {:?} (--node-name); check the name against \
+             `kubectl get ciliumnodes`",
+            local.name
+        ),
+    };
+    let (severity, ip, consequence) = match local.known_ip {
+        Some(ip) => (
+            Severity::Warning,
+            ip,
+            format!(
+                "keeping this node's last known IP {ip} (its tunnel source and gateway \
+                 address) until it is back; a policy whose gateway it was has none meanwhile"
+            ),
+        ),
+        None => (
+            Severity::Invalid,
+            Ipv4Addr::UNSPECIFIED,
+            "this node's IP is unknown: it serves as no policy's gateway and its pods' \
+             copies have no tunnel source; not ready until the node appears"
+                .to_string(),
+        ),
+    };
+    problems.push(Problem {
+        subject: Subject::Node(local.name.clone()),
+        severity,
+        message: format!("{missing}: {consequence}"),
+    });
+    ip
 }
 
 /// Parse every policy, in name order so that every later choice is
@@ -180,13 +224,13 @@ fn parse_policies(objects: &Objects, problems: &mut Vec<Problem>) -> Vec<Policy>
         if !name.is_empty() && !seen.insert(name.clone()) {
             // Cluster-scoped names are unique in a cluster; two manifest
             // files can still both hold one.
-            problems.push(Problem {
-                policy: name,
-                severity: Severity::Invalid,
-                message: "another CiliumEgressGatewayPolicy of the same name came first: \
-                          this copy is ignored"
+            problems.push(Problem::for_policy(
+                &name,
+                Severity::Invalid,
+                "another CiliumEgressGatewayPolicy of the same name came first: \
+                 this copy is ignored"
                     .to_string(),
-            });
+            ));
             continue;
         }
         parsed.extend(policy::parse(cegp, problems));
@@ -291,18 +335,95 @@ struct Endpoint<'a> {
     identity: u32,
 }
 
+/// How many endpoints in a finding are named; the rest are counted.
+const ENDPOINTS_NAMED: usize = 5;
+
+/// Endpoints one finding is about: how many, and the first few names (by
+/// namespace and name) for the operator to look at. One finding, however
+/// many endpoints: a cluster of 10,000 must not make 10,000 log lines.
+#[derive(Debug, Default)]
+struct Endpoints {
+    count: usize,
+    /// At most [`ENDPOINTS_NAMED`], sorted.
+    named: Vec<String>,
+}
+
+impl Endpoints {
+    fn add(&mut self, id: String) {
+        self.count += 1;
+        // Keep the smallest names in a short sorted list: no list of every
+        // endpoint is ever built.
+        let at = self.named.partition_point(|n| *n < id);
+        if at < ENDPOINTS_NAMED {
+            self.named.insert(at, id);
+            self.named.truncate(ENDPOINTS_NAMED);
+        }
+    }
+
+    /// `a, b, c`, or `a, b, c, d, e and 7 more`.
+    fn names(&self) -> String {
+        match self.count - self.named.len() {
+            0 => self.named.join(", "),
+            more => format!("{} and {more} more", self.named.join(", ")),
+        }
+    }
+
+    /// `1 <one>` or `N <many>`.
+    fn counted(&self, one: &str, many: &str) -> String {
+        format!(
+            "{} {}",
+            self.count,
+            if self.count == 1 { one } else { many }
+        )
+    }
+
+    /// The finding about endpoints without an identity. A warning: Cilium
+    /// creates a pod's endpoint before its identity is allocated
+    /// (`waiting-for-identity`), so a short while without one is normal;
+    /// the count says how many, the names say where to look when it lasts.
+    fn without_identity(&self) -> Option<Problem> {
+        (self.count > 0).then(|| Problem {
+            subject: Subject::Endpoints,
+            severity: Severity::Warning,
+            message: format!(
+                "{} without a security identity (status.identity with labels), \
+                 skipped until they have one: no policy can select them: {}",
+                self.counted("CiliumEndpoint", "CiliumEndpoints"),
+                self.names()
+            ),
+        })
+    }
+}
+
+/// `namespace/name`, for messages.
+fn endpoint_id(cep: &CiliumEndpoint) -> String {
+    format!(
+        "{}/{}",
+        cep.metadata.namespace.as_deref().unwrap_or_default(),
+        cep.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
 /// The endpoints that can be selected at all: with an IPv4 address and
-/// identity labels. Sorted by namespace and name, so that when two
-/// endpoints claim one address the same one wins every time.
-fn endpoints(ceps: &[CiliumEndpoint]) -> Vec<Endpoint<'_>> {
+/// identity labels, sorted by namespace and name, so that when two
+/// endpoints claim one address the same one wins every time; and those
+/// skipped for want of an identity. One without an IPv4 address is not
+/// ours (IPv6 multicast is not supported yet) and is left out silently.
+fn endpoints(ceps: &[CiliumEndpoint]) -> (Vec<Endpoint<'_>>, Endpoints) {
+    let mut without_identity = Endpoints::default();
     let mut endpoints: Vec<Endpoint> = ceps
         .iter()
         .filter_map(|cep| {
-            let identity = cep.status.identity.as_ref()?;
-            let labels = &identity.labels;
-            if labels.is_empty() {
+            let Some(identity) = cep
+                .status
+                .identity
+                .as_ref()
+                .filter(|i| !i.labels.is_empty())
+            else {
+                without_identity.add(endpoint_id(cep));
                 return None;
-            }
+            };
+            let labels = &identity.labels;
             let networking = cep.status.networking.as_ref()?;
             let mut ips = Vec::new();
             for ip in networking
@@ -319,11 +440,7 @@ fn endpoints(ceps: &[CiliumEndpoint]) -> Vec<Endpoint<'_>> {
                 return None;
             }
             Some(Endpoint {
-                id: format!(
-                    "{}/{}",
-                    cep.metadata.namespace.as_deref().unwrap_or_default(),
-                    cep.metadata.name.as_deref().unwrap_or_default()
-                ),
+                id: endpoint_id(cep),
                 uid: cep.metadata.uid.as_deref().filter(|u| !u.is_empty()),
                 ips,
                 labels: selector::endpoint_labels(labels),
@@ -336,7 +453,7 @@ fn endpoints(ceps: &[CiliumEndpoint]) -> Vec<Endpoint<'_>> {
         })
         .collect();
     endpoints.sort_by(|a, b| a.id.cmp(&b.id).then(a.uid.cmp(&b.uid)));
-    endpoints
+    (endpoints, without_identity)
 }
 
 /// What this node egresses through as a gateway of one `egressGateways`
@@ -386,14 +503,14 @@ fn resolve_gateways(
                 .iter()
                 .find(|n| n.ip.is_some() && spec.node_selector.matches(&n.labels));
             let Some(node) = node else {
-                problems.push(Problem {
-                    policy: policy.name.clone(),
-                    severity: Severity::Warning,
-                    message: format!(
+                problems.push(Problem::for_policy(
+                    &policy.name,
+                    Severity::Warning,
+                    format!(
                         "no CiliumNode with an InternalIP matches {which}.nodeSelector: \
                          the multicast of the endpoints it serves is dropped (no_gateway)"
                     ),
-                });
+                ));
                 return ResolvedGateway {
                     ip: None,
                     egress: None,
@@ -401,14 +518,14 @@ fn resolve_gateways(
             };
             let egress = (!local.name.is_empty() && node.name == local.name).then(|| {
                 derive_egress(spec, local).unwrap_or_else(|why| {
-                    problems.push(Problem {
-                        policy: policy.name.clone(),
-                        severity: Severity::Warning,
-                        message: format!(
+                    problems.push(Problem::for_policy(
+                        &policy.name,
+                        Severity::Warning,
+                        format!(
                             "this node is the gateway of {which} but its egress IP cannot be \
                              derived: {why}; multicast through it is dropped (no_egress_ip)"
                         ),
-                    });
+                    ));
                     Egress {
                         ip: Ipv4Addr::UNSPECIFIED,
                         ifindex: 0,
@@ -496,6 +613,7 @@ fn policy_entries(
         origin: Origin::default(),
     };
     let mut entries = BTreeMap::new();
+    let mut without_uid = Endpoints::default();
     for endpoint in endpoints {
         if !policy
             .endpoint_selectors
@@ -519,17 +637,8 @@ fn policy_entries(
                 let hash = fnv32a(uid.as_bytes()) as usize;
                 &several[hash % several.len()]
             }
-            (several, None) => {
-                problems.push(Problem {
-                    policy: policy.name.clone(),
-                    severity: Severity::Warning,
-                    message: format!(
-                        "endpoint {} has no metadata.uid, so it cannot be pinned to one of \
-                         the {} gateways: skipped",
-                        endpoint.id,
-                        several.len()
-                    ),
-                });
+            (_, None) => {
+                without_uid.add(endpoint.id.clone());
                 continue;
             }
         };
@@ -576,6 +685,20 @@ fn policy_entries(
                 );
             }
         }
+    }
+    if without_uid.count > 0 {
+        problems.push(Problem::for_policy(
+            &policy.name,
+            Severity::Warning,
+            format!(
+                "{} no metadata.uid, so {} cannot be pinned to one of the {} gateways: \
+                 skipped: {}",
+                without_uid.counted("endpoint has", "endpoints have"),
+                if without_uid.count == 1 { "it" } else { "they" },
+                gateways.len(),
+                without_uid.names()
+            ),
+        ));
     }
     entries
 }

@@ -25,23 +25,73 @@ pub struct LocalNode {
     pub default_route_ifindex: Option<u32>,
     /// ifindex of the tunnel device (`cilium_vxlan`), 0 while absent.
     pub tunnel_ifindex: u32,
+    /// This node's IP as an earlier resolution found it, if one did. Kept
+    /// while its `CiliumNode` is missing from the objects (a source that
+    /// lost it for a moment, a node object being recreated), so that the
+    /// datapath keeps its tunnel source and gateway address, with a
+    /// warning. A name never seen has none: nothing to keep, and that is
+    /// an error.
+    pub known_ip: Option<Ipv4Addr>,
 }
 
-/// How bad a finding about a policy is.
+/// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Severity {
-    /// The policy (or a part of it) was skipped.
+    /// The input (a policy or a part of it, this node's `CiliumNode`) is
+    /// wrong or missing and was skipped: what it should do is not done.
     Invalid,
-    /// The policy applies, but something about it needs an operator's eye.
+    /// It applies, but something about it needs an operator's eye.
     Warning,
 }
 
-/// A finding about one policy, for logs and metrics.
+/// What a finding is about.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Subject {
+    /// This node, by its `--node-name`. First in the sorted list: without
+    /// it nothing of this node's gateway role works.
+    Node(String),
+    /// One `CiliumEgressGatewayPolicy`, by name.
+    Policy(String),
+    /// `CiliumEndpoint`s, as one finding with a count: a cluster of
+    /// 10,000 endpoints must not make 10,000 findings, log lines or
+    /// metric series.
+    Endpoints,
+}
+
+impl std::fmt::Display for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Subject::Node(name) => write!(f, "node {name}"),
+            Subject::Policy(name) => write!(f, "policy {name}"),
+            Subject::Endpoints => f.write_str("endpoints"),
+        }
+    }
+}
+
+/// A finding about the input, for logs, metrics, `/readyz` and `status`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Problem {
-    pub policy: String,
+    pub subject: Subject,
     pub severity: Severity,
     pub message: String,
+}
+
+impl Problem {
+    pub fn for_policy(name: &str, severity: Severity, message: String) -> Problem {
+        Problem {
+            subject: Subject::Policy(name.to_string()),
+            severity,
+            message,
+        }
+    }
+
+    /// The policy it is about, if it is about one.
+    pub fn policy_name(&self) -> Option<&str> {
+        match &self.subject {
+            Subject::Policy(name) => Some(name),
+            _ => None,
+        }
+    }
 }
 
 /// The map contents this node should have: the result of resolution.
@@ -61,6 +111,19 @@ pub struct Desired {
     /// Policies for which this node is a gateway, with the egress IP used
     /// (0.0.0.0 when it could not be derived).
     pub local_gateway_for: BTreeMap<String, Ipv4Addr>,
-    /// Invalid policies and warnings, sorted.
+    /// Invalid input and warnings, sorted.
     pub problems: Vec<Problem>,
+    /// `CiliumEndpoint`s skipped because they have no security identity
+    /// (none, or one without labels): no policy can select them.
+    pub endpoints_without_identity: usize,
+}
+
+impl Desired {
+    /// The finding about this node's `CiliumNode`, if there is one: it is
+    /// missing or has no IPv4 InternalIP.
+    pub fn node_problem(&self) -> Option<&Problem> {
+        self.problems
+            .iter()
+            .find(|p| matches!(p.subject, Subject::Node(_)))
+    }
 }

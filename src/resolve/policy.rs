@@ -51,11 +51,8 @@ struct Findings<'a> {
 
 impl Findings<'_> {
     fn push(&mut self, severity: Severity, message: String) {
-        self.problems.push(Problem {
-            policy: self.policy.to_string(),
-            severity,
-            message,
-        });
+        self.problems
+            .push(Problem::for_policy(self.policy, severity, message));
     }
 
     /// Cilium refuses the whole policy for this: so do we.
@@ -245,6 +242,14 @@ fn rules(
     cegp: &CiliumEgressGatewayPolicy,
     findings: &mut Findings,
 ) -> (Vec<Selector>, Vec<Selector>) {
+    if cegp.spec.selectors.is_empty() {
+        // Cilium's CRD requires the field, but an empty list passes the
+        // API server, and a manifest file is checked by nobody: either way
+        // the policy would select no endpoint, which is a mistake to say
+        // out loud rather than a policy to apply to nothing.
+        findings.fatal("selectors is missing or empty: the policy selects no endpoint".to_string());
+        return (Vec::new(), Vec::new());
+    }
     let mut endpoint_selectors = Vec::new();
     let mut node_selectors = Vec::new();
     for (i, rule) in cegp.spec.selectors.iter().enumerate() {

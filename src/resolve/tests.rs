@@ -245,6 +245,7 @@ fn local(name: &str) -> LocalNode {
         ],
         default_route_ifindex: Some(ETH1),
         tunnel_ifindex: TUNNEL,
+        known_ip: None,
     }
 }
 
@@ -281,7 +282,7 @@ fn problems_of<'a>(desired: &'a Desired, policy: &str) -> Vec<&'a Problem> {
     desired
         .problems
         .iter()
-        .filter(|p| p.policy == policy)
+        .filter(|p| p.policy_name() == Some(policy))
         .collect()
 }
 
@@ -716,6 +717,31 @@ fn rules_are_ored() {
 }
 
 #[test]
+fn policy_without_selectors_is_invalid_not_silently_empty() {
+    // (how the policy's selectors are written, why)
+    let cases = [
+        ("", "selectors missing"),
+        ("  selectors: []\n", "selectors empty"),
+    ];
+    let without = CAMERAS.replace(
+        "  selectors:\n  - podSelector:\n      matchLabels:\n        app: camera\n        io.kubernetes.pod.namespace: media\n",
+        "SELECTORS",
+    );
+    assert!(without.contains("SELECTORS"), "fixture changed: {without}");
+    for (selectors, why) in cases {
+        let policy = without.replace("SELECTORS", selectors);
+        let desired = resolve(&cluster(&[&policy]), &local("node-c"));
+        assert!(desired.policies.is_empty(), "{why}");
+        assert!(desired.policy_ids.is_empty(), "{why}");
+        assert_eq!(
+            messages(&desired, "cameras"),
+            "Invalid: policy skipped: selectors is missing or empty: the policy selects no endpoint",
+            "{why}"
+        );
+    }
+}
+
+#[test]
 fn rule_without_pod_or_namespace_selector_invalidates_the_policy() {
     // Cilium refuses the whole policy, not just the rule.
     let policy = CAMERAS.replace(
@@ -948,7 +974,29 @@ fn endpoint_without_uid_cannot_be_pinned_among_several_gateways() {
         &local("node-c"),
     );
     assert!(!sources(&desired, "232.1.0.0/16").contains(&ip("198.51.100.10")));
-    assert!(messages(&desired, "cameras").contains("endpoint media/camera-1 has no metadata.uid"));
+    assert_eq!(
+        messages(&desired, "cameras"),
+        "Warning: 1 endpoint has no metadata.uid, so it cannot be pinned to one of the 2 \
+         gateways: skipped: media/camera-1"
+    );
+    // Many of them: one finding per policy, with a count and a few names.
+    let mut many = endpoints.clone();
+    for i in 0..40 {
+        many.push_str(&format!(
+            "---\napiVersion: cilium.io/v2\nkind: CiliumEndpoint\n\
+             metadata: {{name: cam-{i:02}, namespace: media}}\n\
+             status: {{identity: {{id: 51234, labels: [k8s:app=camera, \
+             k8s:io.kubernetes.pod.namespace=media]}}, \
+             networking: {{addressing: [{{ipv4: 198.51.100.1{i:02}}}]}}}}\n"
+        ));
+    }
+    let desired = resolve(&objects(&[NODES, &many, TWO_GATEWAYS]), &local("node-c"));
+    assert_eq!(
+        messages(&desired, "cameras"),
+        "Warning: 41 endpoints have no metadata.uid, so they cannot be pinned to one of the 2 \
+         gateways: skipped: media/cam-00, media/cam-01, media/cam-02, media/cam-03, \
+         media/cam-04 and 36 more"
+    );
     // With one gateway no hash is needed, so the UID is not either.
     let desired = resolve(&objects(&[NODES, &endpoints, CAMERAS]), &local("node-c"));
     assert!(sources(&desired, "232.1.0.0/16").contains(&ip("198.51.100.10")));
@@ -1316,6 +1364,73 @@ status:
     let selected = sources(&desired, "232.1.0.0/16");
     assert_eq!(selected.len(), 4, "{selected:?}");
     assert!(!selected.contains(&ip("198.51.100.50")) && !selected.contains(&ip("198.51.100.51")));
+    // Skipped, but not in silence: one finding for both, with their names.
+    assert_eq!(desired.endpoints_without_identity, 2);
+    let found: Vec<&Problem> = desired
+        .problems
+        .iter()
+        .filter(|p| p.subject == Subject::Endpoints)
+        .collect();
+    assert_eq!(found.len(), 1, "{:#?}", desired.problems);
+    assert_eq!(found[0].severity, Severity::Warning);
+    assert_eq!(
+        found[0].message,
+        "2 CiliumEndpoints without a security identity (status.identity with labels), \
+         skipped until they have one: no policy can select them: media/no-identity, \
+         media/no-labels"
+    );
+}
+
+#[test]
+fn endpoints_without_identity_are_counted_with_a_bounded_sample() {
+    // (endpoints without an identity, the names the finding lists)
+    let cases: [(usize, &str); 4] = [
+        (0, ""),
+        (1, "1 CiliumEndpoint without"),
+        (5, "media/x00, media/x01, media/x02, media/x03, media/x04"),
+        (
+            5000,
+            "media/x00, media/x01, media/x02, media/x03, media/x04 and 4995 more",
+        ),
+    ];
+    for (n, names) in cases {
+        // In reverse order, so that the sample must be sorted, not first seen.
+        let mut extra = String::new();
+        for i in (0..n).rev() {
+            extra.push_str(&format!(
+                "---\napiVersion: cilium.io/v2\nkind: CiliumEndpoint\n\
+                 metadata: {{name: x{i:02}, namespace: media}}\n\
+                 status: {{networking: {{addressing: [{{ipv4: 198.51.100.99}}]}}}}\n"
+            ));
+        }
+        let mut manifests = vec![NODES, ENDPOINTS, CAMERAS];
+        if n > 0 {
+            manifests.push(&extra);
+        }
+        let desired = resolve(&objects(&manifests), &local("node-c"));
+        assert_eq!(desired.endpoints_without_identity, n);
+        let found: Vec<&Problem> = desired
+            .problems
+            .iter()
+            .filter(|p| p.subject == Subject::Endpoints)
+            .collect();
+        if n == 0 {
+            assert!(found.is_empty(), "{found:?}");
+            continue;
+        }
+        assert_eq!(found.len(), 1, "{n}: one finding, not one per endpoint");
+        assert!(
+            found[0].message.contains(names),
+            "{n}: {}",
+            found[0].message
+        );
+        assert!(found[0].message.len() < 300, "{n}: bounded");
+        // The others still resolve.
+        assert_eq!(
+            sources(&desired, "232.1.0.0/16"),
+            [ip("198.51.100.10"), ip("198.51.100.11")]
+        );
+    }
 }
 
 #[test]
@@ -1354,6 +1469,129 @@ fn nodes_and_config_cover_every_node() {
     assert_eq!(desired.config.tunnel_ifindex, TUNNEL);
     let unknown = resolve(&cluster(&[]), &local("node-x"));
     assert_eq!(unknown.config.node_ip, Ipv4Addr::UNSPECIFIED);
+}
+
+#[test]
+fn this_nodes_ciliumnode_missing_is_a_finding() {
+    // node-d has only a CiliumInternalIP.
+    let node_d = r#"
+apiVersion: cilium.io/v2
+kind: CiliumNode
+metadata: {name: node-d}
+spec:
+  addresses: [{type: CiliumInternalIP, ip: 198.51.100.204}]
+"#;
+    let objects = objects(&[NODES, node_d, ENDPOINTS, CAMERAS]);
+    let kept = ip("192.0.2.9");
+    // (--node-name, IP known from before, node IP, finding: severity and
+    // words of its message)
+    type Case<'a> = (
+        &'a str,
+        Option<Ipv4Addr>,
+        Ipv4Addr,
+        Option<(Severity, &'a str)>,
+    );
+    let cases: [Case; 7] = [
+        ("node-b", None, ip("192.0.2.2"), None),
+        // The objects win over what was known.
+        ("node-b", Some(kept), ip("192.0.2.2"), None),
+        (
+            "node-x",
+            None,
+            Ipv4Addr::UNSPECIFIED,
+            Some((
+                Severity::Invalid,
+                "no CiliumNode is named \"node-x\" (--node-name)",
+            )),
+        ),
+        (
+            "",
+            None,
+            Ipv4Addr::UNSPECIFIED,
+            Some((Severity::Invalid, "no CiliumNode is named \"\"")),
+        ),
+        (
+            "node-d",
+            None,
+            Ipv4Addr::UNSPECIFIED,
+            Some((
+                Severity::Invalid,
+                "CiliumNode \"node-d\" (--node-name) has no IPv4 InternalIP",
+            )),
+        ),
+        // Known, then gone from the objects: its IP stays, so that a
+        // stale or partial view does not withdraw its gateway entries.
+        (
+            "node-x",
+            Some(kept),
+            kept,
+            Some((
+                Severity::Warning,
+                "keeping this node's last known IP 192.0.2.9",
+            )),
+        ),
+        (
+            "node-d",
+            Some(kept),
+            kept,
+            Some((
+                Severity::Warning,
+                "keeping this node's last known IP 192.0.2.9",
+            )),
+        ),
+    ];
+    for (name, known_ip, node_ip, finding) in cases {
+        let mut here = local(name);
+        here.known_ip = known_ip;
+        let desired = resolve(&objects, &here);
+        let why = format!("{name:?} known {known_ip:?}");
+        assert_eq!(desired.config.node_ip, node_ip, "{why}");
+        let found: Vec<&Problem> = desired
+            .problems
+            .iter()
+            .filter(|p| matches!(p.subject, Subject::Node(_)))
+            .collect();
+        match finding {
+            None => {
+                assert!(found.is_empty(), "{why}: {found:?}");
+                assert!(desired.node_problem().is_none(), "{why}");
+            }
+            Some((severity, words)) => {
+                assert_eq!(found.len(), 1, "{why}: {:#?}", desired.problems);
+                assert_eq!(found[0].subject, Subject::Node(name.to_string()), "{why}");
+                assert_eq!(found[0].severity, severity, "{why}");
+                assert!(
+                    found[0].message.contains(words),
+                    "{why}: {}",
+                    found[0].message
+                );
+                assert_eq!(desired.node_problem(), Some(found[0]), "{why}");
+                // This node first: it outweighs any policy's finding.
+                assert_eq!(desired.problems.first(), Some(found[0]), "{why}");
+            }
+        }
+        // The policies resolve all the same.
+        assert_eq!(desired.policy_ids.keys().collect::<Vec<_>>(), ["cameras"]);
+    }
+}
+
+#[test]
+fn an_unknown_node_name_loses_the_gateway_entries_loudly() {
+    // node-a is the gateway of `cameras`; run as node-a with a typo, it
+    // keeps only its own pods' entries, as the datapath needs no more, and
+    // says why.
+    let objects = cluster(&[CAMERAS]);
+    let local_pods = BTreeSet::from([ip("198.51.100.20")]);
+    let mut right = resolve(&objects, &local("node-a"));
+    retain_node_local(&mut right, &local_pods);
+    let mut typo = resolve(&objects, &local("nodea"));
+    retain_node_local(&mut typo, &local_pods);
+    assert_eq!(right.policies.len(), 2, "{:?}", right.policies);
+    assert!(typo.policies.is_empty(), "{:?}", typo.policies);
+    assert!(right.node_problem().is_none());
+    let problem = typo.node_problem().expect("a finding about this node");
+    assert_eq!(problem.severity, Severity::Invalid);
+    assert!(problem.message.contains("not ready"), "{}", problem.message);
 }
 
 // ------------------------------------------------------------- robustness
