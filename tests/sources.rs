@@ -34,6 +34,25 @@ async fn bounded<T>(what: &str, fut: impl Future<Output = T>) -> T {
     }
 }
 
+/// How soon a change must show: a few debounce periods, far below the
+/// 30 s full read that would otherwise hide a missed event.
+const PROMPT: Duration = Duration::from_secs(1);
+
+/// Like [`snapshot_where`], within `limit`.
+async fn snapshot_within(
+    rx: &mut Snapshots,
+    limit: Duration,
+    what: &str,
+    pred: impl Fn(&Objects) -> bool,
+) -> Arc<Objects> {
+    let found =
+        match tokio::time::timeout(limit, rx.wait_for(|s| s.as_deref().is_some_and(&pred))).await {
+            Ok(found) => found.expect("source dropped its sender"),
+            Err(_) => panic!("{what} not seen within {limit:?}"),
+        };
+    found.clone().expect("checked above")
+}
+
 /// Waits until the published snapshot satisfies `pred`, and returns it.
 async fn snapshot_where(
     rx: &mut Snapshots,
@@ -263,11 +282,18 @@ impl MockApi {
     }
 
     fn saw(&self, plural: &str, watch: bool) -> bool {
+        self.requests(plural, watch) > 0
+    }
+
+    /// List (or watch) requests seen for `plural`. A watcher asks again
+    /// only once it has passed every event of the previous answer on.
+    fn requests(&self, plural: &str, watch: bool) -> usize {
         self.seen
             .lock()
             .unwrap()
             .iter()
-            .any(|(p, w)| p == plural && *w == watch)
+            .filter(|(p, w)| p == plural && *w == watch)
+            .count()
     }
 }
 
@@ -447,6 +473,103 @@ async fn kubernetes_add_modify_delete_reach_the_snapshot() {
         assert_eq!(src.stats.events(SourceKind::Kubernetes, kind), 4, "{kind}");
     }
     assert_eq!(src.stats.errors(), 0);
+    src.stop().await;
+}
+
+#[tokio::test]
+async fn kubernetes_updates_of_nothing_read_do_not_wake_resolution() {
+    let (api, client) = MockApi::start();
+    let mut src = start_kubernetes(client);
+    let policy = policy_json("camera", "5", "232.1.1.0/24");
+    let node = node_json("node-a", "6", "192.0.2.11");
+    let endpoint = endpoint_json("camera-0", "7", "198.51.100.10");
+    api.list(PLURALS[0], "10", vec![policy.clone()]);
+    api.list(PLURALS[1], "10", vec![node.clone()]);
+    api.list(PLURALS[2], "10", vec![endpoint.clone()]);
+    snapshot_where(&mut src.rx, "the initial snapshot", |o| {
+        o.policies.len() == 1 && o.nodes.len() == 1 && o.endpoints.len() == 1
+    })
+    .await;
+    let (scans, publishes) = (src.stats.scans(), src.stats.publishes());
+    assert_eq!((scans, publishes), (1, 1));
+
+    // What cilium-agent and the API server change all the time: a new
+    // resourceVersion, status fields and annotations resolution does not
+    // read, managed fields; and bookmarks.
+    let touched = |mut obj: Value, rv: &str| {
+        obj["metadata"]["resourceVersion"] = json!(rv);
+        obj["metadata"]["generation"] = json!(3);
+        obj["metadata"]["annotations"] = json!({ "touched": rv });
+        obj["metadata"]["managedFields"] =
+            json!([{ "manager": "cilium-agent", "operation": "Update" }]);
+        obj
+    };
+    let mut endpoint_touched = touched(endpoint.clone(), "20");
+    endpoint_touched["status"]["state"] = json!("ready");
+    endpoint_touched["status"]["policy"] = json!({ "realized": { "revision": 12 } });
+    let mut node_touched = touched(node.clone(), "21");
+    node_touched["status"] = json!({ "ipam": { "used": { "198.51.100.10": {} } } });
+    let bookmark = |kind: &str, rv: &str| json!({ "apiVersion": "cilium.io/v2", "kind": kind, "metadata": { "resourceVersion": rv } });
+    api.watch(
+        PLURALS[0],
+        vec![
+            ("MODIFIED", touched(policy.clone(), "22")),
+            ("BOOKMARK", bookmark("CiliumEgressGatewayPolicy", "23")),
+        ],
+    );
+    api.watch(PLURALS[1], vec![("MODIFIED", node_touched)]);
+    api.watch(
+        PLURALS[2],
+        vec![
+            ("MODIFIED", endpoint_touched),
+            ("BOOKMARK", bookmark("CiliumEndpoint", "24")),
+        ],
+    );
+    // Each watcher asking again means it has passed all of those on.
+    until("the watchers to take the updates", || {
+        PLURALS.iter().all(|p| api.requests(p, true) >= 2)
+    })
+    .await;
+
+    // A relist (the watch expired: 410 Gone) that finds the same objects,
+    // at new resource versions.
+    api.watch(
+        PLURALS[2],
+        vec![(
+            "ERROR",
+            json!({ "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "reason": "Expired", "message": "too old resource version", "code": 410 }),
+        )],
+    );
+    until("the relist request", || {
+        api.requests(PLURALS[2], false) >= 2
+    })
+    .await;
+    api.list(PLURALS[2], "30", vec![touched(endpoint.clone(), "25")]);
+    until("the watch after the relist", || {
+        api.requests(PLURALS[2], true) >= 3
+    })
+    .await;
+    // A wake would take a snapshot one debounce period after the event.
+    tokio::time::sleep(DEBOUNCE * 3).await;
+    assert_eq!(src.stats.scans(), scans, "a snapshot taken of nothing new");
+    assert_eq!(
+        src.stats.publishes(),
+        publishes,
+        "resolution woken for nothing"
+    );
+
+    // The control: a change to what resolution reads is published.
+    api.watch(
+        PLURALS[2],
+        vec![("MODIFIED", endpoint_json("camera-0", "26", "198.51.100.30"))],
+    );
+    snapshot_within(&mut src.rx, PROMPT, "the endpoint's new address", |o| {
+        endpoint_ip(o, "camera-0").as_deref() == Some("198.51.100.30")
+    })
+    .await;
+    assert_eq!(src.stats.scans(), scans + 1);
+    assert_eq!(src.stats.publishes(), publishes + 1);
     src.stop().await;
 }
 
@@ -843,4 +966,231 @@ fn manifests_endpoint_without_namespace_gets_default() {
         objects.endpoints[0].metadata.namespace.as_deref(),
         Some("default")
     );
+}
+
+/// A directory of a few hundred objects, as files of several sizes:
+/// nodes.yaml, policies.yaml and one file of endpoints per namespace.
+fn write_cluster(dir: &Path, endpoint_files: usize, per_file: usize) -> usize {
+    std::fs::create_dir_all(dir).unwrap();
+    let nodes: Vec<String> = (0..20)
+        .map(|n| node_yaml(&format!("node-{n:02}"), &format!("192.0.2.{}", n + 1)))
+        .collect();
+    std::fs::write(dir.join("nodes.yaml"), nodes.join("---\n")).unwrap();
+    let policies: Vec<String> = (0..10)
+        .map(|k| policy_yaml(&format!("policy-{k}"), &[&format!("232.1.{k}.0/24")]))
+        .collect();
+    std::fs::write(dir.join("policies.yaml"), policies.join("---\n")).unwrap();
+    for f in 0..endpoint_files {
+        let endpoints: Vec<String> = (0..per_file)
+            .map(|i| {
+                let n = f * per_file + i;
+                let ip = format!("198.51.100.{}", n % 254 + 1);
+                endpoint_yaml(&format!("pod-{n:04}"), &ip).replace("media", &format!("ns-{f}"))
+            })
+            .collect();
+        std::fs::write(
+            dir.join(format!("endpoints-{f:02}.yaml")),
+            endpoints.join("---\n"),
+        )
+        .unwrap();
+    }
+    endpoint_files * per_file
+}
+
+/// The files of `dir`, for reading them.
+fn files_of(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+}
+
+#[tokio::test]
+async fn manifests_reads_and_attribute_changes_do_not_wake_the_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let endpoints = write_cluster(d, 12, 25);
+    let mut src = start_manifests(d);
+    snapshot_where(&mut src.rx, "the first read", |o| {
+        o.endpoints.len() == endpoints && o.nodes.len() == 20 && o.policies.len() == 10
+    })
+    .await;
+    let (scans, publishes) = (src.stats.scans(), src.stats.publishes());
+    assert_eq!((scans, publishes), (1, 1));
+
+    // Two seconds of others reading the files: this test, `cat`, and a
+    // chmod to the same mode (an attribute change). None of it changes
+    // what the directory holds, so none of it may cost a read of the
+    // directory (the source's own reads would then feed the next one).
+    let files = files_of(d);
+    let mode = std::fs::metadata(&files[0]).unwrap().permissions();
+    let idle = tokio::time::Instant::now();
+    let mut rounds = 0;
+    while idle.elapsed() < Duration::from_secs(2) {
+        for file in &files {
+            assert!(!std::fs::read(file).unwrap().is_empty());
+        }
+        if rounds % 10 == 0 {
+            let out = std::process::Command::new("cat")
+                .args(&files)
+                .output()
+                .expect("running cat");
+            assert!(out.status.success() && !out.stdout.is_empty());
+            std::fs::set_permissions(&files[0], mode.clone()).unwrap();
+        }
+        rounds += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            src.stats.scans(),
+            scans,
+            "the directory read again after {:?} of reads alone",
+            idle.elapsed()
+        );
+    }
+    // A read the last reads would cause comes one debounce period later.
+    tokio::time::sleep(DEBOUNCE * 3).await;
+    assert_eq!(src.stats.scans(), scans, "the directory read again");
+    assert_eq!(src.stats.publishes(), publishes);
+
+    // The control: an edit in place (write, close) is read, at once.
+    let file = d.join("endpoints-03.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let edited = text.replacen("198.51.100.76", "203.0.113.76", 1);
+    assert_ne!(edited, text);
+    std::fs::write(&file, edited).unwrap();
+    let snap = snapshot_within(&mut src.rx, PROMPT, "the edited endpoint", |o| {
+        endpoint_ip(o, "pod-0075").as_deref() == Some("203.0.113.76")
+    })
+    .await;
+    assert_eq!(snap.endpoints.len(), endpoints);
+    assert!(src.stats.scans() > scans);
+    src.stop().await;
+}
+
+#[tokio::test]
+async fn manifests_directory_removed_and_recreated_is_watched_again() {
+    let parent = tempfile::tempdir().unwrap();
+    let d = parent.path().join("manifests");
+    std::fs::create_dir(&d).unwrap();
+    std::fs::write(d.join("nodes.yaml"), node_yaml("node-a", "192.0.2.11")).unwrap();
+    std::fs::write(
+        d.join("policies.yaml"),
+        policy_yaml("camera", &["232.1.1.0/24"]),
+    )
+    .unwrap();
+    let mut src = start_manifests(&d);
+    snapshot_where(&mut src.rx, "the first read", |o| {
+        cidrs_of(o, "camera") == ["232.1.1.0/24"]
+    })
+    .await;
+
+    // Removed: reported, and the objects stay in force meanwhile.
+    std::fs::remove_dir_all(&d).unwrap();
+    until("the missing directory to be reported", || {
+        src.stats.manifest_errors().iter().any(|e| e.file == d)
+    })
+    .await;
+    let snap = src.rx.borrow().clone().unwrap();
+    assert_eq!(cidrs_of(&snap, "camera"), ["232.1.1.0/24"]);
+    assert_eq!(node_names(&snap), ["node-a"]);
+
+    // Re-created with other content: read at once, not at the next full
+    // read 30 s on.
+    std::fs::create_dir(&d).unwrap();
+    std::fs::write(d.join("nodes.yaml"), node_yaml("node-a", "192.0.2.11")).unwrap();
+    std::fs::write(
+        d.join("policies.yaml"),
+        policy_yaml("camera", &["232.1.2.0/24"]),
+    )
+    .unwrap();
+    snapshot_within(
+        &mut src.rx,
+        PROMPT,
+        "the re-created directory's policy",
+        |o| cidrs_of(o, "camera") == ["232.1.2.0/24"],
+    )
+    .await;
+    until("the problem to clear", || {
+        src.stats.manifest_errors().is_empty()
+    })
+    .await;
+    // And watched: a later edit shows as promptly.
+    replace(
+        &d,
+        "policies.yaml",
+        &policy_yaml("camera", &["232.1.3.0/24"]),
+    );
+    snapshot_within(
+        &mut src.rx,
+        PROMPT,
+        "an edit in the re-created directory",
+        |o| cidrs_of(o, "camera") == ["232.1.3.0/24"],
+    )
+    .await;
+
+    // Swapped by renames, as deployment tools do: the old directory moved
+    // aside (its inode keeps the old watch), a new one moved in.
+    let new = parent.path().join("manifests.new");
+    std::fs::create_dir(&new).unwrap();
+    std::fs::write(new.join("nodes.yaml"), node_yaml("node-a", "192.0.2.11")).unwrap();
+    std::fs::write(
+        new.join("policies.yaml"),
+        policy_yaml("camera", &["232.1.4.0/24"]),
+    )
+    .unwrap();
+    std::fs::rename(&d, parent.path().join("manifests.old")).unwrap();
+    std::fs::rename(&new, &d).unwrap();
+    snapshot_within(
+        &mut src.rx,
+        PROMPT,
+        "the swapped-in directory's policy",
+        |o| cidrs_of(o, "camera") == ["232.1.4.0/24"],
+    )
+    .await;
+    replace(
+        &d,
+        "policies.yaml",
+        &policy_yaml("camera", &["232.1.5.0/24"]),
+    );
+    snapshot_within(
+        &mut src.rx,
+        PROMPT,
+        "an edit in the swapped-in directory",
+        |o| cidrs_of(o, "camera") == ["232.1.5.0/24"],
+    )
+    .await;
+    assert!(src.stats.manifest_errors().is_empty());
+
+    // The parent removed with it, so no watch is left to see them return.
+    std::fs::remove_dir_all(parent.path()).unwrap();
+    until("the missing directory to be reported again", || {
+        src.stats.manifest_errors().iter().any(|e| e.file == d)
+    })
+    .await;
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("nodes.yaml"), node_yaml("node-a", "192.0.2.11")).unwrap();
+    std::fs::write(
+        d.join("policies.yaml"),
+        policy_yaml("camera", &["232.1.6.0/24"]),
+    )
+    .unwrap();
+    snapshot_within(
+        &mut src.rx,
+        PROMPT,
+        "the directory back with its parent",
+        |o| cidrs_of(o, "camera") == ["232.1.6.0/24"],
+    )
+    .await;
+    replace(
+        &d,
+        "policies.yaml",
+        &policy_yaml("camera", &["232.1.7.0/24"]),
+    );
+    snapshot_within(&mut src.rx, PROMPT, "an edit after that", |o| {
+        cidrs_of(o, "camera") == ["232.1.7.0/24"]
+    })
+    .await;
+    src.stop().await;
 }

@@ -9,18 +9,26 @@
 //! only at its `InitDone`, so every snapshot is consistent. Failed requests
 //! are retried by the watcher with kube-rs's default backoff; the source
 //! itself never gives up on the API server.
+//!
+//! Only a change to what resolution reads wakes it: the stores keep just
+//! the metadata resolution uses (name, namespace, uid, labels), so a status
+//! write that moves `resourceVersion` and nothing else leaves the stored
+//! object equal, and such an event, like a relist that finds the objects
+//! held, takes no snapshot at all. Bookmarks and re-watches after a
+//! timeout never reach the source: the watcher keeps them to itself.
 
 use std::fmt::Debug;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::stream::{self, Stream, StreamExt};
-use kube::runtime::reflector::{self, Store};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, trace, warn};
 
 use super::{
     publish, sort_objects, stopped, ObjectKind, Shutdown, SnapshotSender, SourceError, SourceKind,
@@ -50,8 +58,14 @@ enum Change {
     Listed,
     /// An object was added, modified or deleted: the store changed.
     Applied,
-    /// A relist completed: the store now holds exactly the listed objects.
-    InitDone,
+    /// An added, modified or deleted object that leaves the store as it
+    /// was: an update of fields resolution does not read (a new
+    /// `resourceVersion`, status it ignores), or the deletion of an object
+    /// the store does not hold.
+    Unchanged,
+    /// A relist completed: the store now holds exactly the listed objects,
+    /// which may be the ones it held before.
+    InitDone { changed: bool },
 }
 
 type Tagged = (ObjectKind, Result<Change, watcher::Error>);
@@ -62,25 +76,99 @@ fn watch_kind<K>(
     kind: ObjectKind,
 ) -> (Store<K>, Pin<Box<dyn Stream<Item = Tagged> + Send>>)
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K: Resource<DynamicType = ()>
+        + Clone
+        + PartialEq
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
 {
-    let (store, writer) = reflector::store::<K>();
+    let (store, mut writer) = reflector::store::<K>();
+    let held = store.clone();
+    let mut relist = Relist::default();
     let events = watcher(Api::<K>::all(client.clone()), watcher::Config::default())
         .default_backoff()
-        // Managed fields are often half an object's size and nothing here
-        // reads them; CiliumEndpoints are many.
-        .modify(|obj: &mut K| obj.meta_mut().managed_fields = None)
-        .reflect(writer)
+        .modify(keep_what_resolution_reads)
+        // The store is written here rather than by `reflect`, so that each
+        // event can be compared with what the store held before it.
         .map(move |event| {
-            let change = event.map(|event| match event {
-                watcher::Event::Init => Change::Init,
-                watcher::Event::InitApply(_) => Change::Listed,
-                watcher::Event::Apply(_) | watcher::Event::Delete(_) => Change::Applied,
-                watcher::Event::InitDone => Change::InitDone,
+            let change = event.map(|event| {
+                let change = relist.classify(&held, &event);
+                writer.apply_watcher_event(&event);
+                change
             });
             (kind, change)
         });
     (store, events.boxed())
+}
+
+/// Drops the metadata resolution does not read. Besides the memory (managed
+/// fields are often half an object's size, and CiliumEndpoints are many),
+/// this makes an update that touches nothing resolution reads compare equal
+/// to the object held: `resourceVersion` changes with every status write.
+/// The watcher has taken the resource version it resumes from before this.
+fn keep_what_resolution_reads<K: Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    *meta = ObjectMeta {
+        name: meta.name.take(),
+        namespace: meta.namespace.take(),
+        uid: meta.uid.take(),
+        labels: meta.labels.take(),
+        ..ObjectMeta::default()
+    };
+}
+
+/// Tells the events that change a store from those that do not.
+#[derive(Debug, Default)]
+struct Relist {
+    /// Objects listed since the relist began.
+    listed: usize,
+    /// A listed object differs from the one held, or was not held.
+    differs: bool,
+}
+
+impl Relist {
+    /// Called before `event` is applied to `held`.
+    fn classify<K>(&mut self, held: &Store<K>, event: &watcher::Event<K>) -> Change
+    where
+        K: Resource<DynamicType = ()> + Clone + PartialEq + 'static,
+    {
+        let holds = |obj: &K| held.get(&ObjectRef::from_obj(obj));
+        match event {
+            watcher::Event::Init => {
+                *self = Relist::default();
+                Change::Init
+            }
+            watcher::Event::InitApply(obj) => {
+                self.listed += 1;
+                if holds(obj).as_deref() != Some(obj) {
+                    self.differs = true;
+                }
+                Change::Listed
+            }
+            watcher::Event::Apply(obj) => {
+                if holds(obj).as_deref() == Some(obj) {
+                    Change::Unchanged
+                } else {
+                    Change::Applied
+                }
+            }
+            watcher::Event::Delete(obj) => {
+                if holds(obj).is_some() {
+                    Change::Applied
+                } else {
+                    Change::Unchanged
+                }
+            }
+            // Every listed object is held as it is, and there are as many:
+            // the store ends as it was (keys are unique on both sides).
+            watcher::Event::InitDone => Change::InitDone {
+                changed: self.differs || self.listed != held.state().len(),
+            },
+        }
+    }
 }
 
 /// The three stores.
@@ -144,6 +232,7 @@ pub async fn run_with_client(
             }
             () = sleep_until(due), if due.is_some() => {
                 due = None;
+                stats.add_scan();
                 let objects = stores.snapshot();
                 let (p, n, e) = (objects.policies.len(), objects.nodes.len(), objects.endpoints.len());
                 if publish(&tx, &stats, objects) {
@@ -176,7 +265,7 @@ pub async fn run_with_client(
                     failing[i] = false;
                     info!(kind = kind.kind_name(), "watch recovered");
                 }
-                match change {
+                let changed = match change {
                     Change::Init => {
                         debug!(kind = kind.kind_name(), "listing");
                         continue;
@@ -185,16 +274,28 @@ pub async fn run_with_client(
                         stats.add_events(SourceKind::Kubernetes, kind, 1);
                         continue;
                     }
-                    Change::Applied => stats.add_events(SourceKind::Kubernetes, kind, 1),
-                    Change::InitDone => {
+                    Change::Unchanged => {
+                        trace!(kind = kind.kind_name(), "update of nothing resolution reads");
+                        continue;
+                    }
+                    Change::Applied => {
+                        stats.add_events(SourceKind::Kubernetes, kind, 1);
+                        true
+                    }
+                    Change::InitDone { changed } => {
                         if !synced[i] {
                             synced[i] = true;
                             info!(kind = kind.kind_name(), "initial list complete");
+                        } else if !changed {
+                            debug!(kind = kind.kind_name(), "relist found the objects held");
                         }
+                        changed
                     }
-                }
+                };
                 // Before every kind is listed, a snapshot would be partial.
-                if synced.iter().all(|s| *s) && due.is_none() {
+                // The first complete one is published even when empty.
+                let first = tx.borrow().is_none();
+                if synced.iter().all(|s| *s) && (changed || first) && due.is_none() {
                     due = Some(Instant::now() + DEBOUNCE);
                 }
             }

@@ -14,19 +14,30 @@
 //! file therefore never withdraws policies. A file that disappears takes its
 //! objects with it. When two files define the same object, the file whose
 //! name sorts last wins, with a warning.
+//!
+//! The directory is read when inotify reports a change to what it holds (an
+//! entry created, written, renamed or removed), [`DEBOUNCE`] after the first
+//! such event, and every 30 s in any case. Opens, reads and attribute
+//! changes are not changes: an idle directory is never read, however often
+//! it is read by others (or by the source itself). The parent directory is
+//! watched too, so a directory removed and re-created, or replaced by a
+//! rename, is watched again at once; while it is missing, the objects of
+//! its last read stay in force.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use kube::Resource;
-use notify_debouncer_mini::notify::RecursiveMode;
-use notify_debouncer_mini::{new_debouncer, DebounceEventResult};
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
+use notify::{Event, RecommendedWatcher, RecursiveMode, Watcher};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::{
@@ -39,6 +50,10 @@ use crate::crd::{CiliumEgressGatewayPolicy, CiliumEndpoint, CiliumNode, Objects,
 /// lose events (queue overflow, the directory itself replaced), and a read
 /// of unchanged files costs a few syscalls and no logs.
 const RESYNC: Duration = Duration::from_secs(30);
+
+/// How often a missing manifests directory is looked for, besides the
+/// events of its parent.
+const REWATCH: Duration = Duration::from_millis(500);
 
 /// Namespace given to a `CiliumEndpoint` written without one, as
 /// `kubectl apply` would.
@@ -129,60 +144,334 @@ pub(super) async fn run(
     if !meta.is_dir() {
         return Err(SourceError::NotADirectory { dir });
     }
+    // Event paths are the watched path joined with an entry's name; an
+    // absolute path (symlinks left as they are) makes them comparable with
+    // the directory's whatever the working directory.
+    let dir = std::path::absolute(&dir).map_err(|source| SourceError::ManifestDir {
+        dir: dir.clone(),
+        source,
+    })?;
 
-    // The debouncer calls back on its own thread; an unbounded channel is
-    // the one tokio channel with a synchronous send. Batches are small and
-    // the loop below drains them at once.
-    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel::<DebounceEventResult>();
-    let mut debouncer = new_debouncer(DEBOUNCE, move |batch: DebounceEventResult| {
-        let _ = events_tx.send(batch);
+    // notify calls back on its own thread; an unbounded channel is the one
+    // tokio channel with a synchronous send. Only events that can change
+    // what the directory holds are sent, so it stays short.
+    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel::<notify::Result<Wake>>();
+    let targets = WatchTargets::of(&dir);
+    let filter = targets.clone();
+    let watcher = notify::recommended_watcher(move |event: notify::Result<Event>| {
+        let wake = match event {
+            Ok(event) => match filter.wake(&event) {
+                Some(wake) => Ok(wake),
+                None => return,
+            },
+            Err(error) => Err(error),
+        };
+        let _ = events_tx.send(wake);
     })
     .map_err(|source| SourceError::Watch {
         dir: dir.clone(),
         source,
     })?;
-    // Watch the directory, not the files: editors and ConfigMap volumes
-    // replace files by rename, which a watch on the file would miss. The
-    // watch starts before the first read so no change falls in between.
-    debouncer
-        .watcher()
-        .watch(&dir, RecursiveMode::NonRecursive)
-        .map_err(|source| SourceError::Watch {
-            dir: dir.clone(),
-            source,
-        })?;
+    // The watches start before the first read, so no change falls in
+    // between.
+    let mut watches = Watches::new(watcher, targets);
+    watches.start().map_err(|source| SourceError::Watch {
+        dir: dir.clone(),
+        source,
+    })?;
     info!(dir = %dir.display(), "watching manifests directory");
 
     let mut source = ManifestSource::default();
     source.rescan(&dir, &tx, &stats);
 
-    let mut resync = tokio::time::interval_at(tokio::time::Instant::now() + RESYNC, RESYNC);
+    let mut resync = tokio::time::interval_at(Instant::now() + RESYNC, RESYNC);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // When to read the directory for the changes seen so far; None when
+    // nothing is pending. Not pushed back by later events, so a file
+    // rewritten without pause cannot hold a change back.
+    let mut due: Option<Instant> = None;
     loop {
         tokio::select! {
             () = stopped(&mut shutdown) => {
                 debug!(dir = %dir.display(), "manifests source stopping");
                 return Ok(());
             }
-            batch = events.recv() => {
-                let Some(batch) = batch else {
+            wake = events.recv() => {
+                let Some(wake) = wake else {
                     return Err(SourceError::WatcherStopped { dir });
                 };
-                // One read covers every batch already queued.
                 let pending = std::iter::from_fn(|| events.try_recv().ok());
-                for error in std::iter::once(batch).chain(pending).filter_map(Result::err) {
-                    stats.add_error();
-                    warn!(dir = %dir.display(), %error, "file watcher error; re-reading the directory");
+                let mut directory = false;
+                for wake in std::iter::once(wake).chain(pending) {
+                    match wake {
+                        Ok(Wake::Contents) => {}
+                        Ok(Wake::Directory) => directory = true,
+                        Err(error) => {
+                            stats.add_error();
+                            warn!(dir = %dir.display(), %error, "file watcher error; re-reading the directory");
+                        }
+                    }
                 }
+                // Re-watch at once, not when the debounce ends: what is
+                // written into a re-created directory before its new watch
+                // is in place is caught by the read that follows.
+                if directory {
+                    watches.refresh(true, &stats);
+                }
+                due.get_or_insert_with(|| Instant::now() + DEBOUNCE);
+                continue;
             }
+            // The directory is missing (or cannot be watched): look for it
+            // again now and then, in case its parent's watch cannot see it
+            // come back (the parent went too, or cannot be watched). Only
+            // while it is missing.
+            () = tokio::time::sleep(REWATCH), if !watches.dir_watched() => {
+                if watches.refresh(false, &stats) {
+                    due.get_or_insert_with(|| Instant::now() + DEBOUNCE);
+                }
+                continue;
+            }
+            () = sleep_until(due), if due.is_some() => due = None,
             _ = resync.tick() => {}
         }
         // Whatever changed, read the whole directory again: a rename shows up
         // as events on two names, a ConfigMap update only on hidden entries.
         // The reads are synchronous: a manifests directory is a handful of
-        // small files, and only this task waits on them.
+        // files, and only this task waits on them. The watches are checked
+        // first, so a directory replaced without an event (or whose events
+        // were lost) is watched again from here on.
+        watches.refresh(false, &stats);
         source.rescan(&dir, &tx, &stats);
     }
+}
+
+async fn sleep_until(due: Option<Instant>) {
+    if let Some(due) = due {
+        tokio::time::sleep_until(due).await;
+    }
+}
+
+/// What a file-system event asks of the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    /// An entry of the directory was created, written, renamed or removed:
+    /// read the directory again.
+    Contents,
+    /// The directory itself (or its parent) was created, removed or
+    /// renamed, or the kernel dropped events: watch it afresh, then read.
+    Directory,
+}
+
+/// The paths the source watches: the directory, for its entries, and its
+/// parent, for the directory itself coming and going. A watch on a
+/// directory dies with it; only the parent sees it come back.
+#[derive(Debug, Clone)]
+struct WatchTargets {
+    dir: PathBuf,
+    /// None for `/`, or a path ending in `..`, whose entry in a parent
+    /// cannot be named: such a directory is re-watched by the periodic
+    /// full read alone.
+    parent: Option<PathBuf>,
+}
+
+impl WatchTargets {
+    fn of(dir: &Path) -> WatchTargets {
+        let parent = match (dir.parent(), dir.file_name()) {
+            (Some(parent), Some(_)) => Some(parent.to_path_buf()),
+            _ => None,
+        };
+        WatchTargets {
+            dir: dir.to_path_buf(),
+            parent,
+        }
+    }
+
+    /// What `event` asks for, or None when it cannot change what the
+    /// directory holds.
+    ///
+    /// inotify also reports opens, reads, closes after reading and
+    /// attribute changes (chmod, touch, atime). None of them changes a
+    /// manifest, and the source's own reads are such events: reacting to
+    /// them made every read of the directory trigger the next one. Writes
+    /// count when they happen and again at close, renames on both names.
+    fn wake(&self, event: &Event) -> Option<Wake> {
+        if event.need_rescan() {
+            return Some(Wake::Directory);
+        }
+        let alters = match event.kind {
+            EventKind::Create(_) | EventKind::Remove(_) => true,
+            EventKind::Modify(ModifyKind::Metadata(_)) => false,
+            EventKind::Modify(_) => true,
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+            EventKind::Access(_) => false,
+            EventKind::Any | EventKind::Other => true,
+        };
+        if !alters {
+            return None;
+        }
+        if event.paths.is_empty() {
+            return Some(Wake::Directory);
+        }
+        let mut wake = None;
+        for path in &event.paths {
+            if *path == self.dir || Some(path) == self.parent.as_ref() {
+                return Some(Wake::Directory);
+            }
+            // Other entries of the parent are not ours.
+            if path.parent() == Some(self.dir.as_path()) {
+                wake = Some(Wake::Contents);
+            }
+        }
+        wake
+    }
+}
+
+/// The identity of a directory: a watch is on an inode, not a name, so a
+/// directory replaced under the same name needs a new one.
+type DirId = (u64, u64);
+
+fn dir_id(path: &Path) -> Option<DirId> {
+    std::fs::metadata(path)
+        .ok()
+        .filter(std::fs::Metadata::is_dir)
+        .map(|m| (m.dev(), m.ino()))
+}
+
+/// One watched path and what is known of its watch.
+#[derive(Debug)]
+struct Watched {
+    path: PathBuf,
+    /// The directory the watch is on; None while there is none.
+    on: Option<DirId>,
+    /// Adding the watch failed and was reported; reported again only after
+    /// it has worked once.
+    failing: bool,
+}
+
+/// The watcher and its watches.
+struct Watches {
+    watcher: RecommendedWatcher,
+    dir: Watched,
+    parent: Option<Watched>,
+}
+
+impl Watches {
+    fn new(watcher: RecommendedWatcher, targets: WatchTargets) -> Watches {
+        let watched = |path| Watched {
+            path,
+            on: None,
+            failing: false,
+        };
+        Watches {
+            watcher,
+            dir: watched(targets.dir),
+            parent: targets.parent.map(watched),
+        }
+    }
+
+    /// The first watches. The directory's must work; without the parent's
+    /// the source still runs, and a replaced directory is watched again at
+    /// the next full read.
+    fn start(&mut self) -> notify::Result<()> {
+        rewatch(&mut self.watcher, &mut self.dir, true)?;
+        if let Some(parent) = &mut self.parent {
+            if let Err(error) = rewatch(&mut self.watcher, parent, true) {
+                parent.failing = true;
+                warn!(
+                    parent = %parent.path.display(),
+                    %error,
+                    "cannot watch the parent of the manifests directory; if the directory \
+                     is removed and re-created, changes apply at the next full read"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the directory has a watch.
+    fn dir_watched(&self) -> bool {
+        self.dir.on.is_some()
+    }
+
+    /// Puts the watches on the directories that carry the names now.
+    /// `force` replaces them even where they look in place: after an event
+    /// on the directory itself, notify may have dropped a watch of the same
+    /// inode, or the inode number may have been reused. Returns whether the
+    /// directory got a new watch: what was written before it needs a read.
+    fn refresh(&mut self, force: bool, stats: &SourceStats) -> bool {
+        if let Some(parent) = &mut self.parent {
+            refresh_one(&mut self.watcher, parent, force, stats);
+        }
+        refresh_one(&mut self.watcher, &mut self.dir, force, stats)
+    }
+}
+
+/// [`rewatch`], with what it did logged: a watch back, once; a failure,
+/// once until it works again.
+fn refresh_one(
+    watcher: &mut RecommendedWatcher,
+    watched: &mut Watched,
+    force: bool,
+    stats: &SourceStats,
+) -> bool {
+    let was = watched.on;
+    match rewatch(watcher, watched, force) {
+        Ok(false) => false,
+        Ok(true) => {
+            let path = watched.path.display();
+            if was.is_none() || watched.failing {
+                info!(path = %path, "watching again");
+            } else if was != watched.on {
+                info!(path = %path, "directory replaced; watching the new one");
+            } else {
+                debug!(path = %path, "watch renewed");
+            }
+            watched.failing = false;
+            true
+        }
+        Err(error) => {
+            if !watched.failing {
+                watched.failing = true;
+                stats.add_error();
+                warn!(
+                    path = %watched.path.display(),
+                    %error,
+                    "cannot watch; changes apply at the next full read until this works"
+                );
+            } else {
+                debug!(path = %watched.path.display(), %error, "still cannot watch");
+            }
+            false
+        }
+    }
+}
+
+/// Watches `watched.path` afresh if it names another directory than the
+/// one watched (or `force`). Returns whether a new watch was added. A path
+/// that names no directory just loses its watch: not an error, its parent's
+/// watch or the next full read sees it come back.
+fn rewatch(
+    watcher: &mut RecommendedWatcher,
+    watched: &mut Watched,
+    force: bool,
+) -> notify::Result<bool> {
+    // Stat first, then watch: a swap in between leaves the recorded
+    // identity older than the watch, and the next check watches again.
+    let now = dir_id(&watched.path);
+    if now.is_some() && now == watched.on && !force {
+        return Ok(false);
+    }
+    if watched.on.take().is_some() || force {
+        // notify may already have dropped it (the directory was deleted
+        // or renamed away); then this fails, which is fine.
+        let _ = watcher.unwatch(&watched.path);
+    }
+    let Some(now) = now else {
+        return Ok(false);
+    };
+    watcher.watch(&watched.path, RecursiveMode::NonRecursive)?;
+    watched.on = Some(now);
+    Ok(true)
 }
 
 /// The running source: directory state plus what it has already reported,
@@ -192,33 +481,67 @@ struct ManifestSource {
     dir: DirState,
     current: Objects,
     reported_errors: BTreeSet<String>,
+    /// The directory's own problem among `reported_errors`, if any.
+    reported_dir_error: Option<String>,
     reported_duplicates: BTreeSet<String>,
 }
 
 impl ManifestSource {
     fn rescan(&mut self, dir: &Path, tx: &SnapshotSender, stats: &SourceStats) {
+        stats.add_scan();
         let scan = self.dir.rescan(dir);
 
         let errors: BTreeSet<String> = scan.errors.iter().map(ToString::to_string).collect();
+        let dir_error = self.dir.dir_error.as_ref().map(ToString::to_string);
         for error in &scan.errors {
-            if !self.reported_errors.contains(&error.to_string()) {
-                stats.add_error();
-                let kept_last_good = self.dir.has_good(&error.file);
-                warn!(
-                    file = %error.file.display(),
-                    document = error.document,
-                    line = error.line,
-                    column = error.column,
-                    error = %error.message,
-                    kept_last_good,
-                    "manifest not applied"
-                );
+            let text = error.to_string();
+            if self.reported_errors.contains(&text) {
+                continue;
             }
+            stats.add_error();
+            if dir_error.as_ref() == Some(&text) {
+                // Nothing of a file is at stake: every file keeps what it
+                // had, so say what stays in force.
+                if self.dir.listed_once {
+                    warn!(
+                        dir = %dir.display(),
+                        error = %error.message,
+                        kept_policies = scan.objects.policies.len(),
+                        kept_nodes = scan.objects.nodes.len(),
+                        kept_endpoints = scan.objects.endpoints.len(),
+                        "manifests directory cannot be read; the objects of its last read stay in force until it can"
+                    );
+                } else {
+                    warn!(
+                        dir = %dir.display(),
+                        error = %error.message,
+                        "manifests directory cannot be read; nothing is published until it can"
+                    );
+                }
+                continue;
+            }
+            warn!(
+                file = %error.file.display(),
+                document = error.document,
+                line = error.line,
+                column = error.column,
+                error = %error.message,
+                kept_last_good = self.dir.has_good(&error.file),
+                "manifest not applied"
+            );
         }
         for gone in self.reported_errors.difference(&errors) {
-            info!(problem = %gone, "manifest problem resolved");
+            if self.reported_dir_error.as_ref() == Some(gone) {
+                // Another problem of the directory was reported above.
+                if dir_error.is_none() {
+                    info!(dir = %dir.display(), "manifests directory can be read again");
+                }
+            } else {
+                info!(problem = %gone, "manifest problem resolved");
+            }
         }
         self.reported_errors = errors;
+        self.reported_dir_error = dir_error;
         stats.set_manifest_errors(scan.errors);
 
         let duplicates: BTreeSet<String> = scan.duplicates.iter().map(Duplicate::id).collect();
@@ -689,6 +1012,151 @@ mod tests {
                 .document,
             Some(2)
         );
+    }
+
+    fn event(kind: EventKind, path: &Path) -> Event {
+        Event::new(kind).add_path(path.to_path_buf())
+    }
+
+    #[test]
+    fn only_content_changes_wake_the_source() {
+        use notify::event::{CreateKind, DataChange, MetadataKind, RemoveKind, RenameMode};
+        let targets = WatchTargets::of(Path::new("/srv/manifests"));
+        let file = Path::new("/srv/manifests/policies.yaml");
+        let quiet = [
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            EventKind::Access(AccessKind::Read),
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+            EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any)),
+            EventKind::Modify(ModifyKind::Metadata(MetadataKind::Permissions)),
+        ];
+        for kind in quiet {
+            assert_eq!(targets.wake(&event(kind, file)), None, "{kind:?}");
+            // The directory opened for listing, seen from the parent.
+            assert_eq!(
+                targets.wake(&event(kind, &targets.dir)),
+                None,
+                "{kind:?} of the directory"
+            );
+        }
+        let content = [
+            EventKind::Create(CreateKind::File),
+            EventKind::Remove(RemoveKind::File),
+            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            EventKind::Modify(ModifyKind::Name(RenameMode::From)),
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+        ];
+        for kind in content {
+            assert_eq!(
+                targets.wake(&event(kind, file)),
+                Some(Wake::Contents),
+                "{kind:?}"
+            );
+            // The same event on a sibling of the directory is not ours.
+            assert_eq!(
+                targets.wake(&event(kind, Path::new("/srv/other.yaml"))),
+                None,
+                "{kind:?} of a sibling"
+            );
+        }
+        for kind in [
+            EventKind::Create(CreateKind::Folder),
+            EventKind::Remove(RemoveKind::Folder),
+            EventKind::Modify(ModifyKind::Name(RenameMode::From)),
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+        ] {
+            assert_eq!(
+                targets.wake(&event(kind, &targets.dir)),
+                Some(Wake::Directory),
+                "{kind:?} of the directory"
+            );
+            assert_eq!(
+                targets.wake(&event(kind, Path::new("/srv"))),
+                Some(Wake::Directory),
+                "{kind:?} of the parent"
+            );
+        }
+        // Lost events: everything may have changed.
+        let overflow = Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan);
+        assert_eq!(targets.wake(&overflow), Some(Wake::Directory));
+    }
+
+    #[test]
+    fn watch_targets_name_the_parent_when_they_can() {
+        assert_eq!(
+            WatchTargets::of(Path::new("/srv/manifests/")).parent,
+            Some(PathBuf::from("/srv"))
+        );
+        assert_eq!(WatchTargets::of(Path::new("/")).parent, None);
+        assert_eq!(WatchTargets::of(Path::new("/srv/a/..")).parent, None);
+    }
+
+    /// A log sink for one test.
+    #[derive(Clone, Default)]
+    struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl io::Write for Logs {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Logs {
+        fn take(&self) -> String {
+            String::from_utf8(std::mem::take(&mut *self.0.lock().unwrap())).unwrap()
+        }
+    }
+
+    #[test]
+    fn missing_directory_is_logged_as_keeping_its_objects() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("manifests");
+        let node = "apiVersion: cilium.io/v2\nkind: CiliumNode\nmetadata: {name: a}\n";
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("nodes.yaml"), node).unwrap();
+
+        let logs = Logs::default();
+        let sink = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .finish();
+        let _default = tracing::subscriber::set_default(subscriber);
+        let (tx, rx) = tokio::sync::watch::channel::<Option<Arc<Objects>>>(None);
+        let stats = SourceStats::default();
+        let mut source = ManifestSource::default();
+        let nodes = || rx.borrow().as_ref().map(|o| o.nodes.len());
+
+        source.rescan(&dir, &tx, &stats);
+        assert_eq!(nodes(), Some(1));
+        assert!(logs.take().is_empty());
+
+        std::fs::remove_dir_all(&dir).unwrap();
+        source.rescan(&dir, &tx, &stats);
+        assert_eq!(nodes(), Some(1), "the objects stay");
+        let text = logs.take();
+        assert!(text.contains("stay in force"), "{text}");
+        assert!(text.contains("kept_nodes=1"), "{text}");
+        assert!(!text.contains("kept_last_good"), "{text}");
+        assert_eq!(stats.errors(), 1);
+
+        // Logged once, not on every read while it lasts.
+        source.rescan(&dir, &tx, &stats);
+        assert!(logs.take().is_empty());
+
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("nodes.yaml"), node).unwrap();
+        source.rescan(&dir, &tx, &stats);
+        let text = logs.take();
+        assert!(text.contains("can be read again"), "{text}");
+        assert!(!text.contains("problem resolved"), "{text}");
+        assert_eq!(stats.errors(), 1);
+        assert_eq!(stats.scans(), 4);
     }
 
     #[test]

@@ -11,6 +11,13 @@
 //! Snapshots are deterministic: every kind is sorted by namespace and name,
 //! so the same cluster state always yields an equal [`Objects`], and an
 //! unchanged state is never published twice.
+//!
+//! An idle source costs nothing: only a change to what the objects say
+//! wakes it. File opens and reads (its own included), attribute changes,
+//! and Kubernetes updates of fields resolution does not read
+//! (`resourceVersion`, status it ignores) or relists that find the same
+//! objects are not changes. [`SourceStats::scans`] counts the complete
+//! reads that remain.
 
 pub mod kubernetes;
 pub mod manifests;
@@ -72,7 +79,7 @@ pub enum SourceError {
     Watch {
         dir: PathBuf,
         #[source]
-        source: notify_debouncer_mini::notify::Error,
+        source: notify::Error,
     },
     /// The file watcher went away while the source was running.
     #[error("file watcher of manifests directory {} stopped", dir.display())]
@@ -170,6 +177,7 @@ impl fmt::Display for SourceKind {
 pub struct SourceStats {
     events: [[AtomicU64; 3]; 2],
     errors: AtomicU64,
+    scans: AtomicU64,
     publishes: AtomicU64,
     synced: AtomicBool,
     manifest_errors: Mutex<Vec<ManifestError>>,
@@ -201,6 +209,15 @@ impl SourceStats {
         self.errors.load(Ordering::Relaxed)
     }
 
+    /// Complete reads of the source's state: for manifests, a read of the
+    /// whole directory; for Kubernetes, a snapshot of the three stores.
+    /// Each costs time in proportion to the cluster, so after the initial
+    /// sync this grows only with changes (and, for manifests, with the
+    /// periodic full read).
+    pub fn scans(&self) -> u64 {
+        self.scans.load(Ordering::Relaxed)
+    }
+
     /// Snapshots published.
     pub fn publishes(&self) -> u64 {
         self.publishes.load(Ordering::Relaxed)
@@ -226,6 +243,10 @@ impl SourceStats {
 
     fn add_error(&self) {
         self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn add_scan(&self) {
+        self.scans.fetch_add(1, Ordering::Relaxed);
     }
 
     fn set_manifest_errors(&self, errors: Vec<ManifestError>) {
