@@ -131,7 +131,12 @@ impl AttachManager {
             }
         }
 
-        self.remove_stale(dp.paths(), &expected);
+        let removal_failing = self.remove_stale(dp.paths(), &expected);
+        // Forget the errors of devices that are gone or no longer selected
+        // (except a link whose removal still fails): on a node with pod
+        // churn, a failed device would otherwise stay here forever.
+        self.failing
+            .retain(|k, _| expected.contains_key(k) || removal_failing.contains(k));
 
         AttachState {
             expected: expected.keys().cloned().collect(),
@@ -146,7 +151,25 @@ impl AttachManager {
         }
     }
 
-    fn remove_stale(&mut self, paths: &Paths, expected: &BTreeMap<(String, Program), u32>) {
+    /// What this manager keeps per (device, program): attached links and
+    /// remembered errors. Bounded by the devices of the last pass.
+    pub fn tracked(&self) -> BTreeSet<(String, Program)> {
+        self.done
+            .keys()
+            .chain(self.failing.keys())
+            .cloned()
+            .collect()
+    }
+
+    /// Removes the links of vanished or unselected devices; returns the
+    /// keys whose removal failed this pass (their error is kept, so that it
+    /// is logged once, not every pass).
+    fn remove_stale(
+        &mut self,
+        paths: &Paths,
+        expected: &BTreeMap<(String, Program), u32>,
+    ) -> BTreeSet<(String, Program)> {
+        let mut removal_failing = BTreeSet::new();
         let pinned = match tcx::links(paths) {
             Ok(l) => {
                 self.listing_failed = false;
@@ -157,7 +180,8 @@ impl AttachManager {
                     tracing::warn!(error = %e, "listing link pins");
                 }
                 self.listing_failed = true;
-                return;
+                // Keep the errors of links we could not look at.
+                return self.failing.keys().cloned().collect();
             }
         };
         for link in pinned {
@@ -184,12 +208,16 @@ impl AttachManager {
                 continue;
             }
             match datapath::detach(paths, &link.device, program) {
-                Ok(_) => tracing::info!(
-                    device = %link.device,
-                    program = %link.program,
-                    "link of a vanished or unselected device removed"
-                ),
+                Ok(_) => {
+                    tracing::info!(
+                        device = %link.device,
+                        program = %link.program,
+                        "link of a vanished or unselected device removed"
+                    );
+                    self.failing.remove(&key);
+                }
                 Err(e) => {
+                    removal_failing.insert(key.clone());
                     // Once per distinct error, not on every pass.
                     let msg = e.to_string();
                     if self.failing.get(&key) != Some(&msg) {
@@ -207,5 +235,6 @@ impl AttachManager {
             }
             self.done.remove(&key);
         }
+        removal_failing
     }
 }

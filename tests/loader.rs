@@ -474,3 +474,36 @@ priv_test!(
         assert!(!paths.links_dir().join("vx_am").exists());
     }
 );
+
+priv_test!(
+    attach_manager_forgets_a_failed_device_once_it_is_gone,
+    |bpffs| {
+        veth("lxc_fa", "pod_fa");
+        let paths = Paths::new(bpffs.path());
+        let mut s = DatapathStorage::default();
+        let dp = Datapath::load(&mut s, paths.clone()).unwrap();
+        let mut mgr = AttachManager::new(AttachConfig {
+            endpoint_devices: glob::Pattern::new("lxc*").unwrap(),
+            tunnel_device: "vx_fa".to_string(),
+        });
+        // A listing taken just before the device went: the attach fails.
+        let stale = interface("lxc_fa");
+        sh("ip", &["link", "del", "lxc_fa"]);
+        let key = ("lxc_fa".to_string(), Program::FromContainer);
+        let state = mgr.reconcile(&dp, std::slice::from_ref(&stale));
+        assert!(!state.complete(), "the attach failed");
+        assert!(
+            mgr.tracked().contains(&key),
+            "its error is remembered while it is listed (logged once)"
+        );
+        let state = mgr.reconcile(&dp, std::slice::from_ref(&stale));
+        assert!(mgr.tracked().contains(&key));
+        assert!(!state.complete());
+
+        // No longer listed: nothing of it is left behind.
+        let state = mgr.reconcile(&dp, &[]);
+        assert!(state.complete());
+        assert!(mgr.tracked().is_empty(), "left: {:?}", mgr.tracked());
+        assert!(links(&paths).unwrap().is_empty());
+    }
+);
