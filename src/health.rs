@@ -8,6 +8,7 @@ use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
 
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -25,39 +26,82 @@ use crate::metrics::Metrics;
 use crate::resolve::{Problem, Severity, Subject};
 
 /// What the probes report, updated by the controller loop.
-#[derive(Debug)]
 pub struct Health {
     synced: AtomicBool,
     links_complete: AtomicBool,
     /// Why this node cannot serve while its IP is unknown: no `CiliumNode`
     /// of its name has been seen.
     node: Mutex<Option<String>>,
-    /// Unix seconds of the last finished reconcile pass (or of the start).
+    /// Milliseconds from `start` to the last finished reconcile pass (0:
+    /// none yet, measured from the start).
     last_pass: AtomicU64,
+    /// Liveness is measured on the monotonic clock: a wall-clock step (NTP,
+    /// an operator, a VM resumed) must neither fail /healthz, so that the
+    /// kubelet kills a healthy sidecar, nor hide a stuck loop.
+    start: Instant,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Health")
+            .field("synced", &self.synced)
+            .field("links_complete", &self.links_complete)
+            .field("node", &self.node)
+            .field("last_pass_ms", &self.last_pass)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The machine's clocks, injectable so that a test can step the wall clock
+/// apart from the monotonic one.
+pub trait Clock: Send + Sync {
+    /// Wall-clock time, which can jump either way.
+    fn wall(&self) -> SystemTime;
+    /// Time that only moves forward, at a steady rate.
+    fn monotonic(&self) -> Instant;
+}
+
+/// The process's real clocks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn wall(&self) -> SystemTime {
+        SystemTime::now()
+    }
+    fn monotonic(&self) -> Instant {
+        Instant::now()
+    }
 }
 
 /// A controller loop that has not finished a pass for this long is stuck:
 /// /healthz fails, and the kubelet restarts the container.
-const STALL_SECS: u64 = 60;
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+const STALL: Duration = Duration::from_secs(60);
 
 impl Default for Health {
     fn default() -> Self {
-        Health {
-            synced: AtomicBool::new(false),
-            links_complete: AtomicBool::new(false),
-            node: Mutex::new(None),
-            last_pass: AtomicU64::new(unix_now()),
-        }
+        Health::with_clock(Arc::new(SystemClock))
     }
 }
 
 impl Health {
+    /// Health measured with `clock` (tests; `default()` uses the real one).
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        Health {
+            synced: AtomicBool::new(false),
+            links_complete: AtomicBool::new(false),
+            node: Mutex::new(None),
+            last_pass: AtomicU64::new(0),
+            start: clock.monotonic(),
+            clock,
+        }
+    }
+
+    fn since_start(&self) -> Duration {
+        self.clock.monotonic().saturating_duration_since(self.start)
+    }
+
     pub fn set_synced(&self, v: bool) {
         self.synced.store(v, Ordering::Relaxed);
     }
@@ -73,11 +117,15 @@ impl Health {
 
     /// A reconcile pass finished.
     pub fn mark_pass(&self) {
-        self.last_pass.store(unix_now(), Ordering::Relaxed);
+        let ms = u64::try_from(self.since_start().as_millis()).unwrap_or(u64::MAX);
+        self.last_pass.store(ms, Ordering::Relaxed);
     }
 
-    fn alive(&self) -> bool {
-        unix_now().saturating_sub(self.last_pass.load(Ordering::Relaxed)) < STALL_SECS
+    /// The loop finished a pass within the last `STALL`, by the monotonic
+    /// clock.
+    pub fn alive(&self) -> bool {
+        let last = Duration::from_millis(self.last_pass.load(Ordering::Relaxed));
+        self.since_start().saturating_sub(last) < STALL
     }
 
     /// Why this node is not ready, one reason a line; empty when it is.
@@ -490,6 +538,81 @@ mod tests {
         let status = resp.status();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    /// Clocks a test moves by hand.
+    struct FakeClock {
+        base_wall: SystemTime,
+        base_mono: Instant,
+        /// Signed seconds added to the wall clock (its jumps).
+        wall_offset: std::sync::atomic::AtomicI64,
+        /// Seconds the monotonic clock has advanced.
+        elapsed: AtomicU64,
+    }
+
+    impl FakeClock {
+        fn new() -> Arc<FakeClock> {
+            Arc::new(FakeClock {
+                base_wall: SystemTime::now(),
+                base_mono: Instant::now(),
+                wall_offset: 0.into(),
+                elapsed: 0.into(),
+            })
+        }
+        /// Real time passing moves both clocks.
+        fn pass(&self, secs: u64) {
+            self.elapsed.fetch_add(secs, Ordering::Relaxed);
+        }
+        /// The wall clock stepped; the monotonic clock did not move.
+        fn jump_wall(&self, secs: i64) {
+            self.wall_offset.fetch_add(secs, Ordering::Relaxed);
+        }
+    }
+
+    impl Clock for FakeClock {
+        fn wall(&self) -> SystemTime {
+            let elapsed = self.elapsed.load(Ordering::Relaxed);
+            let off = self.wall_offset.load(Ordering::Relaxed);
+            let t = self.base_wall + Duration::from_secs(elapsed);
+            if off >= 0 {
+                t + Duration::from_secs(off.unsigned_abs())
+            } else {
+                t - Duration::from_secs(off.unsigned_abs())
+            }
+        }
+        fn monotonic(&self) -> Instant {
+            self.base_mono + Duration::from_secs(self.elapsed.load(Ordering::Relaxed))
+        }
+    }
+
+    #[test]
+    fn healthz_ignores_wall_clock_jumps() {
+        let clock = FakeClock::new();
+        let health = Health::with_clock(clock.clone());
+        health.mark_pass();
+        assert!(health.alive());
+
+        // The wall clock jumps an hour ahead while the loop keeps turning:
+        // still alive (a wall-clock check would now see a 1 h stall).
+        clock.pass(1);
+        clock.jump_wall(3600);
+        assert!(health.alive(), "a forward wall-clock step is not a stall");
+        health.mark_pass();
+
+        // It jumps back a day, then the loop stalls: the stall is seen
+        // after 60 s of real time (a wall-clock check would wait a day).
+        clock.jump_wall(-86_400);
+        clock.pass(30);
+        assert!(health.alive());
+        clock.pass(31);
+        assert!(
+            !health.alive(),
+            "a stalled loop is seen despite the step back"
+        );
+
+        // Positive control: a pass makes it alive again.
+        health.mark_pass();
+        assert!(health.alive());
     }
 
     #[tokio::test]
