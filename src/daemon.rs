@@ -434,6 +434,7 @@ pub async fn run(cfg: DaemonConfig, mut shutdown: watch::Receiver<bool>) -> anyh
         .context("loading the datapath")?;
     let maps = dp.maps().context("opening the pinned maps")?;
     let netlink = node::connect().context("netlink")?;
+    node::report_netkit(&netlink, &cfg.attach.endpoint_devices).await;
     let mut changes = node::changes().context("netlink notifications")?;
 
     let stats = Arc::new(SourceStats::default());

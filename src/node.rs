@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use futures::{Stream, StreamExt, TryStreamExt};
 use rtnetlink::packet_route::address::AddressAttribute;
-use rtnetlink::packet_route::link::LinkAttribute;
+use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
 use rtnetlink::packet_route::route::RouteAttribute;
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, MulticastGroup, RouteMessageBuilder};
@@ -101,6 +101,68 @@ pub async fn interfaces(handle: &Handle) -> Result<Vec<Interface>, NodeError> {
     Ok(out)
 }
 
+/// Whether a link is a netkit device (link info kind "netkit"). With
+/// Cilium's netkit datapath, pods' devices are netkit pairs whose traffic
+/// the host side's tcx hooks never see: our programs on them do nothing.
+pub fn is_netkit(msg: &LinkMessage) -> bool {
+    msg.attributes.iter().any(|a| match a {
+        LinkAttribute::LinkInfo(infos) => infos
+            .iter()
+            .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Netkit))),
+        _ => false,
+    })
+}
+
+/// The names of this namespace's netkit devices, sorted.
+pub async fn netkit_devices(handle: &Handle) -> Result<Vec<String>, NodeError> {
+    let mut out = Vec::new();
+    let mut links = handle.link().get().execute();
+    while let Some(msg) = links
+        .try_next()
+        .await
+        .map_err(|source| NodeError::Netlink {
+            what: "link dump",
+            source,
+        })?
+    {
+        if !is_netkit(&msg) {
+            continue;
+        }
+        if let Some(name) = msg.attributes.iter().find_map(|a| match a {
+            LinkAttribute::IfName(n) => Some(n.clone()),
+            _ => None,
+        }) {
+            out.push(name);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Says loudly, once at start, that endpoint devices are netkit devices:
+/// in Cilium's netkit mode the host-side tcx hooks see no pod traffic, so
+/// nothing a pod sends reaches our program.
+pub async fn report_netkit(handle: &Handle, endpoint_devices: &glob::Pattern) {
+    match netkit_devices(handle).await {
+        Ok(devices) => {
+            let endpoints: Vec<String> = devices
+                .into_iter()
+                .filter(|d| endpoint_devices.matches(d))
+                .collect();
+            if !endpoints.is_empty() {
+                tracing::error!(
+                    devices = ?endpoints,
+                    count = endpoints.len(),
+                    "endpoint devices are netkit (Cilium's netkit mode): host-side tcx sees \
+                     no pod traffic, multicast egress does not work for these pods; \
+                     use Cilium's veth mode"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "checking for netkit endpoint devices"),
+    }
+}
+
 /// The output device of the IPv4 default route in the main table, if any.
 pub async fn default_route_ifindex(handle: &Handle) -> Result<Option<u32>, NodeError> {
     let req = RouteMessageBuilder::<Ipv4Addr>::new().build();
@@ -155,4 +217,41 @@ pub fn changes() -> Result<impl Stream<Item = ()>, NodeError> {
     Ok(messages.map(move |_| {
         let _keep_alive = &handle;
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use rtnetlink::packet_core::{Emitable, Parseable};
+
+    use super::*;
+
+    /// A link message as the kernel would send it: emitted to bytes and
+    /// parsed back, so the detection sees what a dump yields.
+    fn parsed(name: &str, kind: Option<InfoKind>) -> LinkMessage {
+        let mut msg = LinkMessage::default();
+        msg.header.index = 7;
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        if let Some(kind) = kind {
+            msg.attributes
+                .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(kind)]));
+        }
+        let mut buf = vec![0u8; msg.buffer_len()];
+        msg.emit(&mut buf);
+        LinkMessage::parse(buf.as_slice()).unwrap()
+    }
+
+    #[test]
+    fn netkit_devices_are_recognised_by_their_kind() {
+        let nk = parsed("lxc0123", Some(InfoKind::Netkit));
+        assert!(is_netkit(&nk));
+        // The kind arrives as the string "netkit" (IFLA_INFO_KIND).
+        let mut buf = vec![0u8; nk.buffer_len()];
+        nk.emit(&mut buf);
+        assert!(buf.windows(7).any(|w| w == b"netkit\0"));
+
+        // Cilium's veth mode, other kinds and links without info are not.
+        assert!(!is_netkit(&parsed("lxc0123", Some(InfoKind::Veth))));
+        assert!(!is_netkit(&parsed("cilium_vxlan", Some(InfoKind::Vxlan))));
+        assert!(!is_netkit(&parsed("lo", None)));
+    }
 }

@@ -107,6 +107,14 @@ pub struct Report {
     /// Why the controller's report could not be read, if it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub controller_report_error: Option<String>,
+    /// This namespace's netkit devices: Cilium runs in netkit mode, and
+    /// host-side tcx (our programs) sees no traffic of those pods. Left
+    /// out of the JSON when there are none (the usual, veth, case).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub netkit_devices: Vec<String>,
+    /// Why the netkit check could not be done, if it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netkit_check_error: Option<String>,
 }
 
 /// What `report` needs, read from the pins.
@@ -118,6 +126,7 @@ pub struct Inputs {
     pub links: Vec<LinkState>,
     pub fill: Vec<(&'static str, usize, u32)>,
     pub report: std::result::Result<Option<health::Report>, String>,
+    pub netkit_devices: std::result::Result<Vec<String>, String>,
     pub now_unix_ns: u64,
 }
 
@@ -189,6 +198,10 @@ pub fn report(i: Inputs) -> Report {
     };
     let gateway_for = gateway_for(i.config.node_ip, &i.policies, &i.names);
     let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    let (netkit_devices, netkit_check_error) = match i.netkit_devices {
+        Ok(d) => (d, None),
+        Err(e) => (Vec::new(), Some(e)),
+    };
     Report {
         node_name: non_empty(&i.status.node_name),
         node_ip: node_ip.map(|ip| ip.to_string()),
@@ -224,6 +237,8 @@ pub fn report(i: Inputs) -> Report {
         cli_version: VERSION,
         controller,
         controller_report_error,
+        netkit_devices,
+        netkit_check_error,
     }
 }
 
@@ -320,6 +335,18 @@ pub fn render(r: &Report, output: Output, out: &mut dyn Write) -> Result<()> {
         r.node_ip.as_deref().unwrap_or("no node IP yet")
     )?;
     render_controller(r, out)?;
+    if !r.netkit_devices.is_empty() {
+        writeln!(
+            out,
+            "NETKIT:              {} ({}): Cilium's netkit mode, host-side tcx \
+             sees no pod traffic; multicast egress does not work for those pods",
+            plural(r.netkit_devices.len(), "netkit device", "netkit devices"),
+            r.netkit_devices.join(", ")
+        )?;
+    }
+    if let Some(e) = &r.netkit_check_error {
+        writeln!(out, "Netkit check:        failed: {e}")?;
+    }
     let tunnel = if r.tunnel_ifindex == 0 {
         "none yet".to_owned()
     } else {
@@ -407,6 +434,21 @@ pub fn render(r: &Report, output: Output, out: &mut dyn Write) -> Result<()> {
     Ok(())
 }
 
+/// The netkit devices of this namespace, by a netlink dump on a runtime of
+/// its own (the CLI has none).
+fn netkit_devices() -> std::result::Result<Vec<String>, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let handle = crate::node::connect().map_err(|e| e.to_string())?;
+        crate::node::netkit_devices(&handle)
+            .await
+            .map_err(|e| e.to_string())
+    })
+}
+
 /// `cilium-mcast-egress status`.
 pub fn show(paths: &Paths, output: Output, out: &mut dyn Write) -> Result<()> {
     let maps = open_maps(paths)?;
@@ -419,6 +461,7 @@ pub fn show(paths: &Paths, output: Output, out: &mut dyn Write) -> Result<()> {
         fill: maps.fill_levels()?,
         // The rest of `status` is worth showing without it.
         report: health::read_report(paths).map_err(|e| e.to_string()),
+        netkit_devices: netkit_devices(),
         now_unix_ns: unix_now_ns(),
     };
     super::ignore_broken_pipe(render(&report(inputs), output, out))
@@ -480,8 +523,44 @@ mod tests {
             }],
             fill: vec![("mcast_egw_policy_v4", 6, 16384)],
             report: Ok(None),
+            netkit_devices: Ok(Vec::new()),
             now_unix_ns: 1_000_000_000_000,
         }
+    }
+
+    #[test]
+    fn netkit_mode_is_said_loudly() {
+        let mut out = Vec::new();
+        render(&report(inputs()), Output::Text, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains("NETKIT"), "{text}");
+
+        let mut i = inputs();
+        i.netkit_devices = Ok(vec!["lxc1".into(), "lxc2".into()]);
+        let r = report(i);
+        let mut out = Vec::new();
+        render(&r, Output::Text, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains(
+                "NETKIT:              2 netkit devices (lxc1, lxc2): Cilium's netkit mode"
+            ),
+            "{text}"
+        );
+        let mut out = Vec::new();
+        render(&r, Output::Json, &mut out).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(json["netkit_devices"], serde_json::json!(["lxc1", "lxc2"]));
+
+        let mut i = inputs();
+        i.netkit_devices = Err("netlink down".into());
+        let mut out = Vec::new();
+        render(&report(i), Output::Text, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("Netkit check:        failed: netlink down"),
+            "{text}"
+        );
     }
 
     #[test]
