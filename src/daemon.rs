@@ -71,10 +71,12 @@ struct Controller<'a> {
     /// endpoint map: whose origin entries this node keeps. None until one
     /// read has succeeded: then nothing is narrowed away.
     local_pods: Option<BTreeSet<std::net::Ipv4Addr>>,
-    /// Endpoints missing from the last read only: a key walk over a hash
-    /// map that Cilium updates meanwhile can skip a live key, so an
-    /// endpoint goes after two reads without it.
-    missing_once: BTreeSet<std::net::Ipv4Addr>,
+    /// Host-side ifindexes of Cilium's health endpoint from the last good
+    /// read: not a pod, never attached to.
+    health_ifindexes: BTreeSet<u32>,
+    /// Endpoints absent from the last read whose veths remain, kept: logged
+    /// when the set changes.
+    kept_absent: Once,
     /// This node's IP from the last resolution that knew it.
     known_node_ip: Option<std::net::Ipv4Addr>,
     /// `CiliumEndpoint`s without an identity in the last resolution.
@@ -256,7 +258,22 @@ impl Controller<'_> {
     /// Attach to this node's devices and mirror Cilium's endpoints and
     /// groups.
     fn sync_local(&mut self, interfaces: &[resolve::Interface]) {
-        let links: AttachState = self.attach.reconcile(self.dp, interfaces);
+        // Cilium's endpoints first: they name the health endpoint's veth,
+        // which looks like a pod's but must not get our program.
+        let cilium_globals = Paths::new(&self.cfg.cilium_bpffs).globals();
+        let read = cilium_maps::read_lxc(&cilium_globals);
+        if let Ok(r) = &read {
+            self.health_ifindexes = r.health_ifindexes.iter().copied().collect();
+        }
+        let pod_devices: Vec<resolve::Interface> = interfaces
+            .iter()
+            .filter(|i| {
+                i.name != cilium_maps::HEALTH_DEVICE && !self.health_ifindexes.contains(&i.ifindex)
+            })
+            .cloned()
+            .collect();
+
+        let links: AttachState = self.attach.reconcile(self.dp, &pod_devices);
         self.health.set_links_complete(links.complete());
         self.metrics.attached_links.set(links.attached.len() as i64);
         self.metrics.expected_links.set(links.expected.len() as i64);
@@ -275,9 +292,8 @@ impl Controller<'_> {
             );
         }
 
-        let cilium_globals = Paths::new(&self.cfg.cilium_bpffs).globals();
-        match cilium_maps::read_endpoints(&cilium_globals) {
-            Ok(eps) => {
+        match read {
+            Ok(read) => {
                 self.endpoints_error.changed(None);
                 let current: std::collections::BTreeMap<_, _> = self
                     .maps
@@ -285,7 +301,7 @@ impl Controller<'_> {
                     .unwrap_or_default()
                     .into_iter()
                     .collect();
-                let eps = self.debounce_missing(eps, &current);
+                let eps = self.keep_live(read.pods, &current, &pod_devices);
                 self.local_pods = Some(eps.keys().copied().collect());
                 match sync::apply_endpoints(&self.maps, &current, &eps) {
                     Ok(s) if !s.is_noop() => tracing::info!(
@@ -319,23 +335,41 @@ impl Controller<'_> {
         }
     }
 
-    /// `eps` plus the endpoints that were in the previous read but not in
-    /// this one, for one pass.
-    fn debounce_missing(
+    /// `eps` plus the endpoints we have that this read lacks but that
+    /// still exist. cilium-agent empties and refills `cilium_lxc` when it
+    /// restarts, and a key walk races its updates, so absence from one read
+    /// (or from any number of reads) proves nothing. A pod is gone when its
+    /// veth is: an endpoint absent from the read is withdrawn only when the
+    /// ifindex of its last entry names no device of this node any more, or
+    /// names the health endpoint, or now belongs to another endpoint of the
+    /// read (the pod's address changed).
+    fn keep_live(
         &mut self,
         eps: Vec<(std::net::Ipv4Addr, Endpoint)>,
         current: &std::collections::BTreeMap<std::net::Ipv4Addr, Endpoint>,
+        devices: &[resolve::Interface],
     ) -> std::collections::BTreeMap<std::net::Ipv4Addr, Endpoint> {
         let mut out: std::collections::BTreeMap<_, _> = eps.into_iter().collect();
-        let mut missing = BTreeSet::new();
+        let claimed: BTreeSet<u32> = out.values().map(|ep| ep.ifindex).collect();
+        let present: BTreeSet<u32> = devices.iter().map(|i| i.ifindex).collect();
+        let mut kept = Vec::new();
         for (ip, ep) in current {
-            // Kept for this pass unless it was missing last time too.
-            if !out.contains_key(ip) && !self.missing_once.contains(ip) {
-                missing.insert(*ip);
+            if !out.contains_key(ip)
+                && present.contains(&ep.ifindex)
+                && !claimed.contains(&ep.ifindex)
+            {
                 out.insert(*ip, *ep);
+                kept.push(*ip);
             }
         }
-        self.missing_once = missing;
+        let msg = (!kept.is_empty()).then(|| format!("{kept:?}"));
+        if self.kept_absent.changed(msg) {
+            tracing::info!(
+                endpoints = ?kept,
+                "endpoints absent from cilium_lxc kept: their veths remain \
+                 (cilium-agent restarting or refilling its map)"
+            );
+        }
         out
     }
 
@@ -475,7 +509,8 @@ pub async fn run(cfg: DaemonConfig, mut shutdown: watch::Receiver<bool>) -> anyh
         syncs: 0,
         problems: BTreeSet::new(),
         local_pods: None,
-        missing_once: Default::default(),
+        health_ifindexes: BTreeSet::new(),
+        kept_absent: Once::default(),
         known_node_ip: None,
         endpoints_without_identity: 0,
         report_pin: None,
