@@ -507,3 +507,101 @@ priv_test!(
         assert!(links(&paths).unwrap().is_empty());
     }
 );
+
+/// Pins `mcast_egw_config` as an older build might have: the same sizes,
+/// but `struct mcast_config` with its first two fields swapped, in BTF.
+fn pin_reordered_config(path: &Path) {
+    // SAFETY: libbpf BTF builder calls on a BTF object we own and free;
+    // every name is a NUL-terminated literal.
+    unsafe {
+        let btf = libbpf_sys::btf__new_empty();
+        assert!(!btf.is_null());
+        let u32_id = libbpf_sys::btf__add_int(btf, c"unsigned int".as_ptr(), 4, 0);
+        assert!(u32_id > 0);
+        let config = libbpf_sys::btf__add_struct(btf, c"mcast_config".as_ptr(), 16);
+        assert!(config > 0);
+        for (i, name) in [c"tunnel_ifindex", c"node_ip", c"flags", c"pad"]
+            .iter()
+            .enumerate()
+        {
+            let bits = u32::try_from(i * 32).unwrap();
+            assert_eq!(
+                libbpf_sys::btf__add_field(btf, name.as_ptr(), u32_id, bits, 0),
+                0
+            );
+        }
+        assert_eq!(libbpf_sys::btf__load_into_kernel(btf), 0);
+        let mut map = MapHandle::create(
+            MapType::Array,
+            Some("mcast_egw_config"),
+            4,
+            16,
+            1,
+            &libbpf_sys::bpf_map_create_opts {
+                sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
+                btf_fd: u32::try_from(libbpf_sys::btf__fd(btf)).unwrap(),
+                btf_key_type_id: u32::try_from(u32_id).unwrap(),
+                btf_value_type_id: u32::try_from(config).unwrap(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        map.pin(path).unwrap();
+        libbpf_sys::btf__free(btf);
+    }
+}
+
+priv_test!(same_size_reordered_struct_is_refused, |bpffs| {
+    // Positive control: the real datapath's own pins (with BTF) are
+    // accepted on reload.
+    let paths = Paths::new(bpffs.path());
+    let mut s = DatapathStorage::default();
+    drop(Datapath::load(&mut s, paths.clone()).unwrap());
+    let mut s = DatapathStorage::default();
+    drop(Datapath::load(&mut s, paths.clone()).expect("our own pins are re-used"));
+
+    // The same sizes, type and flags, fields reordered: refused.
+    let pin = paths.globals().join("mcast_egw_config");
+    std::fs::remove_file(&pin).unwrap();
+    pin_reordered_config(&pin);
+    let mut s = DatapathStorage::default();
+    let err = match Datapath::load(&mut s, paths.clone()) {
+        Ok(_) => panic!("a same-size map with reordered fields must be refused"),
+        Err(e) => e,
+    };
+    let DatapathError::LayoutMismatch {
+        ref pinned,
+        ref ours,
+        ..
+    } = err
+    else {
+        panic!("not a layout mismatch: {err}");
+    };
+    assert_eq!(
+        (
+            pinned.map_type,
+            pinned.key_size,
+            pinned.value_size,
+            pinned.max_entries,
+            pinned.flags
+        ),
+        (
+            ours.map_type,
+            ours.key_size,
+            ours.value_size,
+            ours.max_entries,
+            ours.flags
+        ),
+        "only the field layout differs"
+    );
+    // Both layouts, field by field, in the error.
+    let msg = err.to_string();
+    for want in [
+        "mcast_egw_config",
+        "struct mcast_config (16 B) { unsigned int tunnel_ifindex @0, unsigned int node_ip @4",
+        "struct mcast_config (16 B) { unsigned int node_ip @0, unsigned int tunnel_ifindex @4",
+        "uninstall",
+    ] {
+        assert!(msg.contains(want), "{want:?} not in: {msg}");
+    }
+});

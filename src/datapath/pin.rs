@@ -6,7 +6,7 @@ use std::fs;
 use std::io::ErrorKind;
 use std::path::Path;
 
-use libbpf_rs::{MapCore, MapHandle, OpenObject};
+use libbpf_rs::{AsRawLibbpf, MapCore, MapHandle, OpenObject};
 
 use super::{DatapathError, Paths, Result};
 
@@ -18,13 +18,65 @@ const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
 /// What must match between a pinned map and the map of a BPF object before
 /// the pinned one is re-used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MapLayout {
     pub map_type: u32,
     pub key_size: u32,
     pub value_size: u32,
     pub max_entries: u32,
     pub flags: u32,
+    /// Key and value types from BTF, when the map has BTF: a struct whose
+    /// fields were reordered or renamed keeps its size, and only this tells.
+    /// Boxed: errors carry two layouts and are passed by value.
+    pub btf: Option<Box<BtfLayout>>,
+}
+
+/// Key and value types of a map as its BTF describes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BtfLayout {
+    pub key: TypeLayout,
+    pub value: TypeLayout,
+}
+
+/// A type reduced to what decides the bytes: its kind, name and size, and
+/// for a struct or union each member's name, bit offset and type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypeLayout {
+    /// `struct mcast_config`, `int`, `array`, ... (typedefs and qualifiers
+    /// resolved).
+    pub name: String,
+    pub size: u32,
+    /// (member name, bit offset, member type name).
+    pub members: Vec<(String, u32, String)>,
+}
+
+impl MapLayout {
+    /// Whether a pinned map of layout `self` can serve as `ours`: every
+    /// attribute equal, and the BTF types too where both have BTF (a map
+    /// without BTF keeps the size check only).
+    pub fn compatible(&self, ours: &MapLayout) -> bool {
+        let attrs = |l: &MapLayout| (l.map_type, l.key_size, l.value_size, l.max_entries, l.flags);
+        attrs(self) == attrs(ours)
+            && match (&self.btf, &ours.btf) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
+    }
+}
+
+impl fmt::Display for TypeLayout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({} B)", self.name, self.size)?;
+        if !self.members.is_empty() {
+            let members: Vec<String> = self
+                .members
+                .iter()
+                .map(|(name, bits, ty)| format!("{ty} {name} @{}", bits / 8))
+                .collect();
+            write!(f, " {{ {} }}", members.join(", "))?;
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Display for MapLayout {
@@ -33,8 +85,183 @@ impl fmt::Display for MapLayout {
             f,
             "type {}, key {} B, value {} B, {} entries, flags {:#x}",
             self.map_type, self.key_size, self.value_size, self.max_entries, self.flags
-        )
+        )?;
+        match &self.btf {
+            Some(b) => write!(f, "; key {}, value {}", b.key, b.value),
+            None => write!(f, "; no BTF"),
+        }
     }
+}
+
+/// BTF kinds (`include/uapi/linux/btf.h`).
+const BTF_KIND_INT: u32 = 1;
+const BTF_KIND_PTR: u32 = 2;
+const BTF_KIND_ARRAY: u32 = 3;
+const BTF_KIND_STRUCT: u32 = 4;
+const BTF_KIND_UNION: u32 = 5;
+const BTF_KIND_ENUM: u32 = 6;
+const BTF_KIND_TYPEDEF: u32 = 8;
+const BTF_KIND_VOLATILE: u32 = 9;
+const BTF_KIND_CONST: u32 = 10;
+const BTF_KIND_RESTRICT: u32 = 11;
+const BTF_KIND_TYPE_TAG: u32 = 18;
+const BTF_KIND_ENUM64: u32 = 19;
+
+/// Type `id` of `btf` with typedefs and qualifiers resolved: (id, type).
+///
+/// # Safety
+/// `btf` must be a valid libbpf BTF object that outlives `'a`.
+unsafe fn resolve<'a>(
+    btf: *const libbpf_sys::btf,
+    mut id: u32,
+) -> Option<(u32, &'a libbpf_sys::btf_type)> {
+    // Bounded: a chain of typedefs and qualifiers longer than this is not
+    // something a compiler emits.
+    for _ in 0..32 {
+        // SAFETY: `btf` is valid (caller); libbpf returns NULL for an id out
+        // of range. The type lives as long as `btf`, which outlives 'a
+        // (caller).
+        let t = unsafe { libbpf_sys::btf__type_by_id(btf, id).as_ref()? };
+        match (t.info >> 24) & 0x1f {
+            BTF_KIND_TYPEDEF | BTF_KIND_VOLATILE | BTF_KIND_CONST | BTF_KIND_RESTRICT
+            | BTF_KIND_TYPE_TAG => {
+                // SAFETY: for these kinds the union holds `type_`.
+                id = unsafe { t.__bindgen_anon_1.type_ };
+            }
+            _ => return Some((id, t)),
+        }
+    }
+    None
+}
+
+/// # Safety
+/// `btf` must be a valid libbpf BTF object.
+unsafe fn btf_name(btf: *const libbpf_sys::btf, off: u32) -> String {
+    // SAFETY: `btf` is valid; libbpf returns a NUL-terminated string inside
+    // the BTF string section, or NULL for a bad offset.
+    let p = unsafe { libbpf_sys::btf__name_by_offset(btf, off) };
+    if p.is_null() {
+        return String::new();
+    }
+    // SAFETY: non-NULL, NUL-terminated (above).
+    unsafe { std::ffi::CStr::from_ptr(p) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The name of type `id` for display: `struct x`, `__u32` resolved to
+/// `unsigned int`, `array`, ...
+///
+/// # Safety
+/// `btf` must be a valid libbpf BTF object.
+unsafe fn type_name(btf: *const libbpf_sys::btf, id: u32) -> (String, u32) {
+    // SAFETY: `btf` is valid (caller).
+    let Some((_, t)) = (unsafe { resolve(btf, id) }) else {
+        return (format!("type #{id}"), 0);
+    };
+    // SAFETY: as above.
+    let name = unsafe { btf_name(btf, t.name_off) };
+    let kind = (t.info >> 24) & 0x1f;
+    // SAFETY: for these kinds the union holds `size`.
+    let size = match kind {
+        BTF_KIND_INT | BTF_KIND_STRUCT | BTF_KIND_UNION | BTF_KIND_ENUM | BTF_KIND_ENUM64 => unsafe {
+            t.__bindgen_anon_1.size
+        },
+        _ => 0,
+    };
+    let shown = match kind {
+        BTF_KIND_STRUCT => format!("struct {name}"),
+        BTF_KIND_UNION => format!("union {name}"),
+        BTF_KIND_ENUM | BTF_KIND_ENUM64 => format!("enum {name}"),
+        BTF_KIND_ARRAY => "array".to_owned(),
+        BTF_KIND_PTR => "pointer".to_owned(),
+        _ if name.is_empty() => format!("kind {kind}"),
+        _ => name,
+    };
+    (shown, size)
+}
+
+/// The layout of type `id` in `btf`; None when the id is 0 (no type) or
+/// unknown.
+///
+/// # Safety
+/// `btf` must be a valid libbpf BTF object.
+unsafe fn type_layout(btf: *const libbpf_sys::btf, id: u32) -> Option<TypeLayout> {
+    if id == 0 {
+        return None;
+    }
+    // SAFETY: `btf` is valid (caller).
+    let (_, t) = unsafe { resolve(btf, id)? };
+    // SAFETY: as above.
+    let (name, size) = unsafe { type_name(btf, id) };
+    let kind = (t.info >> 24) & 0x1f;
+    let mut members = Vec::new();
+    if kind == BTF_KIND_STRUCT || kind == BTF_KIND_UNION {
+        let vlen = (t.info & 0xffff) as usize;
+        let kflag = t.info >> 31 == 1;
+        // SAFETY: a struct or union is followed by `vlen` btf_member
+        // records (BTF format, include/uapi/linux/btf.h).
+        let first = unsafe {
+            (t as *const libbpf_sys::btf_type)
+                .add(1)
+                .cast::<libbpf_sys::btf_member>()
+        };
+        for i in 0..vlen {
+            // SAFETY: i < vlen, within the records above.
+            let m = unsafe { &*first.add(i) };
+            // With kflag, the high 8 bits are a bitfield size.
+            let offset = if kflag {
+                m.offset & 0x00ff_ffff
+            } else {
+                m.offset
+            };
+            // SAFETY: `btf` is valid.
+            let (ty, _) = unsafe { type_name(btf, m.type_) };
+            // SAFETY: `btf` is valid.
+            members.push((unsafe { btf_name(btf, m.name_off) }, offset, ty));
+        }
+    }
+    Some(TypeLayout {
+        name,
+        size,
+        members,
+    })
+}
+
+/// Key and value layouts of a map from `btf`, if both types are known.
+///
+/// # Safety
+/// `btf` must be NULL or a valid libbpf BTF object.
+unsafe fn btf_layout(btf: *const libbpf_sys::btf, key: u32, value: u32) -> Option<BtfLayout> {
+    if btf.is_null() {
+        return None;
+    }
+    // SAFETY: non-NULL and valid (caller).
+    unsafe {
+        Some(BtfLayout {
+            key: type_layout(btf, key)?,
+            value: type_layout(btf, value)?,
+        })
+    }
+}
+
+/// The key and value layouts of the kernel's BTF object `btf_id`.
+fn kernel_btf_layout(btf_id: u32, key: u32, value: u32) -> Option<BtfLayout> {
+    if btf_id == 0 {
+        return None;
+    }
+    // SAFETY: plain libbpf call; returns an owned BTF object or an error
+    // pointer (checked below).
+    let btf = unsafe { libbpf_sys::btf__load_from_kernel_by_id(btf_id) };
+    // libbpf returns NULL with errno set (libbpf 1.x mode).
+    if btf.is_null() {
+        return None;
+    }
+    // SAFETY: `btf` is valid until freed just below.
+    let out = unsafe { btf_layout(btf, key, value) };
+    // SAFETY: owned by us, freed once.
+    unsafe { libbpf_sys::btf__free(btf) };
+    out
 }
 
 /// Whether `path` is on a BPF filesystem.
@@ -70,6 +297,8 @@ pub(super) fn ensure_bpffs_dirs(paths: &Paths) -> Result<()> {
 /// map whose layout differs is refused here, with both layouts in the error,
 /// instead of libbpf's generic failure (or worse, a silent mix).
 pub(super) fn prepare_map_pins(object: &mut OpenObject, globals: &Path) -> Result<()> {
+    // SAFETY: the object is open and owns its BTF (or has none: NULL).
+    let object_btf = unsafe { libbpf_sys::bpf_object__btf(object.as_libbpf_object().as_ptr()) };
     for mut map in object.maps_mut() {
         let Some(name) = map.name().to_str().map(str::to_owned) else {
             continue;
@@ -78,15 +307,26 @@ pub(super) fn prepare_map_pins(object: &mut OpenObject, globals: &Path) -> Resul
             continue;
         }
         let path = globals.join(&name);
+        let raw = map.as_libbpf_object().as_ptr();
+        // SAFETY: `raw` is a map of the open object and `object_btf` its BTF
+        // (or NULL); both live as long as `object`.
+        let btf = unsafe {
+            btf_layout(
+                object_btf,
+                libbpf_sys::bpf_map__btf_key_type_id(raw),
+                libbpf_sys::bpf_map__btf_value_type_id(raw),
+            )
+        };
         let ours = MapLayout {
             map_type: map.map_type().into(),
             key_size: map.key_size(),
             value_size: map.value_size(),
             max_entries: map.max_entries(),
             flags: map.map_flags(),
+            btf: btf.map(Box::new),
         };
         if let Some(pinned) = pinned_layout(&path)? {
-            if pinned != ours {
+            if !pinned.compatible(&ours) {
                 return Err(DatapathError::LayoutMismatch { path, pinned, ours });
             }
         }
@@ -115,6 +355,12 @@ pub(super) fn pinned_layout(path: &Path) -> Result<Option<MapLayout>> {
         value_size: info.info.value_size,
         max_entries: info.info.max_entries,
         flags: info.info.map_flags,
+        btf: kernel_btf_layout(
+            info.info.btf_id,
+            info.info.btf_key_type_id,
+            info.info.btf_value_type_id,
+        )
+        .map(Box::new),
     }))
 }
 
@@ -162,5 +408,63 @@ pub(super) fn remove_dir_if_exists(path: &Path) -> Result<()> {
             path: path.to_owned(),
             source,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(value_size: u32, btf: Option<BtfLayout>) -> MapLayout {
+        let btf = btf.map(Box::new);
+        MapLayout {
+            map_type: 2,
+            key_size: 4,
+            value_size,
+            max_entries: 1,
+            flags: 0,
+            btf,
+        }
+    }
+
+    fn config(fields: &[&str]) -> BtfLayout {
+        let int = |name: &str| TypeLayout {
+            name: name.to_owned(),
+            size: 4,
+            members: Vec::new(),
+        };
+        BtfLayout {
+            key: int("unsigned int"),
+            value: TypeLayout {
+                name: "struct mcast_config".to_owned(),
+                size: 8,
+                members: fields
+                    .iter()
+                    .zip([0, 32])
+                    .map(|(f, bits)| ((*f).to_owned(), bits, "unsigned int".to_owned()))
+                    .collect(),
+            },
+        }
+    }
+
+    #[test]
+    fn fields_decide_where_both_have_btf_sizes_otherwise() {
+        let ab = config(&["a", "b"]);
+        let ba = config(&["b", "a"]);
+        assert!(layout(8, Some(ab.clone())).compatible(&layout(8, Some(ab.clone()))));
+        assert!(!layout(8, Some(ba.clone())).compatible(&layout(8, Some(ab.clone()))));
+        // Without BTF on one side, the sizes alone decide.
+        assert!(layout(8, None).compatible(&layout(8, Some(ab.clone()))));
+        assert!(layout(8, Some(ba)).compatible(&layout(8, None)));
+        assert!(!layout(4, None).compatible(&layout(8, Some(ab))));
+        assert!(!layout(4, None).compatible(&layout(8, None)));
+        let shown = layout(8, Some(config(&["a", "b"]))).to_string();
+        assert!(
+            shown.ends_with(
+                "value struct mcast_config (8 B) { unsigned int a @0, unsigned int b @4 }"
+            ),
+            "{shown}"
+        );
+        assert!(layout(8, None).to_string().ends_with("; no BTF"));
     }
 }
