@@ -8,10 +8,8 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +18,7 @@ use cilium_mcast_egress::datapath::maps::{Gateway, Maps};
 use cilium_mcast_egress::datapath::tcx::{ifindex_of, tcx_ingress_chain};
 use cilium_mcast_egress::datapath::Paths;
 use cilium_mcast_egress::lab;
+use common::daemon;
 use common::{sh, veth, vxlan_external, wait_for, Bpffs, PodNs, Tap};
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
@@ -35,32 +34,29 @@ const MAGIC: &[u8; 8] = b"cilrstrt";
 const IDENTITY_HEALTH: u32 = 4;
 const IDENTITY_CAMERA: u32 = 4001;
 
-/// The daemon as a child process, its log in a file; killed (by its pid)
-/// when dropped.
+/// The daemon as a child process, its log in a file.
 struct Daemon {
-    child: Child,
+    _process: daemon::Daemon,
     log: PathBuf,
 }
 
 impl Daemon {
     fn start(manifests: &Path, bpffs: &Path, cilium: &Path, log: PathBuf) -> Daemon {
         let file = std::fs::File::create(&log).expect("daemon log");
-        let child = Command::new(env!("CARGO_BIN_EXE_cilium-mcast-egress"))
-            .args(["run", "--node-name", "node-a", "--manifests"])
-            .arg(manifests)
-            .arg("--bpffs-root")
-            .arg(bpffs)
-            .arg("--cilium-bpffs")
-            .arg(cilium)
-            .args(["--metrics-addr", PROBE, "--resync-interval-ms", "200"])
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("log fd"))
-            .stderr(file)
-            .spawn()
-            .expect("starting the daemon");
-        Daemon { child, log }
+        let process = daemon::Daemon::spawn(
+            daemon::command("node-a", bpffs, cilium, PROBE)
+                .arg("--manifests")
+                .arg(manifests)
+                .args(["--resync-interval-ms", "200"])
+                .env("RUST_LOG", "info")
+                .env("NO_COLOR", "1")
+                .stdout(file.try_clone().expect("log fd"))
+                .stderr(file),
+        );
+        Daemon {
+            _process: process,
+            log,
+        }
     }
 
     fn log(&self) -> String {
@@ -68,21 +64,8 @@ impl Daemon {
     }
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn http_get(path: &str) -> Option<u16> {
-    let mut s =
-        TcpStream::connect_timeout(&PROBE.parse().ok()?, Duration::from_millis(200)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: probe\r\n\r\n").ok()?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).ok()?;
-    resp.split_whitespace().nth(1)?.parse().ok()
+    daemon::http_status(PROBE, path)
 }
 
 const MANIFESTS: &str = r#"

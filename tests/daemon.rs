@@ -5,10 +5,8 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpStream};
+use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cilium_mcast_egress::lab;
@@ -17,6 +15,7 @@ use libbpf_rs::{MapCore, MapHandle};
 use cilium_mcast_egress::datapath::maps::{Gateway, Maps, ALL_MAPS};
 use cilium_mcast_egress::datapath::tcx::{ifindex_of, links, tcx_ingress_chain};
 use cilium_mcast_egress::datapath::Paths;
+use common::daemon::{self, Daemon};
 use common::{sh, veth, vxlan_external, Bpffs};
 
 const PROBE: &str = "127.0.0.1:9980";
@@ -26,68 +25,19 @@ const EGRESS_A: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const POD1: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 11);
 const POD2: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 12);
 
-/// The daemon as a child process, killed (by its pid) when dropped.
-struct Daemon {
-    child: Option<Child>,
-}
-
-impl Daemon {
-    fn start(manifests: &Path, bpffs: &Path, cilium: &Path) -> Daemon {
-        let child = Command::new(env!("CARGO_BIN_EXE_cilium-mcast-egress"))
-            .args(["run", "--node-name", "node-a", "--manifests"])
+/// The daemon on `manifests`, resolving every 200 ms.
+fn start_daemon(manifests: &Path, bpffs: &Path, cilium: &Path) -> Daemon {
+    Daemon::spawn(
+        daemon::command("node-a", bpffs, cilium, PROBE)
+            .arg("--manifests")
             .arg(manifests)
-            .arg("--bpffs-root")
-            .arg(bpffs)
-            .arg("--cilium-bpffs")
-            .arg(cilium)
-            .args(["--metrics-addr", PROBE, "--resync-interval-ms", "200"])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("starting the daemon");
-        Daemon { child: Some(child) }
-    }
-
-    /// SIGTERM, as the kubelet stops a pod; wait for the exit.
-    fn stop(mut self) {
-        let mut child = self.child.take().expect("running");
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                assert!(
-                    status.success(),
-                    "the daemon exits cleanly on SIGTERM: {status}"
-                );
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the daemon did not stop on SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+            .args(["--resync-interval-ms", "200"])
+            .env("RUST_LOG", "info"),
+    )
 }
 
 fn http_get(path: &str) -> Option<u16> {
-    let mut s =
-        TcpStream::connect_timeout(&PROBE.parse().ok()?, Duration::from_millis(200)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: probe\r\n\r\n").ok()?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).ok()?;
-    resp.split_whitespace().nth(1)?.parse().ok()
+    daemon::http_status(PROBE, path)
 }
 
 /// The kernel's ID of every pinned map, by name: the same IDs after a
@@ -208,7 +158,7 @@ fn daemon_follows_the_manifests_and_survives_restarts() {
         .unwrap();
         std::fs::write(dir.path().join("policy.yaml"), policy("b")).unwrap();
 
-        let daemon = Daemon::start(dir.path(), ours.path(), cilium.path());
+        let daemon = start_daemon(dir.path(), ours.path(), cilium.path());
         wait_until("/readyz", Duration::from_secs(20), || {
             http_get("/readyz") == Some(200)
         });
@@ -300,7 +250,7 @@ fn daemon_follows_the_manifests_and_survives_restarts() {
             );
         }
 
-        let daemon = Daemon::start(dir.path(), ours.path(), cilium.path());
+        let daemon = start_daemon(dir.path(), ours.path(), cilium.path());
         wait_until("/readyz again", Duration::from_secs(20), || {
             http_get("/readyz") == Some(200)
         });

@@ -7,9 +7,9 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::Ipv4Addr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use cilium_mcast_egress::datapath::maps::{DropReason, Gateway, Maps, Role, COUNTERS_MAP};
@@ -17,35 +17,15 @@ use cilium_mcast_egress::datapath::tcx::ifindex_of;
 use cilium_mcast_egress::datapath::Paths;
 use cilium_mcast_egress::lab::addr::{EGRESS_B, GROUP, UPSTREAM_B};
 use cilium_mcast_egress::lab::{self, camera_policy, Lab, LabConfig, Node, Pod};
+use common::daemon::{self, Daemon};
 use common::lab_io::{pod_socket, send_stream, Receiver};
 
 /// Where a daemon run by these tests (alone in its namespace) serves.
 const PROBE: &str = "127.0.0.1:9980";
 
-/// A daemon run by a test, killed (by its pid) when dropped: also when an
-/// assertion fails first.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `GET path` on [`PROBE`]: status and body.
 fn http_get(path: &str) -> Option<(u16, String)> {
-    let mut s =
-        std::net::TcpStream::connect_timeout(&PROBE.parse().ok()?, Duration::from_millis(300))
-            .ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
-    let mut r = String::new();
-    s.read_to_string(&mut r).ok()?;
-    Some((
-        r.split_whitespace().nth(1)?.parse().ok()?,
-        r.split_once("\r\n\r\n")?.1.to_owned(),
-    ))
+    daemon::http_get(PROBE, path)
 }
 
 /// The value of the sample `name{labels}` in a scrape, labels given in any
@@ -335,7 +315,7 @@ fn quiet_node_scrape_has_drops_policy_sync_and_gateway_gauges() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("quiet.yaml"), QUIET_MANIFESTS).unwrap();
 
-        let _daemon = Daemon(
+        let _daemon = Daemon::from_child(
             Command::new(env!("CARGO_BIN_EXE_cilium-mcast-egress"))
                 .args(["run", "--node-name", "node-a", "--manifests"])
                 .arg(dir.path())
@@ -489,7 +469,7 @@ users:
 ",
         )
         .unwrap();
-        let _daemon = Daemon(
+        let _daemon = Daemon::from_child(
             Command::new(env!("CARGO_BIN_EXE_cilium-mcast-egress"))
                 .args(["run", "--node-name", "node-a", "--bpffs-root"])
                 .arg(bpffs.path())
@@ -663,7 +643,7 @@ fn unknown_node_name_is_not_ready_until_the_node_appears() {
             .spawn()
             .unwrap();
         let log = collect_lines(child.stderr.take().unwrap());
-        let _daemon = Daemon(child);
+        let _daemon = Daemon::from_child(child);
         let log_lines = |what: &str| {
             log.lock()
                 .unwrap()

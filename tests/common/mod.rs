@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod forge;
 pub mod lab_io;
 pub mod observer;
