@@ -166,10 +166,19 @@ impl Controller<'_> {
                 return;
             }
         }
+        // Resolution is CPU-heavy on a large cluster and the map writes are
+        // blocking syscalls: keep both off the async workers that serve the
+        // probes and the watches.
+        tokio::task::block_in_place(|| self.resolve_and_sync(inputs, started));
+    }
+
+    /// Resolve `inputs` and bring the policy maps to the result. Blocking:
+    /// call it from `block_in_place`.
+    fn resolve_and_sync(&mut self, inputs: SyncInputs, started: Instant) {
         let local = &inputs.local;
         // A CiliumNode missing from one snapshot (recreated, or a partial
         // view) keeps the IP known before: resolution sees `known_ip`.
-        let mut desired = resolve::resolve(objects, local);
+        let mut desired = resolve::resolve(&inputs.objects, local);
         self.report_problems(&desired.problems);
         self.endpoints_without_identity = desired.endpoints_without_identity;
         if desired.config.node_ip.is_unspecified() {
@@ -188,9 +197,7 @@ impl Controller<'_> {
             resolve::retain_node_local(&mut desired, local_pods);
         }
         self.metrics.observe(&desired);
-        // Map writes are blocking syscalls: keep them off the async workers
-        // that serve the probes and the watches.
-        let synced = tokio::task::block_in_place(|| sync::apply(&self.maps, &desired));
+        let synced = sync::apply(&self.maps, &desired);
         // The names only serve the CLI: a failure there is not a failed sync.
         if let Err(e) = sync::apply_names(&self.maps, &desired.policy_ids) {
             tracing::warn!(error = %e, "recording policy names for the CLI");
@@ -430,7 +437,8 @@ impl Controller<'_> {
             return;
         }
         if self.report_pin.is_none() {
-            match ReportPin::open_or_create(self.dp.paths()) {
+            // Opening or creating a pinned map: blocking syscalls.
+            match tokio::task::block_in_place(|| ReportPin::open_or_create(self.dp.paths())) {
                 Ok(pin) => self.report_pin = Some(pin),
                 Err(e) => {
                     if self.report_error.changed(Some(e.to_string())) {

@@ -756,6 +756,28 @@ mod tests {
         assert!(body.contains("cilium_mcast_egress_drops_total{"), "{body}");
     }
 
+    /// A scrape reads the maps (blocking syscalls) on a blocking thread of
+    /// the runtime, not on the async worker serving the request: on this
+    /// current-thread runtime that worker is the test's own thread.
+    #[tokio::test]
+    async fn metrics_read_the_maps_off_the_async_worker() {
+        let maps = Arc::new(FakeMaps::default());
+        let m = Metrics::with_reader(maps.clone(), crate::source::SourceStats::new()).unwrap();
+        let (status, _) = get(m, "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        let (thread, in_runtime) = lock_read_on(&maps).expect("the scrape read the maps");
+        assert_ne!(
+            thread,
+            std::thread::current().id(),
+            "maps read on the async worker"
+        );
+        assert!(in_runtime, "maps read outside the runtime's blocking pool");
+    }
+
+    fn lock_read_on(maps: &FakeMaps) -> Option<(std::thread::ThreadId, bool)> {
+        *maps.read_on.lock().unwrap()
+    }
+
     #[tokio::test]
     async fn metrics_answer_500_when_a_map_read_fails() {
         let failing = FakeMaps {

@@ -630,6 +630,9 @@ pub(crate) mod tests {
     pub(crate) struct FakeMaps {
         pub(crate) counters: Mutex<Vec<Counter>>,
         pub(crate) fail: bool,
+        /// The thread of the last read, and whether it was inside a tokio
+        /// runtime: where a scrape reads the maps.
+        pub(crate) read_on: Mutex<Option<(std::thread::ThreadId, bool)>>,
     }
 
     impl FakeMaps {
@@ -646,6 +649,10 @@ pub(crate) mod tests {
 
     impl MapReader for FakeMaps {
         fn counters(&self) -> crate::datapath::Result<Vec<Counter>> {
+            *lock(&self.read_on) = Some((
+                std::thread::current().id(),
+                tokio::runtime::Handle::try_current().is_ok(),
+            ));
             self.check()?;
             Ok(lock(&self.counters).clone())
         }

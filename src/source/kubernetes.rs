@@ -31,8 +31,8 @@ use tokio::time::Instant;
 use tracing::{debug, info, trace, warn};
 
 use super::{
-    publish, sort_objects, stopped, ObjectKind, Shutdown, SnapshotSender, SourceError, SourceKind,
-    SourceStats, DEBOUNCE,
+    blocking, publish, sort_objects, stopped, ObjectKind, Shutdown, SnapshotSender, SourceError,
+    SourceKind, SourceStats, DEBOUNCE,
 };
 use crate::crd::{CiliumEgressGatewayPolicy, CiliumEndpoint, CiliumNode, Objects};
 
@@ -233,11 +233,15 @@ pub async fn run_with_client(
             () = sleep_until(due), if due.is_some() => {
                 due = None;
                 stats.add_scan();
-                let objects = stores.snapshot();
-                let (p, n, e) = (objects.policies.len(), objects.nodes.len(), objects.endpoints.len());
-                if publish(&tx, &stats, objects) {
-                    debug!(policies = p, nodes = n, endpoints = e, "kubernetes snapshot published");
-                }
+                // Copying, sorting and comparing every object: CPU-heavy
+                // on a large cluster, kept off the async workers.
+                blocking(|| {
+                    let objects = stores.snapshot();
+                    let (p, n, e) = (objects.policies.len(), objects.nodes.len(), objects.endpoints.len());
+                    if publish(&tx, &stats, objects) {
+                        debug!(policies = p, nodes = n, endpoints = e, "kubernetes snapshot published");
+                    }
+                });
             }
             event = events.next() => {
                 let Some((kind, result)) = event else {

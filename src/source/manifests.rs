@@ -41,8 +41,8 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::{
-    object_key, publish, sort_objects, stopped, ObjectKind, Shutdown, SnapshotSender, SourceError,
-    SourceKind, SourceStats, DEBOUNCE,
+    blocking, object_key, publish, sort_objects, stopped, ObjectKind, Shutdown, SnapshotSender,
+    SourceError, SourceKind, SourceStats, DEBOUNCE,
 };
 use crate::crd::{CiliumEgressGatewayPolicy, CiliumEndpoint, CiliumNode, Objects, API_VERSION};
 
@@ -182,7 +182,7 @@ pub(super) async fn run(
     info!(dir = %dir.display(), "watching manifests directory");
 
     let mut source = ManifestSource::default();
-    source.rescan(&dir, &tx, &stats);
+    blocking(|| source.rescan(&dir, &tx, &stats));
 
     let mut resync = tokio::time::interval_at(Instant::now() + RESYNC, RESYNC);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -216,7 +216,7 @@ pub(super) async fn run(
                 // written into a re-created directory before its new watch
                 // is in place is caught by the read that follows.
                 if directory {
-                    watches.refresh(true, &stats);
+                    blocking(|| watches.refresh(true, &stats));
                 }
                 due.get_or_insert_with(|| Instant::now() + DEBOUNCE);
                 continue;
@@ -226,7 +226,7 @@ pub(super) async fn run(
             // come back (the parent went too, or cannot be watched). Only
             // while it is missing.
             () = tokio::time::sleep(REWATCH), if !watches.dir_watched() => {
-                if watches.refresh(false, &stats) {
+                if blocking(|| watches.refresh(false, &stats)) {
                     due.get_or_insert_with(|| Instant::now() + DEBOUNCE);
                 }
                 continue;
@@ -236,12 +236,14 @@ pub(super) async fn run(
         }
         // Whatever changed, read the whole directory again: a rename shows up
         // as events on two names, a ConfigMap update only on hidden entries.
-        // The reads are synchronous: a manifests directory is a handful of
-        // files, and only this task waits on them. The watches are checked
-        // first, so a directory replaced without an event (or whose events
-        // were lost) is watched again from here on.
-        watches.refresh(false, &stats);
-        source.rescan(&dir, &tx, &stats);
+        // The reads and the parsing are blocking work (thousands of objects
+        // on a large cluster): off the async workers. The watches are
+        // checked first, so a directory replaced without an event (or whose
+        // events were lost) is watched again from here on.
+        blocking(|| {
+            watches.refresh(false, &stats);
+            source.rescan(&dir, &tx, &stats);
+        });
     }
 }
 

@@ -282,6 +282,18 @@ async fn stopped(shutdown: &mut Shutdown) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
+/// Runs blocking work (a directory read, a snapshot of 10,000 endpoints)
+/// from a source's task without stalling the async worker it runs on:
+/// through `block_in_place` on a multi-threaded runtime, the daemon's;
+/// inline on a current-thread runtime (tests), where `block_in_place`
+/// panics and there is no other worker to stall anyway.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// Publishes `objects` unless the channel already holds an equal snapshot.
 /// Returns whether it published.
 fn publish(tx: &SnapshotSender, stats: &SourceStats, objects: Objects) -> bool {
