@@ -36,18 +36,24 @@ pub fn connect() -> Result<Handle, NodeError> {
     Ok(handle)
 }
 
-/// Every interface with its MAC and IPv4 addresses (primary first).
-pub async fn interfaces(handle: &Handle) -> Result<Vec<Interface>, NodeError> {
-    let mut out = Vec::new();
-    let mut links = handle.link().get().execute();
-    while let Some(msg) = links
-        .try_next()
+/// Every link of this namespace, as the kernel dumps them.
+async fn link_dump(handle: &Handle) -> Result<Vec<LinkMessage>, NodeError> {
+    handle
+        .link()
+        .get()
+        .execute()
+        .try_collect()
         .await
         .map_err(|source| NodeError::Netlink {
             what: "link dump",
             source,
-        })?
-    {
+        })
+}
+
+/// Every interface with its MAC and IPv4 addresses (primary first).
+pub async fn interfaces(handle: &Handle) -> Result<Vec<Interface>, NodeError> {
+    let mut out = Vec::new();
+    for msg in link_dump(handle).await? {
         let mut name = None;
         let mut mac = [0u8; 6];
         for attr in &msg.attributes {
@@ -116,15 +122,7 @@ pub fn is_netkit(msg: &LinkMessage) -> bool {
 /// The names of this namespace's netkit devices, sorted.
 pub async fn netkit_devices(handle: &Handle) -> Result<Vec<String>, NodeError> {
     let mut out = Vec::new();
-    let mut links = handle.link().get().execute();
-    while let Some(msg) = links
-        .try_next()
-        .await
-        .map_err(|source| NodeError::Netlink {
-            what: "link dump",
-            source,
-        })?
-    {
+    for msg in link_dump(handle).await? {
         if !is_netkit(&msg) {
             continue;
         }
