@@ -187,12 +187,3 @@ cilium_resource!(
     "ciliumendpoints",
     NamespaceResourceScope
 );
-
-/// Everything the controller resolves from: one consistent view of the
-/// three kinds, whichever source it came from.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Objects {
-    pub policies: Vec<CiliumEgressGatewayPolicy>,
-    pub nodes: Vec<CiliumNode>,
-    pub endpoints: Vec<CiliumEndpoint>,
-}

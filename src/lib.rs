@@ -18,6 +18,7 @@ pub mod health;
 pub mod lab;
 pub mod metrics;
 pub mod node;
+pub mod objects;
 pub mod resolve;
 pub mod source;
 pub mod sync;

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use cilium_mcast_egress::crd::Objects;
+use cilium_mcast_egress::objects::Objects;
 use cilium_mcast_egress::source::{
     self, load_dir, run_with_client, ObjectKind, SourceConfig, SourceError, SourceKind,
     SourceStats, DEBOUNCE,
@@ -75,21 +75,17 @@ async fn until(what: &str, cond: impl Fn() -> bool) {
     .await
 }
 
-fn names<K: kube::Resource>(objects: &[K]) -> Vec<String> {
-    objects
+fn policy_names(o: &Objects) -> Vec<String> {
+    o.policies
         .iter()
-        .map(|o| o.meta().name.clone().unwrap_or_default())
+        .map(|p| p.metadata.name.clone().unwrap_or_default())
         .collect()
 }
-
-fn policy_names(o: &Objects) -> Vec<String> {
-    names(&o.policies)
-}
 fn node_names(o: &Objects) -> Vec<String> {
-    names(&o.nodes)
+    o.nodes.iter().map(|n| n.name.to_string()).collect()
 }
 fn endpoint_names(o: &Objects) -> Vec<String> {
-    names(&o.endpoints)
+    o.endpoints.iter().map(|e| e.name.to_string()).collect()
 }
 
 fn cidrs_of(o: &Objects, policy: &str) -> Vec<String> {
@@ -103,18 +99,17 @@ fn cidrs_of(o: &Objects, policy: &str) -> Vec<String> {
 fn node_ip(o: &Objects, node: &str) -> Option<String> {
     o.nodes
         .iter()
-        .find(|n| n.metadata.name.as_deref() == Some(node))
-        .and_then(|n| n.spec.addresses.first())
-        .map(|a| a.ip.clone())
+        .find(|n| &*n.name == node)
+        .and_then(|n| n.internal_ips.first())
+        .map(|a| a.to_string())
 }
 
 fn endpoint_ip(o: &Objects, endpoint: &str) -> Option<String> {
     o.endpoints
         .iter()
-        .find(|e| e.metadata.name.as_deref() == Some(endpoint))
-        .and_then(|e| e.status.networking.as_ref())
-        .and_then(|n| n.addressing.first())
-        .and_then(|a| a.ipv4.clone())
+        .find(|e| &*e.name == endpoint)
+        .and_then(|e| e.ipv4.first())
+        .map(|a| a.to_string())
 }
 
 fn strings(v: &[&str]) -> Vec<String> {
@@ -365,10 +360,7 @@ async fn kubernetes_publishes_only_after_all_three_kinds_listed() {
     assert_eq!(policy_names(&snap), ["camera"]);
     assert_eq!(node_names(&snap), ["node-a"]);
     assert_eq!(endpoint_names(&snap), ["camera-0"]);
-    assert_eq!(
-        snap.endpoints[0].metadata.namespace.as_deref(),
-        Some("media")
-    );
+    assert_eq!(&*snap.endpoints[0].namespace, "media");
     assert!(src.stats.synced());
     assert_eq!(src.stats.publishes(), 1);
     for kind in ObjectKind::ALL {
@@ -862,7 +854,7 @@ spec:
     let gateway = policy.spec.egress_gateway.as_ref().unwrap();
     assert_eq!(gateway.egress_ip.as_deref(), Some("203.0.113.10"));
     let endpoint = &objects.endpoints[0];
-    assert_eq!(endpoint.status.identity.as_ref().unwrap().id, 51234);
+    assert_eq!(endpoint.identity.as_ref().unwrap().id, 51234);
     assert_eq!(
         endpoint_ip(&objects, "camera-0").as_deref(),
         Some("198.51.100.10")
@@ -962,10 +954,7 @@ fn manifests_endpoint_without_namespace_gets_default() {
     std::fs::write(dir.path().join("ep.yaml"), yaml).unwrap();
     let (objects, errors) = load_dir(dir.path());
     assert!(errors.is_empty(), "{errors:?}");
-    assert_eq!(
-        objects.endpoints[0].metadata.namespace.as_deref(),
-        Some("default")
-    );
+    assert_eq!(&*objects.endpoints[0].namespace, "default");
 }
 
 /// A directory of a few hundred objects, as files of several sizes:

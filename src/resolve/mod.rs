@@ -22,14 +22,11 @@ use ipnetwork::Ipv4Network;
 
 pub use fnv::fnv32a;
 pub use model::*;
+pub use selector::{endpoint_labels, LabelMap};
 
 use self::policy::{GatewaySpec, Policy};
-use self::selector::LabelMap;
-use crate::crd::{CiliumEndpoint, CiliumNode, Objects};
 use crate::datapath::maps::{Config, EgressIface, Gateway, Origin, PolicyKey, PolicyValue};
-
-/// `spec.addresses[].type` of the address Cilium calls the node IP.
-const INTERNAL_IP: &str = "InternalIP";
+use crate::objects::{self, Objects};
 
 /// Keep only the entries this node's datapath can use: those of pods behind
 /// its own veths (`local_pods`, from Cilium's endpoint map) for the origin
@@ -264,8 +261,8 @@ struct Node<'a> {
     /// The node IP: its first IPv4 InternalIP.
     ip: Option<Ipv4Addr>,
     /// Every IPv4 InternalIP.
-    ips: Vec<Ipv4Addr>,
-    labels: LabelMap,
+    ips: &'a [Ipv4Addr],
+    labels: &'a LabelMap,
 }
 
 /// The cluster's nodes, sorted by name as Cilium keeps them.
@@ -276,29 +273,20 @@ struct Cluster<'a> {
 }
 
 impl<'a> Cluster<'a> {
-    fn new(nodes: &'a [CiliumNode]) -> Cluster<'a> {
+    fn new(nodes: &'a [std::sync::Arc<objects::Node>]) -> Cluster<'a> {
         let mut nodes: Vec<Node<'a>> = nodes
             .iter()
-            .map(|n| {
-                let ips: Vec<Ipv4Addr> = n
-                    .spec
-                    .addresses
-                    .iter()
-                    .filter(|a| a.type_ == INTERNAL_IP)
-                    .filter_map(|a| a.ip.parse().ok())
-                    .collect();
-                Node {
-                    name: n.metadata.name.as_deref().unwrap_or_default(),
-                    ip: ips.first().copied(),
-                    ips,
-                    labels: n.metadata.labels.clone().unwrap_or_default(),
-                }
+            .map(|n| Node {
+                name: &n.name,
+                ip: n.internal_ips.first().copied(),
+                ips: &n.internal_ips,
+                labels: &n.labels,
             })
             .collect();
         nodes.sort_by(|a, b| a.name.cmp(b.name));
         let mut by_ip = BTreeMap::new();
         for (index, node) in nodes.iter().enumerate() {
-            for &ip in &node.ips {
+            for &ip in node.ips {
                 by_ip.entry(ip).or_insert(index);
             }
         }
@@ -316,23 +304,8 @@ impl<'a> Cluster<'a> {
     /// then matches only selectors that ask for absent labels, as in Cilium.
     fn labels_at(&self, ip: Option<Ipv4Addr>) -> Option<&LabelMap> {
         let index = *self.by_ip.get(&ip?)?;
-        self.nodes.get(index).map(|n| &n.labels)
+        self.nodes.get(index).map(|n| n.labels)
     }
-}
-
-/// A `CiliumEndpoint` as resolution needs it.
-struct Endpoint<'a> {
-    /// `namespace/name`, for messages.
-    id: String,
-    /// `metadata.uid`: what Cilium hashes to pick one of several gateways.
-    uid: Option<&'a str>,
-    /// Its IPv4 addresses, each once.
-    ips: Vec<Ipv4Addr>,
-    labels: LabelMap,
-    node_ip: Option<Ipv4Addr>,
-    /// Security identity: the VNI of its tunnelled copies (24 bits; 0 if
-    /// out of range, which no gateway accepts).
-    identity: u32,
 }
 
 /// How many endpoints in a finding are named; the rest are counted.
@@ -395,65 +368,37 @@ impl Endpoints {
     }
 }
 
-/// `namespace/name`, for messages.
-fn endpoint_id(cep: &CiliumEndpoint) -> String {
-    format!(
-        "{}/{}",
-        cep.metadata.namespace.as_deref().unwrap_or_default(),
-        cep.metadata.name.as_deref().unwrap_or_default()
-    )
-}
-
-/// The endpoints that can be selected at all: with an IPv4 address and
-/// identity labels, sorted by namespace and name, so that when two
-/// endpoints claim one address the same one wins every time; and those
-/// skipped for want of an identity. One without an IPv4 address is not
-/// ours (IPv6 multicast is not supported yet) and is left out silently.
-fn endpoints(ceps: &[CiliumEndpoint]) -> (Vec<Endpoint<'_>>, Endpoints) {
+/// The endpoints that can be selected at all: with an identity and an IPv4
+/// address, sorted by namespace and name (the sources' order, checked
+/// here), so that when two endpoints claim one address the same one wins
+/// every time; and those skipped for want of an identity. One without an
+/// IPv4 address is not ours (IPv6 multicast is not supported yet) and is
+/// left out silently.
+fn endpoints(all: &[std::sync::Arc<objects::Endpoint>]) -> (Vec<Selectable<'_>>, Endpoints) {
     let mut without_identity = Endpoints::default();
-    let mut endpoints: Vec<Endpoint> = ceps
+    let mut endpoints: Vec<Selectable> = all
         .iter()
-        .filter_map(|cep| {
-            let Some(identity) = cep
-                .status
-                .identity
-                .as_ref()
-                .filter(|i| !i.labels.is_empty())
-            else {
-                without_identity.add(endpoint_id(cep));
+        .filter_map(|endpoint| {
+            let Some(identity) = endpoint.identity.as_deref() else {
+                without_identity.add(endpoint.id());
                 return None;
             };
-            let labels = &identity.labels;
-            let networking = cep.status.networking.as_ref()?;
-            let mut ips = Vec::new();
-            for ip in networking
-                .addressing
-                .iter()
-                .filter_map(|a| a.ipv4.as_deref())
-            {
-                match ip.parse::<Ipv4Addr>() {
-                    Ok(ip) if !ips.contains(&ip) => ips.push(ip),
-                    _ => {}
-                }
-            }
-            if ips.is_empty() {
-                return None;
-            }
-            Some(Endpoint {
-                id: endpoint_id(cep),
-                uid: cep.metadata.uid.as_deref().filter(|u| !u.is_empty()),
-                ips,
-                labels: selector::endpoint_labels(labels),
-                node_ip: networking.node.as_deref().and_then(|n| n.parse().ok()),
-                identity: u32::try_from(identity.id)
-                    .ok()
-                    .filter(|id| *id <= 0x00ff_ffff)
-                    .unwrap_or(0),
-            })
+            (!endpoint.ipv4.is_empty()).then_some(Selectable { endpoint, identity })
         })
         .collect();
-    endpoints.sort_by(|a, b| a.id.cmp(&b.id).then(a.uid.cmp(&b.uid)));
+    fn key<'a>(s: &Selectable<'a>) -> ((&'a str, &'a str), Option<u32>) {
+        (objects::endpoint_key(s.endpoint), s.endpoint.uid_hash)
+    }
+    if !endpoints.is_sorted_by(|a, b| key(a) <= key(b)) {
+        endpoints.sort_by(|a, b| key(a).cmp(&key(b)));
+    }
     (endpoints, without_identity)
+}
+
+/// An endpoint with an identity.
+struct Selectable<'a> {
+    endpoint: &'a objects::Endpoint,
+    identity: &'a objects::Identity,
 }
 
 /// What this node egresses through as a gateway of one `egressGateways`
@@ -501,7 +446,7 @@ fn resolve_gateways(
             let node = cluster
                 .nodes
                 .iter()
-                .find(|n| n.ip.is_some() && spec.node_selector.matches(&n.labels));
+                .find(|n| n.ip.is_some() && spec.node_selector.matches(n.labels));
             let Some(node) = node else {
                 problems.push(Problem::for_policy(
                     &policy.name,
@@ -600,7 +545,7 @@ fn policy_entries(
     policy: &Policy,
     policy_id: u32,
     gateways: &[ResolvedGateway],
-    endpoints: &[Endpoint],
+    endpoints: &[Selectable],
     cluster: &Cluster,
     problems: &mut Vec<Problem>,
 ) -> BTreeMap<PolicyKey, PolicyValue> {
@@ -614,11 +559,11 @@ fn policy_entries(
     };
     let mut entries = BTreeMap::new();
     let mut without_uid = Endpoints::default();
-    for endpoint in endpoints {
+    for &Selectable { endpoint, identity } in endpoints {
         if !policy
             .endpoint_selectors
             .iter()
-            .any(|s| s.matches(&endpoint.labels))
+            .any(|s| s.matches(&identity.labels))
         {
             continue;
         }
@@ -628,23 +573,22 @@ fn policy_entries(
                 continue;
             }
         }
-        let gateway = match (gateways, endpoint.uid) {
+        let gateway = match (gateways, endpoint.uid_hash) {
             ([], _) => continue,
             ([only], _) => only,
-            (several, Some(uid)) => {
+            (several, Some(hash)) => {
                 // Cilium: gateways sorted by IP, endpoint pinned by the
                 // FNV-1a of its UID. Lossless: usize is at least 32 bits here.
-                let hash = fnv32a(uid.as_bytes()) as usize;
-                &several[hash % several.len()]
+                &several[hash as usize % several.len()]
             }
             (_, None) => {
-                without_uid.add(endpoint.id.clone());
+                without_uid.add(endpoint.id());
                 continue;
             }
         };
         let origin = Origin {
             node: endpoint.node_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
-            identity: endpoint.identity,
+            identity: identity.id,
         };
         let value = match gateway.ip {
             None => PolicyValue {
@@ -662,7 +606,7 @@ fn policy_entries(
                 origin,
             },
         };
-        for &source in &endpoint.ips {
+        for &source in &endpoint.ipv4 {
             // The first endpoint (by name) claiming an address keeps it:
             // two endpoints with one address is a stale object.
             for &destination in &policy.destinations {

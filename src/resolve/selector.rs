@@ -19,7 +19,7 @@ pub(super) const NAMESPACE_LABELS_PREFIX: &str = "io.cilium.k8s.namespace.labels
 pub(super) const POD_NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
 
 /// Labels as a selector sees them: key -> value.
-pub(super) type LabelMap = BTreeMap<String, String>;
+pub type LabelMap = BTreeMap<String, String>;
 
 /// Sources whose labels a Kubernetes selector reaches: Cilium's
 /// `K8sStringMap` strips these and keeps every other source's labels under
@@ -28,7 +28,7 @@ const K8S_SOURCES: [&str; 3] = ["k8s", "any", "unspec"];
 
 /// The selectable labels of an endpoint, from its identity labels
 /// (`source:key=value` strings, as in `status.identity.labels`).
-pub(super) fn endpoint_labels(labels: &[String]) -> LabelMap {
+pub fn endpoint_labels(labels: &[String]) -> LabelMap {
     labels
         .iter()
         .filter_map(|label| {

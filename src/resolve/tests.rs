@@ -12,8 +12,9 @@ use ipnetwork::Ipv4Network;
 use serde::Deserialize;
 
 use super::*;
-use crate::crd::{CiliumEgressGatewayPolicy, CiliumEndpoint, CiliumNode, Objects};
+use crate::crd::{CiliumEgressGatewayPolicy, CiliumEndpoint, CiliumNode};
 use crate::datapath::maps::{Gateway, Origin, PolicyKey, PolicyValue};
+use crate::objects::Objects;
 
 /// A value without its origin, for tests about the rest of it.
 fn bare(v: PolicyValue) -> PolicyValue {
@@ -180,7 +181,7 @@ spec:
 
 /// Objects from multi-document YAML, dispatched on `kind`.
 fn objects(manifests: &[&str]) -> Objects {
-    let mut objects = Objects::default();
+    let (mut policies, mut nodes, mut endpoints) = (Vec::new(), Vec::new(), Vec::new());
     for manifest in manifests {
         for document in serde_norway::Deserializer::from_str(manifest) {
             let value = serde_norway::Value::deserialize(document).expect("YAML");
@@ -189,20 +190,19 @@ fn objects(manifests: &[&str]) -> Objects {
                 .and_then(|k| k.as_str())
                 .map(str::to_owned);
             match kind.as_deref() {
-                Some("CiliumEgressGatewayPolicy") => objects.policies.push(
+                Some("CiliumEgressGatewayPolicy") => policies.push(
                     serde_norway::from_value::<CiliumEgressGatewayPolicy>(value).expect("policy"),
                 ),
-                Some("CiliumNode") => objects
-                    .nodes
-                    .push(serde_norway::from_value::<CiliumNode>(value).expect("node")),
-                Some("CiliumEndpoint") => objects
-                    .endpoints
+                Some("CiliumNode") => {
+                    nodes.push(serde_norway::from_value::<CiliumNode>(value).expect("node"))
+                }
+                Some("CiliumEndpoint") => endpoints
                     .push(serde_norway::from_value::<CiliumEndpoint>(value).expect("endpoint")),
                 other => panic!("unexpected kind {other:?}"),
             }
         }
     }
-    objects
+    Objects::from_crds(&policies, &nodes, &endpoints)
 }
 
 /// The cluster plus `policies`.
@@ -1275,9 +1275,7 @@ fn endpoint_removed_removes_its_entries() {
         [ip("198.51.100.10"), ip("198.51.100.11")]
     );
     let mut objects = cluster(&[CAMERAS]);
-    objects
-        .endpoints
-        .retain(|e| e.metadata.name.as_deref() != Some("camera-1"));
+    objects.endpoints.retain(|e| &*e.name != "camera-1");
     let after = resolve(&objects, &local("node-c"));
     assert_eq!(sources(&after, "232.1.0.0/16"), [ip("198.51.100.11")]);
     assert_eq!(after.policy_ids, before.policy_ids);

@@ -10,20 +10,19 @@
 //! are retried by the watcher with kube-rs's default backoff; the source
 //! itself never gives up on the API server.
 //!
-//! Only a change to what resolution reads wakes it: the stores keep just
-//! the metadata resolution uses (name, namespace, uid, labels), so a status
-//! write that moves `resourceVersion` and nothing else leaves the stored
-//! object equal, and such an event, like a relist that finds the objects
-//! held, takes no snapshot at all. Bookmarks and re-watches after a
-//! timeout never reach the source: the watcher keeps them to itself.
+//! Only a change to what resolution reads wakes it: each object is reduced
+//! as it arrives to the compact form resolution reads ([`crate::objects`]),
+//! which is all the source holds, so a status write that moves
+//! `resourceVersion` and nothing else leaves the held object equal, and
+//! such an event, like a relist that finds the objects held, takes no
+//! snapshot at all. Bookmarks and re-watches after a timeout never reach
+//! the source: the watcher keeps them to itself.
 
 use std::fmt::Debug;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::stream::{self, Stream, StreamExt};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
@@ -31,10 +30,11 @@ use tokio::time::Instant;
 use tracing::{debug, info, trace, warn};
 
 use super::{
-    blocking, publish, sort_objects, stopped, ObjectKind, Shutdown, SnapshotSender, SourceError,
-    SourceKind, SourceStats, DEBOUNCE,
+    blocking, publish, stopped, ObjectKind, Shutdown, SnapshotSender, SourceError, SourceKind,
+    SourceStats, DEBOUNCE,
 };
-use crate::crd::{CiliumEgressGatewayPolicy, CiliumEndpoint, CiliumNode, Objects};
+use crate::crd::{CiliumEgressGatewayPolicy, CiliumEndpoint};
+use crate::objects::{self, Identities, Key, Keyed, Objects};
 
 /// Runs the Kubernetes source with a client from the in-cluster config or
 /// `KUBECONFIG`, until `shutdown` fires.
@@ -70,129 +70,137 @@ enum Change {
 
 type Tagged = (ObjectKind, Result<Change, watcher::Error>);
 
-/// The watcher of one kind, reflected into a store, tagged with its kind.
-fn watch_kind<K>(
+/// One kind's objects as the source holds them: reduced, keyed by
+/// (namespace, name).
+struct Held<T> {
+    objects: Keyed<T>,
+    /// The objects listed since a relist began; they replace `objects` at
+    /// its end, so that every snapshot is consistent.
+    relist: Option<Keyed<T>>,
+}
+
+impl<T> Default for Held<T> {
+    fn default() -> Self {
+        Held {
+            objects: Keyed::new(),
+            relist: None,
+        }
+    }
+}
+
+type Shared<T> = Arc<Mutex<Held<T>>>;
+
+fn lock<T>(held: &Shared<T>) -> std::sync::MutexGuard<'_, Held<T>> {
+    // Held data stays consistent across a panic (every update is one map
+    // operation), so a poisoned lock is still good to use.
+    held.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<T: PartialEq> Held<T> {
+    /// Applies one event, reduced, and says what it did.
+    fn apply(&mut self, event: watcher::Event<(Key, T)>) -> Change {
+        match event {
+            watcher::Event::Init => {
+                self.relist = Some(Keyed::new());
+                Change::Init
+            }
+            watcher::Event::InitApply((key, obj)) => {
+                // Share what is held when it is equal, so an unchanged
+                // object is never held twice.
+                let obj = match self.objects.get(&key) {
+                    Some(held) if **held == obj => held.clone(),
+                    _ => Arc::new(obj),
+                };
+                self.relist.get_or_insert_with(Keyed::new).insert(key, obj);
+                Change::Listed
+            }
+            watcher::Event::InitDone => {
+                let listed = self.relist.take().unwrap_or_default();
+                let changed = listed != self.objects;
+                self.objects = listed;
+                Change::InitDone { changed }
+            }
+            watcher::Event::Apply((key, obj)) => match self.objects.get(&key) {
+                Some(held) if **held == obj => Change::Unchanged,
+                _ => {
+                    self.objects.insert(key, Arc::new(obj));
+                    Change::Applied
+                }
+            },
+            watcher::Event::Delete((key, _)) => match self.objects.remove(&key) {
+                Some(_) => Change::Applied,
+                None => Change::Unchanged,
+            },
+        }
+    }
+
+    fn snapshot(&self) -> Vec<Arc<T>> {
+        // Keyed by (namespace, name): already in snapshot order.
+        self.objects.values().cloned().collect()
+    }
+}
+
+/// The watcher of one kind, each object reduced by `reduce` and applied to
+/// the returned store, tagged with its kind.
+fn watch_kind<K, T>(
     client: &Client,
     kind: ObjectKind,
-) -> (Store<K>, Pin<Box<dyn Stream<Item = Tagged> + Send>>)
+    mut reduce: impl FnMut(&K) -> T + Send + 'static,
+) -> (Shared<T>, Pin<Box<dyn Stream<Item = Tagged> + Send>>)
 where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + PartialEq
-        + DeserializeOwned
-        + Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static,
+    T: PartialEq + Send + Sync + 'static,
 {
-    let (store, mut writer) = reflector::store::<K>();
-    let held = store.clone();
-    let mut relist = Relist::default();
+    let held: Shared<T> = Arc::default();
+    let store = held.clone();
+    let mut keyed = move |obj: K| {
+        let meta = obj.meta();
+        let key = (
+            meta.namespace.as_deref().unwrap_or_default().into(),
+            meta.name.as_deref().unwrap_or_default().into(),
+        );
+        (key, reduce(&obj))
+    };
     let events = watcher(Api::<K>::all(client.clone()), watcher::Config::default())
         .default_backoff()
-        .modify(keep_what_resolution_reads)
-        // The store is written here rather than by `reflect`, so that each
-        // event can be compared with what the store held before it.
         .map(move |event| {
             let change = event.map(|event| {
-                let change = relist.classify(&held, &event);
-                writer.apply_watcher_event(&event);
-                change
+                let event = match event {
+                    watcher::Event::Apply(obj) => watcher::Event::Apply(keyed(obj)),
+                    watcher::Event::Delete(obj) => watcher::Event::Delete(keyed(obj)),
+                    watcher::Event::Init => watcher::Event::Init,
+                    watcher::Event::InitApply(obj) => watcher::Event::InitApply(keyed(obj)),
+                    watcher::Event::InitDone => watcher::Event::InitDone,
+                };
+                lock(&held).apply(event)
             });
             (kind, change)
         });
     (store, events.boxed())
 }
 
-/// Drops the metadata resolution does not read. Besides the memory (managed
-/// fields are often half an object's size, and CiliumEndpoints are many),
-/// this makes an update that touches nothing resolution reads compare equal
-/// to the object held: `resourceVersion` changes with every status write.
-/// The watcher has taken the resource version it resumes from before this.
-fn keep_what_resolution_reads<K: Resource>(obj: &mut K) {
-    let meta = obj.meta_mut();
-    *meta = ObjectMeta {
-        name: meta.name.take(),
-        namespace: meta.namespace.take(),
-        uid: meta.uid.take(),
-        labels: meta.labels.take(),
-        ..ObjectMeta::default()
-    };
-}
-
-/// Tells the events that change a store from those that do not.
-#[derive(Debug, Default)]
-struct Relist {
-    /// Objects listed since the relist began.
-    listed: usize,
-    /// A listed object differs from the one held, or was not held.
-    differs: bool,
-}
-
-impl Relist {
-    /// Called before `event` is applied to `held`.
-    fn classify<K>(&mut self, held: &Store<K>, event: &watcher::Event<K>) -> Change
-    where
-        K: Resource<DynamicType = ()> + Clone + PartialEq + 'static,
-    {
-        let holds = |obj: &K| held.get(&ObjectRef::from_obj(obj));
-        match event {
-            watcher::Event::Init => {
-                *self = Relist::default();
-                Change::Init
-            }
-            watcher::Event::InitApply(obj) => {
-                self.listed += 1;
-                if holds(obj).as_deref() != Some(obj) {
-                    self.differs = true;
-                }
-                Change::Listed
-            }
-            watcher::Event::Apply(obj) => {
-                if holds(obj).as_deref() == Some(obj) {
-                    Change::Unchanged
-                } else {
-                    Change::Applied
-                }
-            }
-            watcher::Event::Delete(obj) => {
-                if holds(obj).is_some() {
-                    Change::Applied
-                } else {
-                    Change::Unchanged
-                }
-            }
-            // Every listed object is held as it is, and there are as many:
-            // the store ends as it was (keys are unique on both sides).
-            watcher::Event::InitDone => Change::InitDone {
-                changed: self.differs || self.listed != held.state().len(),
-            },
-        }
-    }
-}
-
-/// The three stores.
+/// The three stores, and the identities their endpoints share.
 struct Stores {
-    policies: Store<CiliumEgressGatewayPolicy>,
-    nodes: Store<CiliumNode>,
-    endpoints: Store<CiliumEndpoint>,
+    policies: Shared<CiliumEgressGatewayPolicy>,
+    nodes: Shared<objects::Node>,
+    endpoints: Shared<objects::Endpoint>,
+    identities: Arc<Mutex<Identities>>,
 }
 
 impl Stores {
     fn snapshot(&self) -> Objects {
-        fn read<K: Resource + Clone>(store: &Store<K>) -> Vec<K>
-        where
-            K::DynamicType: Eq + std::hash::Hash + Clone,
-        {
-            let mut objects: Vec<K> = store.state().iter().map(|o| K::clone(o)).collect();
-            sort_objects(&mut objects);
-            objects
-        }
-        Objects {
-            policies: read(&self.policies),
-            nodes: read(&self.nodes),
-            endpoints: read(&self.endpoints),
-        }
+        let objects = Objects {
+            policies: lock(&self.policies).snapshot(),
+            nodes: lock(&self.nodes).snapshot(),
+            endpoints: lock(&self.endpoints).snapshot(),
+        };
+        // Identities of deleted endpoints go now; the snapshot holds the
+        // ones in use.
+        self.identities
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .prune();
+        objects
     }
 }
 
@@ -204,14 +212,23 @@ pub async fn run_with_client(
     stats: Arc<SourceStats>,
     mut shutdown: Shutdown,
 ) -> Result<(), SourceError> {
-    let (policies, policy_events) =
-        watch_kind::<CiliumEgressGatewayPolicy>(&client, ObjectKind::Policy);
-    let (nodes, node_events) = watch_kind::<CiliumNode>(&client, ObjectKind::Node);
-    let (endpoints, endpoint_events) = watch_kind::<CiliumEndpoint>(&client, ObjectKind::Endpoint);
+    let identities = Arc::new(Mutex::new(Identities::default()));
+    let (policies, policy_events) = watch_kind(&client, ObjectKind::Policy, objects::policy);
+    let (nodes, node_events) = watch_kind(&client, ObjectKind::Node, objects::Node::new);
+    let shared = identities.clone();
+    let (endpoints, endpoint_events) = watch_kind(
+        &client,
+        ObjectKind::Endpoint,
+        move |cep: &CiliumEndpoint| {
+            let mut identities = shared.lock().unwrap_or_else(PoisonError::into_inner);
+            objects::Endpoint::new(cep, &mut identities)
+        },
+    );
     let stores = Stores {
         policies,
         nodes,
         endpoints,
+        identities,
     };
     let mut events = stream::select_all([policy_events, node_events, endpoint_events]);
 

@@ -41,10 +41,11 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::{
-    blocking, object_key, publish, sort_objects, stopped, ObjectKind, Shutdown, SnapshotSender,
-    SourceError, SourceKind, SourceStats, DEBOUNCE,
+    blocking, publish, stopped, ObjectKind, Shutdown, SnapshotSender, SourceError, SourceKind,
+    SourceStats, DEBOUNCE,
 };
-use crate::crd::{CiliumEgressGatewayPolicy, CiliumEndpoint, CiliumNode, Objects, API_VERSION};
+use crate::crd::{CiliumEgressGatewayPolicy, CiliumEndpoint, CiliumNode, API_VERSION};
+use crate::objects::{self, Identities, Objects};
 
 /// Full re-read of the directory even without a file event: inotify can
 /// lose events (queue overflow, the directory itself replaced), and a read
@@ -575,9 +576,13 @@ impl ManifestSource {
 /// Adds to the event counters the objects added, changed or removed between
 /// two snapshots.
 fn count_changes(stats: &SourceStats, old: &Objects, new: &Objects) {
-    fn changed<K: Resource + PartialEq>(old: &[K], new: &[K]) -> u64 {
-        let old: BTreeMap<_, _> = old.iter().map(|o| (object_key(o), o)).collect();
-        let new: BTreeMap<_, _> = new.iter().map(|o| (object_key(o), o)).collect();
+    fn changed<T: PartialEq>(
+        old: &[Arc<T>],
+        new: &[Arc<T>],
+        key: impl Fn(&T) -> (&str, &str),
+    ) -> u64 {
+        let old: BTreeMap<_, _> = old.iter().map(|o| (key(o), o)).collect();
+        let new: BTreeMap<_, _> = new.iter().map(|o| (key(o), o)).collect();
         let added_or_changed = new
             .iter()
             .filter(|(key, obj)| old.get(*key) != Some(*obj))
@@ -586,12 +591,20 @@ fn count_changes(stats: &SourceStats, old: &Objects, new: &Objects) {
         (added_or_changed + removed) as u64
     }
     let m = SourceKind::Manifests;
-    stats.add_events(m, ObjectKind::Policy, changed(&old.policies, &new.policies));
-    stats.add_events(m, ObjectKind::Node, changed(&old.nodes, &new.nodes));
+    stats.add_events(
+        m,
+        ObjectKind::Policy,
+        changed(&old.policies, &new.policies, objects::policy_key),
+    );
+    stats.add_events(
+        m,
+        ObjectKind::Node,
+        changed(&old.nodes, &new.nodes, objects::node_key),
+    );
     stats.add_events(
         m,
         ObjectKind::Endpoint,
-        changed(&old.endpoints, &new.endpoints),
+        changed(&old.endpoints, &new.endpoints, objects::endpoint_key),
     );
 }
 
@@ -600,6 +613,8 @@ fn count_changes(stats: &SourceStats, old: &Objects, new: &Objects) {
 #[derive(Default)]
 struct DirState {
     files: BTreeMap<PathBuf, FileState>,
+    /// The identities the files' endpoints share.
+    identities: Identities,
     dir_error: Option<ManifestError>,
     /// The directory has been listed at least once.
     listed_once: bool,
@@ -607,21 +622,22 @@ struct DirState {
 
 #[derive(Default)]
 struct FileState {
-    /// Content at the last successful read, to skip parsing an unchanged
-    /// file.
-    content: Option<String>,
+    /// Length and hash of the content at the last successful read, to skip
+    /// parsing an unchanged file without keeping its text.
+    content: Option<(usize, u64)>,
     /// Objects of the last read that parsed.
     good: Option<FileObjects>,
     /// Why the current content is not applied.
     error: Option<ManifestError>,
 }
 
-/// The objects of one file, in document order.
+/// The objects of one file, in document order, reduced to what resolution
+/// reads.
 #[derive(Debug, Default, Clone)]
 struct FileObjects {
-    policies: Vec<CiliumEgressGatewayPolicy>,
-    nodes: Vec<CiliumNode>,
-    endpoints: Vec<CiliumEndpoint>,
+    policies: Vec<Arc<CiliumEgressGatewayPolicy>>,
+    nodes: Vec<Arc<objects::Node>>,
+    endpoints: Vec<Arc<objects::Endpoint>>,
 }
 
 /// The result of one read of the directory.
@@ -688,7 +704,7 @@ impl DirState {
                 self.files.retain(|path, _| paths.contains(path));
                 for path in paths {
                     let state = self.files.entry(path.clone()).or_default();
-                    if !state.refresh(&path) {
+                    if !state.refresh(&path, &mut self.identities) {
                         self.files.remove(&path);
                     }
                 }
@@ -708,6 +724,7 @@ impl DirState {
         let mut errors: Vec<ManifestError> = self.dir_error.iter().cloned().collect();
         errors.extend(self.files.values().filter_map(|f| f.error.clone()));
         let (objects, duplicates) = self.merge();
+        self.identities.prune();
         Scan {
             objects,
             errors,
@@ -727,16 +744,19 @@ impl DirState {
         let policies = merge_kind(
             ObjectKind::Policy,
             good().map(|(p, g)| (p, &g.policies)),
+            objects::policy_key,
             &mut duplicates,
         );
         let nodes = merge_kind(
             ObjectKind::Node,
             good().map(|(p, g)| (p, &g.nodes)),
+            objects::node_key,
             &mut duplicates,
         );
         let endpoints = merge_kind(
             ObjectKind::Endpoint,
             good().map(|(p, g)| (p, &g.endpoints)),
+            objects::endpoint_key,
             &mut duplicates,
         );
         (
@@ -750,18 +770,18 @@ impl DirState {
     }
 }
 
-fn merge_kind<'a, K: Resource + Clone + 'a>(
+fn merge_kind<'a, T: 'a>(
     kind: ObjectKind,
-    files: impl Iterator<Item = (&'a Path, &'a Vec<K>)>,
+    files: impl Iterator<Item = (&'a Path, &'a Vec<Arc<T>>)>,
+    key: impl Fn(&'a T) -> (&'a str, &'a str),
     duplicates: &mut Vec<Duplicate>,
-) -> Vec<K> {
+) -> Vec<Arc<T>> {
     // key → (defining files in name order, winning object)
-    let mut merged: BTreeMap<(String, String), (Vec<&Path>, &K)> = BTreeMap::new();
+    type Defined<'a, T> = (Vec<&'a Path>, &'a Arc<T>);
+    let mut merged: BTreeMap<(&str, &str), Defined<T>> = BTreeMap::new();
     for (path, objects) in files {
         for obj in objects {
-            let entry = merged
-                .entry(object_key(obj))
-                .or_insert_with(|| (Vec::new(), obj));
+            let entry = merged.entry(key(obj)).or_insert_with(|| (Vec::new(), obj));
             if entry.0.last() != Some(&path) {
                 entry.0.push(path);
             }
@@ -774,8 +794,8 @@ fn merge_kind<'a, K: Resource + Clone + 'a>(
             if !losers.is_empty() {
                 duplicates.push(Duplicate {
                     kind,
-                    namespace,
-                    name,
+                    namespace: namespace.to_string(),
+                    name: name.to_string(),
                     winner: winner.to_path_buf(),
                     losers: losers.iter().map(|p| p.to_path_buf()).collect(),
                 });
@@ -783,14 +803,14 @@ fn merge_kind<'a, K: Resource + Clone + 'a>(
         }
         out.push(obj.clone());
     }
-    sort_objects(&mut out);
+    // Already in (namespace, name) order: `merged` is.
     out
 }
 
 impl FileState {
     /// Reads the file again and, if its content changed, parses it.
     /// Returns false when the file is gone.
-    fn refresh(&mut self, path: &Path) -> bool {
+    fn refresh(&mut self, path: &Path, identities: &mut Identities) -> bool {
         let content = match std::fs::read_to_string(path) {
             Ok(content) => content,
             Err(err) if err.kind() == io::ErrorKind::NotFound => return false,
@@ -808,19 +828,30 @@ impl FileState {
             }
         };
         // Unchanged content: its objects, or its error, stand as they are.
-        if self.content.as_deref() == Some(content.as_str()) {
+        let seen = (content.len(), content_hash(&content));
+        if self.content == Some(seen) {
             return true;
         }
-        match parse_manifest(path, &content) {
+        match parse_manifest(path, &content, identities) {
             Ok(objects) => {
                 self.good = Some(objects);
                 self.error = None;
             }
             Err(err) => self.error = Some(err),
         }
-        self.content = Some(content);
+        self.content = Some(seen);
         true
     }
+}
+
+/// A hash of a file's content, the same in every run (SipHash with fixed
+/// keys): with the length, what tells a changed file from an unchanged one.
+fn content_hash(content: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    #[allow(deprecated)] // SipHasher's fixed keys are the point here.
+    let mut hasher = std::hash::SipHasher::new();
+    content.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// The manifest files directly in `dir`, sorted by name.
@@ -860,7 +891,11 @@ enum Header {
 }
 
 /// Parses one file. All or nothing: the first problem fails the file.
-fn parse_manifest(path: &Path, text: &str) -> Result<FileObjects, ManifestError> {
+fn parse_manifest(
+    path: &Path,
+    text: &str,
+    identities: &mut Identities,
+) -> Result<FileObjects, ManifestError> {
     // First pass: YAML syntax and each document's apiVersion/kind. The
     // documents are parsed again below straight into their types, so that
     // a wrong field reports its own line and column.
@@ -888,10 +923,12 @@ fn parse_manifest(path: &Path, text: &str) -> Result<FileObjects, ManifestError>
                 );
             }
             Header::Cilium(ObjectKind::Policy) => {
-                objects.policies.push(parse_object(path, number, document)?);
+                let policy: CiliumEgressGatewayPolicy = parse_object(path, number, document)?;
+                objects.policies.push(Arc::new(objects::policy(&policy)));
             }
             Header::Cilium(ObjectKind::Node) => {
-                objects.nodes.push(parse_object(path, number, document)?);
+                let node: CiliumNode = parse_object(path, number, document)?;
+                objects.nodes.push(Arc::new(objects::Node::new(&node)));
             }
             Header::Cilium(ObjectKind::Endpoint) => {
                 let mut endpoint: CiliumEndpoint = parse_object(path, number, document)?;
@@ -899,7 +936,9 @@ fn parse_manifest(path: &Path, text: &str) -> Result<FileObjects, ManifestError>
                     .metadata
                     .namespace
                     .get_or_insert_with(|| DEFAULT_NAMESPACE.to_string());
-                objects.endpoints.push(endpoint);
+                objects
+                    .endpoints
+                    .push(Arc::new(objects::Endpoint::new(&endpoint, identities)));
             }
         }
     }
@@ -971,7 +1010,7 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<FileObjects, ManifestError> {
-        parse_manifest(Path::new("m.yaml"), text)
+        parse_manifest(Path::new("m.yaml"), text, &mut Identities::default())
     }
 
     #[test]

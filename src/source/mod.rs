@@ -28,10 +28,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use kube::Resource;
 use tokio::sync::watch;
 
-use crate::crd::Objects;
+use crate::objects::Objects;
 
 pub use kubernetes::run_with_client;
 pub use manifests::{load_dir, ManifestError};
@@ -311,19 +310,4 @@ fn publish(tx: &SnapshotSender, stats: &SourceStats, objects: Objects) -> bool {
         stats.publishes.fetch_add(1, Ordering::Relaxed);
     }
     published
-}
-
-/// The identity of an object within its kind: (namespace, name).
-fn object_key<K: Resource>(obj: &K) -> (String, String) {
-    let meta = obj.meta();
-    (
-        meta.namespace.clone().unwrap_or_default(),
-        meta.name.clone().unwrap_or_default(),
-    )
-}
-
-/// Sorts objects by (namespace, name), so snapshots compare equal whenever
-/// the underlying state is the same.
-fn sort_objects<K: Resource>(objects: &mut [K]) {
-    objects.sort_by_cached_key(object_key);
 }
