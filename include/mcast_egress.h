@@ -18,13 +18,13 @@
 #include <linux/types.h>
 
 /* Capacities of the pinned maps. */
-#define MCAST_EGW_POLICY_MAX_ENTRIES	16384	/* as cilium_egress_gw_policy_v4 */
+#define MCAST_EGW_POLICY_MAX_ENTRIES	65536	/* default; set at load (--policy-map-entries) */
 #define MCAST_EGW_ENDPOINTS_MAX_ENTRIES	65535	/* as cilium_lxc */
 #define MCAST_EGW_NODES_MAX_ENTRIES	16384
 #define MCAST_EGW_IFACES_MAX_ENTRIES	256
 #define MCAST_EGW_GROUPS_MAX_ENTRIES	1024	/* as cilium_mcast_group_outer_v4_map */
 #define MCAST_EGW_COUNTERS_MAX_ENTRIES	16384
-#define MCAST_EGW_NAMES_MAX_ENTRIES	4096
+#define MCAST_EGW_NAMES_MAX_ENTRIES	16384	/* default; set at load (--policy-names-entries) */
 /* Bytes of the drop-event ring buffer (a power of two, page multiple). */
 #define MCAST_EGW_EVENTS_BYTES		(256 * 1024)
 /* Drop events each CPU may emit per second, and its burst. */

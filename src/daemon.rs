@@ -18,12 +18,12 @@ use tokio::sync::watch;
 
 use crate::attach::{AttachConfig, AttachManager, AttachState};
 use crate::cilium_maps;
-use crate::crd::Objects;
-use crate::datapath::maps::{Endpoint, Status};
-use crate::datapath::{Datapath, DatapathStorage, Maps, Paths, Program};
+use crate::datapath::maps::{Endpoint, Status, POLICY_MAP, POLICY_NAMES_MAP};
+use crate::datapath::{Capacities, Datapath, DatapathStorage, Maps, Paths, Program};
 use crate::health::{self, Health, Report, ReportPin};
 use crate::metrics::Metrics;
 use crate::node;
+use crate::objects::Objects;
 use crate::resolve::{self, LocalNode, Problem, Severity, Subject};
 use crate::source::{self, SourceConfig, SourceStats};
 use crate::sync;
@@ -34,6 +34,8 @@ pub struct DaemonConfig {
     pub node_name: String,
     pub source: SourceConfig,
     pub bpffs_root: PathBuf,
+    /// Capacities of the maps sized at load.
+    pub capacities: Capacities,
     /// Where Cilium's BPF filesystem is (its maps under `tc/globals`).
     pub cilium_bpffs: PathBuf,
     pub attach: AttachConfig,
@@ -179,7 +181,6 @@ impl Controller<'_> {
         // A CiliumNode missing from one snapshot (recreated, or a partial
         // view) keeps the IP known before: resolution sees `known_ip`.
         let mut desired = resolve::resolve(&inputs.objects, local);
-        self.report_problems(&desired.problems);
         self.endpoints_without_identity = desired.endpoints_without_identity;
         if desired.config.node_ip.is_unspecified() {
             // Never known: a wrong --node-name, or a node not registered
@@ -196,10 +197,36 @@ impl Controller<'_> {
         if let Some(local_pods) = &self.local_pods {
             resolve::retain_node_local(&mut desired, local_pods);
         }
+        // What fits the maps, in the order that must win when not all does.
+        let (policies, policy_fit) = sync::fit_policies(
+            &desired.policies,
+            self.local_pods.as_ref(),
+            self.maps.policy_capacity() as usize,
+        );
+        let here: BTreeSet<u32> = policies.values().map(|v| v.policy_id).collect();
+        let (names, names_fit) = sync::fit_names(
+            &desired.policy_ids,
+            &here,
+            self.maps.policy_names_capacity() as usize,
+        );
+        let mut problems = desired.problems.clone();
+        problems.extend(shortfall(POLICY_MAP, &policy_fit));
+        problems.extend(shortfall(POLICY_NAMES_MAP, &names_fit));
+        problems.sort();
+        self.report_problems(&problems);
+        self.health.set_shortfall(policy_fit.short().then(|| {
+            format!(
+                "{} of the {} policy entries this node needs do not fit \
+                 {POLICY_MAP} (capacity {})",
+                policy_fit.left_out, policy_fit.needed, policy_fit.capacity
+            )
+        }));
         self.metrics.observe(&desired);
-        let synced = sync::apply(&self.maps, &desired);
+        self.metrics.observe_fit(POLICY_MAP, &policy_fit);
+        self.metrics.observe_fit(POLICY_NAMES_MAP, &names_fit);
+        let synced = sync::apply(&self.maps, &desired, &policies);
         // The names only serve the CLI: a failure there is not a failed sync.
-        if let Err(e) = sync::apply_names(&self.maps, &desired.policy_ids) {
+        if let Err(e) = sync::apply_names(&self.maps, &names) {
             tracing::warn!(error = %e, "recording policy names for the CLI");
         }
         // Counters of policies that are gone would fill the map for good.
@@ -218,7 +245,7 @@ impl Controller<'_> {
                     tracing::info!(
                         written = s.written,
                         removed = s.removed,
-                        entries = desired.policies.len(),
+                        entries = policies.len(),
                         elapsed_us = started.elapsed().as_micros() as u64,
                         "policy maps synced"
                     );
@@ -230,7 +257,7 @@ impl Controller<'_> {
                     self.health.set_synced(true);
                     tracing::info!(
                         policies = desired.policy_ids.len(),
-                        entries = desired.policies.len(),
+                        entries = policies.len(),
                         nodes = desired.nodes.len(),
                         gateway_for = ?desired.local_gateway_for.keys().collect::<Vec<_>>(),
                         "first sync done"
@@ -402,6 +429,12 @@ impl Controller<'_> {
                 (Subject::Node(_), Severity::Warning) => {
                     tracing::warn!(%subject, %problem, "this node's CiliumNode is missing")
                 }
+                (Subject::Map(map), Severity::Invalid) => {
+                    tracing::error!(%map, %problem, "map too small for this node")
+                }
+                (Subject::Map(map), Severity::Warning) => {
+                    tracing::warn!(%map, %problem, "map too small for this node")
+                }
                 (Subject::Policy(policy), Severity::Invalid) => {
                     tracing::error!(%policy, %problem, "invalid policy")
                 }
@@ -469,10 +502,48 @@ impl Controller<'_> {
     }
 }
 
+/// The finding about a map that cannot hold what this node needs, if it
+/// cannot: needed vs capacity, what is left out, and the flag to raise.
+fn shortfall(map: &str, fit: &sync::Fit) -> Option<Problem> {
+    if !fit.short() {
+        return None;
+    }
+    let (severity, what, flag) = if map == POLICY_MAP {
+        (
+            Severity::Invalid,
+            format!(
+                "{} entries of {} pods are not written, {} of them this node's own pods \
+                 (this node's pods are written first, then those it serves as a gateway; \
+                 a pod left out has no multicast egress)",
+                fit.left_out, fit.pods_left_out, fit.own_pods_left_out
+            ),
+            "--policy-map-entries",
+        )
+    } else {
+        (
+            Severity::Warning,
+            format!(
+                "{} policy names are not recorded (the CLI shows their counters by id)",
+                fit.left_out
+            ),
+            "--policy-names-entries",
+        )
+    };
+    Some(Problem {
+        subject: Subject::Map(map.to_string()),
+        severity,
+        message: format!(
+            "{} entries needed, capacity {}: {what}; raise {flag} (a new capacity is a new \
+             map layout: `uninstall`, then start with it)",
+            fit.needed, fit.capacity
+        ),
+    })
+}
+
 /// Run until `shutdown` turns true.
 pub async fn run(cfg: DaemonConfig, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let mut storage = DatapathStorage::default();
-    let dp = Datapath::load(&mut storage, Paths::new(&cfg.bpffs_root))
+    let dp = Datapath::load_with(&mut storage, Paths::new(&cfg.bpffs_root), &cfg.capacities)
         .context("loading the datapath")?;
     let maps = dp.maps().context("opening the pinned maps")?;
     let netlink = node::connect().context("netlink")?;

@@ -32,6 +32,9 @@ pub struct Health {
     /// Why this node cannot serve while its IP is unknown: no `CiliumNode`
     /// of its name has been seen.
     node: Mutex<Option<String>>,
+    /// Why this node does not do all that policy asks of it: what it needs
+    /// does not fit its policy map.
+    shortfall: Mutex<Option<String>>,
     /// Milliseconds from `start` to the last finished reconcile pass (0:
     /// none yet, measured from the start).
     last_pass: AtomicU64,
@@ -92,6 +95,7 @@ impl Health {
             synced: AtomicBool::new(false),
             links_complete: AtomicBool::new(false),
             node: Mutex::new(None),
+            shortfall: Mutex::new(None),
             last_pass: AtomicU64::new(0),
             start: clock.monotonic(),
             clock,
@@ -115,6 +119,15 @@ impl Health {
         *self.node.lock().unwrap_or_else(PoisonError::into_inner) = why;
     }
 
+    /// The policy map cannot hold what this node needs, and by how much;
+    /// `None` once it can.
+    pub fn set_shortfall(&self, why: Option<String>) {
+        *self
+            .shortfall
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = why;
+    }
+
     /// A reconcile pass finished.
     pub fn mark_pass(&self) {
         let ms = u64::try_from(self.since_start().as_millis()).unwrap_or(u64::MAX);
@@ -136,6 +149,13 @@ impl Health {
         }
         if let Some(node) = &*self.node.lock().unwrap_or_else(PoisonError::into_inner) {
             why.push(node.clone());
+        }
+        if let Some(short) = &*self
+            .shortfall
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            why.push(short.clone());
         }
         if !self.links_complete.load(Ordering::Relaxed) {
             why.push("links missing".to_string());
@@ -192,9 +212,9 @@ pub struct Report {
 /// One finding, as `status` prints it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReportedProblem {
-    /// `node`, `policy` or `endpoints`.
+    /// `node`, `map`, `policy` or `endpoints`.
     pub kind: String,
-    /// The node's or the policy's name; empty for `endpoints`.
+    /// The node's, the map's or the policy's name; empty for `endpoints`.
     pub name: String,
     /// `invalid` or `warning`.
     pub severity: String,
@@ -212,6 +232,7 @@ impl ReportedProblem {
     fn new(p: &Problem) -> ReportedProblem {
         let (kind, name) = match &p.subject {
             Subject::Node(name) => ("node", name.as_str()),
+            Subject::Map(name) => ("map", name.as_str()),
             Subject::Policy(name) => ("policy", name.as_str()),
             Subject::Endpoints => ("endpoints", ""),
         };

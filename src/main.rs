@@ -14,7 +14,7 @@ use std::time::Duration;
 use cilium_mcast_egress::attach::AttachConfig;
 use cilium_mcast_egress::cli::{self, Output};
 use cilium_mcast_egress::daemon::{self, DaemonConfig};
-use cilium_mcast_egress::datapath::{self, Datapath, DatapathStorage, Paths, Program};
+use cilium_mcast_egress::datapath::{self, Capacities, Datapath, DatapathStorage, Paths, Program};
 use cilium_mcast_egress::lab;
 use cilium_mcast_egress::source::SourceConfig;
 
@@ -41,6 +41,43 @@ struct BpffsArgs {
     /// `<DIR>/tc/globals`, links under `<DIR>/cilium-mcast-egress/links`.
     #[arg(long, value_name = "DIR", default_value = datapath::DEFAULT_BPFFS_ROOT)]
     bpffs_root: PathBuf,
+}
+
+/// Capacities of the maps that grow with the cluster. Part of each map's
+/// layout: a node keeps the values it was first loaded with (pinned maps of
+/// another capacity are refused) until `uninstall`.
+#[derive(Debug, Args)]
+struct CapacityArgs {
+    /// Capacity of the policy map: this node's pods times their policies'
+    /// group prefixes, plus, on a gateway, every pod it serves times its
+    /// prefixes and exclusions. When more are needed, this node's own pods
+    /// are written first and the shortfall is reported.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = Capacities::default().policy_entries,
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(Capacities::MAX))
+    )]
+    policy_map_entries: u32,
+
+    /// Capacity of the policy-name map (one entry per policy of the
+    /// cluster; names label the counters in the CLI).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = Capacities::default().policy_names,
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(Capacities::MAX))
+    )]
+    policy_names_entries: u32,
+}
+
+impl CapacityArgs {
+    fn capacities(&self) -> Capacities {
+        Capacities {
+            policy_entries: self.policy_map_entries,
+            policy_names: self.policy_names_entries,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -91,6 +128,9 @@ struct RunArgs {
     #[command(flatten)]
     bpffs: BpffsArgs,
 
+    #[command(flatten)]
+    capacities: CapacityArgs,
+
     /// Mount point of the BPF filesystem that cilium-agent pins its maps in
     /// (`cilium_lxc` is read from `<DIR>/tc/globals`).
     #[arg(long, value_name = "DIR", default_value = datapath::DEFAULT_BPFFS_ROOT)]
@@ -124,12 +164,16 @@ enum Command {
     Load {
         #[command(flatten)]
         bpffs: BpffsArgs,
+        #[command(flatten)]
+        capacities: CapacityArgs,
     },
     /// Attach a program to a device at the head of its tcx ingress chain, or
     /// replace the program of our link already there.
     Attach {
         #[command(flatten)]
         bpffs: BpffsArgs,
+        #[command(flatten)]
+        capacities: CapacityArgs,
         /// Device to attach to.
         #[arg(long)]
         device: String,
@@ -248,6 +292,7 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
             None => SourceConfig::Kubernetes,
         },
         bpffs_root: args.bpffs.bpffs_root,
+        capacities: args.capacities.capacities(),
         cilium_bpffs: args.cilium_bpffs,
         attach: AttachConfig {
             endpoint_devices,
@@ -340,19 +385,22 @@ async fn wait_for_signal() {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run_daemon(args)?,
-        Command::Load { bpffs } => {
+        Command::Load { bpffs, capacities } => {
             let mut storage = DatapathStorage::default();
             let paths = Paths::new(bpffs.bpffs_root);
-            Datapath::load(&mut storage, paths.clone()).context("loading the datapath")?;
+            Datapath::load_with(&mut storage, paths.clone(), &capacities.capacities())
+                .context("loading the datapath")?;
             tracing::info!(globals = %paths.globals().display(), "datapath loaded, maps pinned");
         }
         Command::Attach {
             bpffs,
+            capacities,
             device,
             program,
         } => {
             let mut storage = DatapathStorage::default();
-            let dp = Datapath::load(&mut storage, Paths::new(bpffs.bpffs_root))
+            let paths = Paths::new(bpffs.bpffs_root);
+            let dp = Datapath::load_with(&mut storage, paths, &capacities.capacities())
                 .context("loading the datapath")?;
             let outcome = dp
                 .attach(&device, program.into())

@@ -27,10 +27,12 @@ use prometheus::{
 
 use crate::datapath::maps::{
     Counter, DropCount, DropReason, Gateway, Maps, Role, ENDPOINTS_MAP, NODES_MAP, POLICY_MAP,
+    POLICY_NAMES_MAP,
 };
 use crate::datapath::DatapathError;
 use crate::resolve::{Desired, Severity, Subject};
 use crate::source::SourceStats;
+use crate::sync::Fit;
 
 const NS: &str = "cilium_mcast_egress";
 
@@ -460,6 +462,8 @@ pub struct Metrics {
     gateway: IntGaugeVec,
     endpoints_without_identity: IntGauge,
     node_missing: IntGauge,
+    entries_needed: IntGaugeVec,
+    entries_left_out: IntGaugeVec,
 }
 
 impl Metrics {
@@ -519,8 +523,30 @@ impl Metrics {
             "node_missing",
             "1 while no CiliumNode named --node-name with an IPv4 InternalIP is among the objects",
         ))?;
+        // The maps whose capacity can fall short of what this node needs;
+        // series from the start, so a shortfall is a value, not a new series.
+        let entries_needed = IntGaugeVec::new(
+            opts(
+                "map_entries_needed",
+                "Entries this node needs in each map sized at load (compare map_capacity)",
+            ),
+            &["map"],
+        )?;
+        let entries_left_out = IntGaugeVec::new(
+            opts(
+                "map_entries_left_out",
+                "Entries needed that do not fit in each map sized at load, so are not written",
+            ),
+            &["map"],
+        )?;
+        for map in [POLICY_MAP, POLICY_NAMES_MAP] {
+            entries_needed.with_label_values(&[map]).set(0);
+            entries_left_out.with_label_values(&[map]).set(0);
+        }
         registry.register(Box::new(sync_duration.clone()))?;
         registry.register(Box::new(sync_errors.clone()))?;
+        registry.register(Box::new(entries_needed.clone()))?;
+        registry.register(Box::new(entries_left_out.clone()))?;
         registry.register(Box::new(last_sync.clone()))?;
         registry.register(Box::new(attached_links.clone()))?;
         registry.register(Box::new(expected_links.clone()))?;
@@ -553,7 +579,20 @@ impl Metrics {
             gateway,
             endpoints_without_identity,
             node_missing,
+            entries_needed,
+            entries_left_out,
         })
+    }
+
+    /// How the entries this node needs fit `map`.
+    pub fn observe_fit(&self, map: &str, fit: &Fit) {
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.entries_needed
+            .with_label_values(&[map])
+            .set(count(fit.needed));
+        self.entries_left_out
+            .with_label_values(&[map])
+            .set(count(fit.left_out));
     }
 
     /// Take the labels from a resolution.
@@ -728,6 +767,8 @@ pub(crate) mod tests {
         "last_sync_timestamp_seconds",
         "map_capacity",
         "map_entries",
+        "map_entries_left_out",
+        "map_entries_needed",
         "monitor_events_suppressed_total",
         "node_missing",
         "nodes",

@@ -3,10 +3,11 @@
 //! flush: whatever is already right is left alone, so a restarted
 //! controller adopts what it finds and the datapath never sees a gap.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use crate::datapath::maps::{EgressIface, Endpoint, Maps};
+use crate::datapath::maps::{EgressIface, Endpoint, Gateway, Maps, PolicyKey, PolicyValue};
 use crate::datapath::DatapathError;
 use crate::resolve::Desired;
 
@@ -48,10 +49,163 @@ pub fn diff<K: Ord + Clone, V: PartialEq + Clone>(
     (writes, deletes)
 }
 
+/// How the entries a node needs fit a map of bounded capacity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fit {
+    /// Entries needed.
+    pub needed: usize,
+    /// The map's capacity.
+    pub capacity: usize,
+    /// Entries that do not fit and are not written.
+    pub left_out: usize,
+    /// Pods (source addresses) with entries left out: a pod is written
+    /// whole or not at all.
+    pub pods_left_out: usize,
+    /// Of those, pods of this node (their multicast is not replicated).
+    pub own_pods_left_out: usize,
+}
+
+impl Fit {
+    pub fn short(&self) -> bool {
+        self.left_out > 0
+    }
+}
+
+/// The policy entries to write when `capacity` may not hold them all, in
+/// the order that must win: this node's own pods (`own`; without it, none
+/// is preferred), then the pods it serves as a gateway; within each, by
+/// address. A pod's entries go in together or not at all, so an exclusion
+/// never goes missing while the prefix around it is written: the map never
+/// lets out a group policy excludes, full or not. A pod that does not fit
+/// is skipped and a smaller one after it may still be written.
+pub fn fit_policies<'a>(
+    policies: &'a BTreeMap<PolicyKey, PolicyValue>,
+    own: Option<&BTreeSet<Ipv4Addr>>,
+    capacity: usize,
+) -> (Cow<'a, BTreeMap<PolicyKey, PolicyValue>>, Fit) {
+    let mut fit = Fit {
+        needed: policies.len(),
+        capacity,
+        ..Fit::default()
+    };
+    if policies.len() <= capacity {
+        return (Cow::Borrowed(policies), fit);
+    }
+    // Each pod's entries are contiguous: the key starts with the source.
+    let mut pods: Vec<(bool, Ipv4Addr, usize)> = Vec::new();
+    for key in policies.keys() {
+        match pods.last_mut() {
+            Some((_, source, n)) if *source == key.source => *n += 1,
+            _ => pods.push((
+                own.is_some_and(|own| own.contains(&key.source)),
+                key.source,
+                1,
+            )),
+        }
+    }
+    // Own pods first; stable, so by address within each tier.
+    pods.sort_by_key(|(own, _, _)| !*own);
+    let mut room = capacity;
+    let mut chosen = BTreeSet::new();
+    for (own, source, n) in pods {
+        if n <= room {
+            room -= n;
+            chosen.insert(source);
+        } else {
+            fit.left_out += n;
+            fit.pods_left_out += 1;
+            fit.own_pods_left_out += usize::from(own);
+        }
+    }
+    let fitted = policies
+        .iter()
+        .filter(|(k, _)| chosen.contains(&k.source))
+        .map(|(k, v)| (*k, *v))
+        .collect();
+    (Cow::Owned(fitted), fit)
+}
+
+/// Where policy entries are written: the pinned map, or a test's record.
+trait PolicyStore {
+    fn insert(&self, key: &PolicyKey, value: &PolicyValue) -> Result<(), DatapathError>;
+    fn delete(&self, key: &PolicyKey) -> Result<(), DatapathError>;
+}
+
+impl PolicyStore for Maps {
+    fn insert(&self, key: &PolicyKey, value: &PolicyValue) -> Result<(), DatapathError> {
+        self.policy_insert(key, value)
+    }
+    fn delete(&self, key: &PolicyKey) -> Result<(), DatapathError> {
+        self.policy_delete(key).map(drop)
+    }
+}
+
+/// Bring the policy map from `current` to `desired` without ever letting
+/// out more than either allows: new exclusions are written before the
+/// entries around them, and an exclusion is removed only after the entries
+/// around it. New and changed entries go before stale ones are removed
+/// (make-before-break), unless the map has no room for them: then the stale
+/// ones go first, which a full map cannot do otherwise.
+fn apply_policies(
+    maps: &impl PolicyStore,
+    current: &BTreeMap<PolicyKey, PolicyValue>,
+    desired: &BTreeMap<PolicyKey, PolicyValue>,
+    capacity: usize,
+) -> Result<SyncStats, DatapathError> {
+    let (writes, deletes) = diff(current, desired);
+    let excluded = |v: &PolicyValue| v.gateway == Gateway::Excluded;
+    let (mut ordered_writes, other_writes): (Vec<_>, Vec<_>) =
+        writes.iter().partition(|(_, v)| excluded(v));
+    ordered_writes.extend(other_writes);
+    let (exclusion_deletes, mut ordered_deletes): (Vec<_>, Vec<_>) = deletes
+        .iter()
+        .partition(|k| current.get(*k).is_some_and(excluded));
+    ordered_deletes.extend(exclusion_deletes);
+
+    let write_all = || -> Result<(), DatapathError> {
+        for (k, v) in &ordered_writes {
+            maps.insert(k, v)?;
+        }
+        Ok(())
+    };
+    let delete_all = || -> Result<(), DatapathError> {
+        for k in &ordered_deletes {
+            maps.delete(k)?;
+        }
+        Ok(())
+    };
+    let new_keys = writes
+        .iter()
+        .filter(|(k, _)| !current.contains_key(k))
+        .count();
+    if current.len() + new_keys <= capacity {
+        if let Err(e) = write_all() {
+            // Someone else filled the map since it was read: make room.
+            tracing::warn!(error = %e, "writing policy entries; removing stale ones first");
+            delete_all()?;
+            write_all()?;
+        } else {
+            delete_all()?;
+        }
+    } else {
+        delete_all()?;
+        write_all()?;
+    }
+    Ok(SyncStats {
+        written: writes.len(),
+        removed: deletes.len(),
+    })
+}
+
 /// Apply a resolution: nodes and uplinks first (policies refer to them),
 /// then the config and the policy entries, then the stale nodes and
-/// uplinks last.
-pub fn apply(maps: &Maps, desired: &Desired) -> Result<SyncStats, DatapathError> {
+/// uplinks last. `policies` are the entries to write (what of
+/// `desired.policies` fits, from [`fit_policies`]).
+pub fn apply(
+    maps: &Maps,
+    desired: &Desired,
+    policies: &BTreeMap<PolicyKey, PolicyValue>,
+) -> Result<SyncStats, DatapathError> {
     let mut stats = SyncStats::default();
 
     let current_nodes: BTreeSet<Ipv4Addr> = maps.nodes()?.into_iter().collect();
@@ -73,16 +227,12 @@ pub fn apply(maps: &Maps, desired: &Desired) -> Result<SyncStats, DatapathError>
     }
 
     let current_policies = maps.policies()?.into_iter().collect();
-    let (writes, deletes) = diff(&current_policies, &desired.policies);
-    if let Err(e) = maps.policy_apply(&writes, &deletes) {
-        // A full trie refuses new entries until stale ones go: only then,
-        // delete first. Otherwise the map could never be repaired.
-        tracing::warn!(error = %e, "writing policy entries; removing stale ones first");
-        maps.policy_apply(&[], &deletes)?;
-        maps.policy_apply(&writes, &[])?;
-    }
-    stats.written += writes.len();
-    stats.removed += deletes.len();
+    stats += apply_policies(
+        maps,
+        &current_policies,
+        policies,
+        maps.policy_capacity() as usize,
+    )?;
 
     for ifindex in &iface_deletes {
         maps.egress_iface_delete(*ifindex)?;
@@ -95,17 +245,44 @@ pub fn apply(maps: &Maps, desired: &Desired) -> Result<SyncStats, DatapathError>
     Ok(stats)
 }
 
-/// Keep the policy names (policy_id -> name) equal to the resolution's, for
-/// the CLI.
-pub fn apply_names(maps: &Maps, ids: &BTreeMap<String, u32>) -> Result<SyncStats, DatapathError> {
-    let current = maps.policy_names()?;
-    let desired: BTreeMap<u32, String> = ids.iter().map(|(n, id)| (*id, n.clone())).collect();
-    let (writes, deletes) = diff(&current, &desired);
-    for (id, name) in &writes {
-        maps.policy_name_set(*id, name)?;
+/// The policy names to keep (policy_id -> name) when `capacity` may not hold
+/// them all: those of the policies with entries on this node (`here`) first,
+/// then the others by name.
+pub fn fit_names(
+    ids: &BTreeMap<String, u32>,
+    here: &BTreeSet<u32>,
+    capacity: usize,
+) -> (BTreeMap<u32, String>, Fit) {
+    let mut fit = Fit {
+        needed: ids.len(),
+        capacity,
+        ..Fit::default()
+    };
+    let (first, rest): (Vec<_>, Vec<_>) = ids.iter().partition(|(_, id)| here.contains(id));
+    let mut names = BTreeMap::new();
+    for (name, id) in first.into_iter().chain(rest) {
+        if names.len() < capacity {
+            names.insert(*id, name.clone());
+        } else {
+            fit.left_out += 1;
+        }
     }
+    (names, fit)
+}
+
+/// Keep the policy names (policy_id -> name) equal to `desired`, for the
+/// CLI. Stale names go first: the map is bounded.
+pub fn apply_names(
+    maps: &Maps,
+    desired: &BTreeMap<u32, String>,
+) -> Result<SyncStats, DatapathError> {
+    let current = maps.policy_names()?;
+    let (writes, deletes) = diff(&current, desired);
     for id in &deletes {
         maps.policy_name_delete(*id)?;
+    }
+    for (id, name) in &writes {
+        maps.policy_name_set(*id, name)?;
     }
     Ok(SyncStats {
         written: writes.len(),
@@ -152,6 +329,219 @@ pub fn apply_cilium_groups(maps: &Maps, groups: &[Ipv4Addr]) -> Result<SyncStats
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::datapath::maps::Origin;
+    use ipnetwork::Ipv4Network;
+
+    fn entry(source: [u8; 4], prefix: &str, gateway: Gateway) -> (PolicyKey, PolicyValue) {
+        (
+            PolicyKey {
+                source: source.into(),
+                destination: prefix.parse::<Ipv4Network>().unwrap(),
+            },
+            PolicyValue {
+                egress_ip: Ipv4Addr::UNSPECIFIED,
+                gateway,
+                egress_ifindex: 0,
+                policy_id: 7,
+                origin: Origin::default(),
+            },
+        )
+    }
+
+    const GW: Gateway = Gateway::Node(Ipv4Addr::new(192, 0, 2, 10));
+
+    #[test]
+    fn everything_fits_without_a_copy() {
+        let all: BTreeMap<_, _> = [entry([198, 51, 100, 1], "232.1.0.0/16", GW)].into();
+        let (fitted, fit) = fit_policies(&all, None, 1);
+        assert!(matches!(fitted, Cow::Borrowed(_)));
+        assert_eq!(fitted.len(), 1);
+        assert!(!fit.short());
+    }
+
+    #[test]
+    fn a_full_map_keeps_own_pods_first_and_pods_whole() {
+        // Remote pods served as a gateway sort first by address; this
+        // node's own pod comes last by address but must win.
+        let remote_a = [198, 51, 100, 1];
+        let remote_b = [198, 51, 100, 2];
+        let own = [198, 51, 100, 200];
+        let all: BTreeMap<_, _> = [
+            entry(remote_a, "232.1.0.0/16", GW),
+            entry(remote_a, "232.1.255.0/24", Gateway::Excluded),
+            entry(remote_b, "232.2.1.0/24", GW),
+            entry(own, "232.1.0.0/16", GW),
+            entry(own, "232.1.255.0/24", Gateway::Excluded),
+        ]
+        .into();
+        let own_set: BTreeSet<Ipv4Addr> = [own.into()].into();
+        let (fitted, fit) = fit_policies(&all, Some(&own_set), 3);
+        let sources: BTreeSet<Ipv4Addr> = fitted.keys().map(|k| k.source).collect();
+        // The own pod (2 entries) fits first; remote_a (2) does not fit in
+        // the 1 left and is skipped whole, exclusion included; remote_b (1)
+        // still does.
+        assert_eq!(sources, [own.into(), remote_b.into()].into());
+        assert_eq!(
+            fit,
+            Fit {
+                needed: 5,
+                capacity: 3,
+                left_out: 2,
+                pods_left_out: 1,
+                own_pods_left_out: 0,
+            }
+        );
+        // Never a covering prefix without its exclusion.
+        for (k, v) in fitted.iter() {
+            if k.destination.prefix() == 16 {
+                assert!(fitted.contains_key(&PolicyKey {
+                    source: k.source,
+                    destination: "232.1.255.0/24".parse().unwrap()
+                }));
+                assert_eq!(v.gateway, GW);
+            }
+        }
+
+        // Too small even for the own pod: reported as such.
+        let (fitted, fit) = fit_policies(&all, Some(&own_set), 1);
+        assert_eq!(fitted.len(), 1, "remote_b still fits");
+        assert_eq!(fit.own_pods_left_out, 1);
+        assert_eq!(fit.left_out, 4);
+    }
+
+    /// The writes and deletes in the order made, against a map of
+    /// `capacity` that refuses what would not fit.
+    struct Recorder {
+        held: std::cell::RefCell<BTreeMap<PolicyKey, PolicyValue>>,
+        ops: std::cell::RefCell<Vec<(char, PolicyKey)>>,
+        capacity: usize,
+    }
+
+    impl Recorder {
+        fn new(held: &BTreeMap<PolicyKey, PolicyValue>, capacity: usize) -> Recorder {
+            Recorder {
+                held: held.clone().into(),
+                ops: Vec::new().into(),
+                capacity,
+            }
+        }
+
+        fn ops(&self) -> Vec<(char, PolicyKey)> {
+            self.ops.borrow().clone()
+        }
+    }
+
+    impl PolicyStore for Recorder {
+        fn insert(&self, key: &PolicyKey, value: &PolicyValue) -> Result<(), DatapathError> {
+            let mut held = self.held.borrow_mut();
+            if !held.contains_key(key) && held.len() >= self.capacity {
+                return Err(DatapathError::Map {
+                    map: crate::datapath::maps::POLICY_MAP,
+                    op: "update",
+                    source: std::io::Error::from_raw_os_error(28).into(),
+                });
+            }
+            held.insert(*key, *value);
+            self.ops.borrow_mut().push(('+', *key));
+            Ok(())
+        }
+        fn delete(&self, key: &PolicyKey) -> Result<(), DatapathError> {
+            self.held.borrow_mut().remove(key);
+            self.ops.borrow_mut().push(('-', *key));
+            Ok(())
+        }
+    }
+
+    /// Whether `entries` let `group` from `source` out (longest prefix wins,
+    /// an exclusion does not).
+    fn lets_out(
+        entries: &BTreeMap<PolicyKey, PolicyValue>,
+        source: Ipv4Addr,
+        group: Ipv4Addr,
+    ) -> bool {
+        entries
+            .iter()
+            .filter(|(k, _)| k.source == source && k.destination.contains(group))
+            .max_by_key(|(k, _)| k.destination.prefix())
+            .is_some_and(|(_, v)| v.gateway != Gateway::Excluded)
+    }
+
+    /// No state along the way lets out a group that neither the old nor the
+    /// new entries let out: every state is checked for a group inside the
+    /// exclusion.
+    #[test]
+    fn exclusions_go_in_first_and_out_last() {
+        let pod = [198, 51, 100, 1];
+        let excluded_group = Ipv4Addr::new(232, 1, 255, 1);
+        let old: BTreeMap<_, _> = [
+            entry(pod, "232.1.0.0/16", GW),
+            entry(pod, "232.1.255.0/24", Gateway::Excluded),
+        ]
+        .into();
+        let new: BTreeMap<_, _> = [entry(pod, "232.2.0.0/16", GW)].into();
+        for (from, to) in [(&BTreeMap::new(), &old), (&old, &new)] {
+            for capacity in [2, 3, 8] {
+                let rec = Recorder::new(from, capacity);
+                apply_policies(&rec, from, to, capacity).unwrap();
+                assert_eq!(*rec.held.borrow(), *to, "capacity {capacity}");
+                // Replay: no state in between lets the excluded group out.
+                let mut state = from.clone();
+                for (op, key) in rec.ops() {
+                    match op {
+                        '+' => state.insert(key, to[&key]),
+                        _ => state.remove(&key),
+                    };
+                    assert!(
+                        !lets_out(&state, pod.into(), excluded_group),
+                        "capacity {capacity}: {:?} lets 232.1.255.1 out",
+                        rec.ops()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_full_map_is_turned_over_stale_entries_first() {
+        let old: BTreeMap<_, _> = [
+            entry([198, 51, 100, 1], "232.1.0.0/16", GW),
+            entry([198, 51, 100, 2], "232.1.0.0/16", GW),
+        ]
+        .into();
+        let new: BTreeMap<_, _> = [
+            entry([198, 51, 100, 3], "232.1.0.0/16", GW),
+            entry([198, 51, 100, 4], "232.1.0.0/16", GW),
+        ]
+        .into();
+        let rec = Recorder::new(&old, 2);
+        let stats = apply_policies(&rec, &old, &new, 2).unwrap();
+        assert_eq!(*rec.held.borrow(), new);
+        assert_eq!((stats.written, stats.removed), (2, 2));
+        assert!(
+            rec.ops()[..2].iter().all(|(op, _)| *op == '-'),
+            "{:?}",
+            rec.ops()
+        );
+        // With room, make-before-break: writes first.
+        let rec = Recorder::new(&old, 4);
+        apply_policies(&rec, &old, &new, 4).unwrap();
+        assert!(
+            rec.ops()[..2].iter().all(|(op, _)| *op == '+'),
+            "{:?}",
+            rec.ops()
+        );
+    }
+
+    #[test]
+    fn names_of_policies_here_are_kept_first() {
+        let ids: BTreeMap<String, u32> = [("a".into(), 1), ("b".into(), 2), ("c".into(), 3)].into();
+        let (names, fit) = fit_names(&ids, &[3].into(), 2);
+        assert_eq!(names, [(3, "c".into()), (1, "a".into())].into());
+        assert_eq!((fit.needed, fit.capacity, fit.left_out), (3, 2, 1));
+        let (names, fit) = fit_names(&ids, &BTreeSet::new(), 3);
+        assert_eq!(names.len(), 3);
+        assert!(!fit.short());
+    }
 
     #[test]
     fn diff_writes_new_and_changed_and_deletes_stale() {

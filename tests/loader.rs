@@ -13,7 +13,7 @@ use cilium_mcast_egress::attach::{AttachConfig, AttachManager};
 use cilium_mcast_egress::datapath::maps::{Config, Endpoint, ALL_MAPS};
 use cilium_mcast_egress::datapath::tcx::{ifindex_of, links, tcx_egress_chain, tcx_ingress_chain};
 use cilium_mcast_egress::datapath::{
-    self, AttachOutcome, Datapath, DatapathError, DatapathStorage, Paths, Program,
+    self, AttachOutcome, Capacities, Datapath, DatapathError, DatapathStorage, Paths, Program,
 };
 use cilium_mcast_egress::resolve::Interface;
 use common::observer::Observer;
@@ -605,3 +605,64 @@ priv_test!(same_size_reordered_struct_is_refused, |bpffs| {
         assert!(msg.contains(want), "{want:?} not in: {msg}");
     }
 });
+
+priv_test!(
+    capacities_are_chosen_at_load_and_part_of_the_layout,
+    |bpffs| {
+        let paths = Paths::new(bpffs.path());
+        let small = Capacities {
+            policy_entries: 1024,
+            policy_names: 64,
+        };
+        let mut s = DatapathStorage::default();
+        let dp = Datapath::load_with(&mut s, paths.clone(), &small).unwrap();
+        let maps = dp.maps().unwrap();
+        assert_eq!(maps.policy_capacity(), 1024);
+        assert_eq!(maps.policy_names_capacity(), 64);
+        drop((maps, dp));
+
+        // Positive control: the same capacities again adopt the pins.
+        let mut s = DatapathStorage::default();
+        drop(Datapath::load_with(&mut s, paths.clone(), &small).expect("same capacities re-used"));
+
+        // Another capacity is another layout: refused, naming both and the flag.
+        for (other, flag, pinned) in [
+            (Capacities::default(), "--policy-map-entries 1024", 1024),
+            (
+                Capacities {
+                    policy_names: 65,
+                    ..small
+                },
+                "--policy-names-entries 64",
+                64,
+            ),
+        ] {
+            let mut s = DatapathStorage::default();
+            let err = match Datapath::load_with(&mut s, paths.clone(), &other) {
+                Ok(_) => panic!("a pinned map of another capacity must be refused"),
+                Err(e) => e,
+            };
+            assert!(
+                matches!(err, DatapathError::CapacityMismatch { pinned: p, .. } if p == pinned),
+                "{err}"
+            );
+            assert!(err.to_string().contains(flag), "{err}");
+        }
+
+        // Out of range: refused before anything is created.
+        let fresh = Bpffs::new("capacity-zero");
+        let mut s = DatapathStorage::default();
+        let zero = Capacities {
+            policy_entries: 0,
+            ..small
+        };
+        assert!(matches!(
+            Datapath::load_with(&mut s, Paths::new(fresh.path()), &zero),
+            Err(DatapathError::BadCapacity { value: 0, .. })
+        ));
+        assert!(!Paths::new(fresh.path())
+            .globals()
+            .join("mcast_egw_policy_v4")
+            .exists());
+    }
+);

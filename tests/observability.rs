@@ -160,7 +160,7 @@ fn scrape_counts_every_datagram_drops_and_survives_a_restart() {
             "cilium_mcast_egress_map_capacity",
             &[("map", "mcast_egw_policy_v4")]
         ),
-        Some(16384.0)
+        Some(65536.0)
     );
     assert_eq!(
         sample(&a, "cilium_mcast_egress_attached_links", &[]),
@@ -811,6 +811,283 @@ fn unknown_node_name_is_not_ready_until_the_node_appears() {
         assert_eq!(maps.config().unwrap().node_ip, node_a);
         assert!(
             log_lines("keeping this node's last known IP 192.0.2.10").len() == 1,
+            "{:#?}",
+            log.lock().unwrap()
+        );
+    });
+}
+
+/// node-a is the gateway of `cameras` (a /16 with a /24 carved out: two
+/// entries a pod) for `pods` on node-b, and this node's own pod
+/// 198.51.100.200 is a camera too; `mics` (gateway node-b) selects nothing
+/// here but is a policy whose name the CLI wants.
+fn full_map_manifests(remote_pods: u8) -> String {
+    let mut out = String::from(
+        r#"
+apiVersion: cilium.io/v2
+kind: CiliumNode
+metadata:
+  name: node-a
+  labels: {kubernetes.io/hostname: node-a, egress: "a"}
+spec:
+  addresses:
+  - {type: InternalIP, ip: 192.0.2.10}
+---
+apiVersion: cilium.io/v2
+kind: CiliumNode
+metadata:
+  name: node-b
+  labels: {kubernetes.io/hostname: node-b, egress: "b"}
+spec:
+  addresses:
+  - {type: InternalIP, ip: 192.0.2.20}
+---
+apiVersion: cilium.io/v2
+kind: CiliumEgressGatewayPolicy
+metadata: {name: cameras}
+spec:
+  selectors:
+  - podSelector:
+      matchLabels: {app: camera}
+  destinationCIDRs: [232.1.0.0/16]
+  excludedCIDRs: [232.1.255.0/24]
+  egressGateway:
+    nodeSelector:
+      matchLabels: {egress: "a"}
+    interface: uplink0
+---
+apiVersion: cilium.io/v2
+kind: CiliumEgressGatewayPolicy
+metadata: {name: mics}
+spec:
+  selectors:
+  - podSelector:
+      matchLabels: {app: mic}
+  destinationCIDRs: [232.9.0.0/16]
+  egressGateway:
+    nodeSelector:
+      matchLabels: {egress: "b"}
+    interface: uplink0
+"#,
+    );
+    let pods = (1..=remote_pods)
+        .map(|n| (format!("remote-{n}"), n, "192.0.2.20"))
+        .chain([("own".to_string(), 200, "192.0.2.10")]);
+    for (name, n, node) in pods {
+        out.push_str(&format!(
+            r#"---
+apiVersion: cilium.io/v2
+kind: CiliumEndpoint
+metadata: {{name: {name}, namespace: media, uid: 0f8a3b52-4444-4c8e-9a51-{n:012}}}
+status:
+  identity:
+    id: 4001
+    labels:
+    - k8s:app=camera
+    - k8s:io.kubernetes.pod.namespace=media
+  networking:
+    addressing:
+    - ipv4: 198.51.100.{n}
+    node: {node}
+"#
+        ));
+    }
+    out
+}
+
+/// A policy map too small for what this node needs: this node's own pod is
+/// written first, the pods it serves as a gateway fill what is left, each
+/// pod whole (never a /16 without the /24 carved out of it), and the
+/// shortfall is there for the operator (needed vs capacity) in the log
+/// (once), the scrape, `/readyz` and `status`. The policy-name map likewise.
+/// When the cluster shrinks to fit, all of it clears.
+#[test]
+fn full_policy_map_keeps_own_pods_and_reports_the_shortfall() {
+    if !common::privileged("full_policy_map_keeps_own_pods_and_reports_the_shortfall") {
+        return;
+    }
+    common::in_new_netns(|| {
+        common::veth("lxc_own", "own0");
+        common::veth("uplink0", "upstream0");
+        common::vxlan_external("cilium_vxlan");
+        common::sh("ip", &["addr", "add", "203.0.113.10/24", "dev", "uplink0"]);
+        let ours = common::Bpffs::new("fullmap-ours");
+        let cilium = common::Bpffs::new("fullmap-cilium");
+        let lxc = Paths::new(cilium.path()).globals().join("cilium_lxc");
+        lab::create_cilium_lxc_at(&lxc, Ipv4Addr::new(192, 0, 2, 10)).unwrap();
+        let own = Ipv4Addr::new(198, 51, 100, 200);
+        lab::lxc_put_at(&lxc, own, ifindex_of("lxc_own").unwrap(), 4001).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        // Six remote pods and this node's: 14 entries for a map of 8.
+        std::fs::write(dir.path().join("cluster.yaml"), full_map_manifests(6)).unwrap();
+
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cilium-mcast-egress"))
+            .args(["run", "--node-name", "node-a", "--manifests"])
+            .arg(dir.path())
+            .arg("--bpffs-root")
+            .arg(ours.path())
+            .arg("--cilium-bpffs")
+            .arg(cilium.path())
+            .args(["--metrics-addr", PROBE, "--resync-interval-ms", "100"])
+            .args(["--policy-map-entries", "8", "--policy-names-entries", "1"])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = collect_lines(child.stderr.take().unwrap());
+        let _daemon = Daemon::from_child(child);
+        let log_lines = |what: &str| {
+            log.lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.contains(what))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        let metric = |name: &str, labels: &[(&str, &str)]| {
+            let (status, m) = http_get("/metrics").expect("/metrics answers");
+            assert_eq!(status, 200, "{m}");
+            sample(&m, name, labels)
+        };
+        let policy_map = [("map", "mcast_egw_policy_v4")];
+        let names_map = [("map", "mcast_egw_policy_names")];
+
+        let reason = "6 of the 14 policy entries this node needs do not fit \
+                      mcast_egw_policy_v4 (capacity 8)";
+        common::wait_for(
+            "/readyz naming the shortfall",
+            Duration::from_secs(20),
+            || http_get("/readyz").is_some_and(|(s, body)| s == 503 && body.contains(reason)),
+        );
+        let (_, body) = http_get("/readyz").unwrap();
+        assert!(!body.contains("first sync"), "what fits is synced: {body}");
+        assert_eq!(log_lines("first sync done").len(), 1);
+
+        // The map: this node's pod whole, then remote pods whole by address
+        // while they fit (1 and 2), nothing of the rest.
+        let maps = Maps::open_pinned(&Paths::new(ours.path())).unwrap();
+        assert_eq!(maps.policy_capacity(), 8);
+        let entries = maps.policies().unwrap();
+        let sources: std::collections::BTreeSet<Ipv4Addr> =
+            entries.iter().map(|(k, _)| k.source).collect();
+        let remote = |n: u8| Ipv4Addr::new(198, 51, 100, n);
+        assert_eq!(
+            sources,
+            [own, remote(1), remote(2), remote(3)].into(),
+            "{entries:?}"
+        );
+        assert_eq!(entries.len(), 8, "{entries:?}");
+        for source in &sources {
+            let kinds: Vec<Gateway> = entries
+                .iter()
+                .filter(|(k, _)| k.source == *source)
+                .map(|(_, v)| v.gateway)
+                .collect();
+            assert_eq!(
+                kinds,
+                [
+                    Gateway::Node(Ipv4Addr::new(192, 0, 2, 10)),
+                    Gateway::Excluded
+                ],
+                "{source}: the /16 and its exclusion together"
+            );
+        }
+
+        // The scrape.
+        assert_eq!(
+            metric("cilium_mcast_egress_map_capacity", &policy_map),
+            Some(8.0)
+        );
+        assert_eq!(
+            metric("cilium_mcast_egress_map_entries", &policy_map),
+            Some(8.0)
+        );
+        assert_eq!(
+            metric("cilium_mcast_egress_map_entries_needed", &policy_map),
+            Some(14.0)
+        );
+        assert_eq!(
+            metric("cilium_mcast_egress_map_entries_left_out", &policy_map),
+            Some(6.0)
+        );
+        assert_eq!(
+            metric("cilium_mcast_egress_map_entries_needed", &names_map),
+            Some(2.0)
+        );
+        assert_eq!(
+            metric("cilium_mcast_egress_map_entries_left_out", &names_map),
+            Some(1.0)
+        );
+        assert_eq!(
+            metric("cilium_mcast_egress_sync_errors_total", &[]),
+            Some(0.0)
+        );
+        // The name kept is that of the policy with entries here.
+        let names = maps.policy_names().unwrap();
+        assert_eq!(names.values().collect::<Vec<_>>(), ["cameras"], "{names:?}");
+
+        // `status`.
+        let s = status_json(ours.path());
+        let c = &s["controller"];
+        assert_eq!(c["ready"], false, "{s}");
+        let problems: Vec<(&str, &str, &str, &str)> = c["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["kind"].as_str().unwrap(),
+                    p["name"].as_str().unwrap(),
+                    p["severity"].as_str().unwrap(),
+                    p["message"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert!(
+            problems.iter().any(|(k, n, s, m)| *k == "map"
+                && *n == "mcast_egw_policy_v4"
+                && *s == "invalid"
+                && m.starts_with("14 entries needed, capacity 8: 6 entries of 3 pods")
+                && m.contains("0 of them this node's own pods")
+                && m.contains("--policy-map-entries")),
+            "{s}"
+        );
+        assert!(
+            problems.iter().any(|(k, n, s, m)| *k == "map"
+                && *n == "mcast_egw_policy_names"
+                && *s == "warning"
+                && m.starts_with("2 entries needed, capacity 1")),
+            "{s}"
+        );
+
+        // More passes, more resolutions: each shortfall logged once.
+        let syncs = metric("cilium_mcast_egress_sync_duration_seconds_count", &[]).unwrap();
+        common::wait_for("more resolutions", Duration::from_secs(10), || {
+            metric("cilium_mcast_egress_sync_duration_seconds_count", &[]).unwrap() > syncs
+        });
+        let short = log_lines("map too small for this node");
+        assert_eq!(short.len(), 2, "{short:#?}");
+        assert!(short
+            .iter()
+            .any(|l| l.contains("ERROR") && l.contains("14 entries needed")));
+
+        // The cluster shrinks to two remote pods: everything fits, ready.
+        std::fs::write(dir.path().join("cluster.yaml"), full_map_manifests(2)).unwrap();
+        common::wait_for(
+            "/readyz ready once it fits",
+            Duration::from_secs(20),
+            || http_get("/readyz").is_some_and(|(s, _)| s == 200),
+        );
+        assert_eq!(
+            metric("cilium_mcast_egress_map_entries_left_out", &policy_map),
+            Some(0.0)
+        );
+        assert_eq!(maps.policies().unwrap().len(), 6);
+        assert!(
+            log_lines("resolved")
+                .iter()
+                .any(|l| l.contains("map mcast_egw_policy_v4")),
             "{:#?}",
             log.lock().unwrap()
         );

@@ -530,6 +530,16 @@ impl Maps {
 
     // --- policy entries -------------------------------------------------
 
+    /// Entries `mcast_egw_policy_v4` can hold (chosen at load).
+    pub fn policy_capacity(&self) -> u32 {
+        self.policy.max_entries()
+    }
+
+    /// Entries `mcast_egw_policy_names` can hold (chosen at load).
+    pub fn policy_names_capacity(&self) -> u32 {
+        self.policy_names.max_entries()
+    }
+
     /// Insert or replace an entry.
     pub fn policy_insert(&self, key: &PolicyKey, value: &PolicyValue) -> Result<()> {
         update(&self.policy, POLICY_MAP, &key.raw(), &value.raw())
@@ -538,23 +548,6 @@ impl Maps {
     /// Remove an entry; returns whether it existed.
     pub fn policy_delete(&self, key: &PolicyKey) -> Result<bool> {
         delete(&self.policy, POLICY_MAP, &key.raw())
-    }
-
-    /// Write `upserts`, then remove `deletes`: make-before-break, a pod
-    /// moving between prefixes is covered by its new entry before the old
-    /// one goes.
-    pub fn policy_apply(
-        &self,
-        upserts: &[(PolicyKey, PolicyValue)],
-        deletes: &[PolicyKey],
-    ) -> Result<()> {
-        for (k, v) in upserts {
-            self.policy_insert(k, v)?;
-        }
-        for k in deletes {
-            self.policy_delete(k)?;
-        }
-        Ok(())
     }
 
     pub fn policy_get(&self, key: &PolicyKey) -> Result<Option<PolicyValue>> {

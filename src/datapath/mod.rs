@@ -36,6 +36,56 @@ pub use tcx::{AttachOutcome, ChainPosition, Direction, LinkState};
 /// Default mount point of the BPF filesystem, as Cilium uses it.
 pub const DEFAULT_BPFFS_ROOT: &str = "/sys/fs/bpf";
 
+/// The capacities an operator chooses at load: those of the maps whose
+/// fill grows with the cluster. Both are unpreallocated, so a large
+/// capacity costs kernel memory only as entries are written.
+///
+/// A capacity is part of a map's layout: a pinned map of another capacity
+/// is refused at load like any other layout ([`DatapathError::CapacityMismatch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacities {
+    /// Entries of `mcast_egw_policy_v4`: this node's pods times their
+    /// policies' group prefixes, plus, on a gateway, every pod it serves
+    /// times its prefixes and exclusions.
+    pub policy_entries: u32,
+    /// Entries of `mcast_egw_policy_names`: one per policy of the cluster.
+    pub policy_names: u32,
+}
+
+impl Capacities {
+    /// The largest capacity accepted.
+    pub const MAX: u32 = 1 << 24;
+
+    /// The capacity of map `name`, if it is one chosen at load: (its name,
+    /// the capacity, the flag that sets it).
+    fn of(&self, name: &str) -> Option<(&'static str, u32, &'static str)> {
+        match name {
+            maps::POLICY_MAP => Some((
+                maps::POLICY_MAP,
+                self.policy_entries,
+                "--policy-map-entries",
+            )),
+            maps::POLICY_NAMES_MAP => Some((
+                maps::POLICY_NAMES_MAP,
+                self.policy_names,
+                "--policy-names-entries",
+            )),
+            _ => None,
+        }
+    }
+}
+
+impl Default for Capacities {
+    /// Sized for a large node: a gateway serving thousands of pods, a
+    /// cluster of thousands of policies.
+    fn default() -> Self {
+        Capacities {
+            policy_entries: crate::bpf_intf::MCAST_EGW_POLICY_MAX_ENTRIES,
+            policy_names: crate::bpf_intf::MCAST_EGW_NAMES_MAX_ENTRIES,
+        }
+    }
+}
+
 /// Errors of the datapath layer.
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
@@ -65,6 +115,21 @@ pub enum DatapathError {
         pinned: MapLayout,
         ours: MapLayout,
     },
+    /// The pinned map differs from ours in its capacity alone.
+    #[error(
+        "pinned map {path} holds {pinned} entries at most, and {ours} were asked for; \
+         a capacity is part of the layout, so the pinned map is not re-used: start with the \
+         capacity it has ({flag} {pinned}) to keep it, or run `cilium-mcast-egress uninstall` \
+         first to take the new one"
+    )]
+    CapacityMismatch {
+        path: PathBuf,
+        pinned: u32,
+        ours: u32,
+        flag: &'static str,
+    },
+    #[error("capacity {value} of {map} is out of range (1 to {max})", max = Capacities::MAX)]
+    BadCapacity { map: &'static str, value: u32 },
     #[error("pinned map {path}: {source}")]
     PinnedMap {
         path: PathBuf,
@@ -227,23 +292,35 @@ impl<'obj> Datapath<'obj> {
     /// pinned: the objects share maps by their pins (`mcast_from_container`
     /// and `mcast_to_overlay` the tunnel-key slot). Nothing is attached.
     pub fn load(storage: &'obj mut DatapathStorage, paths: Paths) -> Result<Self> {
-        let container = load_skel(
+        Datapath::load_with(storage, paths, &Capacities::default())
+    }
+
+    /// [`Datapath::load`] with the map capacities chosen by the operator.
+    pub fn load_with(
+        storage: &'obj mut DatapathStorage,
+        paths: Paths,
+        capacities: &Capacities,
+    ) -> Result<Self> {
+        let container = load_skel_with(
             McastFromContainerSkelBuilder::default(),
             "mcast_from_container",
             &mut storage.container,
             &paths,
+            capacities,
         )?;
-        let overlay = load_skel(
+        let overlay = load_skel_with(
             McastFromOverlaySkelBuilder::default(),
             "mcast_from_overlay",
             &mut storage.overlay,
             &paths,
+            capacities,
         )?;
-        let to_overlay = load_skel(
+        let to_overlay = load_skel_with(
             McastToOverlaySkelBuilder::default(),
             "mcast_to_overlay",
             &mut storage.to_overlay,
             &paths,
+            capacities,
         )?;
         Ok(Datapath {
             paths,
@@ -281,7 +358,7 @@ impl<'obj> Datapath<'obj> {
 
 /// Open, check pins, load: the steps every object of ours goes through.
 /// Generic so that the test and benchmark builds of the programs are loaded
-/// exactly like the production ones.
+/// exactly like the production ones. Default capacities.
 pub fn load_skel<'obj, B>(
     builder: B,
     object: &'static str,
@@ -291,10 +368,25 @@ pub fn load_skel<'obj, B>(
 where
     B: SkelBuilder<'obj>,
 {
+    load_skel_with(builder, object, storage, paths, &Capacities::default())
+}
+
+/// [`load_skel`] with chosen capacities.
+pub fn load_skel_with<'obj, B>(
+    builder: B,
+    object: &'static str,
+    storage: &'obj mut MaybeUninit<OpenObject>,
+    paths: &Paths,
+    capacities: &Capacities,
+) -> Result<<B::Output as OpenSkel<'obj>>::Output>
+where
+    B: SkelBuilder<'obj>,
+{
     pin::ensure_bpffs_dirs(paths)?;
     let mut open = builder
         .open(storage)
         .map_err(|source| DatapathError::Open { object, source })?;
+    pin::set_capacities(open.open_object_mut(), capacities)?;
     pin::prepare_map_pins(open.open_object_mut(), &paths.globals())?;
     open.load()
         .map_err(|source| DatapathError::Load { object, source })

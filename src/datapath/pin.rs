@@ -8,7 +8,7 @@ use std::path::Path;
 
 use libbpf_rs::{AsRawLibbpf, MapCore, MapHandle, OpenObject};
 
-use super::{DatapathError, Paths, Result};
+use super::{Capacities, DatapathError, Paths, Result};
 
 /// Every map of ours that is pinned starts with this.
 pub const MAP_PREFIX: &str = "mcast_egw_";
@@ -292,6 +292,29 @@ pub(super) fn ensure_bpffs_dirs(paths: &Paths) -> Result<()> {
     create_dir(&paths.links_dir())
 }
 
+/// Give the maps of an opened object whose capacity is chosen at load that
+/// capacity.
+pub(super) fn set_capacities(object: &mut OpenObject, capacities: &Capacities) -> Result<()> {
+    for mut open_map in object.maps_mut() {
+        let Some(name) = open_map.name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        let Some((map, value, _)) = capacities.of(&name) else {
+            continue;
+        };
+        if value == 0 || value > Capacities::MAX {
+            return Err(DatapathError::BadCapacity { map, value });
+        }
+        open_map
+            .set_max_entries(value)
+            .map_err(|source| DatapathError::PinnedMap {
+                path: name.into(),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
 /// Point every `mcast_egw_*` map of an opened object at its pin. libbpf then
 /// re-uses a pinned map at load time, or creates and pins a new one. A pinned
 /// map whose layout differs is refused here, with both layouts in the error,
@@ -327,6 +350,19 @@ pub(super) fn prepare_map_pins(object: &mut OpenObject, globals: &Path) -> Resul
         };
         if let Some(pinned) = pinned_layout(&path)? {
             if !pinned.compatible(&ours) {
+                let same_but_size = MapLayout {
+                    max_entries: ours.max_entries,
+                    ..pinned.clone()
+                };
+                let flag = Capacities::default().of(&name).map(|(_, _, flag)| flag);
+                if let (Some(flag), true) = (flag, same_but_size.compatible(&ours)) {
+                    return Err(DatapathError::CapacityMismatch {
+                        path,
+                        pinned: pinned.max_entries,
+                        ours: ours.max_entries,
+                        flag,
+                    });
+                }
                 return Err(DatapathError::LayoutMismatch { path, pinned, ours });
             }
         }

@@ -50,6 +50,8 @@ pub enum Subject {
     /// This node, by its `--node-name`. First in the sorted list: without
     /// it nothing of this node's gateway role works.
     Node(String),
+    /// A map of this node, by name: what the node needs does not fit.
+    Map(String),
     /// One `CiliumEgressGatewayPolicy`, by name.
     Policy(String),
     /// `CiliumEndpoint`s, as one finding with a count: a cluster of
@@ -62,6 +64,7 @@ impl std::fmt::Display for Subject {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Subject::Node(name) => write!(f, "node {name}"),
+            Subject::Map(name) => write!(f, "map {name}"),
             Subject::Policy(name) => write!(f, "policy {name}"),
             Subject::Endpoints => f.write_str("endpoints"),
         }
