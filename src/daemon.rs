@@ -180,7 +180,10 @@ impl Controller<'_> {
         let local = &inputs.local;
         // A CiliumNode missing from one snapshot (recreated, or a partial
         // view) keeps the IP known before: resolution sees `known_ip`.
-        let mut desired = resolve::resolve(&inputs.objects, local);
+        // Narrowed as it is built: on a large cluster most entries belong
+        // to other nodes and are never held.
+        let mut desired =
+            resolve::resolve_for_node(&inputs.objects, local, self.local_pods.as_ref());
         self.endpoints_without_identity = desired.endpoints_without_identity;
         if desired.config.node_ip.is_unspecified() {
             // Never known: a wrong --node-name, or a node not registered

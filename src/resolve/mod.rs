@@ -67,6 +67,19 @@ pub fn retain_node_local(desired: &mut Desired, local_pods: &BTreeSet<Ipv4Addr>)
 /// `local`. Pure and total: bad input becomes [`Problem`]s, never a panic,
 /// and one bad policy never hides the others.
 pub fn resolve(objects: &Objects, local: &LocalNode) -> Desired {
+    resolve_for_node(objects, local, None)
+}
+
+/// [`resolve`], keeping of the entries only those [`retain_node_local`]
+/// could keep for `local_pods` (when known): on a large cluster the others
+/// are most of them, and are never held. Which policy owns a key is still
+/// decided over every entry, so the result is [`resolve`]'s narrowed; call
+/// [`retain_node_local`] after it for the exclusions.
+pub fn resolve_for_node(
+    objects: &Objects,
+    local: &LocalNode,
+    local_pods: Option<&BTreeSet<Ipv4Addr>>,
+) -> Desired {
     let mut problems = Vec::new();
     let cluster = Cluster::new(&objects.nodes);
     let (endpoints, without_identity) = endpoints(&objects.endpoints);
@@ -95,6 +108,12 @@ pub fn resolve(objects: &Objects, local: &LocalNode) -> Desired {
     // Which policy (index into `policies`) owns each key, and per (loser,
     // winner) how many keys the loser lost and one of them.
     let mut owners: BTreeMap<PolicyKey, usize> = BTreeMap::new();
+    let this = desired.config.node_ip;
+    let may_keep = |key: &PolicyKey, value: &PolicyValue| {
+        local_pods.is_none_or(|pods| pods.contains(&key.source))
+            || value.gateway == Gateway::Excluded
+            || (!this.is_unspecified() && value.gateway == Gateway::Node(this))
+    };
     let mut overlaps: BTreeMap<(usize, usize), (usize, PolicyKey)> = BTreeMap::new();
 
     for (index, policy) in policies.iter().enumerate() {
@@ -128,6 +147,11 @@ pub fn resolve(objects: &Objects, local: &LocalNode) -> Desired {
                 Some(_) if value.gateway == Gateway::Excluded => {
                     owners.insert(key, index);
                     desired.policies.insert(key, value);
+                }
+                // Owned here, but of no use to this node: a winner all the
+                // same, never held.
+                None if !may_keep(&key, &value) => {
+                    owners.insert(key, index);
                 }
                 Some(&winner) => {
                     overlaps.entry((index, winner)).or_insert((0, key)).0 += 1;

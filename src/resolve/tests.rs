@@ -1822,3 +1822,51 @@ spec:
         Gateway::Excluded
     );
 }
+
+#[test]
+fn narrowed_resolution_equals_resolution_then_narrowing() {
+    // "a-elsewhere" wins every key of the cameras' /16 with gateway node-c;
+    // "b-here" asks for the same keys through this node and loses them: a
+    // narrowed resolution must not hand them to "b-here" for want of the
+    // winner it never held.
+    let elsewhere = CAMERAS
+        .replace("name: cameras", "name: a-elsewhere")
+        .replace("egress-gateway: \"true\"", "kubernetes.io/hostname: node-c");
+    let here = CAMERAS
+        .replace("name: cameras", "name: b-here")
+        .replace("egress-gateway: \"true\"", "kubernetes.io/hostname: node-a")
+        .replace(
+            "  egressGateway:",
+            "  excludedCIDRs:\n  - 232.1.255.0/24\n  egressGateway:",
+        );
+    let clusters = [
+        cluster(&[&elsewhere, &here]),
+        cluster(&[&here]),
+        cluster(&[TWO_GATEWAYS]),
+        cluster(&[CAMERAS, TWO_GATEWAYS, &here]),
+    ];
+    let pod_sets = [
+        BTreeSet::new(),
+        BTreeSet::from([ip("198.51.100.10")]),
+        BTreeSet::from([ip("198.51.100.10"), ip("198.51.100.11")]),
+    ];
+    let mut kept_something = false;
+    for (c, objects) in clusters.iter().enumerate() {
+        for pods in &pod_sets {
+            for node in ["node-a", "node-b", "node-c"] {
+                let mut full = resolve(objects, &local(node));
+                retain_node_local(&mut full, pods);
+                let mut narrowed = resolve_for_node(objects, &local(node), Some(pods));
+                retain_node_local(&mut narrowed, pods);
+                assert_eq!(narrowed, full, "cluster {c}, {node}, pods {pods:?}");
+                kept_something |= !full.policies.is_empty();
+            }
+        }
+    }
+    assert!(kept_something, "the cases keep entries, not only nothing");
+    // The overlap: node-a serves none of the keys "b-here" lost.
+    let mut lost = resolve_for_node(&clusters[0], &local("node-a"), Some(&BTreeSet::new()));
+    retain_node_local(&mut lost, &BTreeSet::new());
+    assert!(lost.policies.is_empty(), "{:?}", lost.policies);
+    assert!(messages(&lost, "b-here").contains("a-elsewhere"));
+}
