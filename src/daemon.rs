@@ -93,10 +93,24 @@ struct Controller<'a> {
     /// The tunnel device is there but its egress program is not.
     tunnel_egress_missing: Once,
     synced_once: bool,
-    /// What the last successful sync was computed from, and how many
-    /// passes ago: unchanged inputs skip the work, but not for ever (a
-    /// full sync also repairs maps someone else changed).
-    last_inputs: Option<(SyncInputs, u32)>,
+    /// The last successful resolution, what it was computed from, and how
+    /// many passes ago it was synced: unchanged inputs skip the work, but
+    /// not for ever (a sync of the same result repairs maps someone else
+    /// changed).
+    last: Option<Last>,
+}
+
+struct Last {
+    inputs: SyncInputs,
+    resolved: Resolved,
+    age: u32,
+}
+
+/// A resolution as written: the entries that fit, the names that fit.
+struct Resolved {
+    /// Narrowed to this node, its policy entries to those that fit.
+    desired: resolve::Desired,
+    names: std::collections::BTreeMap<u32, String>,
 }
 
 /// Everything a resolution depends on besides the configuration.
@@ -162,28 +176,44 @@ impl Controller<'_> {
             local,
             local_pods: self.local_pods.clone(),
         };
-        if let Some((last, age)) = &mut self.last_inputs {
-            if *last == inputs && *age < FULL_SYNC_EVERY {
-                *age += 1;
+        if let Some(mut last) = self.last.take() {
+            if last.inputs == inputs {
+                last.age += 1;
+                if last.age >= FULL_SYNC_EVERY {
+                    // Nothing changed: no need to resolve again, only to
+                    // repair the maps. Blocking syscalls, off the workers.
+                    last.age = 0;
+                    tokio::task::block_in_place(|| self.sync(&last.resolved, started));
+                }
+                self.last = Some(last);
                 return;
             }
         }
         // Resolution is CPU-heavy on a large cluster and the map writes are
         // blocking syscalls: keep both off the async workers that serve the
         // probes and the watches.
-        tokio::task::block_in_place(|| self.resolve_and_sync(inputs, started));
+        tokio::task::block_in_place(|| {
+            let resolved = self.resolve(&inputs);
+            if self.sync(&resolved, started) {
+                self.last = Some(Last {
+                    inputs,
+                    resolved,
+                    age: 0,
+                });
+            }
+        });
     }
 
-    /// Resolve `inputs` and bring the policy maps to the result. Blocking:
-    /// call it from `block_in_place`.
-    fn resolve_and_sync(&mut self, inputs: SyncInputs, started: Instant) {
+    /// Resolve `inputs` for this node and fit the result to the maps,
+    /// reporting what is wrong with the input and what does not fit.
+    fn resolve(&mut self, inputs: &SyncInputs) -> Resolved {
         let local = &inputs.local;
         // A CiliumNode missing from one snapshot (recreated, or a partial
         // view) keeps the IP known before: resolution sees `known_ip`.
         // Narrowed as it is built: on a large cluster most entries belong
         // to other nodes and are never held.
         let mut desired =
-            resolve::resolve_for_node(&inputs.objects, local, self.local_pods.as_ref());
+            resolve::resolve_for_node(&inputs.objects, local, inputs.local_pods.as_ref());
         self.endpoints_without_identity = desired.endpoints_without_identity;
         if desired.config.node_ip.is_unspecified() {
             // Never known: a wrong --node-name, or a node not registered
@@ -197,15 +227,20 @@ impl Controller<'_> {
             self.health.set_node_unknown(None);
             self.known_node_ip = Some(desired.config.node_ip);
         }
-        if let Some(local_pods) = &self.local_pods {
+        if let Some(local_pods) = &inputs.local_pods {
             resolve::retain_node_local(&mut desired, local_pods);
         }
         // What fits the maps, in the order that must win when not all does.
         let (policies, policy_fit) = sync::fit_policies(
             &desired.policies,
-            self.local_pods.as_ref(),
+            inputs.local_pods.as_ref(),
             self.maps.policy_capacity() as usize,
         );
+        let policies = match policies {
+            std::borrow::Cow::Borrowed(_) => None,
+            std::borrow::Cow::Owned(fitted) => Some(fitted),
+        };
+        let policies = policies.as_ref().unwrap_or(&desired.policies);
         let here: BTreeSet<u32> = policies.values().map(|v| v.policy_id).collect();
         let (names, names_fit) = sync::fit_names(
             &desired.policy_ids,
@@ -224,12 +259,23 @@ impl Controller<'_> {
                 policy_fit.left_out, policy_fit.needed, policy_fit.capacity
             )
         }));
-        self.metrics.observe(&desired);
         self.metrics.observe_fit(POLICY_MAP, &policy_fit);
         self.metrics.observe_fit(POLICY_NAMES_MAP, &names_fit);
-        let synced = sync::apply(&self.maps, &desired, &policies);
+        if policy_fit.short() {
+            desired.policies = policies.clone();
+        }
+        self.metrics.observe(&desired);
+        Resolved { desired, names }
+    }
+
+    /// Bring the maps to `resolved`. Returns whether the policy maps were
+    /// synced. Blocking: call it from `block_in_place`.
+    fn sync(&mut self, resolved: &Resolved, started: Instant) -> bool {
+        let Resolved { desired, names } = resolved;
+        let policies = &desired.policies;
+        let synced = sync::apply(&self.maps, desired);
         // The names only serve the CLI: a failure there is not a failed sync.
-        if let Err(e) = sync::apply_names(&self.maps, &names) {
+        if let Err(e) = sync::apply_names(&self.maps, names) {
             tracing::warn!(error = %e, "recording policy names for the CLI");
         }
         // Counters of policies that are gone would fill the map for good.
@@ -254,7 +300,6 @@ impl Controller<'_> {
                     );
                 }
                 self.record_sync();
-                self.last_inputs = Some((inputs, 0));
                 if !self.synced_once {
                     self.synced_once = true;
                     self.health.set_synced(true);
@@ -270,8 +315,10 @@ impl Controller<'_> {
             Err(e) => {
                 self.metrics.sync_errors.inc();
                 tracing::error!(error = %e, "syncing policy maps");
+                return false;
             }
         }
+        true
     }
 
     /// The time of this sync, for the metrics and for the CLI's `status`.
@@ -603,7 +650,7 @@ pub async fn run(cfg: DaemonConfig, mut shutdown: watch::Receiver<bool>) -> anyh
         node_error: Once::default(),
         tunnel_egress_missing: Once::default(),
         synced_once: false,
-        last_inputs: None,
+        last: None,
     };
     tracing::info!(node = %cfg.node_name, "controller started");
 

@@ -199,13 +199,9 @@ fn apply_policies(
 
 /// Apply a resolution: nodes and uplinks first (policies refer to them),
 /// then the config and the policy entries, then the stale nodes and
-/// uplinks last. `policies` are the entries to write (what of
-/// `desired.policies` fits, from [`fit_policies`]).
-pub fn apply(
-    maps: &Maps,
-    desired: &Desired,
-    policies: &BTreeMap<PolicyKey, PolicyValue>,
-) -> Result<SyncStats, DatapathError> {
+/// uplinks last. `desired.policies` must fit the policy map (see
+/// [`fit_policies`]).
+pub fn apply(maps: &Maps, desired: &Desired) -> Result<SyncStats, DatapathError> {
     let mut stats = SyncStats::default();
 
     let current_nodes: BTreeSet<Ipv4Addr> = maps.nodes()?.into_iter().collect();
@@ -230,7 +226,7 @@ pub fn apply(
     stats += apply_policies(
         maps,
         &current_policies,
-        policies,
+        &desired.policies,
         maps.policy_capacity() as usize,
     )?;
 

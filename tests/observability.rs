@@ -1091,5 +1091,14 @@ fn full_policy_map_keeps_own_pods_and_reports_the_shortfall() {
             "{:#?}",
             log.lock().unwrap()
         );
+
+        // An entry removed behind the controller's back, with nothing else
+        // changed, is written again by the periodic repair (every 30
+        // passes, here 100 ms each).
+        let (key, _) = maps.policies().unwrap()[0];
+        assert!(maps.policy_delete(&key).unwrap());
+        common::wait_for("the entry repaired", Duration::from_secs(15), || {
+            maps.policy_get(&key).unwrap().is_some()
+        });
     });
 }
