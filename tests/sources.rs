@@ -1183,3 +1183,59 @@ async fn manifests_directory_removed_and_recreated_is_watched_again() {
     .await;
     src.stop().await;
 }
+
+/// A burst of changes is read at most once per DEBOUNCE, and its last state
+/// is what ends up published; a change alone is one read. (How soon a lone
+/// change lands is measured by `make bench-controller`, not here.)
+#[tokio::test]
+async fn manifests_burst_is_read_once_per_debounce_and_a_lone_change_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    replace(
+        d,
+        "policies.yaml",
+        &policy_yaml("camera", &["232.1.0.0/24"]),
+    );
+    let mut src = start_manifests(d);
+    snapshot_where(&mut src.rx, "the first read", |o| o.policies.len() == 1).await;
+    let scans = src.stats.scans();
+
+    // 60 edits, 10 ms apart: 600 ms of changes.
+    let started = tokio::time::Instant::now();
+    for n in 1..=60 {
+        replace(
+            d,
+            "policies.yaml",
+            &policy_yaml("camera", &[&format!("232.1.{n}.0/24")]),
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    snapshot_where(&mut src.rx, "the last edit", |o| {
+        cidrs_of(o, "camera") == ["232.1.60.0/24"]
+    })
+    .await;
+    let burst = started.elapsed();
+    let reads = src.stats.scans() - scans;
+    // One read per DEBOUNCE over the burst, and one to catch its end.
+    let most = (burst.as_millis() / DEBOUNCE.as_millis()) as u64 + 2;
+    assert!(
+        (2..=most).contains(&reads),
+        "{reads} reads of the directory for a burst of {burst:?} (at most {most})"
+    );
+
+    // Quiet for longer than DEBOUNCE, then one change: one read.
+    tokio::time::sleep(DEBOUNCE * 2).await;
+    let scans = src.stats.scans();
+    replace(
+        d,
+        "policies.yaml",
+        &policy_yaml("camera", &["232.9.9.0/24"]),
+    );
+    snapshot_where(&mut src.rx, "the lone edit", |o| {
+        cidrs_of(o, "camera") == ["232.9.9.0/24"]
+    })
+    .await;
+    tokio::time::sleep(DEBOUNCE * 2).await;
+    assert_eq!(src.stats.scans(), scans + 1);
+    src.stop().await;
+}

@@ -4,7 +4,8 @@
 //! Nothing is published until every kind has been listed once (the
 //! watcher's `InitDone`): a snapshot with policies but no endpoints yet
 //! would resolve to an empty map and withdraw every entry. After that, each
-//! change is published, coalesced over [`DEBOUNCE`]. A relist (after a
+//! change is published ([`SETTLE`](super::SETTLE) after it, at most once per
+//! [`DEBOUNCE`](super::DEBOUNCE)). A relist (after a
 //! dropped watch or an expired resource version) swaps a store's contents
 //! only at its `InitDone`, so every snapshot is consistent. Failed requests
 //! are retried by the watcher with kube-rs's default backoff; the source
@@ -30,8 +31,8 @@ use tokio::time::Instant;
 use tracing::{debug, info, trace, warn};
 
 use super::{
-    blocking, publish, stopped, ObjectKind, Shutdown, SnapshotSender, SourceError, SourceKind,
-    SourceStats, DEBOUNCE,
+    blocking, due_after, publish, stopped, ObjectKind, Shutdown, SnapshotSender, SourceError,
+    SourceKind, SourceStats,
 };
 use crate::crd::{CiliumEgressGatewayPolicy, CiliumEndpoint};
 use crate::objects::{self, Identities, Key, Keyed, Objects};
@@ -240,6 +241,8 @@ pub async fn run_with_client(
     // pending. Not pushed back by later events, so a steady trickle of
     // endpoint churn cannot hold a policy change back indefinitely.
     let mut due: Option<Instant> = None;
+    // When the last snapshot was taken.
+    let mut last_snapshot: Option<Instant> = None;
 
     loop {
         tokio::select! {
@@ -249,6 +252,7 @@ pub async fn run_with_client(
             }
             () = sleep_until(due), if due.is_some() => {
                 due = None;
+                last_snapshot = Some(Instant::now());
                 stats.add_scan();
                 // Copying, sorting and comparing every object: CPU-heavy
                 // on a large cluster, kept off the async workers.
@@ -317,7 +321,7 @@ pub async fn run_with_client(
                 // The first complete one is published even when empty.
                 let first = tx.borrow().is_none();
                 if synced.iter().all(|s| *s) && (changed || first) && due.is_none() {
-                    due = Some(Instant::now() + DEBOUNCE);
+                    due = Some(due_after(last_snapshot));
                 }
             }
         }

@@ -16,8 +16,9 @@
 //! name sorts last wins, with a warning.
 //!
 //! The directory is read when inotify reports a change to what it holds (an
-//! entry created, written, renamed or removed), [`DEBOUNCE`] after the first
-//! such event, and every 30 s in any case. Opens, reads and attribute
+//! entry created, written, renamed or removed), [`SETTLE`](super::SETTLE) after the first
+//! such event but at most once per [`DEBOUNCE`](super::DEBOUNCE), and every 30 s in any
+//! case. Opens, reads and attribute
 //! changes are not changes: an idle directory is never read, however often
 //! it is read by others (or by the source itself). The parent directory is
 //! watched too, so a directory removed and re-created, or replaced by a
@@ -41,8 +42,8 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::{
-    blocking, publish, stopped, ObjectKind, Shutdown, SnapshotSender, SourceError, SourceKind,
-    SourceStats, DEBOUNCE,
+    blocking, due_after, publish, stopped, ObjectKind, Shutdown, SnapshotSender, SourceError,
+    SourceKind, SourceStats,
 };
 use crate::crd::{CiliumEgressGatewayPolicy, CiliumEndpoint, CiliumNode, API_VERSION};
 use crate::objects::{self, Identities, Objects};
@@ -191,6 +192,8 @@ pub(super) async fn run(
     // nothing is pending. Not pushed back by later events, so a file
     // rewritten without pause cannot hold a change back.
     let mut due: Option<Instant> = None;
+    // When the directory was last read.
+    let mut last_read: Option<Instant> = None;
     loop {
         tokio::select! {
             () = stopped(&mut shutdown) => {
@@ -219,7 +222,7 @@ pub(super) async fn run(
                 if directory {
                     blocking(|| watches.refresh(true, &stats));
                 }
-                due.get_or_insert_with(|| Instant::now() + DEBOUNCE);
+                due.get_or_insert_with(|| due_after(last_read));
                 continue;
             }
             // The directory is missing (or cannot be watched): look for it
@@ -228,7 +231,7 @@ pub(super) async fn run(
             // while it is missing.
             () = tokio::time::sleep(REWATCH), if !watches.dir_watched() => {
                 if blocking(|| watches.refresh(false, &stats)) {
-                    due.get_or_insert_with(|| Instant::now() + DEBOUNCE);
+                    due.get_or_insert_with(|| due_after(last_read));
                 }
                 continue;
             }
@@ -241,6 +244,7 @@ pub(super) async fn run(
         // on a large cluster): off the async workers. The watches are
         // checked first, so a directory replaced without an event (or whose
         // events were lost) is watched again from here on.
+        last_read = Some(Instant::now());
         blocking(|| {
             watches.refresh(false, &stats);
             source.rescan(&dir, &tx, &stats);

@@ -4,9 +4,12 @@
 //! watches on the three `cilium.io/v2` kinds) and `manifests DIR` (a
 //! directory of YAML files holding the same objects). Either publishes a
 //! complete, consistent [`Objects`] snapshot into a `watch` channel once it
-//! has seen everything once, then again after every change, coalesced over
-//! [`DEBOUNCE`] so a burst of events (a relist, an editor saving in several
-//! steps) costs one resolution, not one per object.
+//! has seen everything once, then again after every change: [`SETTLE`]
+//! after it, so that the steps of one edit (an editor's write-rename-chmod)
+//! make one snapshot, and at most once per [`DEBOUNCE`], so that a burst of
+//! changes (a rollout, a relist) costs one resolution per [`DEBOUNCE`], not
+//! one per object. A change alone is published at once; a burst is never
+//! held back longer than [`DEBOUNCE`].
 //!
 //! Snapshots are deterministic: every kind is sorted by namespace and name,
 //! so the same cluster state always yields an equal [`Objects`], and an
@@ -29,16 +32,28 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::objects::Objects;
 
 pub use kubernetes::run_with_client;
 pub use manifests::{load_dir, ManifestError};
 
-/// How long changes are gathered before one snapshot is published. Long
-/// enough to fold an editor's write-rename-chmod or a relist into one
-/// snapshot, short enough that a policy change reaches the maps at once.
+/// The shortest time between two snapshots: under a steady stream of
+/// changes, one resolution per this long.
 pub const DEBOUNCE: Duration = Duration::from_millis(150);
+
+/// How long after a change its snapshot is taken (when the last one is
+/// older than [`DEBOUNCE`]): long enough for the few events of one edit to
+/// arrive, short enough that a change reaches the maps at once.
+pub const SETTLE: Duration = Duration::from_millis(15);
+
+/// When to take the snapshot of a change seen now, the last snapshot having
+/// been taken at `last`.
+fn due_after(last: Option<Instant>) -> Instant {
+    let settled = Instant::now() + SETTLE;
+    last.map_or(settled, |last| settled.max(last + DEBOUNCE))
+}
 
 /// Where the objects come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -260,8 +275,8 @@ impl SourceStats {
 ///
 /// Publishes into `tx` a complete snapshot after the initial sync
 /// (Kubernetes: all three kinds listed once; manifests: the first read of
-/// the directory) and again after every change, coalesced over
-/// [`DEBOUNCE`]. `tx` holds `None` until then.
+/// the directory) and again after every change ([`SETTLE`] after it, at
+/// most once per [`DEBOUNCE`]). `tx` holds `None` until then.
 pub async fn run(
     config: SourceConfig,
     tx: SnapshotSender,
