@@ -6,6 +6,11 @@
 #   make test    unit tests, then the privileged datapath and loader tests
 #                (root; outside CI they skip, loudly, without it)
 #   make bench   ns per packet of each datapath path (root)
+#   make bench-controller
+#                the controller on one gateway node of a generated cluster
+#                (10000x100, 50000x1000): first sync, one endpoint added
+#                to its map entry, peak RSS, idle CPU (root; BENCH_SIZES,
+#                BENCH_REPEATS, BENCH_IDLE_SECS, BENCH_IPV4_POOL)
 #   make fuzz    the datapath fuzzer at length: 5000000 frames through
 #                BPF_PROG_RUN, 20000 on real veths (root; FUZZ_SEED=...
 #                replays a run, FUZZ_FRAMES / FUZZ_REAL_FRAMES resize it)
@@ -13,7 +18,7 @@
 
 CARGO ?= cargo
 
-.PHONY: all build demo test bench fuzz lint fmt clean
+.PHONY: all build demo test bench bench-controller fuzz lint fmt clean
 
 all: build
 
@@ -29,6 +34,9 @@ test:
 
 bench:
 	$(CARGO) bench --bench datapath
+
+bench-controller:
+	$(CARGO) bench --bench controller
 
 fuzz:
 	FUZZ_FRAMES=$${FUZZ_FRAMES:-5000000} FUZZ_REAL_FRAMES=$${FUZZ_REAL_FRAMES:-20000} \
