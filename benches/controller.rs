@@ -193,13 +193,11 @@ impl Cluster {
             let node = objects
                 .nodes
                 .iter()
-                .find(|n| n.metadata.name.as_deref() == Some(name))
+                .find(|n| &*n.name == name)
                 .unwrap_or_else(|| panic!("gen-cluster wrote no CiliumNode {name}"));
-            node.spec
-                .addresses
-                .iter()
-                .find(|a| a.type_ == "InternalIP")
-                .and_then(|a| a.ip.parse().ok())
+            *node
+                .internal_ips
+                .first()
                 .unwrap_or_else(|| panic!("{name} has no IPv4 InternalIP"))
         };
         let node_ip = internal_ip(NODE);
@@ -207,25 +205,13 @@ impl Cluster {
         let mut addresses: BTreeSet<Ipv4Addr> = objects
             .nodes
             .iter()
-            .flat_map(|n| n.spec.addresses.iter())
-            .filter_map(|a| a.ip.parse().ok())
+            .flat_map(|n| n.internal_ips.iter().copied())
             .collect();
         let mut pods = Vec::new();
         for ep in &objects.endpoints {
-            let Some(net) = &ep.status.networking else {
-                continue;
-            };
-            let ips: Vec<Ipv4Addr> = net
-                .addressing
-                .iter()
-                .filter_map(|a| a.ipv4.as_deref()?.parse().ok())
-                .collect();
-            addresses.extend(&ips);
-            let here = net.node.as_deref().and_then(|n| n.parse().ok()) == Some(node_ip);
-            let identity = ep.status.identity.as_ref().map(|i| i.id);
-            if let (true, Some(identity)) = (here, identity) {
-                let identity = u32::try_from(identity).expect("identity fits u32");
-                pods.extend(ips.iter().map(|ip| (*ip, identity)));
+            addresses.extend(ep.ipv4.iter());
+            if let (true, Some(identity)) = (ep.node_ip == Some(node_ip), &ep.identity) {
+                pods.extend(ep.ipv4.iter().map(|ip| (*ip, identity.id)));
             }
         }
         Cluster {

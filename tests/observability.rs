@@ -287,6 +287,23 @@ spec:
     interface: uplink0
 "#;
 
+/// In the calling thread's (new) namespace: node-a (192.0.2.10) with one
+/// pod, `pod` behind veth `lxc_pod1`, in Cilium's `cilium_lxc` with
+/// identity 4001; an uplink with 203.0.113.10; the tunnel device. Returns
+/// our and Cilium's BPF filesystems.
+fn one_pod_node(test: &str, pod: Ipv4Addr) -> (common::Bpffs, common::Bpffs) {
+    common::veth("lxc_pod1", "pod1");
+    common::veth("uplink0", "upstream0");
+    common::vxlan_external("cilium_vxlan");
+    common::sh("ip", &["addr", "add", "203.0.113.10/24", "dev", "uplink0"]);
+    let ours = common::Bpffs::new(&format!("{test}-ours"));
+    let cilium = common::Bpffs::new(&format!("{test}-cilium"));
+    let lxc = Paths::new(cilium.path()).globals().join("cilium_lxc");
+    lab::create_cilium_lxc_at(&lxc, Ipv4Addr::new(192, 0, 2, 10)).unwrap();
+    lab::lxc_put_at(&lxc, pod, ifindex_of("lxc_pod1").unwrap(), 4001).unwrap();
+    (ours, cilium)
+}
+
 /// Most nodes never carry multicast: their scrape must still hold every
 /// drop reason (at 0, so an operator can alert on a rate), the policy and
 /// sync gauges, the gateway and the invalid policy, not stop after the
@@ -297,21 +314,7 @@ fn quiet_node_scrape_has_drops_policy_sync_and_gateway_gauges() {
         return;
     }
     common::in_new_netns(|| {
-        common::veth("lxc_pod1", "pod1");
-        common::veth("uplink0", "upstream0");
-        common::vxlan_external("cilium_vxlan");
-        common::sh("ip", &["addr", "add", "203.0.113.10/24", "dev", "uplink0"]);
-        let ours = common::Bpffs::new("quiet-ours");
-        let cilium = common::Bpffs::new("quiet-cilium");
-        let lxc = Paths::new(cilium.path()).globals().join("cilium_lxc");
-        lab::create_cilium_lxc_at(&lxc, Ipv4Addr::new(192, 0, 2, 10)).unwrap();
-        lab::lxc_put_at(
-            &lxc,
-            Ipv4Addr::new(198, 51, 100, 11),
-            ifindex_of("lxc_pod1").unwrap(),
-            4001,
-        )
-        .unwrap();
+        let (ours, cilium) = one_pod_node("quiet", Ipv4Addr::new(198, 51, 100, 11));
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("quiet.yaml"), QUIET_MANIFESTS).unwrap();
 
@@ -588,6 +591,61 @@ fn collect_lines(r: impl Read + Send + 'static) -> std::sync::Arc<std::sync::Mut
     lines
 }
 
+/// `run` as node-a on `dir`, our and Cilium's BPF filesystems, serving on
+/// [`PROBE`], passing every 100 ms; `extra` flags added. Its log lines are
+/// collected.
+struct Running {
+    _daemon: Daemon,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Running {
+    fn start(
+        dir: &std::path::Path,
+        ours: &std::path::Path,
+        cilium: &std::path::Path,
+        extra: &[&str],
+    ) -> Running {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cilium-mcast-egress"))
+            .args(["run", "--node-name", "node-a", "--manifests"])
+            .arg(dir)
+            .arg("--bpffs-root")
+            .arg(ours)
+            .arg("--cilium-bpffs")
+            .arg(cilium)
+            .args(["--metrics-addr", PROBE, "--resync-interval-ms", "100"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = collect_lines(child.stderr.take().unwrap());
+        Running {
+            _daemon: Daemon::from_child(child),
+            log,
+        }
+    }
+
+    /// The log lines so far that contain `what`.
+    fn log_lines(&self, what: &str) -> Vec<String> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(what))
+            .cloned()
+            .collect()
+    }
+
+    /// The sample `name{labels}` of a scrape now.
+    fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let (status, m) = http_get("/metrics").expect("/metrics answers");
+        assert_eq!(status, 200, "{m}");
+        sample(&m, name, labels)
+    }
+}
+
 /// `status -o json` on `root`, in the calling thread's namespace.
 fn status_json(root: &std::path::Path) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_cilium-mcast-egress"))
@@ -611,52 +669,13 @@ fn unknown_node_name_is_not_ready_until_the_node_appears() {
         return;
     }
     common::in_new_netns(|| {
-        common::veth("lxc_pod1", "pod1");
-        common::veth("uplink0", "upstream0");
-        common::vxlan_external("cilium_vxlan");
-        common::sh("ip", &["addr", "add", "203.0.113.10/24", "dev", "uplink0"]);
-        let ours = common::Bpffs::new("nodename-ours");
-        let cilium = common::Bpffs::new("nodename-cilium");
-        let lxc = Paths::new(cilium.path()).globals().join("cilium_lxc");
-        lab::create_cilium_lxc_at(&lxc, Ipv4Addr::new(192, 0, 2, 10)).unwrap();
-        lab::lxc_put_at(
-            &lxc,
-            Ipv4Addr::new(198, 51, 100, 11),
-            ifindex_of("lxc_pod1").unwrap(),
-            4001,
-        )
-        .unwrap();
+        let (ours, cilium) = one_pod_node("nodename", Ipv4Addr::new(198, 51, 100, 11));
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("cluster.yaml"), WITHOUT_NODE_A).unwrap();
 
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cilium-mcast-egress"))
-            .args(["run", "--node-name", "node-a", "--manifests"])
-            .arg(dir.path())
-            .arg("--bpffs-root")
-            .arg(ours.path())
-            .arg("--cilium-bpffs")
-            .arg(cilium.path())
-            .args(["--metrics-addr", PROBE, "--resync-interval-ms", "100"])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = collect_lines(child.stderr.take().unwrap());
-        let _daemon = Daemon::from_child(child);
-        let log_lines = |what: &str| {
-            log.lock()
-                .unwrap()
-                .iter()
-                .filter(|l| l.contains(what))
-                .cloned()
-                .collect::<Vec<_>>()
-        };
-        let metric = |name: &str, labels: &[(&str, &str)]| {
-            let (status, m) = http_get("/metrics").expect("/metrics answers");
-            assert_eq!(status, 200, "{m}");
-            sample(&m, name, labels)
-        };
+        let daemon = Running::start(dir.path(), ours.path(), cilium.path(), &[]);
+        let log_lines = |what: &str| daemon.log_lines(what);
+        let metric = |name: &str, labels: &[(&str, &str)]| daemon.metric(name, labels);
 
         // Synced, and still not ready: the reason is the node.
         let reason = "no CiliumNode is named \"node-a\" (--node-name)";
@@ -763,7 +782,7 @@ fn unknown_node_name_is_not_ready_until_the_node_appears() {
                 log_lines(what).len(),
                 1,
                 "{what}: {:#?}",
-                log.lock().unwrap()
+                daemon.log.lock().unwrap()
             );
         }
         assert!(
@@ -798,7 +817,7 @@ fn unknown_node_name_is_not_ready_until_the_node_appears() {
                 .count(),
             1,
             "{:#?}",
-            log.lock().unwrap()
+            daemon.log.lock().unwrap()
         );
 
         // Known, then missing from the objects: its IP is kept and it
@@ -812,7 +831,7 @@ fn unknown_node_name_is_not_ready_until_the_node_appears() {
         assert!(
             log_lines("keeping this node's last known IP 192.0.2.10").len() == 1,
             "{:#?}",
-            log.lock().unwrap()
+            daemon.log.lock().unwrap()
         );
     });
 }
@@ -822,26 +841,13 @@ fn unknown_node_name_is_not_ready_until_the_node_appears() {
 /// 198.51.100.200 is a camera too; `mics` (gateway node-b) selects nothing
 /// here but is a policy whose name the CLI wants.
 fn full_map_manifests(remote_pods: u8) -> String {
-    let mut out = String::from(
+    let node_b = NODE_A
+        .replace("node-a", "node-b")
+        .replace("egress: \"a\"", "egress: \"b\"")
+        .replace("192.0.2.10", "192.0.2.20");
+    let mut out = format!("{NODE_A}---{node_b}---");
+    out.push_str(
         r#"
-apiVersion: cilium.io/v2
-kind: CiliumNode
-metadata:
-  name: node-a
-  labels: {kubernetes.io/hostname: node-a, egress: "a"}
-spec:
-  addresses:
-  - {type: InternalIP, ip: 192.0.2.10}
----
-apiVersion: cilium.io/v2
-kind: CiliumNode
-metadata:
-  name: node-b
-  labels: {kubernetes.io/hostname: node-b, egress: "b"}
-spec:
-  addresses:
-  - {type: InternalIP, ip: 192.0.2.20}
----
 apiVersion: cilium.io/v2
 kind: CiliumEgressGatewayPolicy
 metadata: {name: cameras}
@@ -907,61 +913,35 @@ fn full_policy_map_keeps_own_pods_and_reports_the_shortfall() {
         return;
     }
     common::in_new_netns(|| {
-        common::veth("lxc_own", "own0");
-        common::veth("uplink0", "upstream0");
-        common::vxlan_external("cilium_vxlan");
-        common::sh("ip", &["addr", "add", "203.0.113.10/24", "dev", "uplink0"]);
-        let ours = common::Bpffs::new("fullmap-ours");
-        let cilium = common::Bpffs::new("fullmap-cilium");
-        let lxc = Paths::new(cilium.path()).globals().join("cilium_lxc");
-        lab::create_cilium_lxc_at(&lxc, Ipv4Addr::new(192, 0, 2, 10)).unwrap();
         let own = Ipv4Addr::new(198, 51, 100, 200);
-        lab::lxc_put_at(&lxc, own, ifindex_of("lxc_own").unwrap(), 4001).unwrap();
+        let (ours, cilium) = one_pod_node("fullmap", own);
         let dir = tempfile::tempdir().unwrap();
         // Six remote pods and this node's: 14 entries for a map of 8.
         std::fs::write(dir.path().join("cluster.yaml"), full_map_manifests(6)).unwrap();
 
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cilium-mcast-egress"))
-            .args(["run", "--node-name", "node-a", "--manifests"])
-            .arg(dir.path())
-            .arg("--bpffs-root")
-            .arg(ours.path())
-            .arg("--cilium-bpffs")
-            .arg(cilium.path())
-            .args(["--metrics-addr", PROBE, "--resync-interval-ms", "100"])
-            .args(["--policy-map-entries", "8", "--policy-names-entries", "1"])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = collect_lines(child.stderr.take().unwrap());
-        let _daemon = Daemon::from_child(child);
-        let log_lines = |what: &str| {
-            log.lock()
-                .unwrap()
-                .iter()
-                .filter(|l| l.contains(what))
-                .cloned()
-                .collect::<Vec<_>>()
-        };
-        let metric = |name: &str, labels: &[(&str, &str)]| {
-            let (status, m) = http_get("/metrics").expect("/metrics answers");
-            assert_eq!(status, 200, "{m}");
-            sample(&m, name, labels)
-        };
+        let daemon = Running::start(
+            dir.path(),
+            ours.path(),
+            cilium.path(),
+            &["--policy-map-entries", "8", "--policy-names-entries", "1"],
+        );
+        let log_lines = |what: &str| daemon.log_lines(what);
+        let metric = |name: &str, labels: &[(&str, &str)]| daemon.metric(name, labels);
         let policy_map = [("map", "mcast_egw_policy_v4")];
         let names_map = [("map", "mcast_egw_policy_names")];
 
         let reason = "6 of the 14 policy entries this node needs do not fit \
                       mcast_egw_policy_v4 (capacity 8)";
+        // Ready in all but the shortfall: what fits is synced.
         common::wait_for(
-            "/readyz naming the shortfall",
+            "/readyz naming the shortfall alone",
             Duration::from_secs(20),
-            || http_get("/readyz").is_some_and(|(s, body)| s == 503 && body.contains(reason)),
+            || {
+                http_get("/readyz").is_some_and(|(s, body)| {
+                    s == 503 && body.contains(reason) && body.lines().count() == 1
+                })
+            },
         );
-        let (_, body) = http_get("/readyz").unwrap();
-        assert!(!body.contains("first sync"), "what fits is synced: {body}");
         assert_eq!(log_lines("first sync done").len(), 1);
 
         // The map: this node's pod whole, then remote pods whole by address
@@ -995,34 +975,18 @@ fn full_policy_map_keeps_own_pods_and_reports_the_shortfall() {
         }
 
         // The scrape.
-        assert_eq!(
-            metric("cilium_mcast_egress_map_capacity", &policy_map),
-            Some(8.0)
-        );
-        assert_eq!(
-            metric("cilium_mcast_egress_map_entries", &policy_map),
-            Some(8.0)
-        );
-        assert_eq!(
-            metric("cilium_mcast_egress_map_entries_needed", &policy_map),
-            Some(14.0)
-        );
-        assert_eq!(
-            metric("cilium_mcast_egress_map_entries_left_out", &policy_map),
-            Some(6.0)
-        );
-        assert_eq!(
-            metric("cilium_mcast_egress_map_entries_needed", &names_map),
-            Some(2.0)
-        );
-        assert_eq!(
-            metric("cilium_mcast_egress_map_entries_left_out", &names_map),
-            Some(1.0)
-        );
-        assert_eq!(
-            metric("cilium_mcast_egress_sync_errors_total", &[]),
-            Some(0.0)
-        );
+        for (name, labels, want) in [
+            ("map_capacity", &policy_map[..], 8.0),
+            ("map_entries", &policy_map, 8.0),
+            ("map_entries_needed", &policy_map, 14.0),
+            ("map_entries_left_out", &policy_map, 6.0),
+            ("map_entries_needed", &names_map, 2.0),
+            ("map_entries_left_out", &names_map, 1.0),
+            ("sync_errors_total", &[], 0.0),
+        ] {
+            let name = format!("cilium_mcast_egress_{name}");
+            assert_eq!(metric(&name, labels), Some(want), "{name} {labels:?}");
+        }
         // The name kept is that of the policy with entries here.
         let names = maps.policy_names().unwrap();
         assert_eq!(names.values().collect::<Vec<_>>(), ["cameras"], "{names:?}");
@@ -1089,7 +1053,7 @@ fn full_policy_map_keeps_own_pods_and_reports_the_shortfall() {
                 .iter()
                 .any(|l| l.contains("map mcast_egw_policy_v4")),
             "{:#?}",
-            log.lock().unwrap()
+            daemon.log.lock().unwrap()
         );
 
         // An entry removed behind the controller's back, with nothing else
