@@ -705,7 +705,8 @@ struct Rep {
     entries: Sample,
     capacity: Option<u32>,
     readyz: Option<u16>,
-    /// The WARN/ERROR lines, when the first sync never came.
+    /// The WARN/ERROR lines, when the first sync never came or the node
+    /// was not ready at the end.
     problems: Vec<String>,
     ending: String,
 }
@@ -823,7 +824,7 @@ fn run_rep(cfg: &Config, cluster: &Cluster, rep: usize) -> Rep {
         Err(_) => (Sample::Skipped, None),
     };
     let readyz = readyz(&ns);
-    let problems = if first.is_some() {
+    let problems = if first.is_some() && readyz == Some(200) {
         Vec::new()
     } else {
         let p = daemon.log.problems();
@@ -1081,8 +1082,9 @@ fn report(cfg: &Config, cluster: &Cluster, reps: &[Rep]) -> String {
         );
     }
 
-    // Why the first sync never came: the daemon's own words, one entry per
-    // kind of line (level, target, message), errors first.
+    // Why the first sync never came, or the node was not ready at the end:
+    // the daemon's own words, one entry per kind of line (level, target,
+    // message), errors first.
     struct Kind<'a> {
         kind: &'a str,
         lines: usize,
@@ -1110,12 +1112,13 @@ fn report(cfg: &Config, cluster: &Cluster, reps: &[Rep]) -> String {
         .iter()
         .filter(|r| matches!(r.first_sync_ms, Sample::Never))
         .count();
-    if never > 0 {
+    let unready = reps.iter().filter(|r| r.readyz != Some(200)).count();
+    if never > 0 || unready > 0 {
         let _ = writeln!(
             out,
-            "\nfirst sync never came in {never}/{} repetitions; the daemon's WARN/ERROR lines \
-             there, by kind:",
-            reps.len()
+            "\nfirst sync never came in {never}/{n} repetitions, not ready at the end in \
+             {unready}/{n}; the daemon's WARN/ERROR lines there, by kind:",
+            n = reps.len()
         );
         for k in kinds.iter().take(MAX_PROBLEMS) {
             let example: String = k.example.chars().take(300).collect();

@@ -90,6 +90,7 @@ struct Controller<'a> {
     endpoints_error: Once,
     groups_error: Once,
     node_error: Once,
+    sync_error: Once,
     /// The tunnel device is there but its egress program is not.
     tunnel_egress_missing: Once,
     synced_once: bool,
@@ -103,7 +104,10 @@ struct Controller<'a> {
 struct Last {
     inputs: SyncInputs,
     resolved: Resolved,
+    /// Passes since it was last synced.
     age: u32,
+    /// Its last sync failed: retried every pass, without resolving again.
+    failed: bool,
 }
 
 /// A resolution as written: the entries that fit, the names that fit.
@@ -179,11 +183,13 @@ impl Controller<'_> {
         if let Some(mut last) = self.last.take() {
             if last.inputs == inputs {
                 last.age += 1;
-                if last.age >= FULL_SYNC_EVERY {
+                if last.failed || last.age >= FULL_SYNC_EVERY {
                     // Nothing changed: no need to resolve again, only to
-                    // repair the maps. Blocking syscalls, off the workers.
+                    // retry the sync or repair the maps. Blocking syscalls,
+                    // off the workers.
                     last.age = 0;
-                    tokio::task::block_in_place(|| self.sync(&last.resolved, started));
+                    last.failed =
+                        !tokio::task::block_in_place(|| self.sync(&last.resolved, started));
                 }
                 self.last = Some(last);
                 return;
@@ -194,13 +200,13 @@ impl Controller<'_> {
         // probes and the watches.
         tokio::task::block_in_place(|| {
             let resolved = self.resolve(&inputs);
-            if self.sync(&resolved, started) {
-                self.last = Some(Last {
-                    inputs,
-                    resolved,
-                    age: 0,
-                });
-            }
+            let failed = !self.sync(&resolved, started);
+            self.last = Some(Last {
+                inputs,
+                resolved,
+                age: 0,
+                failed,
+            });
         });
     }
 
@@ -299,6 +305,10 @@ impl Controller<'_> {
                         "policy maps synced"
                     );
                 }
+                if self.sync_error.last.is_some() {
+                    tracing::info!("policy maps synced again");
+                }
+                self.sync_error.changed(None);
                 self.record_sync();
                 if !self.synced_once {
                     self.synced_once = true;
@@ -314,7 +324,10 @@ impl Controller<'_> {
             }
             Err(e) => {
                 self.metrics.sync_errors.inc();
-                tracing::error!(error = %e, "syncing policy maps");
+                // Retried every pass: logged when the error is new.
+                if self.sync_error.changed(Some(e.to_string())) {
+                    tracing::error!(error = %e, "syncing policy maps; retrying every pass");
+                }
                 return false;
             }
         }
@@ -648,6 +661,7 @@ pub async fn run(cfg: DaemonConfig, mut shutdown: watch::Receiver<bool>) -> anyh
         endpoints_error: Once::default(),
         groups_error: Once::default(),
         node_error: Once::default(),
+        sync_error: Once::default(),
         tunnel_egress_missing: Once::default(),
         synced_once: false,
         last: None,

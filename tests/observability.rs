@@ -1066,3 +1066,50 @@ fn full_policy_map_keeps_own_pods_and_reports_the_shortfall() {
         });
     });
 }
+
+/// A sync that keeps failing (here: the nodes map frozen behind the
+/// controller's back, so a new node cannot be written) is retried every
+/// pass, counted every time, and logged once, not once a pass.
+#[test]
+fn a_failing_sync_is_retried_counted_and_logged_once() {
+    if !common::privileged("a_failing_sync_is_retried_counted_and_logged_once") {
+        return;
+    }
+    common::in_new_netns(|| {
+        let (ours, cilium) = one_pod_node("syncfail", Ipv4Addr::new(198, 51, 100, 200));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("cluster.yaml"), full_map_manifests(1)).unwrap();
+        let daemon = Running::start(dir.path(), ours.path(), cilium.path(), &[]);
+        // The control: it syncs, and is ready.
+        common::wait_for("/readyz 200", Duration::from_secs(20), || {
+            http_get("/readyz").is_some_and(|(s, _)| s == 200)
+        });
+        assert_eq!(
+            daemon.metric("cilium_mcast_egress_sync_errors_total", &[]),
+            Some(0.0)
+        );
+
+        let nodes = Paths::new(ours.path()).globals().join("mcast_egw_nodes");
+        libbpf_rs::MapHandle::from_pinned_path(&nodes)
+            .unwrap()
+            .freeze()
+            .unwrap();
+        std::fs::write(
+            dir.path().join("node-c.yaml"),
+            NODE_A
+                .replace("node-a", "node-c")
+                .replace("egress: \"a\"", "egress: \"c\"")
+                .replace("192.0.2.10", "192.0.2.30"),
+        )
+        .unwrap();
+        common::wait_for("ten failed syncs", Duration::from_secs(20), || {
+            daemon
+                .metric("cilium_mcast_egress_sync_errors_total", &[])
+                .is_some_and(|n| n >= 10.0)
+        });
+        let failures = daemon.log_lines("syncing policy maps; retrying every pass");
+        assert_eq!(failures.len(), 1, "{failures:#?}");
+        assert!(failures[0].contains("ERROR"), "{}", failures[0]);
+        assert_eq!(http_get("/healthz").map(|r| r.0), Some(200));
+    });
+}
