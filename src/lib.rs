@@ -11,6 +11,7 @@ pub mod bpf_intf;
 pub mod bpf_skel;
 pub mod cilium_maps;
 pub mod cli;
+pub mod controller;
 pub mod crd;
 pub mod daemon;
 pub mod datapath;
