@@ -1,0 +1,305 @@
+use super::*;
+use crate::datapath::maps::{Origin, PolicyKey, PolicyValue, COUNTERS_MAP};
+use crate::resolve::{Problem, Subject};
+
+/// A node's maps held in memory: nothing replicated or dropped until a
+/// test says so, and a read that fails on demand.
+#[derive(Default)]
+pub(crate) struct FakeMaps {
+    pub(crate) counters: Mutex<Vec<Counter>>,
+    pub(crate) fail: bool,
+    /// The thread of the last read, and whether it was inside a tokio
+    /// runtime: where a scrape reads the maps.
+    pub(crate) read_on: Mutex<Option<(std::thread::ThreadId, bool)>>,
+}
+
+impl FakeMaps {
+    fn check(&self) -> crate::datapath::Result<()> {
+        if self.fail {
+            return Err(DatapathError::Invalid {
+                what: "map read",
+                detail: "failing on purpose".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl MapReader for FakeMaps {
+    fn counters(&self) -> crate::datapath::Result<Vec<Counter>> {
+        *lock(&self.read_on) = Some((
+            std::thread::current().id(),
+            tokio::runtime::Handle::try_current().is_ok(),
+        ));
+        self.check()?;
+        Ok(lock(&self.counters).clone())
+    }
+
+    // No rows at all, not even zeros: the collector has a series for
+    // every reason on its own.
+    fn drops(&self) -> crate::datapath::Result<Vec<DropCount>> {
+        self.check()?;
+        Ok(Vec::new())
+    }
+
+    fn events_suppressed(&self) -> crate::datapath::Result<u64> {
+        self.check()?;
+        Ok(0)
+    }
+
+    fn fill_levels(&self) -> crate::datapath::Result<Vec<(&'static str, usize, u32)>> {
+        self.check()?;
+        Ok(vec![
+            (POLICY_MAP, 0, 16384),
+            (ENDPOINTS_MAP, 0, 1024),
+            (NODES_MAP, 0, 1024),
+            (COUNTERS_MAP, 0, 65536),
+        ])
+    }
+}
+
+pub(crate) fn metrics(maps: FakeMaps) -> Metrics {
+    Metrics::with_reader(Arc::new(maps), SourceStats::new()).expect("registering")
+}
+
+/// A family with a sample but no name: the registry keeps it, the text
+/// encoder refuses it.
+struct Nameless(IntGauge);
+
+impl Collector for Nameless {
+    fn desc(&self) -> Vec<&Desc> {
+        self.0.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut families = self.0.collect();
+        for f in &mut families {
+            f.clear_name();
+        }
+        families
+    }
+}
+
+/// Make every later scrape of `metrics` fail to encode.
+pub(crate) fn add_unencodable_family(metrics: &Metrics) {
+    let gauge = IntGauge::new("nameless", "A family that loses its name").unwrap();
+    metrics
+        .registry
+        .register(Box::new(Nameless(gauge)))
+        .unwrap();
+}
+
+fn scrape(metrics: &Metrics) -> String {
+    String::from_utf8(metrics.render().expect("rendering")).unwrap()
+}
+
+/// The families of a node that never carried a packet: all but the
+/// replication counters (no series before the first packet) and the
+/// per-policy gauges (no policy resolved).
+const QUIET_FAMILIES: &[&str] = &[
+    "attached_links",
+    "drop_bytes_total",
+    "drops_total",
+    "endpoints",
+    "endpoints_without_identity",
+    "expected_links",
+    "last_sync_timestamp_seconds",
+    "map_capacity",
+    "map_entries",
+    "map_entries_left_out",
+    "map_entries_needed",
+    "monitor_events_suppressed_total",
+    "node_missing",
+    "nodes",
+    "policy_entries",
+    "source_events_total",
+    "sync_duration_seconds",
+    "sync_errors_total",
+];
+
+#[test]
+fn zero_samples_encode_every_family() {
+    let metrics = metrics(FakeMaps::default());
+    let families = metrics.registry.gather();
+    let names: Vec<&str> = families.iter().map(|f| f.name()).collect();
+    let want: Vec<String> = QUIET_FAMILIES.iter().map(|n| format!("{NS}_{n}")).collect();
+    assert_eq!(names, want);
+
+    let text = scrape(&metrics);
+    for name in &want {
+        assert!(text.contains(&format!("# TYPE {name} ")), "{name}:\n{text}");
+    }
+    let reasons = DropReason::all().count();
+    assert!(reasons > 0);
+    for name in ["drops_total", "drop_bytes_total"] {
+        let family = families
+            .iter()
+            .find(|f| f.name() == format!("{NS}_{name}"))
+            .unwrap();
+        assert_eq!(family.get_metric().len(), Role::ALL.len() * reasons);
+        assert!(family
+            .get_metric()
+            .iter()
+            .all(|m| m.get_counter().get_value() == 0.0));
+        for role in Role::ALL {
+            for reason in DropReason::all() {
+                let series = format!(
+                    "{NS}_{name}{{reason=\"{}\",role=\"{}\"}} 0\n",
+                    reason.label(),
+                    role.label()
+                );
+                assert!(text.contains(&series), "{series}:\n{text}");
+            }
+        }
+    }
+}
+
+fn key(destination: &str) -> PolicyKey {
+    PolicyKey {
+        source: Ipv4Addr::new(198, 51, 100, 11),
+        destination: destination.parse().unwrap(),
+    }
+}
+
+fn value(policy_id: u32) -> PolicyValue {
+    PolicyValue {
+        egress_ip: Ipv4Addr::new(203, 0, 113, 10),
+        gateway: Gateway::Node(Ipv4Addr::new(192, 0, 2, 10)),
+        egress_ifindex: 3,
+        policy_id,
+        origin: Origin::default(),
+    }
+}
+
+fn gateway_of_cameras() -> Desired {
+    let mut desired = Desired::default();
+    desired.policy_ids.insert("cameras".into(), 1);
+    desired.policies.insert(key("232.1.0.0/16"), value(1));
+    desired
+        .local_gateway_for
+        .insert("cameras".into(), Ipv4Addr::new(203, 0, 113, 10));
+    desired.problems.push(Problem::for_policy(
+        "bad-prefix",
+        Severity::Invalid,
+        "not canonical".into(),
+    ));
+    desired
+}
+
+#[test]
+fn gateway_and_invalid_policy_follow_the_resolution() {
+    let metrics = metrics(FakeMaps::default());
+    metrics.observe(&gateway_of_cameras());
+    let text = scrape(&metrics);
+    assert!(
+        text.contains(&format!(
+            "{NS}_gateway{{egress_ip=\"203.0.113.10\",policy=\"cameras\"}} 1\n"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{NS}_invalid_policy{{policy=\"bad-prefix\"}} 1\n")),
+        "{text}"
+    );
+
+    metrics.observe(&Desired::default());
+    let text = scrape(&metrics);
+    assert!(!text.contains(&format!("{NS}_gateway")), "{text}");
+    assert!(!text.contains(&format!("{NS}_invalid_policy")), "{text}");
+    assert!(text.contains(&format!("# TYPE {NS}_drops_total counter")));
+}
+
+#[test]
+fn skipped_endpoints_and_a_missing_node_are_counted_not_labelled() {
+    let metrics = metrics(FakeMaps::default());
+    let mut desired = Desired {
+        endpoints_without_identity: 10_000,
+        ..Desired::default()
+    };
+    desired.problems.push(Problem {
+        subject: Subject::Node("node-x".into()),
+        severity: Severity::Invalid,
+        message: "no CiliumNode is named \"node-x\"".into(),
+    });
+    desired.problems.push(Problem {
+        subject: Subject::Endpoints,
+        severity: Severity::Warning,
+        message: "10000 CiliumEndpoints without a security identity".into(),
+    });
+    metrics.observe(&desired);
+    let text = scrape(&metrics);
+    assert!(
+        text.contains(&format!("{NS}_endpoints_without_identity 10000\n")),
+        "{text}"
+    );
+    assert!(text.contains(&format!("{NS}_node_missing 1\n")), "{text}");
+    // Neither is a policy, invalid or not.
+    assert!(!text.contains(&format!("{NS}_invalid_policy")), "{text}");
+    // One series each, however many endpoints.
+    let lines = |name: &str| {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{NS}_{name}")))
+            .count()
+    };
+    assert_eq!(lines("endpoints_without_identity"), 1, "{text}");
+    assert_eq!(lines("node_missing"), 1, "{text}");
+
+    metrics.observe(&Desired::default());
+    let text = scrape(&metrics);
+    assert!(
+        text.contains(&format!("{NS}_endpoints_without_identity 0\n")),
+        "{text}"
+    );
+    assert!(text.contains(&format!("{NS}_node_missing 0\n")), "{text}");
+}
+
+#[test]
+fn replication_counters_keep_the_labels_they_were_first_seen_with() {
+    let maps = Arc::new(FakeMaps::default());
+    let metrics = Metrics::with_reader(maps.clone(), SourceStats::new()).unwrap();
+    let counter = Counter {
+        policy_id: 1,
+        group: Ipv4Addr::new(232, 1, 1, 1),
+        role: Role::Gateway,
+        packets: 10,
+        bytes: 1000,
+    };
+    *lock(&maps.counters) = vec![counter];
+    let mut desired = gateway_of_cameras();
+    metrics.observe(&desired);
+    let series = |group: &str| {
+        format!(
+            "{NS}_packets_total{{egress_ip=\"203.0.113.10\",group=\"{group}\",policy=\"cameras\",role=\"gateway\"}} 10\n"
+        )
+    };
+    assert!(scrape(&metrics).contains(&series("232.1.0.0/16")));
+
+    // A more specific prefix appears: the counter stays on its series.
+    desired.policies.insert(key("232.1.1.1/32"), value(1));
+    metrics.observe(&desired);
+    let t = scrape(&metrics);
+    assert!(t.contains(&series("232.1.0.0/16")), "{t}");
+    assert!(!t.contains("232.1.1.1/32"), "{t}");
+
+    // The counter gone from the map and back: it starts on the new one.
+    lock(&maps.counters).clear();
+    assert!(!scrape(&metrics).contains(&format!("{NS}_packets_total")));
+    *lock(&maps.counters) = vec![counter];
+    assert!(scrape(&metrics).contains(&series("232.1.1.1/32")));
+}
+
+#[test]
+fn a_failed_map_read_fails_the_whole_scrape() {
+    let metrics = metrics(FakeMaps {
+        fail: true,
+        ..FakeMaps::default()
+    });
+    assert!(matches!(metrics.render(), Err(MetricsError::Read { .. })));
+}
+
+#[test]
+fn an_unencodable_family_fails_the_whole_scrape() {
+    let metrics = metrics(FakeMaps::default());
+    add_unencodable_family(&metrics);
+    assert!(matches!(metrics.render(), Err(MetricsError::Encode(_))));
+}
