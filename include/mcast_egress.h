@@ -106,66 +106,70 @@ struct mcast_group_val {
 	__u32 flags;		/* reserved, 0 */
 };
 
-/* Who counted a packet. */
+/* Who counted a packet; each comment starts with the role's label. */
 enum mcast_role {
-	/* Captured from a pod on its origin node and sent to its gateway. */
+	/* origin: captured from a pod on its origin node and sent to its gateway. */
 	MCAST_ROLE_ORIGIN = 0,
-	/* Rewritten and emitted on the gateway's uplink. */
+	/* gateway: rewritten and emitted on the gateway's uplink. */
 	MCAST_ROLE_GATEWAY = 1,
 	MCAST_ROLE_MAX,
 };
 
-/* Why a packet was dropped. Code 0 is never used. */
+/*
+ * Why a packet was dropped. Code 0 is never used. Each comment starts with
+ * the reason's stable label (metrics, the CLI, the README): this enum is the
+ * one list, and tests/contract.rs fails when anything drifts from it.
+ */
 enum mcast_drop_reason {
-	/* Policy matched but Cilium-style resolution found no gateway node. */
+	/* no_gateway: Policy matched but Cilium-style resolution found no gateway node. */
 	MCAST_DROP_NO_GATEWAY = 1,
-	/* Source address belongs to an endpoint behind another interface. */
+	/* spoofed_source: Source address belongs to an endpoint behind another interface. */
 	MCAST_DROP_SPOOFED_SOURCE = 2,
-	/* Source address is no endpoint on this node at all. */
+	/* unknown_source: Source address is no endpoint on this node at all. */
 	MCAST_DROP_UNKNOWN_SOURCE = 3,
-	/* VXLAN from an outer source that is not a cluster node. */
+	/* unknown_peer: VXLAN from an outer source that is not a cluster node. */
 	MCAST_DROP_UNKNOWN_PEER = 4,
-	/* Policy names another node (or none) as gateway. */
+	/* not_gateway: Policy names another node (or none) as gateway. */
 	MCAST_DROP_NOT_GATEWAY = 5,
-	/* This node is the gateway but has no egress IP or uplink. */
+	/* no_egress_ip: This node is the gateway but has no egress IP or uplink. */
 	MCAST_DROP_NO_EGRESS_IP = 6,
-	/* TTL would reach zero on the gateway hop. */
+	/* ttl_exceeded: TTL would reach zero on the gateway hop. */
 	MCAST_DROP_TTL_EXCEEDED = 7,
-	/* Remote gateway, but the tunnel device is not known yet. */
+	/* no_tunnel: Remote gateway, but the tunnel device is not known yet. */
 	MCAST_DROP_NO_TUNNEL = 8,
-	/* Uplink ifindex has no entry (MAC) in mcast_egw_egress_ifaces. */
+	/* no_egress_iface: Uplink ifindex has no entry (MAC) in mcast_egw_egress_ifaces. */
 	MCAST_DROP_NO_EGRESS_IFACE = 9,
-	/* Only UDP leaves the cluster. */
+	/* unsupported_protocol: Only UDP leaves the cluster. */
 	MCAST_DROP_UNSUPPORTED_PROTO = 10,
 	/*
-	 * A datagram a router would refuse: IPv4 version or IHL, header
+	 * malformed: A datagram a router would refuse: IPv4 version or IHL, header
 	 * checksum, total length against the frame, or (first fragments) the
 	 * UDP header and length.
 	 */
 	MCAST_DROP_MALFORMED = 11,
 	/*
-	 * The copy for the gateway did not get its tunnel key:
+	 * tunnel_key_failed: The copy for the gateway did not get its tunnel key:
 	 * bpf_skb_set_tunnel_key() failed, or (a copy while Cilium keeps the
 	 * original) mcast_to_overlay on the tunnel device's egress never
 	 * applied it, and the collect-md device drops a copy without one.
 	 */
 	MCAST_DROP_TUNNEL_KEY = 12,
-	/* A header rewrite helper failed. */
+	/* rewrite_failed: A header rewrite helper failed. */
 	MCAST_DROP_REWRITE = 13,
-	/* Copy for the gateway failed; the original still went to Cilium. */
+	/* clone_failed: Copy for the gateway failed; the original still went to Cilium. */
 	MCAST_DROP_CLONE = 14,
-	/* Tunnelled from a node or with a VNI other than the pod's own. */
+	/* origin_mismatch: Tunnelled from a node or with a VNI other than the pod's own. */
 	MCAST_DROP_ORIGIN_MISMATCH = 15,
 	/*
-	 * Larger than the uplink's MTU, or (GSO) with segments that are: the
+	 * mtu_exceeded: Larger than the uplink's MTU, or (GSO) with segments that are: the
 	 * driver would drop it unseen.
 	 */
 	MCAST_DROP_MTU_EXCEEDED = 16,
-	/* Tunnelled to the gateway for a group the pod's policy excludes. */
+	/* excluded: Tunnelled to the gateway for a group the pod's policy excludes. */
 	MCAST_DROP_EXCLUDED = 17,
-	/* Tunnelled to the gateway in a pod's name for a group no policy covers. */
+	/* no_policy: Tunnelled to the gateway in a pod's name for a group no policy covers. */
 	MCAST_DROP_NO_POLICY = 18,
-	/* The redirect helper refused the packet, or the device is gone. */
+	/* redirect_failed: The redirect helper refused the packet, or the device is gone. */
 	MCAST_DROP_REDIRECT = 19,
 	MCAST_DROP_MAX,
 };
