@@ -1,10 +1,12 @@
 # cilium-mcast-egress
 #
 #   make demo    the lab: three nodes in network namespaces, an SSM stream
-#                from a pod to an upstream receiver, a summary (root)
+#                from a pod to an upstream receiver, a summary (root); runs
+#                target/debug/cilium-mcast-egress-lab, the lab crate in lab/
 #   make build   release binary in target/release/cilium-mcast-egress
-#   make test    unit tests, then the privileged datapath and loader tests
-#                (root; outside CI they skip, loudly, without it)
+#   make test    unit tests, then the privileged datapath and loader tests,
+#                of the sidecar and the lab crates (root; outside CI they
+#                skip, loudly, without it)
 #   make bench   ns per packet of each datapath path (root)
 #   make bench-controller
 #                the controller on one gateway node of a generated cluster
@@ -14,7 +16,7 @@
 #   make fuzz    the datapath fuzzer at length: 5000000 frames through
 #                BPF_PROG_RUN, 20000 on real veths (root; FUZZ_SEED=...
 #                replays a run, FUZZ_FRAMES / FUZZ_REAL_FRAMES resize it)
-#   make lint    rustfmt and clippy, warnings are errors
+#   make lint    rustfmt and clippy on both crates, warnings are errors
 
 CARGO ?= cargo
 
@@ -25,12 +27,13 @@ all: build
 build:
 	$(CARGO) build --release
 
+# Both binaries: the lab runs the sidecar built beside it.
 demo:
-	$(CARGO) build
-	./target/debug/cilium-mcast-egress demo
+	$(CARGO) build --workspace --bins
+	./target/debug/cilium-mcast-egress-lab demo
 
 test:
-	$(CARGO) test --lib --bins --tests
+	$(CARGO) test --workspace --lib --bins --tests
 
 bench:
 	$(CARGO) bench --bench datapath
@@ -43,11 +46,11 @@ fuzz:
 		$(CARGO) test --release --test fuzz -- --nocapture
 
 lint:
-	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 fmt:
-	$(CARGO) fmt
+	$(CARGO) fmt --all
 
 clean:
 	$(CARGO) clean

@@ -45,9 +45,9 @@ use std::time::{Duration, Instant};
 
 use cilium_mcast_egress::datapath::maps::{PolicyKey, POLICY_MAP};
 use cilium_mcast_egress::datapath::{Maps, Paths};
-use cilium_mcast_egress::lab::{create_cilium_lxc_at, lxc_put_at};
 use cilium_mcast_egress::source::manifests::load_dir;
 use common::Bpffs;
+use lab::{create_cilium_lxc_at, lxc_put_at};
 
 const NODES: usize = 500;
 const NODE: &str = "node-0000";

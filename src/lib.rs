@@ -16,7 +16,6 @@ pub mod crd;
 pub mod daemon;
 pub mod datapath;
 pub mod health;
-pub mod lab;
 pub mod metrics;
 pub mod node;
 pub mod objects;

@@ -15,7 +15,6 @@ use cilium_mcast_egress::attach::AttachConfig;
 use cilium_mcast_egress::cli::{self, Output};
 use cilium_mcast_egress::daemon::{self, DaemonConfig};
 use cilium_mcast_egress::datapath::{self, Capacities, Datapath, DatapathStorage, Paths, Program};
-use cilium_mcast_egress::lab;
 use cilium_mcast_egress::source::SourceConfig;
 
 /// Multicast egress for Cilium: pods publish IP multicast (SSM) to networks
@@ -192,14 +191,6 @@ enum Command {
         #[arg(long, value_enum)]
         program: ProgramArg,
     },
-    /// The lab demo: three nodes in network namespaces with the example
-    /// policy, an SSM stream from a pod with iperf2 to an upstream
-    /// source-specific receiver, a summary, and a full teardown. Needs root.
-    Demo {
-        /// How long the pod sends, in seconds.
-        #[arg(long, default_value_t = 5)]
-        seconds: u32,
-    },
     /// Detach every link and remove every pin this project made, and
     /// nothing else.
     Uninstall {
@@ -316,56 +307,6 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
     })
 }
 
-/// The demo runs on a thread of its own while this one waits for SIGINT or
-/// SIGTERM: on either, the lab is torn down before the process exits.
-fn run_demo(seconds: u32) -> anyhow::Result<()> {
-    use nix::sys::signal::{SigSet, Signal};
-
-    lab::demo::check_tools().map_err(anyhow::Error::msg)?;
-    let binary = std::env::current_exe().context("locating this binary")?;
-    let mut signals = SigSet::empty();
-    signals.add(Signal::SIGINT);
-    signals.add(Signal::SIGTERM);
-    signals.add(Signal::SIGUSR1);
-    // Blocked here, so in every thread spawned from now on; only sigwait
-    // below receives them.
-    signals.thread_block().context("blocking signals")?;
-    let worker = std::thread::spawn(move || {
-        let r = lab::demo::run_demo(&binary, seconds);
-        // To the process, not this thread (where it is blocked): the main
-        // thread's sigwait takes it.
-        let _ = nix::sys::signal::kill(nix::unistd::getpid(), Signal::SIGUSR1);
-        r
-    });
-    match signals.wait().context("waiting for signals")? {
-        Signal::SIGUSR1 => {}
-        sig => {
-            eprintln!("{sig}: tearing the lab down");
-            // Stop the demo where it is: no more building, its processes
-            // gone, so that it drops (and so tears down) its lab itself.
-            lab::request_stop();
-            let deadline = std::time::Instant::now() + Duration::from_secs(20);
-            while !worker.is_finished() && std::time::Instant::now() < deadline {
-                // Again and again: a step already under way may still start
-                // a process after the first sweep.
-                lab::kill_own_lab_processes();
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            // Whatever is still there.
-            lab::reap_own_labs();
-            std::process::exit(130);
-        }
-    }
-    let report = worker
-        .join()
-        .map_err(|_| anyhow::anyhow!("the demo thread panicked"))?
-        .context("demo")?;
-    if report.received.unwrap_or(0) == 0 {
-        anyhow::bail!("nothing reached the upstream receiver");
-    }
-    Ok(())
-}
-
 /// SIGTERM (the kubelet stopping the pod) or SIGINT (Ctrl-C).
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
@@ -423,7 +364,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("detaching from {device}"))?;
             tracing::info!(device, program = program.name(), detached = had, "detach");
         }
-        Command::Demo { seconds } => run_demo(seconds)?,
         Command::Uninstall { bpffs } => {
             let paths = Paths::new(bpffs.bpffs_root);
             let report = datapath::uninstall(&paths).context("uninstalling")?;

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use cilium_mcast_egress::datapath::maps::{Gateway, Maps};
 use cilium_mcast_egress::datapath::tcx::{ifindex_of, tcx_ingress_chain};
 use cilium_mcast_egress::datapath::Paths;
-use cilium_mcast_egress::lab;
 use common::daemon;
 use common::{sh, veth, vxlan_external, wait_for, Bpffs, PodNs, Tap};
 use libbpf_rs::{MapCore, MapFlags, MapHandle};

@@ -22,11 +22,11 @@ use cilium_mcast_egress::datapath::maps::{
 };
 use cilium_mcast_egress::datapath::{tcx, Datapath, Maps, Paths, Program};
 use cilium_mcast_egress::health::{Report, ReportPin};
-use cilium_mcast_egress::lab::{self, Lab, LabConfig, Node, Pod};
 use cilium_mcast_egress::resolve::{Problem, Severity, Subject};
 use common::addr::*;
 use common::packet::{group_mac, Frame};
 use common::{ifindex, mac_of, sh, Bpffs, TCX_DROP, TCX_REDIRECT};
+use lab::{Lab, LabConfig, Node, Pod};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cilium-mcast-egress");
 /// How long any one CLI run may take before the test kills it.

@@ -9,7 +9,6 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use cilium_mcast_egress::lab;
 use libbpf_rs::{MapCore, MapHandle};
 
 use cilium_mcast_egress::datapath::maps::{Gateway, Maps, ALL_MAPS};

@@ -9,11 +9,11 @@ use std::net::{Ipv4Addr, UdpSocket};
 use std::time::Duration;
 
 use cilium_mcast_egress::datapath::maps::{DropReason, Gateway, PolicyKey, Role};
-use cilium_mcast_egress::lab::addr::{EGRESS_B, GROUP, UPSTREAM_B};
-use cilium_mcast_egress::lab::{camera_policy, Lab, LabConfig, Node, Pod};
 use common::lab_io::{payload, pod_socket, send_stream, tap_in, Datagram, Receiver};
 use common::packet::{group_mac, Frame, View, ETH_P_IP, PROTO_UDP};
 use common::Tap;
+use lab::addr::{EGRESS_B, GROUP, UPSTREAM_B};
+use lab::{camera_policy, Lab, LabConfig, Node, Pod};
 
 const QUIET: Duration = Duration::from_millis(600);
 const MAX: Duration = Duration::from_secs(10);

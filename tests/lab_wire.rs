@@ -16,12 +16,10 @@ use std::time::{Duration, Instant};
 use cilium_mcast_egress::datapath::maps::{DropReason, Gateway, PolicyKey, Role};
 use cilium_mcast_egress::datapath::tcx::{links, tcx_chain};
 use cilium_mcast_egress::datapath::{Paths, Program};
-use cilium_mcast_egress::lab::{
-    self, addr, camera_policy, demo, in_netns, wait_until, Lab, LabConfig, Node, Pod,
-};
 use common::forge::vxlan_packet;
 use common::lab_io::{payload, pod_socket, send_stream, tap_in, Datagram, Receiver, PORT};
 use common::packet::{group_mac, Frame, View, ETH_P_IP, PROTO_UDP};
+use lab::{addr, camera_policy, demo, in_netns, wait_until, Lab, LabConfig, Node, Pod};
 
 const POLICY_FILE: &str = "camera-ssm.yaml";
 const POLICY_CIDR: &str = "232.1.0.0/16";

@@ -15,10 +15,10 @@ use std::time::Duration;
 use cilium_mcast_egress::datapath::maps::{DropReason, Gateway, Maps, Role, COUNTERS_MAP};
 use cilium_mcast_egress::datapath::tcx::ifindex_of;
 use cilium_mcast_egress::datapath::Paths;
-use cilium_mcast_egress::lab::addr::{EGRESS_B, GROUP, UPSTREAM_B};
-use cilium_mcast_egress::lab::{self, camera_policy, Lab, LabConfig, Node, Pod};
 use common::daemon::{self, Daemon};
 use common::lab_io::{pod_socket, send_stream, Receiver};
+use lab::addr::{EGRESS_B, GROUP, UPSTREAM_B};
+use lab::{camera_policy, Lab, LabConfig, Node, Pod};
 
 /// Where a daemon run by these tests (alone in its namespace) serves.
 const PROBE: &str = "127.0.0.1:9980";

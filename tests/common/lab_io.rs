@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cilium_mcast_egress::lab::{in_netns, Lab, Pod};
+use lab::{in_netns, Lab, Pod};
 
 use super::Tap;
 

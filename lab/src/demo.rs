@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::{addr, Lab, LabConfig, LabError, Node, Pod, Result};
-use crate::datapath::maps::Role;
+use cilium_mcast_egress::datapath::maps::Role;
 
 /// The example policy, embedded so that the demo needs nothing but the
 /// binary: pods `app=camera` to 232.1.0.0/16 through node-b's uplink0.

@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
 
 use super::{run, Lab, LabError, Result};
-use crate::datapath::Paths;
+use cilium_mcast_egress::datapath::Paths;
 
 /// The three nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

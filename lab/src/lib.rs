@@ -1,8 +1,13 @@
 //! The lab: a three-node cluster in network namespaces, with real VXLAN
 //! between the nodes, pods behind `lxc` veths, an upstream host on the
 //! gateways' uplinks, and one real `cilium-mcast-egress run` per node on a
-//! shared manifests directory. `make demo` and the end-to-end tests both
-//! build on it.
+//! shared manifests directory. `make demo`, the end-to-end tests and the
+//! benchmarks build on it.
+//!
+//! A crate of its own, never part of the sidecar: it creates namespaces,
+//! kills processes and writes a `cilium_lxc` as cilium-agent would, none of
+//! which the product may do. It drives the real `cilium-mcast-egress` binary
+//! and reads its pinned maps through the library.
 //!
 //! ```text
 //!            192.0.2.0/24 underlay (bridge in <p>-wire)
@@ -32,8 +37,8 @@ use std::time::{Duration, Instant};
 use nix::mount::{umount2, MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 
-use crate::datapath::maps::Maps;
-use crate::datapath::Paths;
+use cilium_mcast_egress::datapath::maps::Maps;
+use cilium_mcast_egress::datapath::Paths;
 
 pub use topology::{
     create_cilium_lxc_at, ifindex_in, lxc_put_at, Node, Pod, IDENTITY_CAMERA, IDENTITY_OTHER,
@@ -60,7 +65,7 @@ pub enum LabError {
     #[error("map of {node}: {source}")]
     Map {
         node: &'static str,
-        source: crate::datapath::DatapathError,
+        source: cilium_mcast_egress::datapath::DatapathError,
     },
     #[error("timed out after {secs} s waiting for {what}")]
     Timeout { what: String, secs: u64 },
