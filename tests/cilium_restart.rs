@@ -9,7 +9,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 use cilium_mcast_egress::datapath::maps::{Gateway, Maps};
 use cilium_mcast_egress::datapath::tcx::{ifindex_of, tcx_ingress_chain};
 use cilium_mcast_egress::datapath::Paths;
-use common::daemon;
-use common::{sh, veth, vxlan_external, wait_for, Bpffs, PodNs, Tap};
+use common::daemon::{self, Running};
+use common::node::NodeA;
+use common::{sh, wait_for, PodNs, Tap};
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 const PROBE: &str = "127.0.0.1:9981";
@@ -32,36 +33,6 @@ const MAGIC: &[u8; 8] = b"cilrstrt";
 /// `reserved:health`.
 const IDENTITY_HEALTH: u32 = 4;
 const IDENTITY_CAMERA: u32 = 4001;
-
-/// The daemon as a child process, its log in a file.
-struct Daemon {
-    _process: daemon::Daemon,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(manifests: &Path, bpffs: &Path, cilium: &Path, log: PathBuf) -> Daemon {
-        let file = std::fs::File::create(&log).expect("daemon log");
-        let process = daemon::Daemon::spawn(
-            daemon::command("node-a", bpffs, cilium, PROBE)
-                .arg("--manifests")
-                .arg(manifests)
-                .args(["--resync-interval-ms", "200"])
-                .env("RUST_LOG", "info")
-                .env("NO_COLOR", "1")
-                .stdout(file.try_clone().expect("log fd"))
-                .stderr(file),
-        );
-        Daemon {
-            _process: process,
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
 
 fn http_get(path: &str) -> Option<u16> {
     daemon::http_status(PROBE, path)
@@ -177,23 +148,20 @@ fn cilium_refilling_its_endpoint_map_withdraws_nothing_that_lives() {
         return;
     }
     common::in_new_netns(|| {
-        veth("lxc_pod1", "pod1");
-        veth("lxc_pod2", "pod2");
-        veth("lxc_health", "health0");
-        veth("uplink0", "upstream0");
-        vxlan_external("cilium_vxlan");
-        sh("ip", &["addr", "add", "203.0.113.10/24", "dev", "uplink0"]);
-
-        let ours = Bpffs::new("restart-ours");
-        let cilium = Bpffs::new("restart-cilium");
-        let lxc = Paths::new(cilium.path()).globals().join("cilium_lxc");
-        lab::create_cilium_lxc_at(&lxc, NODE_A).unwrap();
+        let node = NodeA::new(
+            "restart",
+            &[
+                ("lxc_pod1", "pod1"),
+                ("lxc_pod2", "pod2"),
+                ("lxc_health", "health0"),
+            ],
+        );
+        node.put_pod(POD1, "lxc_pod1", IDENTITY_CAMERA);
+        node.put_pod(POD2, "lxc_pod2", IDENTITY_CAMERA);
+        node.put_pod(HEALTH, "lxc_health", IDENTITY_HEALTH);
+        let (ours, cilium, lxc) = (&node.ours, &node.cilium, node.lxc.clone());
         let pod1_if = ifindex_of("lxc_pod1").unwrap();
-        let pod2_if = ifindex_of("lxc_pod2").unwrap();
         let health_if = ifindex_of("lxc_health").unwrap();
-        lab::lxc_put_at(&lxc, POD1, pod1_if, IDENTITY_CAMERA).unwrap();
-        lab::lxc_put_at(&lxc, POD2, pod2_if, IDENTITY_CAMERA).unwrap();
-        lab::lxc_put_at(&lxc, HEALTH, health_if, IDENTITY_HEALTH).unwrap();
 
         let pod = PodNs::new();
         pod.take("pod1");
@@ -207,13 +175,7 @@ fn cilium_refilling_its_endpoint_map_withdraws_nothing_that_lives() {
         std::fs::write(dir.path().join("cluster.yaml"), MANIFESTS).unwrap();
         std::fs::write(dir.path().join("pod1.yaml"), endpoint("pod1", 1, POD1)).unwrap();
         std::fs::write(dir.path().join("pod2.yaml"), endpoint("pod2", 2, POD2)).unwrap();
-        let logdir = tempfile::tempdir().unwrap();
-        let daemon = Daemon::start(
-            dir.path(),
-            ours.path(),
-            cilium.path(),
-            logdir.path().join("daemon.log"),
-        );
+        let daemon = Running::start(dir.path(), ours.path(), cilium.path(), PROBE, 200, &[]);
         wait_for("/readyz", Duration::from_secs(20), || {
             http_get("/readyz") == Some(200)
         });
@@ -306,7 +268,7 @@ fn cilium_refilling_its_endpoint_map_withdraws_nothing_that_lives() {
         let saw_it = (|| {
             while emptied.elapsed() < Duration::from_secs(5) {
                 if daemon
-                    .log()
+                    .log_text()
                     .contains("endpoints absent from cilium_lxc kept")
                 {
                     return true;
@@ -372,7 +334,7 @@ fn cilium_refilling_its_endpoint_map_withdraws_nothing_that_lives() {
             "a stream of {sent} datagrams covers the window"
         );
         assert!(covered(&maps, POD1), "pod1 covered at the end");
-        let log = daemon.log();
+        let log = daemon.log_text();
         drop(daemon);
         assert!(failures.is_empty(), "{failures:#?}\ndaemon log:\n{log}");
     });

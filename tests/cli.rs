@@ -148,13 +148,11 @@ struct Fx {
 
 impl Fx {
     fn new(test: &str) -> Fx {
-        for (a, b) in [
+        common::veths(&[
             ("lxc_a", "pod_a"),
             ("lxc_b", "pod_b"),
             ("uplink0", "upstream0"),
-        ] {
-            common::veth(a, b);
-        }
+        ]);
         common::vxlan_external("vx0");
         let (bpffs, dp, maps) = common::load_datapath(test);
         let fx = Fx {
@@ -257,16 +255,7 @@ impl Fx {
 
 macro_rules! cli_test {
     ($name:ident, |$fx:ident| $body:block) => {
-        #[test]
-        fn $name() {
-            if !common::privileged(stringify!($name)) {
-                return;
-            }
-            common::in_new_netns(|| {
-                let $fx = Fx::new(stringify!($name));
-                $body
-            });
-        }
+        netns_test!($name, Fx::new, |$fx| $body);
     };
 }
 

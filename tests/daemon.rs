@@ -7,15 +7,16 @@ mod common;
 
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use libbpf_rs::{MapCore, MapHandle};
 
 use cilium_mcast_egress::datapath::maps::{Gateway, Maps, ALL_MAPS};
 use cilium_mcast_egress::datapath::tcx::{ifindex_of, links, tcx_ingress_chain};
 use cilium_mcast_egress::datapath::Paths;
-use common::daemon::{self, Daemon};
-use common::{sh, veth, vxlan_external, Bpffs};
+use common::daemon::{self, Running};
+use common::node::NodeA;
+use common::sh;
 
 const PROBE: &str = "127.0.0.1:9980";
 const NODE_A: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
@@ -25,14 +26,8 @@ const POD1: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 11);
 const POD2: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 12);
 
 /// The daemon on `manifests`, resolving every 200 ms.
-fn start_daemon(manifests: &Path, bpffs: &Path, cilium: &Path) -> Daemon {
-    Daemon::spawn(
-        daemon::command("node-a", bpffs, cilium, PROBE)
-            .arg("--manifests")
-            .arg(manifests)
-            .args(["--resync-interval-ms", "200"])
-            .env("RUST_LOG", "info"),
-    )
+fn start_daemon(manifests: &Path, bpffs: &Path, cilium: &Path) -> Running {
+    Running::start(manifests, bpffs, cilium, PROBE, 200, &[])
 }
 
 fn http_get(path: &str) -> Option<u16> {
@@ -50,14 +45,6 @@ fn map_ids(paths: &Paths) -> Vec<(&'static str, u32)> {
             (*name, m.info().expect("map info").info.id)
         })
         .collect()
-}
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 const NODES: &str = r#"
@@ -126,21 +113,13 @@ fn daemon_follows_the_manifests_and_survives_restarts() {
         return;
     }
     common::in_new_netns(|| {
-        veth("lxc_pod1", "pod1");
-        veth("lxc_pod2", "pod2");
-        veth("uplink0", "upstream0");
-        vxlan_external("cilium_vxlan");
-        sh("ip", &["addr", "add", "203.0.113.10/24", "dev", "uplink0"]);
-
-        let ours = Bpffs::new("daemon-ours");
-        let cilium = Bpffs::new("daemon-cilium");
         // What cilium-agent would have pinned, with the host's own entry,
         // which is not an endpoint.
-        let lxc = Paths::new(cilium.path()).globals().join("cilium_lxc");
-        lab::create_cilium_lxc_at(&lxc, NODE_A).unwrap();
+        let node = NodeA::new("daemon", &[("lxc_pod1", "pod1"), ("lxc_pod2", "pod2")]);
+        node.put_pod(POD1, "lxc_pod1", 4001);
+        let (ours, cilium, lxc) = (&node.ours, &node.cilium, &node.lxc);
         let pod1_if = ifindex_of("lxc_pod1").unwrap();
         let pod2_if = ifindex_of("lxc_pod2").unwrap();
-        lab::lxc_put_at(&lxc, POD1, pod1_if, 4001).unwrap();
 
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("nodes.yaml"), NODES).unwrap();
@@ -158,7 +137,7 @@ fn daemon_follows_the_manifests_and_survives_restarts() {
         std::fs::write(dir.path().join("policy.yaml"), policy("b")).unwrap();
 
         let daemon = start_daemon(dir.path(), ours.path(), cilium.path());
-        wait_until("/readyz", Duration::from_secs(20), || {
+        common::wait_for("/readyz", Duration::from_secs(20), || {
             http_get("/readyz") == Some(200)
         });
         assert_eq!(http_get("/healthz"), Some(200));
@@ -185,7 +164,7 @@ fn daemon_follows_the_manifests_and_survives_restarts() {
         );
 
         // A pod added.
-        lab::lxc_put_at(&lxc, POD2, pod2_if, 4001).unwrap();
+        lab::lxc_put_at(lxc, POD2, pod2_if, 4001).unwrap();
         std::fs::write(
             dir.path().join("pod2.yaml"),
             endpoint(
@@ -197,7 +176,7 @@ fn daemon_follows_the_manifests_and_survives_restarts() {
             ),
         )
         .unwrap();
-        wait_until("pod2's entry", Duration::from_secs(5), || {
+        common::wait_for("pod2's entry", Duration::from_secs(5), || {
             maps.policies()
                 .unwrap()
                 .iter()
@@ -208,7 +187,7 @@ fn daemon_follows_the_manifests_and_survives_restarts() {
         // The gateway moved to this node: egress IP and uplink filled in.
         std::fs::write(dir.path().join("policy.yaml"), policy("a")).unwrap();
         // Both pods' entries, or all() would hold on an empty map.
-        wait_until("the gateway on node-a", Duration::from_secs(5), || {
+        common::wait_for("the gateway on node-a", Duration::from_secs(5), || {
             let entries = maps.policies().unwrap();
             entries.len() == 2
                 && entries
@@ -250,7 +229,7 @@ fn daemon_follows_the_manifests_and_survives_restarts() {
         }
 
         let daemon = start_daemon(dir.path(), ours.path(), cilium.path());
-        wait_until("/readyz again", Duration::from_secs(20), || {
+        common::wait_for("/readyz again", Duration::from_secs(20), || {
             http_get("/readyz") == Some(200)
         });
         // `maps` holds the old maps open, so its contents alone would not
@@ -278,7 +257,7 @@ fn daemon_follows_the_manifests_and_survives_restarts() {
 
         // The policy removed: its entries go, the nodes stay.
         std::fs::remove_file(dir.path().join("policy.yaml")).unwrap();
-        wait_until("entries removed", Duration::from_secs(5), || {
+        common::wait_for("entries removed", Duration::from_secs(5), || {
             maps.policies().unwrap().is_empty()
         });
         assert_eq!(maps.nodes().unwrap(), vec![NODE_A, NODE_B]);
@@ -286,7 +265,7 @@ fn daemon_follows_the_manifests_and_survives_restarts() {
 
         // A pod's veth removed: its link pin goes too.
         sh("ip", &["link", "del", "lxc_pod2"]);
-        wait_until(
+        common::wait_for(
             "pin of the vanished veth removed",
             Duration::from_secs(5),
             || {

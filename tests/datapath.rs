@@ -59,14 +59,12 @@ struct Fx {
 
 impl Fx {
     fn new(test: &str) -> Fx {
-        for (a, b) in [
+        common::veths(&[
             ("lxc_a", "pod_a"),
             ("lxc_b", "pod_b"),
             ("uplink0", "upstream0"),
             ("under0", "under_peer"),
-        ] {
-            common::veth(a, b);
-        }
+        ]);
         common::vxlan_external("vx0");
         sh("ip", &["addr", "add", "192.0.2.10/24", "dev", "under0"]);
         sh(
@@ -230,17 +228,7 @@ fn run(
 
 macro_rules! dp_test {
     ($(#[$m:meta])* $name:ident, |$fx:ident| $body:block) => {
-        $(#[$m])*
-        #[test]
-        fn $name() {
-            if !common::privileged(stringify!($name)) {
-                return;
-            }
-            common::in_new_netns(|| {
-                let $fx = Fx::new(stringify!($name));
-                $body
-            });
-        }
+        netns_test!($(#[$m])* $name, Fx::new, |$fx| $body);
     };
 }
 

@@ -77,13 +77,11 @@ fn no_ipv6() {
 impl Node {
     fn new(test: &str) -> Node {
         no_ipv6();
-        for (a, b) in [
+        common::veths(&[
             ("lxc_a", "pod_a"),
             ("uplink0", "upstream0"),
             ("under0", "under_peer"),
-        ] {
-            common::veth(a, b);
-        }
+        ]);
         for dev in ["lxc_a", "pod_a"] {
             sh("ip", &["link", "set", dev, "mtu", POD_MTU]);
         }
@@ -236,17 +234,7 @@ impl Node {
 
 macro_rules! hardening_test {
     ($(#[$m:meta])* $name:ident, |$node:ident| $body:block) => {
-        $(#[$m])*
-        #[test]
-        fn $name() {
-            if !common::privileged(stringify!($name)) {
-                return;
-            }
-            common::in_new_netns(|| {
-                let $node = Node::new(stringify!($name));
-                $body
-            });
-        }
+        netns_test!($(#[$m])* $name, Node::new, |$node| $body);
     };
 }
 

@@ -21,16 +21,7 @@ use common::{sh, Bpffs};
 
 macro_rules! priv_test {
     ($name:ident, |$bpffs:ident| $body:block) => {
-        #[test]
-        fn $name() {
-            if !common::privileged(stringify!($name)) {
-                return;
-            }
-            common::in_new_netns(|| {
-                let $bpffs = Bpffs::new(stringify!($name));
-                $body
-            });
-        }
+        netns_test!($name, Bpffs::new, |$bpffs| $body);
     };
 }
 

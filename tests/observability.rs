@@ -7,16 +7,15 @@
 
 mod common;
 
-use std::io::Read;
 use std::net::Ipv4Addr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use cilium_mcast_egress::datapath::maps::{DropReason, Gateway, Maps, Role, COUNTERS_MAP};
-use cilium_mcast_egress::datapath::tcx::ifindex_of;
 use cilium_mcast_egress::datapath::Paths;
-use common::daemon::{self, Daemon};
+use common::daemon::{self, sample, Daemon, Running};
 use common::lab_io::{pod_socket, send_stream, Receiver};
+use common::node::NodeA;
 use lab::addr::{EGRESS_B, GROUP, UPSTREAM_B};
 use lab::{camera_policy, Lab, LabConfig, Node, Pod};
 
@@ -26,34 +25,6 @@ const PROBE: &str = "127.0.0.1:9980";
 /// `GET path` on [`PROBE`]: status and body.
 fn http_get(path: &str) -> Option<(u16, String)> {
     daemon::http_get(PROBE, path)
-}
-
-/// The value of the sample `name{labels}` in a scrape, labels given in any
-/// order as `key="value"` pairs.
-fn sample(scrape: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    scrape.lines().find_map(|line| {
-        if line.starts_with('#') {
-            return None;
-        }
-        let (series, value) = line.rsplit_once(' ')?;
-        let (metric, rest) = match series.split_once('{') {
-            Some((m, r)) => (m, r.trim_end_matches('}')),
-            None => (series, ""),
-        };
-        if metric != name {
-            return None;
-        }
-        let pairs: Vec<&str> = if rest.is_empty() {
-            Vec::new()
-        } else {
-            rest.split(',').collect()
-        };
-        let wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-        if pairs.len() != wanted.len() || !wanted.iter().all(|w| pairs.contains(&w.as_str())) {
-            return None;
-        }
-        value.parse().ok()
-    })
 }
 
 fn scrape(lab: &Lab, node: Node) -> String {
@@ -287,21 +258,12 @@ spec:
     interface: uplink0
 "#;
 
-/// In the calling thread's (new) namespace: node-a (192.0.2.10) with one
-/// pod, `pod` behind veth `lxc_pod1`, in Cilium's `cilium_lxc` with
-/// identity 4001; an uplink with 203.0.113.10; the tunnel device. Returns
+/// node-a with one pod, `pod` behind `lxc_pod1`, identity 4001. Returns
 /// our and Cilium's BPF filesystems.
 fn one_pod_node(test: &str, pod: Ipv4Addr) -> (common::Bpffs, common::Bpffs) {
-    common::veth("lxc_pod1", "pod1");
-    common::veth("uplink0", "upstream0");
-    common::vxlan_external("cilium_vxlan");
-    common::sh("ip", &["addr", "add", "203.0.113.10/24", "dev", "uplink0"]);
-    let ours = common::Bpffs::new(&format!("{test}-ours"));
-    let cilium = common::Bpffs::new(&format!("{test}-cilium"));
-    let lxc = Paths::new(cilium.path()).globals().join("cilium_lxc");
-    lab::create_cilium_lxc_at(&lxc, Ipv4Addr::new(192, 0, 2, 10)).unwrap();
-    lab::lxc_put_at(&lxc, pod, ifindex_of("lxc_pod1").unwrap(), 4001).unwrap();
-    (ours, cilium)
+    let node = NodeA::new(test, &[("lxc_pod1", "pod1")]);
+    node.put_pod(pod, "lxc_pod1", 4001);
+    (node.ours, node.cilium)
 }
 
 /// Most nodes never carry multicast: their scrape must still hold every
@@ -318,20 +280,7 @@ fn quiet_node_scrape_has_drops_policy_sync_and_gateway_gauges() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("quiet.yaml"), QUIET_MANIFESTS).unwrap();
 
-        let _daemon = Daemon::from_child(
-            Command::new(env!("CARGO_BIN_EXE_cilium-mcast-egress"))
-                .args(["run", "--node-name", "node-a", "--manifests"])
-                .arg(dir.path())
-                .arg("--bpffs-root")
-                .arg(ours.path())
-                .arg("--cilium-bpffs")
-                .arg(cilium.path())
-                .args(["--metrics-addr", PROBE])
-                .env("RUST_LOG", "warn")
-                .stdin(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
+        let _daemon = Running::start(dir.path(), ours.path(), cilium.path(), PROBE, 1000, &[]);
         common::wait_for("/readyz", Duration::from_secs(20), || {
             http_get("/readyz").map(|r| r.0) == Some(200)
         });
@@ -472,18 +421,10 @@ users:
 ",
         )
         .unwrap();
-        let _daemon = Daemon::from_child(
-            Command::new(env!("CARGO_BIN_EXE_cilium-mcast-egress"))
-                .args(["run", "--node-name", "node-a", "--bpffs-root"])
-                .arg(bpffs.path())
-                .arg("--cilium-bpffs")
-                .arg(bpffs.path())
-                .args(["--metrics-addr", PROBE])
+        let _daemon = Daemon::spawn(
+            daemon::command("node-a", bpffs.path(), bpffs.path(), PROBE)
                 .env("KUBECONFIG", &kubeconfig)
-                .env("RUST_LOG", "warn")
-                .stdin(Stdio::null())
-                .spawn()
-                .unwrap(),
+                .env("RUST_LOG", "warn"),
         );
         let mut alive = false;
         for _ in 0..100 {
@@ -578,74 +519,6 @@ spec:
     interface: uplink0
 "#;
 
-/// The lines a child writes to stderr, collected as they come.
-fn collect_lines(r: impl Read + Send + 'static) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
-    use std::io::BufRead;
-    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let sink = lines.clone();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(r).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push(line);
-        }
-    });
-    lines
-}
-
-/// `run` as node-a on `dir`, our and Cilium's BPF filesystems, serving on
-/// [`PROBE`], passing every 100 ms; `extra` flags added. Its log lines are
-/// collected.
-struct Running {
-    _daemon: Daemon,
-    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl Running {
-    fn start(
-        dir: &std::path::Path,
-        ours: &std::path::Path,
-        cilium: &std::path::Path,
-        extra: &[&str],
-    ) -> Running {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cilium-mcast-egress"))
-            .args(["run", "--node-name", "node-a", "--manifests"])
-            .arg(dir)
-            .arg("--bpffs-root")
-            .arg(ours)
-            .arg("--cilium-bpffs")
-            .arg(cilium)
-            .args(["--metrics-addr", PROBE, "--resync-interval-ms", "100"])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = collect_lines(child.stderr.take().unwrap());
-        Running {
-            _daemon: Daemon::from_child(child),
-            log,
-        }
-    }
-
-    /// The log lines so far that contain `what`.
-    fn log_lines(&self, what: &str) -> Vec<String> {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.contains(what))
-            .cloned()
-            .collect()
-    }
-
-    /// The sample `name{labels}` of a scrape now.
-    fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let (status, m) = http_get("/metrics").expect("/metrics answers");
-        assert_eq!(status, 200, "{m}");
-        sample(&m, name, labels)
-    }
-}
-
 /// `status -o json` on `root`, in the calling thread's namespace.
 fn status_json(root: &std::path::Path) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_cilium-mcast-egress"))
@@ -673,7 +546,7 @@ fn unknown_node_name_is_not_ready_until_the_node_appears() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("cluster.yaml"), WITHOUT_NODE_A).unwrap();
 
-        let daemon = Running::start(dir.path(), ours.path(), cilium.path(), &[]);
+        let daemon = Running::start(dir.path(), ours.path(), cilium.path(), PROBE, 100, &[]);
         let log_lines = |what: &str| daemon.log_lines(what);
         let metric = |name: &str, labels: &[(&str, &str)]| daemon.metric(name, labels);
 
@@ -923,6 +796,8 @@ fn full_policy_map_keeps_own_pods_and_reports_the_shortfall() {
             dir.path(),
             ours.path(),
             cilium.path(),
+            PROBE,
+            100,
             &["--policy-map-entries", "8", "--policy-names-entries", "1"],
         );
         let log_lines = |what: &str| daemon.log_lines(what);
@@ -1079,7 +954,7 @@ fn a_failing_sync_is_retried_counted_and_logged_once() {
         let (ours, cilium) = one_pod_node("syncfail", Ipv4Addr::new(198, 51, 100, 200));
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("cluster.yaml"), full_map_manifests(1)).unwrap();
-        let daemon = Running::start(dir.path(), ours.path(), cilium.path(), &[]);
+        let daemon = Running::start(dir.path(), ours.path(), cilium.path(), PROBE, 100, &[]);
         // The control: it syncs, and is ready.
         common::wait_for("/readyz 200", Duration::from_secs(20), || {
             http_get("/readyz").is_some_and(|(s, _)| s == 200)

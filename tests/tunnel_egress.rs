@@ -273,16 +273,7 @@ impl Tx {
 
 macro_rules! tx_test {
     ($name:ident, |$tx:ident| $body:block) => {
-        #[test]
-        fn $name() {
-            if !common::privileged(stringify!($name)) {
-                return;
-            }
-            common::in_new_netns(|| {
-                let $tx = Tx::new(stringify!($name));
-                $body
-            });
-        }
+        netns_test!($name, Tx::new, |$tx| $body);
     };
 }
 

@@ -85,3 +85,112 @@ pub fn http_get(probe: &str, path: &str) -> Option<(u16, String)> {
 pub fn http_status(probe: &str, path: &str) -> Option<u16> {
     http_get(probe, path).map(|(status, _)| status)
 }
+
+/// The daemon as node-a on a manifests directory, its stderr collected
+/// line by line.
+pub struct Running {
+    daemon: Daemon,
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    probe: String,
+}
+
+impl Running {
+    /// `run` on `manifests`, our and Cilium's BPF filesystems, serving on
+    /// `probe`, passing every `resync_ms`; `extra` flags added.
+    pub fn start(
+        manifests: &Path,
+        bpffs: &Path,
+        cilium: &Path,
+        probe: &str,
+        resync_ms: u32,
+        extra: &[&str],
+    ) -> Running {
+        let mut child = command("node-a", bpffs, cilium, probe)
+            .arg("--manifests")
+            .arg(manifests)
+            .args(["--resync-interval-ms", &resync_ms.to_string()])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting the daemon");
+        let log = collect_lines(child.stderr.take().expect("piped stderr"));
+        Running {
+            daemon: Daemon::from_child(child),
+            log,
+            probe: probe.to_owned(),
+        }
+    }
+
+    /// The log lines so far that contain `what`.
+    pub fn log_lines(&self, what: &str) -> Vec<String> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(what))
+            .cloned()
+            .collect()
+    }
+
+    /// The whole log so far.
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// The sample `name{labels}` of a scrape now.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let (status, m) = http_get(&self.probe, "/metrics").expect("/metrics answers");
+        assert_eq!(status, 200, "{m}");
+        sample(&m, name, labels)
+    }
+
+    /// SIGTERM; the daemon must exit cleanly.
+    pub fn stop(self) {
+        self.daemon.stop();
+    }
+}
+
+/// Every line `r` yields, collected as it comes.
+pub fn collect_lines(
+    r: impl std::io::Read + Send + 'static,
+) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    use std::io::BufRead;
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(r).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    lines
+}
+
+/// The value of the sample `name{labels}` in a scrape, labels given in any
+/// order as `key="value"` pairs.
+pub fn sample(scrape: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape.lines().find_map(|line| {
+        if line.starts_with('#') {
+            return None;
+        }
+        let (series, value) = line.rsplit_once(' ')?;
+        let (metric, rest) = match series.split_once('{') {
+            Some((m, r)) => (m, r.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if metric != name {
+            return None;
+        }
+        let pairs: Vec<&str> = if rest.is_empty() {
+            Vec::new()
+        } else {
+            rest.split(',').collect()
+        };
+        let wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+        if pairs.len() != wanted.len() || !wanted.iter().all(|w| pairs.contains(&w.as_str())) {
+            return None;
+        }
+        value.parse().ok()
+    })
+}

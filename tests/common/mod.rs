@@ -8,6 +8,7 @@
 pub mod daemon;
 pub mod forge;
 pub mod lab_io;
+pub mod node;
 pub mod observer;
 pub mod packet;
 
@@ -23,6 +24,27 @@ pub mod addr {
     pub const POD_B: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 12);
     pub const EGRESS_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
     pub const GROUP: Ipv4Addr = Ipv4Addr::new(232, 1, 1, 1);
+}
+
+/// A privileged test in a network namespace of its own, with a fixture
+/// built from the test's name: `netns_test!(name, Fixture::new, |fx| { .. })`.
+/// Outside CI a non-root run skips it, loudly (see [`privileged`]).
+#[macro_export]
+macro_rules! netns_test {
+    ($(#[$m:meta])* $name:ident, $fixture:expr, |$fx:ident| $body:block) => {
+        $(#[$m])*
+        #[test]
+        fn $name() {
+            if !common::privileged(stringify!($name)) {
+                return;
+            }
+            common::in_new_netns(|| {
+                #[allow(unused_variables)]
+                let $fx = ($fixture)(stringify!($name));
+                $body
+            });
+        }
+    };
 }
 
 /// tcx verdicts as BPF_PROG_RUN returns them.
@@ -116,6 +138,13 @@ pub fn sh(cmd: &str, args: &[&str]) -> String {
 }
 
 /// A veth pair, both ends up.
+/// Every (device, peer) pair as [`veth`].
+pub fn veths(pairs: &[(&str, &str)]) {
+    for (a, b) in pairs {
+        veth(a, b);
+    }
+}
+
 pub fn veth(a: &str, b: &str) {
     sh("ip", &["link", "add", a, "type", "veth", "peer", "name", b]);
     sh("ip", &["link", "set", a, "up"]);
