@@ -6,15 +6,11 @@ use std::path::{Path, PathBuf};
 
 use libbpf_cargo::SkeletonBuilder;
 
-/// (source, skeleton file) pairs. The test and bench objects are built too
-/// so that `tests/` and `benches/` can include them; the binary never does.
+/// (source, skeleton file) pairs: the datapath, one object with every
+/// program. The test and bench objects are built too so that `tests/` and
+/// `benches/` can include them; the binary never does.
 const OBJECTS: &[(&str, &str)] = &[
-    (
-        "bpf/mcast_from_container.bpf.c",
-        "mcast_from_container.skel.rs",
-    ),
-    ("bpf/mcast_from_overlay.bpf.c", "mcast_from_overlay.skel.rs"),
-    ("bpf/mcast_to_overlay.bpf.c", "mcast_to_overlay.skel.rs"),
+    ("bpf/mcast_egress.bpf.c", "mcast_egress.skel.rs"),
     (
         "bpf/tests/mcast_from_overlay_test.bpf.c",
         "mcast_from_overlay_test.skel.rs",
