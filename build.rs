@@ -64,6 +64,10 @@ fn main() {
         &include.join("mcast_egress.h"),
         &out.join("mcast_egress_intf.rs"),
     );
+    generate_cilium_compat(
+        &include.join("cilium_compat.h"),
+        &out.join("cilium_compat.rs"),
+    );
 
     println!("cargo:rerun-if-changed=bpf");
     println!("cargo:rerun-if-changed=include");
@@ -81,6 +85,23 @@ fn generate_bindings(header: &Path, out: &Path) {
             non_exhaustive: false,
         })
         .prepend_enum_name(false)
+        .layout_tests(true)
+        .generate()
+        .unwrap_or_else(|e| panic!("bindgen {}: {e}", header.display()))
+        .write_to_file(out)
+        .unwrap_or_else(|e| panic!("writing {}: {e}", out.display()));
+}
+
+/// Cilium's layouts that we read (`include/cilium_compat.h`), under
+/// Cilium's own names.
+fn generate_cilium_compat(header: &Path, out: &Path) {
+    bindgen::Builder::default()
+        .header(header.to_string_lossy())
+        .allowlist_type("endpoint_key|endpoint_info|mcast_group_v4")
+        .allowlist_var("ENDPOINT_.*|ENDPOINTS_.*|CILIUM_.*")
+        .derive_default(true)
+        .derive_eq(true)
+        .derive_hash(true)
         .layout_tests(true)
         .generate()
         .unwrap_or_else(|e| panic!("bindgen {}: {e}", header.display()))

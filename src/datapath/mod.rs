@@ -32,7 +32,7 @@ use crate::bpf_skel::egress::{McastEgressSkel, McastEgressSkelBuilder};
 
 pub use bytes::Plain;
 pub use maps::Maps;
-pub use pin::{is_bpffs, MapLayout, MAP_PREFIX};
+pub use pin::{is_bpffs, map_btf_layout, BtfLayout, MapLayout, TypeLayout, MAP_PREFIX};
 pub use tcx::{AttachOutcome, ChainPosition, Direction, LinkState};
 
 /// Default mount point of the BPF filesystem, as Cilium uses it.
