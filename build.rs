@@ -6,15 +6,11 @@ use std::path::{Path, PathBuf};
 
 use libbpf_cargo::SkeletonBuilder;
 
-/// (source, skeleton file) pairs. The test and bench objects are built too
-/// so that `tests/` and `benches/` can include them; the binary never does.
+/// (source, skeleton file) pairs: the datapath, one object with every
+/// program. The test and bench objects are built too so that `tests/` and
+/// `benches/` can include them; the binary never does.
 const OBJECTS: &[(&str, &str)] = &[
-    (
-        "bpf/mcast_from_container.bpf.c",
-        "mcast_from_container.skel.rs",
-    ),
-    ("bpf/mcast_from_overlay.bpf.c", "mcast_from_overlay.skel.rs"),
-    ("bpf/mcast_to_overlay.bpf.c", "mcast_to_overlay.skel.rs"),
+    ("bpf/mcast_egress.bpf.c", "mcast_egress.skel.rs"),
     (
         "bpf/tests/mcast_from_overlay_test.bpf.c",
         "mcast_from_overlay_test.skel.rs",
@@ -68,6 +64,10 @@ fn main() {
         &include.join("mcast_egress.h"),
         &out.join("mcast_egress_intf.rs"),
     );
+    generate_cilium_compat(
+        &include.join("cilium_compat.h"),
+        &out.join("cilium_compat.rs"),
+    );
 
     println!("cargo:rerun-if-changed=bpf");
     println!("cargo:rerun-if-changed=include");
@@ -85,6 +85,23 @@ fn generate_bindings(header: &Path, out: &Path) {
             non_exhaustive: false,
         })
         .prepend_enum_name(false)
+        .layout_tests(true)
+        .generate()
+        .unwrap_or_else(|e| panic!("bindgen {}: {e}", header.display()))
+        .write_to_file(out)
+        .unwrap_or_else(|e| panic!("writing {}: {e}", out.display()));
+}
+
+/// Cilium's layouts that we read (`include/cilium_compat.h`), under
+/// Cilium's own names.
+fn generate_cilium_compat(header: &Path, out: &Path) {
+    bindgen::Builder::default()
+        .header(header.to_string_lossy())
+        .allowlist_type("endpoint_key|endpoint_info|mcast_group_v4")
+        .allowlist_var("ENDPOINT_.*|ENDPOINTS_.*|CILIUM_.*")
+        .derive_default(true)
+        .derive_eq(true)
+        .derive_hash(true)
         .layout_tests(true)
         .generate()
         .unwrap_or_else(|e| panic!("bindgen {}: {e}", header.display()))

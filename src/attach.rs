@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::datapath::tcx::{self, AttachOutcome};
-use crate::datapath::{self, Datapath, DatapathError, Paths, Program};
+use crate::datapath::{Datapath, DatapathError, Program};
 use crate::resolve::Interface;
 
 /// Which devices get which program.
@@ -131,7 +131,7 @@ impl AttachManager {
             }
         }
 
-        let removal_failing = self.remove_stale(dp.paths(), &expected);
+        let removal_failing = self.remove_stale(dp, &expected);
         // Forget the errors of devices that are gone or no longer selected
         // (except a link whose removal still fails): on a node with pod
         // churn, a failed device would otherwise stay here forever.
@@ -166,11 +166,11 @@ impl AttachManager {
     /// is logged once, not every pass).
     fn remove_stale(
         &mut self,
-        paths: &Paths,
+        dp: &Datapath<'_>,
         expected: &BTreeMap<(String, Program), u32>,
     ) -> BTreeSet<(String, Program)> {
         let mut removal_failing = BTreeSet::new();
-        let pinned = match tcx::links(paths) {
+        let pinned = match tcx::links(dp.paths()) {
             Ok(l) => {
                 self.listing_failed = false;
                 l
@@ -207,7 +207,7 @@ impl AttachManager {
             if selected && alive {
                 continue;
             }
-            match datapath::detach(paths, &link.device, program) {
+            match dp.detach(&link.device, program) {
                 Ok(_) => {
                     tracing::info!(
                         device = %link.device,

@@ -2,32 +2,67 @@
 //! (`cilium_lxc`) and the groups of Cilium's in-cluster multicast
 //! (`cilium_mcast_group_outer_v4_map`). Cilium owns them; they are opened
 //! with `BPF_F_RDONLY` and never written.
+//!
+//! Their layouts are Cilium's, generated from `include/cilium_compat.h`.
+//! A map's key and value sizes must match them; where cilium-agent created
+//! the map with BTF, every field read here must also be at its offset by
+//! name, or the map is not read at all.
 
+use std::mem::{offset_of, size_of};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
 
+use crate::cilium_compat::{
+    endpoint_info, endpoint_key, mcast_group_v4, CILIUM_IDENTITY_HEALTH, ENDPOINT_F_HOST,
+    ENDPOINT_KEY_IPV4,
+};
 use crate::datapath::maps::Endpoint;
+use crate::datapath::{map_btf_layout, Plain};
 
 pub const LXC_MAP: &str = "cilium_lxc";
 pub const MCAST_GROUPS_MAP: &str = "cilium_mcast_group_outer_v4_map";
 
-/// `struct endpoint_key`: ip4 at 0 (12 bytes of padding or the rest of an
-/// IPv6 address), family at 16, key at 17, cluster id at 18.
-const LXC_KEY_SIZE: u32 = 20;
-/// `struct endpoint_info`: ifindex at 0, flags at 8, sec_id at 32.
-const LXC_VALUE_SIZE: u32 = 48;
-const LXC_FAMILY_OFF: usize = 16;
-const LXC_FAMILY_IPV4: u8 = 1;
-const LXC_IFINDEX_OFF: usize = 0;
-const LXC_FLAGS_OFF: usize = 8;
-const LXC_SEC_ID_OFF: usize = 32;
-/// `ENDPOINT_F_HOST`: the entry is one of the host's own addresses.
-const LXC_F_HOST: u32 = 1;
 /// `reserved:health`: the identity of Cilium's health endpoint, which has a
 /// `cilium_lxc` entry and a veth like a pod but is none.
-pub const IDENTITY_HEALTH: u32 = 4;
+pub const IDENTITY_HEALTH: u32 = CILIUM_IDENTITY_HEALTH;
+
+/// The fields of `cilium_lxc`'s key and value read here, by Cilium's names,
+/// at the offsets of the generated types.
+const LXC_KEY_FIELDS: [(&str, usize); 2] = [
+    ("ip4", offset_of!(endpoint_key, ip4)),
+    ("family", offset_of!(endpoint_key, family)),
+];
+const LXC_VALUE_FIELDS: [(&str, usize); 3] = [
+    ("ifindex", offset_of!(endpoint_info, ifindex)),
+    ("flags", offset_of!(endpoint_info, flags)),
+    ("sec_id", offset_of!(endpoint_info, sec_id)),
+];
+
+// SAFETY: generated `#[repr(C)]` structs of integers in which
+// include/cilium_compat.h spells out every hole, so there are no padding
+// bytes and any bit pattern is valid; bindgen's layout tests check sizes.
+unsafe impl Plain for endpoint_key {}
+// SAFETY: as above.
+unsafe impl Plain for endpoint_info {}
+
+impl endpoint_key {
+    /// The key of an IPv4 address.
+    pub fn ipv4(ip: Ipv4Addr) -> Self {
+        endpoint_key {
+            ip4: u32::from_ne_bytes(ip.octets()),
+            family: ENDPOINT_KEY_IPV4 as u8,
+            ..Default::default()
+        }
+    }
+
+    /// The address of an IPv4 key; None for any other family.
+    pub fn ipv4_addr(&self) -> Option<Ipv4Addr> {
+        (u32::from(self.family) == ENDPOINT_KEY_IPV4)
+            .then(|| Ipv4Addr::from(self.ip4.to_ne_bytes()))
+    }
+}
 /// The host side of the health endpoint's veth in Cilium's veth mode.
 pub const HEALTH_DEVICE: &str = "lxc_health";
 
@@ -48,7 +83,22 @@ pub enum CiliumMapError {
         map_type: MapType,
         key_size: u32,
         value_size: u32,
-        want: &'static str,
+        want: String,
+    },
+    /// The map's BTF puts a field this build reads elsewhere, or has none
+    /// of that name: the sizes agree, the meaning would not.
+    #[error(
+        "{path}: the map's BTF has {what} field {field} {theirs}, this build reads it at \
+         byte {ours} (pinned {what}: {pinned}); this Cilium's layout is unknown to this build, \
+         so the map is not read"
+    )]
+    Field {
+        path: PathBuf,
+        what: &'static str,
+        field: &'static str,
+        ours: usize,
+        theirs: String,
+        pinned: String,
     },
     #[error("reading {path}: {source}")]
     Read {
@@ -66,11 +116,41 @@ fn open_readonly(path: &Path) -> Result<MapHandle, CiliumMapError> {
     })
 }
 
-fn u32_at(bytes: &[u8], off: usize) -> Option<u32> {
-    bytes
-        .get(off..off + 4)
-        .and_then(|b| b.try_into().ok())
-        .map(u32::from_ne_bytes)
+/// Where `map` has BTF, every field of `key` and `value` must be there by
+/// name, at the same offset; without BTF the size check stands alone.
+fn check_fields(
+    path: &Path,
+    map: &MapHandle,
+    key: &[(&'static str, usize)],
+    value: &[(&'static str, usize)],
+) -> Result<(), CiliumMapError> {
+    let btf = map_btf_layout(map).map_err(|source| CiliumMapError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let Some(btf) = btf else {
+        return Ok(());
+    };
+    for (what, pinned, fields) in [("key", &btf.key, key), ("value", &btf.value, value)] {
+        for &(field, ours) in fields {
+            let theirs = pinned.offset_of(field);
+            if theirs.and_then(|t| usize::try_from(t).ok()) == Some(ours) {
+                continue;
+            }
+            return Err(CiliumMapError::Field {
+                path: path.to_owned(),
+                what,
+                field,
+                ours,
+                theirs: match theirs {
+                    Some(t) => format!("at byte {t}"),
+                    None => "nowhere".to_owned(),
+                },
+                pinned: pinned.to_string(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// What one `cilium_lxc` entry is to us.
@@ -86,28 +166,26 @@ pub enum LxcEntry {
 
 /// Classify one entry of `cilium_lxc` from its raw key and value.
 pub fn classify(key: &[u8], value: &[u8]) -> LxcEntry {
-    if key.get(LXC_FAMILY_OFF) != Some(&LXC_FAMILY_IPV4) {
-        return LxcEntry::Other;
-    }
-    let (Some(ifindex), Some(flags), Some(identity)) = (
-        u32_at(value, LXC_IFINDEX_OFF),
-        u32_at(value, LXC_FLAGS_OFF),
-        u32_at(value, LXC_SEC_ID_OFF),
-    ) else {
+    let Some(ip) = endpoint_key::from_bytes(key).and_then(|k| k.ipv4_addr()) else {
         return LxcEntry::Other;
     };
-    if flags & LXC_F_HOST != 0 || ifindex == 0 {
-        return LxcEntry::Other;
-    }
-    if identity == IDENTITY_HEALTH {
-        return LxcEntry::Health { ifindex };
-    }
-    let Some(ip) = key.get(..4) else {
+    let Some(info) = endpoint_info::from_bytes(value) else {
         return LxcEntry::Other;
     };
+    if info.flags & ENDPOINT_F_HOST != 0 || info.ifindex == 0 {
+        return LxcEntry::Other;
+    }
+    if info.sec_id == IDENTITY_HEALTH {
+        return LxcEntry::Health {
+            ifindex: info.ifindex,
+        };
+    }
     LxcEntry::Pod(
-        Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]),
-        Endpoint { ifindex, identity },
+        ip,
+        Endpoint {
+            ifindex: info.ifindex,
+            identity: info.sec_id,
+        },
     )
 }
 
@@ -126,21 +204,24 @@ pub struct LxcRead {
 pub fn read_lxc(globals: &Path) -> Result<LxcRead, CiliumMapError> {
     let path = globals.join(LXC_MAP);
     let map = open_readonly(&path)?;
+    let (key_size, value_size) = (size_of::<endpoint_key>(), size_of::<endpoint_info>());
     if map.map_type() != MapType::Hash
-        || map.key_size() != LXC_KEY_SIZE
-        || map.value_size() != LXC_VALUE_SIZE
+        || usize::try_from(map.key_size()) != Ok(key_size)
+        || usize::try_from(map.value_size()) != Ok(value_size)
     {
         return Err(CiliumMapError::Layout {
             path,
             map_type: map.map_type(),
             key_size: map.key_size(),
             value_size: map.value_size(),
-            want: "hash map of 20-byte keys and 48-byte values",
+            want: format!("hash map of {key_size}-byte keys and {value_size}-byte values"),
         });
     }
+    check_fields(&path, &map, &LXC_KEY_FIELDS, &LXC_VALUE_FIELDS)?;
     let mut out = LxcRead::default();
     for key in map.keys() {
-        if key.get(LXC_FAMILY_OFF) != Some(&LXC_FAMILY_IPV4) {
+        let is_ipv4 = endpoint_key::from_bytes(&key).is_some_and(|k| k.ipv4_addr().is_some());
+        if !is_ipv4 {
             continue;
         }
         let Some(value) =
@@ -180,13 +261,15 @@ pub fn read_mcast_groups(globals: &Path) -> Result<Vec<Ipv4Addr>, CiliumMapError
         return Ok(Vec::new());
     }
     let map = open_readonly(&path)?;
-    if map.key_size() != 4 {
+    let key_size = size_of::<mcast_group_v4>();
+    // The key is a bare address (a typedef, no fields to check by name).
+    if usize::try_from(map.key_size()) != Ok(key_size) {
         return Err(CiliumMapError::Layout {
             path,
             map_type: map.map_type(),
             key_size: map.key_size(),
             value_size: map.value_size(),
-            want: "map keyed by an IPv4 group (4-byte keys)",
+            want: format!("map keyed by an IPv4 group ({key_size}-byte keys)"),
         });
     }
     let mut out: Vec<Ipv4Addr> = map
@@ -209,23 +292,28 @@ mod tests {
         flags: u32,
         identity: u32,
     ) -> (Vec<u8>, Vec<u8>) {
-        let mut key = vec![0u8; LXC_KEY_SIZE as usize];
-        key[..4].copy_from_slice(&ip.octets());
-        key[LXC_FAMILY_OFF] = family;
-        let mut value = vec![0u8; LXC_VALUE_SIZE as usize];
-        value[LXC_IFINDEX_OFF..LXC_IFINDEX_OFF + 4].copy_from_slice(&ifindex.to_ne_bytes());
-        value[LXC_FLAGS_OFF..LXC_FLAGS_OFF + 4].copy_from_slice(&flags.to_ne_bytes());
-        value[LXC_SEC_ID_OFF..LXC_SEC_ID_OFF + 4].copy_from_slice(&identity.to_ne_bytes());
-        (key, value)
+        let key = endpoint_key {
+            family,
+            ..endpoint_key::ipv4(ip)
+        };
+        let value = endpoint_info {
+            ifindex,
+            flags,
+            sec_id: identity,
+            ..Default::default()
+        };
+        (key.as_bytes().to_vec(), value.as_bytes().to_vec())
     }
+
+    const IPV4: u8 = ENDPOINT_KEY_IPV4 as u8;
 
     #[test]
     fn the_health_endpoint_is_not_a_pod() {
         let health = Ipv4Addr::new(198, 51, 100, 99);
-        let (k, v) = entry(health, LXC_FAMILY_IPV4, 7, 0, IDENTITY_HEALTH);
+        let (k, v) = entry(health, IPV4, 7, 0, IDENTITY_HEALTH);
         assert_eq!(classify(&k, &v), LxcEntry::Health { ifindex: 7 });
         // The control: the same entry with a pod's identity is a pod.
-        let (k, v) = entry(health, LXC_FAMILY_IPV4, 7, 0, 4001);
+        let (k, v) = entry(health, IPV4, 7, 0, 4001);
         assert_eq!(
             classify(&k, &v),
             LxcEntry::Pod(
@@ -241,13 +329,34 @@ mod tests {
     #[test]
     fn host_ipv6_and_short_entries_are_skipped() {
         let ip = Ipv4Addr::new(198, 51, 100, 11);
-        let (k, v) = entry(ip, LXC_FAMILY_IPV4, 7, LXC_F_HOST, 1);
+        let (k, v) = entry(ip, IPV4, 7, ENDPOINT_F_HOST, 1);
         assert_eq!(classify(&k, &v), LxcEntry::Other);
         let (k, v) = entry(ip, 2, 7, 0, 4001);
         assert_eq!(classify(&k, &v), LxcEntry::Other);
-        let (k, v) = entry(ip, LXC_FAMILY_IPV4, 0, 0, 4001);
+        let (k, v) = entry(ip, IPV4, 0, 0, 4001);
         assert_eq!(classify(&k, &v), LxcEntry::Other);
-        let (k, v) = entry(ip, LXC_FAMILY_IPV4, 7, 0, 4001);
+        let (k, v) = entry(ip, IPV4, 7, 0, 4001);
         assert_eq!(classify(&k, &v[..8]), LxcEntry::Other);
+    }
+
+    #[test]
+    fn the_generated_layout_is_the_one_cilium_documents() {
+        // Byte positions from Cilium's sources (see include/cilium_compat.h),
+        // seen from the bytes, not the types.
+        let (k, v) = entry(Ipv4Addr::new(198, 51, 100, 7), IPV4, 0x0102_0304, 1, 51001);
+        assert_eq!((k.len(), v.len()), (20, 48));
+        assert_eq!(&k[..4], &[198, 51, 100, 7]);
+        assert_eq!(k[16], 1);
+        assert_eq!(&v[0..4], &0x0102_0304u32.to_ne_bytes());
+        assert_eq!(&v[8..12], &1u32.to_ne_bytes());
+        assert_eq!(&v[32..36], &51001u32.to_ne_bytes());
+        assert_eq!(
+            LXC_KEY_FIELDS
+                .iter()
+                .chain(&LXC_VALUE_FIELDS)
+                .map(|(_, off)| *off)
+                .collect::<Vec<_>>(),
+            vec![0, 16, 0, 8, 32]
+        );
     }
 }

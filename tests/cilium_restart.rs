@@ -14,9 +14,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cilium_mcast_egress::cilium_compat::{
+    endpoint_info, endpoint_key, CILIUM_IDENTITY_HEALTH, ENDPOINT_F_HOST,
+};
 use cilium_mcast_egress::datapath::maps::{Gateway, Maps};
 use cilium_mcast_egress::datapath::tcx::{ifindex_of, tcx_ingress_chain};
-use cilium_mcast_egress::datapath::Paths;
+use cilium_mcast_egress::datapath::{Paths, Plain};
 use common::daemon::{self, Running};
 use common::node::NodeA;
 use common::{sh, wait_for, PodNs, Tap};
@@ -31,7 +34,7 @@ const GROUP: Ipv4Addr = Ipv4Addr::new(232, 1, 1, 1);
 const PORT: u16 = 5001;
 const MAGIC: &[u8; 8] = b"cilrstrt";
 /// `reserved:health`.
-const IDENTITY_HEALTH: u32 = 4;
+const IDENTITY_HEALTH: u32 = CILIUM_IDENTITY_HEALTH;
 const IDENTITY_CAMERA: u32 = 4001;
 
 fn http_get(path: &str) -> Option<u16> {
@@ -110,14 +113,15 @@ fn empty_lxc(lxc: &Path) {
 /// The host entry, as `create_cilium_lxc_at` writes it, again.
 fn put_host_entry(lxc: &Path) {
     let map = MapHandle::from_pinned_path(lxc).expect("cilium_lxc");
-    let mut key = [0u8; 20];
-    key[..4].copy_from_slice(&NODE_A.octets());
-    key[16] = 1;
-    let mut val = [0u8; 48];
-    val[0..4].copy_from_slice(&1u32.to_ne_bytes());
-    val[8..12].copy_from_slice(&1u32.to_ne_bytes());
-    val[32..36].copy_from_slice(&1u32.to_ne_bytes());
-    map.update(&key, &val, MapFlags::ANY).expect("host entry");
+    let key = endpoint_key::ipv4(NODE_A);
+    let val = endpoint_info {
+        ifindex: 1,
+        flags: ENDPOINT_F_HOST,
+        sec_id: 1,
+        ..Default::default()
+    };
+    map.update(key.as_bytes(), val.as_bytes(), MapFlags::ANY)
+        .expect("host entry");
 }
 
 /// The sequence number of one of the stream's datagrams as it leaves on

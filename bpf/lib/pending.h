@@ -3,6 +3,8 @@
 #define MCAST_LIB_PENDING_H
 
 #include "common.h"
+#include "ipv4.h"
+#include "tunnel.h"
 
 /*
  * The tunnel key of a copy for the gateway, handed from mcast_from_container
@@ -22,7 +24,7 @@
  * a key the gateway refuses as origin_mismatch, since the slot is matched by
  * source and group. Never with another pod's key accepted.)
  *
- * Pinned by name, so that both objects share the one map.
+ * Both programs are in one object and so share the one map.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -100,6 +102,47 @@ static __always_inline bool mcast_pending_is_for(const struct mcast_tunnel_pendi
 static __always_inline void mcast_pending_applied(struct mcast_tunnel_pending *p)
 {
 	MCAST_PENDING_STATE(p) = MCAST_PENDING_APPLIED;
+}
+
+#define IPV4_ADDRS_OFF		(ETH_HLEN + __builtin_offsetof(struct iphdr, saddr))
+
+/*
+ * Every frame the tunnel device sends: the whole of mcast_to_overlay. The
+ * copy mcast_from_container sends to a remote gateway while Cilium keeps the
+ * original gets its tunnel key here, from the slot the origin armed around
+ * bpf_clone_redirect(). Every other packet, all of the node's tunnelled
+ * unicast and Cilium's own multicast included, goes on untouched. Never
+ * redirects.
+ */
+static __always_inline int mcast_pending_apply(struct __sk_buff *skb)
+{
+	struct mcast_tunnel_pending *p;
+	__be32 addrs[2];	/* saddr, daddr: adjacent in the IPv4 header */
+
+	/* Unicast, ARP, IPv6: what this device mostly carries. */
+	if (!ipv4_frame_is_multicast(skb))
+		return MCAST_TCX_NEXT;
+	/* Not armed: Cilium's own replication, or anything else tunnelled. */
+	p = mcast_pending_armed();
+	if (!p)
+		return MCAST_TCX_NEXT;
+	/*
+	 * Armed for another packet cannot happen (the slot is armed only
+	 * around the origin's synchronous clone); checked all the same, so
+	 * that the key can only ever go on the copy it was made for.
+	 */
+	if (bpf_skb_load_bytes(skb, IPV4_ADDRS_OFF, addrs, sizeof(addrs)) < 0 ||
+	    !mcast_pending_is_for(p, addrs[0], addrs[1]))
+		return MCAST_TCX_NEXT;
+	/*
+	 * A copy without a key would be dropped by the collect-md device
+	 * anyway; dropped here, the slot stays armed and the origin counts it
+	 * (tunnel_key).
+	 */
+	if (mcast_tunnel_key_set(skb, p->local_ipv4, p->remote_ipv4, p->tunnel_id) < 0)
+		return MCAST_TCX_DROP;
+	mcast_pending_applied(p);
+	return MCAST_TCX_NEXT;
 }
 
 #endif /* MCAST_LIB_PENDING_H */

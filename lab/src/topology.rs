@@ -6,7 +6,10 @@ use std::net::Ipv4Addr;
 use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
 
 use super::{run, Lab, LabError, Result};
-use cilium_mcast_egress::datapath::Paths;
+use cilium_mcast_egress::cilium_compat::{
+    endpoint_info, endpoint_key, ENDPOINTS_MAP_SIZE, ENDPOINT_F_HOST,
+};
+use cilium_mcast_egress::datapath::{Paths, Plain};
 
 /// The three nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -294,11 +297,19 @@ pub fn create_cilium_lxc_at(path: &std::path::Path, host_ip: Ipv4Addr) -> Result
         sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
         ..Default::default()
     };
-    let mut map = MapHandle::create(MapType::Hash, Some("cilium_lxc"), 20, 48, 65535, &opts)
-        .map_err(|e| LabError::Command {
-            cmd: "create cilium_lxc".into(),
-            detail: e.to_string(),
-        })?;
+    let size = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    let mut map = MapHandle::create(
+        MapType::Hash,
+        Some("cilium_lxc"),
+        size(std::mem::size_of::<endpoint_key>()),
+        size(std::mem::size_of::<endpoint_info>()),
+        ENDPOINTS_MAP_SIZE,
+        &opts,
+    )
+    .map_err(|e| LabError::Command {
+        cmd: "create cilium_lxc".into(),
+        detail: e.to_string(),
+    })?;
     map.pin(&path).map_err(|e| LabError::Command {
         cmd: format!("pin {}", path.display()),
         detail: e.to_string(),
@@ -320,14 +331,14 @@ pub fn lxc_put_at(path: &std::path::Path, ip: Ipv4Addr, ifindex: u32, identity: 
 }
 
 fn write_lxc(map: &MapHandle, ip: Ipv4Addr, ifindex: u32, identity: u32, host: bool) -> Result<()> {
-    let mut key = [0u8; 20];
-    key[..4].copy_from_slice(&ip.octets());
-    key[16] = 1; // IPv4
-    let mut val = [0u8; 48];
-    val[0..4].copy_from_slice(&ifindex.to_ne_bytes());
-    val[8..12].copy_from_slice(&u32::from(host).to_ne_bytes());
-    val[32..36].copy_from_slice(&identity.to_ne_bytes());
-    map.update(&key, &val, MapFlags::ANY)
+    let key = endpoint_key::ipv4(ip);
+    let val = endpoint_info {
+        ifindex,
+        flags: if host { ENDPOINT_F_HOST } else { 0 },
+        sec_id: identity,
+        ..Default::default()
+    };
+    map.update(key.as_bytes(), val.as_bytes(), MapFlags::ANY)
         .map_err(|e| LabError::Command {
             cmd: "update cilium_lxc".into(),
             detail: e.to_string(),

@@ -1,6 +1,8 @@
-//! The datapath: load the BPF objects, pin their maps beside Cilium's,
+//! The datapath: load the BPF object, pin its maps beside Cilium's,
 //! attach the programs with tcx, and read and write the maps.
 //!
+//! One object (`bpf/mcast_egress.bpf.c`), one skeleton, one owner
+//! ([`Datapath`]): the maps are created, or adopted from their pins, once.
 //! Three programs: `mcast_from_container` on the ingress of every endpoint
 //! veth, `mcast_from_overlay` on the ingress of the tunnel device, and
 //! `mcast_to_overlay` on the egress of the tunnel device, which puts the
@@ -18,19 +20,19 @@ pub mod maps;
 mod pin;
 pub mod tcx;
 
+use std::collections::BTreeMap;
 use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::OpenObject;
+use libbpf_rs::{Link, OpenObject};
 
-use crate::bpf_skel::from_container::{McastFromContainerSkel, McastFromContainerSkelBuilder};
-use crate::bpf_skel::from_overlay::{McastFromOverlaySkel, McastFromOverlaySkelBuilder};
-use crate::bpf_skel::to_overlay::{McastToOverlaySkel, McastToOverlaySkelBuilder};
+use crate::bpf_skel::egress::{McastEgressSkel, McastEgressSkelBuilder};
 
 pub use bytes::Plain;
 pub use maps::Maps;
-pub use pin::{is_bpffs, MapLayout, MAP_PREFIX};
+pub use pin::{is_bpffs, map_btf_layout, BtfLayout, MapLayout, TypeLayout, MAP_PREFIX};
 pub use tcx::{AttachOutcome, ChainPosition, Direction, LinkState};
 
 /// Default mount point of the BPF filesystem, as Cilium uses it.
@@ -261,36 +263,39 @@ impl Paths {
     }
 }
 
-/// Storage the skeletons borrow from; it must outlive the [`Datapath`].
+/// Storage the skeleton borrows from; it must outlive the [`Datapath`].
 pub struct DatapathStorage {
-    container: MaybeUninit<OpenObject>,
-    overlay: MaybeUninit<OpenObject>,
-    to_overlay: MaybeUninit<OpenObject>,
+    object: MaybeUninit<OpenObject>,
 }
 
 impl Default for DatapathStorage {
     fn default() -> Self {
         DatapathStorage {
-            container: MaybeUninit::uninit(),
-            overlay: MaybeUninit::uninit(),
-            to_overlay: MaybeUninit::uninit(),
+            object: MaybeUninit::uninit(),
         }
     }
 }
 
-/// The loaded datapath: every program, their maps pinned.
+/// The object's name in errors.
+const OBJECT: &str = "mcast_egress";
+
+/// The loaded datapath and what it owns: the skeleton (every program and
+/// map), handles to the pinned maps, and the links this process attached.
+/// Dropping it detaches nothing: the maps and links stay pinned and
+/// forwarding.
 pub struct Datapath<'obj> {
     paths: Paths,
-    container: McastFromContainerSkel<'obj>,
-    overlay: McastFromOverlaySkel<'obj>,
-    to_overlay: McastToOverlaySkel<'obj>,
+    skel: McastEgressSkel<'obj>,
+    maps: Maps,
+    /// Our link of each (device, program) this process attached or took
+    /// over; the pin holds the link too, so dropping one detaches nothing.
+    links: Mutex<BTreeMap<(String, Program), Link>>,
 }
 
 impl<'obj> Datapath<'obj> {
     /// Load every program. Maps already pinned under `<root>/tc/globals` are
     /// re-used (after checking their layout), missing ones are created and
-    /// pinned: the objects share maps by their pins (`mcast_from_container`
-    /// and `mcast_to_overlay` the tunnel-key slot). Nothing is attached.
+    /// pinned. Nothing is attached.
     pub fn load(storage: &'obj mut DatapathStorage, paths: Paths) -> Result<Self> {
         Datapath::load_with(storage, paths, &Capacities::default())
     }
@@ -301,32 +306,19 @@ impl<'obj> Datapath<'obj> {
         paths: Paths,
         capacities: &Capacities,
     ) -> Result<Self> {
-        let container = load_skel_with(
-            McastFromContainerSkelBuilder::default(),
-            "mcast_from_container",
-            &mut storage.container,
+        let skel = load_skel_with(
+            McastEgressSkelBuilder::default(),
+            OBJECT,
+            &mut storage.object,
             &paths,
             capacities,
         )?;
-        let overlay = load_skel_with(
-            McastFromOverlaySkelBuilder::default(),
-            "mcast_from_overlay",
-            &mut storage.overlay,
-            &paths,
-            capacities,
-        )?;
-        let to_overlay = load_skel_with(
-            McastToOverlaySkelBuilder::default(),
-            "mcast_to_overlay",
-            &mut storage.to_overlay,
-            &paths,
-            capacities,
-        )?;
+        let maps = Maps::open_pinned(&paths)?;
         Ok(Datapath {
             paths,
-            container,
-            overlay,
-            to_overlay,
+            skel,
+            maps,
+            links: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -335,10 +327,11 @@ impl<'obj> Datapath<'obj> {
     }
 
     pub fn program(&self, program: Program) -> &libbpf_rs::ProgramMut<'obj> {
+        let progs = &self.skel.progs;
         match program {
-            Program::FromContainer => &self.container.progs.mcast_from_container,
-            Program::FromOverlay => &self.overlay.progs.mcast_from_overlay,
-            Program::ToOverlay => &self.to_overlay.progs.mcast_to_overlay,
+            Program::FromContainer => &progs.mcast_from_container,
+            Program::FromOverlay => &progs.mcast_from_overlay,
+            Program::ToOverlay => &progs.mcast_to_overlay,
         }
     }
 
@@ -347,10 +340,37 @@ impl<'obj> Datapath<'obj> {
     /// our link for that device and program is already pinned, swap the
     /// program in that link (`bpf_link_update`): never a second link.
     pub fn attach(&self, device: &str, program: Program) -> Result<AttachOutcome> {
-        tcx::attach_or_update(&self.paths, device, program, self.program(program))
+        let (outcome, link) =
+            tcx::attach_or_update(&self.paths, device, program, self.program(program))?;
+        self.held_links().insert((device.to_owned(), program), link);
+        Ok(outcome)
     }
 
-    /// Handles to every pinned map.
+    /// Detach our link of `program` on `device` and remove its pin, as
+    /// [`detach`] does, and let go of the link if this process held it.
+    pub fn detach(&self, device: &str, program: Program) -> Result<bool> {
+        self.held_links().remove(&(device.to_owned(), program));
+        detach(&self.paths, device, program)
+    }
+
+    /// The (device, program) pairs whose links this process holds.
+    pub fn attached(&self) -> Vec<(String, Program)> {
+        self.held_links().keys().cloned().collect()
+    }
+
+    fn held_links(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, Program), Link>> {
+        // The map stays consistent whatever panicked while it was held: an
+        // entry is inserted or removed whole.
+        self.links.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The owner's handles to every pinned map, opened once at load.
+    pub fn pinned_maps(&self) -> &Maps {
+        &self.maps
+    }
+
+    /// Handles of its own to every pinned map, for a task that outlives a
+    /// borrow of the owner (the metrics, the controller).
     pub fn maps(&self) -> Result<Maps> {
         Maps::open_pinned(&self.paths)
     }
@@ -358,7 +378,8 @@ impl<'obj> Datapath<'obj> {
 
 /// Open, check pins, load: the steps every object of ours goes through.
 /// Generic so that the test and benchmark builds of the programs are loaded
-/// exactly like the production ones. Default capacities.
+/// exactly like the production one, sharing its maps by their pins. Default
+/// capacities.
 pub fn load_skel<'obj, B>(
     builder: B,
     object: &'static str,

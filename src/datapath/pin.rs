@@ -39,7 +39,9 @@ pub struct BtfLayout {
 }
 
 /// A type reduced to what decides the bytes: its kind, name and size, and
-/// for a struct or union each member's name, bit offset and type.
+/// for a struct or union each member's name, bit offset and type. Members
+/// of an anonymous struct or union are listed in its place, by the names C
+/// gives them (Cilium's `endpoint_key` has its `ip4` in one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TypeLayout {
     /// `struct mcast_config`, `int`, `array`, ... (typedefs and qualifiers
@@ -48,6 +50,16 @@ pub struct TypeLayout {
     pub size: u32,
     /// (member name, bit offset, member type name).
     pub members: Vec<(String, u32, String)>,
+}
+
+impl TypeLayout {
+    /// The byte offset of member `name`, if the type has one of that name.
+    pub fn offset_of(&self, name: &str) -> Option<u32> {
+        self.members
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, bits, _)| bits / 8)
+    }
 }
 
 impl MapLayout {
@@ -194,38 +206,69 @@ unsafe fn type_layout(btf: *const libbpf_sys::btf, id: u32) -> Option<TypeLayout
     let (_, t) = unsafe { resolve(btf, id)? };
     // SAFETY: as above.
     let (name, size) = unsafe { type_name(btf, id) };
-    let kind = (t.info >> 24) & 0x1f;
     let mut members = Vec::new();
-    if kind == BTF_KIND_STRUCT || kind == BTF_KIND_UNION {
-        let vlen = (t.info & 0xffff) as usize;
-        let kflag = t.info >> 31 == 1;
-        // SAFETY: a struct or union is followed by `vlen` btf_member
-        // records (BTF format, include/uapi/linux/btf.h).
-        let first = unsafe {
-            (t as *const libbpf_sys::btf_type)
-                .add(1)
-                .cast::<libbpf_sys::btf_member>()
-        };
-        for i in 0..vlen {
-            // SAFETY: i < vlen, within the records above.
-            let m = unsafe { &*first.add(i) };
-            // With kflag, the high 8 bits are a bitfield size.
-            let offset = if kflag {
-                m.offset & 0x00ff_ffff
-            } else {
-                m.offset
-            };
-            // SAFETY: `btf` is valid.
-            let (ty, _) = unsafe { type_name(btf, m.type_) };
-            // SAFETY: `btf` is valid.
-            members.push((unsafe { btf_name(btf, m.name_off) }, offset, ty));
-        }
-    }
+    // SAFETY: `btf` is valid and `t` one of its types (above).
+    unsafe { push_members(btf, t, 0, 0, &mut members) };
     Some(TypeLayout {
         name,
         size,
         members,
     })
+}
+
+/// Append the members of `t`, if it is a struct or union, at `base` bits,
+/// with those of its anonymous structs and unions in their place.
+///
+/// # Safety
+/// `btf` must be a valid libbpf BTF object and `t` one of its types.
+unsafe fn push_members(
+    btf: *const libbpf_sys::btf,
+    t: &libbpf_sys::btf_type,
+    base: u32,
+    depth: u32,
+    members: &mut Vec<(String, u32, String)>,
+) {
+    let kind = (t.info >> 24) & 0x1f;
+    if kind != BTF_KIND_STRUCT && kind != BTF_KIND_UNION {
+        return;
+    }
+    let vlen = (t.info & 0xffff) as usize;
+    let kflag = t.info >> 31 == 1;
+    // SAFETY: a struct or union is followed by `vlen` btf_member
+    // records (BTF format, include/uapi/linux/btf.h).
+    let first = unsafe {
+        (t as *const libbpf_sys::btf_type)
+            .add(1)
+            .cast::<libbpf_sys::btf_member>()
+    };
+    for i in 0..vlen {
+        // SAFETY: i < vlen, within the records above.
+        let m = unsafe { &*first.add(i) };
+        // With kflag, the high 8 bits are a bitfield size.
+        let offset = base
+            + if kflag {
+                m.offset & 0x00ff_ffff
+            } else {
+                m.offset
+            };
+        // SAFETY: `btf` is valid.
+        let name = unsafe { btf_name(btf, m.name_off) };
+        // Bounded like `resolve`: deeper nesting is no layout we read.
+        if name.is_empty() && depth < 8 {
+            // SAFETY: `btf` is valid.
+            if let Some((_, inner)) = unsafe { resolve(btf, m.type_) } {
+                let inner_kind = (inner.info >> 24) & 0x1f;
+                if inner_kind == BTF_KIND_STRUCT || inner_kind == BTF_KIND_UNION {
+                    // SAFETY: `inner` is a type of `btf`.
+                    unsafe { push_members(btf, inner, offset, depth + 1, members) };
+                    continue;
+                }
+            }
+        }
+        // SAFETY: `btf` is valid.
+        let (ty, _) = unsafe { type_name(btf, m.type_) };
+        members.push((name, offset, ty));
+    }
 }
 
 /// Key and value layouts of a map from `btf`, if both types are known.
@@ -262,6 +305,17 @@ fn kernel_btf_layout(btf_id: u32, key: u32, value: u32) -> Option<BtfLayout> {
     // SAFETY: owned by us, freed once.
     unsafe { libbpf_sys::btf__free(btf) };
     out
+}
+
+/// The key and value layouts of an open map, from the BTF it was created
+/// with; None for a map created without BTF.
+pub fn map_btf_layout(map: &MapHandle) -> libbpf_rs::Result<Option<BtfLayout>> {
+    let info = map.info()?;
+    Ok(kernel_btf_layout(
+        info.info.btf_id,
+        info.info.btf_key_type_id,
+        info.info.btf_value_type_id,
+    ))
 }
 
 /// Whether `path` is on a BPF filesystem.

@@ -92,12 +92,14 @@ fn link_id(link: &Link, path: &Path) -> Result<u32> {
 }
 
 /// Attach `prog` to `device`, or update the program of our pinned link there.
+/// Returns the link too, for the caller to hold; the pin keeps it attached
+/// either way.
 pub(super) fn attach_or_update(
     paths: &Paths,
     device: &str,
     program: Program,
     prog: &libbpf_rs::Program<'_>,
-) -> Result<AttachOutcome> {
+) -> Result<(AttachOutcome, Link)> {
     let pin = paths.link_pin(device, program)?;
     let ifindex = ifindex_of(device)?;
 
@@ -114,9 +116,10 @@ pub(super) fn attach_or_update(
                     path: pin.clone(),
                     source,
                 })?;
-            return Ok(AttachOutcome::Updated {
+            let outcome = AttachOutcome::Updated {
                 link_id: link_id(&link, &pin)?,
-            });
+            };
+            return Ok((outcome, link));
         }
         // The device this link held went away (the kernel detached the link,
         // its ifindex reads 0) or was replaced by another of the same name.
@@ -136,9 +139,10 @@ pub(super) fn attach_or_update(
             source,
         }
     })?;
-    Ok(AttachOutcome::Attached {
+    let outcome = AttachOutcome::Attached {
         link_id: link_id(&link, &pin)?,
-    })
+    };
+    Ok((outcome, link))
 }
 
 /// Which of a device's two tcx chains.

@@ -1,21 +1,23 @@
-// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+#ifndef MCAST_LIB_ORIGIN_H
+#define MCAST_LIB_ORIGIN_H
+
 /*
- * tcx ingress of every endpoint veth (lxc*), at the head of the chain so it
- * runs before Cilium's cil_from_container. Catches a pod's multicast that a
- * CiliumEgressGatewayPolicy covers and sends it to the policy's gateway:
- * through the tunnel when that is another node, out of the uplink when it
- * is this one. Everything else goes on to Cilium untouched.
+ * The origin: a pod's multicast, seen on its veth before Cilium's
+ * cil_from_container. What a CiliumEgressGatewayPolicy covers goes to the
+ * policy's gateway: through the tunnel when that is another node, out of the
+ * uplink when it is this one. Everything else goes on to Cilium untouched.
  */
-#include "lib/common.h"
-#include "lib/ipv4.h"
-#include "lib/config.h"
-#include "lib/policy.h"
-#include "lib/endpoints.h"
-#include "lib/groups.h"
-#include "lib/metrics.h"
-#include "lib/tunnel.h"
-#include "lib/pending.h"
-#include "lib/gateway.h"
+#include "common.h"
+#include "ipv4.h"
+#include "config.h"
+#include "policy.h"
+#include "endpoints.h"
+#include "groups.h"
+#include "metrics.h"
+#include "tunnel.h"
+#include "pending.h"
+#include "gateway.h"
 
 static __always_inline int mcast_origin_to_tunnel(struct __sk_buff *skb,
 						  const struct mcast_config *cfg,
@@ -137,8 +139,8 @@ static __always_inline int mcast_handle_origin(struct __sk_buff *skb)
 	return mcast_origin_to_tunnel(skb, cfg, &pkt, pol, ep, clone);
 }
 
-SEC("tcx/ingress")
-int mcast_from_container(struct __sk_buff *skb)
+/* Every frame a pod sends: the whole of mcast_from_container. */
+static __always_inline int mcast_origin_recv(struct __sk_buff *skb)
 {
 	if (!ipv4_frame_is_multicast(skb))
 		return MCAST_TCX_NEXT;
@@ -153,4 +155,4 @@ int mcast_from_container(struct __sk_buff *skb)
 	return mcast_handle_origin(skb);
 }
 
-char _license[] SEC("license") = "Dual BSD/GPL";
+#endif /* MCAST_LIB_ORIGIN_H */

@@ -1,19 +1,25 @@
-// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+#ifndef MCAST_LIB_OVERLAY_H
+#define MCAST_LIB_OVERLAY_H
+
 /*
- * tcx ingress of the tunnel device (cilium_vxlan), at the head of the chain
- * so it runs before Cilium's cil_from_overlay. A pod's multicast tunnelled
- * here by an origin node leaves through this node's uplink with the policy's
- * egress IP as source. Everything else goes on to Cilium untouched.
+ * The gateway's receive side: what arrives on the tunnel device before
+ * Cilium's cil_from_overlay. A pod's multicast tunnelled here by an origin
+ * node leaves through this node's uplink with the policy's egress IP as
+ * source. Everything else goes on to Cilium untouched.
+ *
+ * The tunnel key is read through lib/tunnel.h, which the test build
+ * (MCAST_TEST_TUNNEL_KEY) feeds from a map instead.
  */
-#include "lib/common.h"
-#include "lib/ipv4.h"
-#include "lib/config.h"
-#include "lib/policy.h"
-#include "lib/nodes.h"
-#include "lib/groups.h"
-#include "lib/metrics.h"
-#include "lib/tunnel.h"
-#include "lib/gateway.h"
+#include "common.h"
+#include "ipv4.h"
+#include "config.h"
+#include "policy.h"
+#include "nodes.h"
+#include "groups.h"
+#include "metrics.h"
+#include "tunnel.h"
+#include "gateway.h"
 
 static __always_inline int mcast_handle_overlay(struct __sk_buff *skb)
 {
@@ -77,8 +83,8 @@ static __always_inline int mcast_handle_overlay(struct __sk_buff *skb)
 	return mcast_gateway_emit(skb, &pkt, pol, false, MCAST_ROLE_GATEWAY);
 }
 
-SEC("tcx/ingress")
-int mcast_from_overlay(struct __sk_buff *skb)
+/* Every frame the tunnel device receives: the whole of mcast_from_overlay. */
+static __always_inline int mcast_overlay_recv(struct __sk_buff *skb)
 {
 	if (!ipv4_frame_is_multicast(skb))
 		return MCAST_TCX_NEXT;
@@ -91,4 +97,4 @@ int mcast_from_overlay(struct __sk_buff *skb)
 	return mcast_handle_overlay(skb);
 }
 
-char _license[] SEC("license") = "Dual BSD/GPL";
+#endif /* MCAST_LIB_OVERLAY_H */
