@@ -73,9 +73,34 @@ fn main() {
     println!("cargo:rerun-if-changed=include");
 }
 
+/// Derives the zero-copy traits on every struct of the header, so that the
+/// compiler proves what a map needs of its key and value: no padding bytes
+/// (`IntoBytes`), every bit pattern valid (`FromBytes`), no interior
+/// mutability (`Immutable`). The header's explicit padding is what lets
+/// these derives succeed; a struct with a hole does not build.
+#[derive(Debug)]
+struct ZeroCopy;
+
+impl bindgen::callbacks::ParseCallbacks for ZeroCopy {
+    fn add_derives(&self, info: &bindgen::callbacks::DeriveInfo<'_>) -> Vec<String> {
+        if info.kind != bindgen::callbacks::TypeKind::Struct {
+            return Vec::new();
+        }
+        [
+            "zerocopy::FromBytes",
+            "zerocopy::IntoBytes",
+            "zerocopy::Immutable",
+            "zerocopy::KnownLayout",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+}
+
 fn generate_bindings(header: &Path, out: &Path) {
     bindgen::Builder::default()
         .header(header.to_string_lossy())
+        .parse_callbacks(Box::new(ZeroCopy))
         .allowlist_type("mcast_.*")
         .allowlist_var("MCAST_.*")
         .derive_default(true)
@@ -97,6 +122,7 @@ fn generate_bindings(header: &Path, out: &Path) {
 fn generate_cilium_compat(header: &Path, out: &Path) {
     bindgen::Builder::default()
         .header(header.to_string_lossy())
+        .parse_callbacks(Box::new(ZeroCopy))
         .allowlist_type("endpoint_key|endpoint_info|mcast_group_v4")
         .allowlist_var("ENDPOINT_.*|ENDPOINTS_.*|CILIUM_.*")
         .derive_default(true)

@@ -40,13 +40,6 @@ const LXC_VALUE_FIELDS: [(&str, usize); 3] = [
     ("sec_id", offset_of!(endpoint_info, sec_id)),
 ];
 
-// SAFETY: generated `#[repr(C)]` structs of integers in which
-// include/cilium_compat.h spells out every hole, so there are no padding
-// bytes and any bit pattern is valid; bindgen's layout tests check sizes.
-unsafe impl Plain for endpoint_key {}
-// SAFETY: as above.
-unsafe impl Plain for endpoint_info {}
-
 impl endpoint_key {
     /// The key of an IPv4 address.
     pub fn ipv4(ip: Ipv4Addr) -> Self {

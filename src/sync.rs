@@ -7,47 +7,14 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use crate::datapath::maps::{EgressIface, Endpoint, Gateway, Maps, PolicyKey, PolicyValue};
+use crate::datapath::maps::{
+    no_guard, Endpoint, Gateway, Maps, PolicyKey, PolicyValue, Reconcile, Store,
+};
 use crate::datapath::DatapathError;
 use crate::resolve::Desired;
 
 /// How many entries a sync wrote and removed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SyncStats {
-    pub written: usize,
-    pub removed: usize,
-}
-
-impl SyncStats {
-    pub fn is_noop(&self) -> bool {
-        self.written == 0 && self.removed == 0
-    }
-}
-
-impl std::ops::AddAssign for SyncStats {
-    fn add_assign(&mut self, o: SyncStats) {
-        self.written += o.written;
-        self.removed += o.removed;
-    }
-}
-
-/// What to write and what to delete to turn `current` into `desired`.
-pub fn diff<K: Ord + Clone, V: PartialEq + Clone>(
-    current: &BTreeMap<K, V>,
-    desired: &BTreeMap<K, V>,
-) -> (Vec<(K, V)>, Vec<K>) {
-    let writes = desired
-        .iter()
-        .filter(|(k, v)| current.get(*k) != Some(*v))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let deletes = current
-        .keys()
-        .filter(|k| !desired.contains_key(*k))
-        .cloned()
-        .collect();
-    (writes, deletes)
-}
+pub use crate::datapath::maps::Changes as SyncStats;
 
 /// How the entries a node needs fit a map of bounded capacity.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -125,76 +92,21 @@ pub fn fit_policies<'a>(
     (Cow::Owned(fitted), fit)
 }
 
-/// Where policy entries are written: the pinned map, or a test's record.
-trait PolicyStore {
-    fn insert(&self, key: &PolicyKey, value: &PolicyValue) -> Result<(), DatapathError>;
-    fn delete(&self, key: &PolicyKey) -> Result<(), DatapathError>;
-}
-
-impl PolicyStore for Maps {
-    fn insert(&self, key: &PolicyKey, value: &PolicyValue) -> Result<(), DatapathError> {
-        self.policy_insert(key, value)
-    }
-    fn delete(&self, key: &PolicyKey) -> Result<(), DatapathError> {
-        self.policy_delete(key).map(drop)
-    }
+/// Exclusions narrow the prefixes around them: written first, removed last.
+fn is_exclusion(v: &PolicyValue) -> bool {
+    v.gateway == Gateway::Excluded
 }
 
 /// Bring the policy map from `current` to `desired` without ever letting
-/// out more than either allows: new exclusions are written before the
-/// entries around them, and an exclusion is removed only after the entries
-/// around it. New and changed entries go before stale ones are removed
-/// (make-before-break), unless the map has no room for them: then the stale
-/// ones go first, which a full map cannot do otherwise.
+/// out more than either allows: the generic reconcile, with exclusions as
+/// its guards (written before the entries around them, removed after).
 fn apply_policies(
-    maps: &impl PolicyStore,
+    store: &impl Store<PolicyKey, PolicyValue>,
     current: &BTreeMap<PolicyKey, PolicyValue>,
     desired: &BTreeMap<PolicyKey, PolicyValue>,
     capacity: usize,
 ) -> Result<SyncStats, DatapathError> {
-    let (writes, deletes) = diff(current, desired);
-    let excluded = |v: &PolicyValue| v.gateway == Gateway::Excluded;
-    let (mut ordered_writes, other_writes): (Vec<_>, Vec<_>) =
-        writes.iter().partition(|(_, v)| excluded(v));
-    ordered_writes.extend(other_writes);
-    let (exclusion_deletes, mut ordered_deletes): (Vec<_>, Vec<_>) = deletes
-        .iter()
-        .partition(|k| current.get(*k).is_some_and(excluded));
-    ordered_deletes.extend(exclusion_deletes);
-
-    let write_all = || -> Result<(), DatapathError> {
-        for (k, v) in &ordered_writes {
-            maps.insert(k, v)?;
-        }
-        Ok(())
-    };
-    let delete_all = || -> Result<(), DatapathError> {
-        for k in &ordered_deletes {
-            maps.delete(k)?;
-        }
-        Ok(())
-    };
-    let new_keys = writes
-        .iter()
-        .filter(|(k, _)| !current.contains_key(k))
-        .count();
-    if current.len() + new_keys <= capacity {
-        if let Err(e) = write_all() {
-            // Someone else filled the map since it was read: make room.
-            tracing::warn!(error = %e, "writing policy entries; removing stale ones first");
-            delete_all()?;
-            write_all()?;
-        } else {
-            delete_all()?;
-        }
-    } else {
-        delete_all()?;
-        write_all()?;
-    }
-    Ok(SyncStats {
-        written: writes.len(),
-        removed: deletes.len(),
-    })
+    Reconcile::new(current, desired, capacity, is_exclusion).run(store)
 }
 
 /// Apply a resolution: nodes and uplinks first (policies refer to them),
@@ -204,40 +116,28 @@ fn apply_policies(
 pub fn apply(maps: &Maps, desired: &Desired) -> Result<SyncStats, DatapathError> {
     let mut stats = SyncStats::default();
 
-    let current_nodes: BTreeSet<Ipv4Addr> = maps.nodes()?.into_iter().collect();
-    for n in desired.nodes.difference(&current_nodes) {
-        maps.node_insert(*n)?;
-        stats.written += 1;
-    }
-
-    let current_ifaces: BTreeMap<u32, EgressIface> = maps.egress_ifaces()?.into_iter().collect();
-    let (iface_writes, iface_deletes) = diff(&current_ifaces, &desired.egress_ifaces);
-    for (ifindex, iface) in &iface_writes {
-        maps.egress_iface_insert(*ifindex, iface)?;
-    }
-    stats.written += iface_writes.len();
+    let nodes = desired.nodes.iter().map(|n| (*n, Default::default()));
+    let nodes = maps.nodes.plan(&nodes.collect(), no_guard)?;
+    nodes.make(&maps.nodes)?;
+    let ifaces = maps.egress_ifaces.plan(&desired.egress_ifaces, no_guard)?;
+    ifaces.make(&maps.egress_ifaces)?;
 
     if maps.config()? != desired.config {
         maps.config_set(&desired.config)?;
         stats.written += 1;
     }
 
-    let current_policies = maps.policies()?.into_iter().collect();
     stats += apply_policies(
-        maps,
-        &current_policies,
+        &maps.policy,
+        &maps.policy.entries()?,
         &desired.policies,
         maps.policy_capacity() as usize,
     )?;
 
-    for ifindex in &iface_deletes {
-        maps.egress_iface_delete(*ifindex)?;
-    }
-    stats.removed += iface_deletes.len();
-    for n in current_nodes.difference(&desired.nodes) {
-        maps.node_delete(*n)?;
-        stats.removed += 1;
-    }
+    ifaces.finish(&maps.egress_ifaces)?;
+    nodes.finish(&maps.nodes)?;
+    stats += ifaces.changes();
+    stats += nodes.changes();
     Ok(stats)
 }
 
@@ -267,23 +167,12 @@ pub fn fit_names(
 }
 
 /// Keep the policy names (policy_id -> name) equal to `desired`, for the
-/// CLI. Stale names go first: the map is bounded.
+/// CLI. `desired` must fit the map (see [`fit_names`]).
 pub fn apply_names(
     maps: &Maps,
     desired: &BTreeMap<u32, String>,
 ) -> Result<SyncStats, DatapathError> {
-    let current = maps.policy_names()?;
-    let (writes, deletes) = diff(&current, desired);
-    for id in &deletes {
-        maps.policy_name_delete(*id)?;
-    }
-    for (id, name) in &writes {
-        maps.policy_name_set(*id, name)?;
-    }
-    Ok(SyncStats {
-        written: writes.len(),
-        removed: deletes.len(),
-    })
+    maps.policy_names.reconcile(desired, no_guard)
 }
 
 /// Turn `mcast_egw_endpoints` from `current` (what it holds) into
@@ -293,31 +182,24 @@ pub fn apply_endpoints(
     current: &BTreeMap<Ipv4Addr, Endpoint>,
     desired: &BTreeMap<Ipv4Addr, Endpoint>,
 ) -> Result<SyncStats, DatapathError> {
-    let (writes, deletes) = diff(current, desired);
-    for (ip, ep) in &writes {
-        maps.endpoint_insert(*ip, ep)?;
-    }
-    for ip in &deletes {
-        maps.endpoint_delete(*ip)?;
-    }
-    Ok(SyncStats {
-        written: writes.len(),
-        removed: deletes.len(),
-    })
+    let capacity = maps.endpoints.capacity() as usize;
+    Reconcile::new(current, desired, capacity, no_guard).run(&maps.endpoints)
 }
 
-/// Keep the mirror of Cilium's in-cluster multicast groups in step.
+/// Keep the mirror of Cilium's in-cluster multicast groups in step. The
+/// datapath looks groups up only while the config says there are some: the
+/// flag goes on after the first group is in, and off after the last is out.
 pub fn apply_cilium_groups(maps: &Maps, groups: &[Ipv4Addr]) -> Result<SyncStats, DatapathError> {
-    let current: BTreeSet<Ipv4Addr> = maps.cilium_groups()?.into_iter().collect();
-    let desired: BTreeSet<Ipv4Addr> = groups.iter().copied().collect();
-    let mut stats = SyncStats::default();
-    for g in desired.difference(&current) {
-        maps.cilium_group_insert(*g)?;
-        stats.written += 1;
+    let desired = groups.iter().map(|g| (*g, Default::default())).collect();
+    let sync = maps.cilium_groups.plan(&desired, no_guard)?;
+    let stats = sync.changes();
+    sync.make(&maps.cilium_groups)?;
+    if stats.written > 0 {
+        maps.cilium_groups_flag(true)?;
     }
-    for g in current.difference(&desired) {
-        maps.cilium_group_delete(*g)?;
-        stats.removed += 1;
+    sync.finish(&maps.cilium_groups)?;
+    if stats.removed > 0 && maps.cilium_groups.is_empty() {
+        maps.cilium_groups_flag(false)?;
     }
     Ok(stats)
 }
@@ -427,8 +309,8 @@ mod tests {
         }
     }
 
-    impl PolicyStore for Recorder {
-        fn insert(&self, key: &PolicyKey, value: &PolicyValue) -> Result<(), DatapathError> {
+    impl Store<PolicyKey, PolicyValue> for Recorder {
+        fn put(&self, key: &PolicyKey, value: &PolicyValue) -> Result<(), DatapathError> {
             let mut held = self.held.borrow_mut();
             if !held.contains_key(key) && held.len() >= self.capacity {
                 return Err(DatapathError::Map {
@@ -441,10 +323,10 @@ mod tests {
             self.ops.borrow_mut().push(('+', *key));
             Ok(())
         }
-        fn delete(&self, key: &PolicyKey) -> Result<(), DatapathError> {
-            self.held.borrow_mut().remove(key);
+        fn delete(&self, key: &PolicyKey) -> Result<bool, DatapathError> {
+            let existed = self.held.borrow_mut().remove(key).is_some();
             self.ops.borrow_mut().push(('-', *key));
-            Ok(())
+            Ok(existed)
         }
     }
 
@@ -537,21 +419,5 @@ mod tests {
         let (names, fit) = fit_names(&ids, &BTreeSet::new(), 3);
         assert_eq!(names.len(), 3);
         assert!(!fit.short());
-    }
-
-    #[test]
-    fn diff_writes_new_and_changed_and_deletes_stale() {
-        let current: BTreeMap<u32, &str> = [(1, "a"), (2, "b"), (3, "c")].into();
-        let desired: BTreeMap<u32, &str> = [(2, "b"), (3, "C"), (4, "d")].into();
-        let (writes, deletes) = diff(&current, &desired);
-        assert_eq!(writes, vec![(3, "C"), (4, "d")]);
-        assert_eq!(deletes, vec![1]);
-    }
-
-    #[test]
-    fn diff_of_equal_maps_is_empty() {
-        let m: BTreeMap<u32, u32> = [(1, 1), (2, 2)].into();
-        let (w, d) = diff(&m, &m);
-        assert!(w.is_empty() && d.is_empty());
     }
 }

@@ -208,18 +208,9 @@ pub(crate) fn known(ip: Ipv4Addr) -> Option<Ipv4Addr> {
 
 /// Nanoseconds of `clock`, or None if the clock cannot be read.
 pub(crate) fn clock_ns(clock: libc::clockid_t) -> Option<u64> {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec for the duration of the
-    // call; clock_gettime(2) only writes it.
-    let ret = unsafe { libc::clock_gettime(clock, &mut ts) };
-    if ret != 0 {
-        return None;
-    }
-    let secs = u64::try_from(ts.tv_sec).ok()?;
-    let nanos = u64::try_from(ts.tv_nsec).ok()?;
+    let ts = nix::time::clock_gettime(nix::time::ClockId::from_raw(clock)).ok()?;
+    let secs = u64::try_from(ts.tv_sec()).ok()?;
+    let nanos = u64::try_from(ts.tv_nsec()).ok()?;
     Some(secs * 1_000_000_000 + nanos)
 }
 

@@ -10,11 +10,11 @@
 use std::cell::RefCell;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use libbpf_rs::{MapHandle, RingBufferBuilder};
-use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use serde::Serialize;
 
 use super::{check_datapath, classify, clock_ns, format_utc, ifname, CliError, Output, Result};
@@ -118,34 +118,29 @@ impl EventRow {
     }
 }
 
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
+/// SIGINT and SIGTERM end the monitor cleanly: they are blocked and taken
+/// from a signalfd, which the loop reads at least once per poll. Blocking
+/// them is what a signalfd needs, so a parent that left them blocked does
+/// not matter either.
+fn catch_signals() -> Result<SignalFd> {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    set.thread_block().map_err(|source| CliError::Sys {
+        what: "blocking SIGINT and SIGTERM",
+        source,
+    })?;
+    SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).map_err(|source| {
+        CliError::Sys {
+            what: "opening a signalfd",
+            source,
+        }
+    })
 }
 
-/// SIGINT and SIGTERM end the monitor cleanly (the loop sees the flag within
-/// one poll); a parent may have left them blocked, so they are unblocked.
-fn catch_signals() -> Result<()> {
-    let action = SigAction::new(
-        SigHandler::Handler(on_signal),
-        SaFlags::empty(),
-        SigSet::empty(),
-    );
-    let mut set = SigSet::empty();
-    for sig in [Signal::SIGINT, Signal::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic, which is
-        // async-signal-safe, and replaces no handler anything here relies on.
-        unsafe { nix::sys::signal::sigaction(sig, &action) }.map_err(|source| CliError::Sys {
-            what: "installing a signal handler",
-            source,
-        })?;
-        set.add(sig);
-    }
-    set.thread_unblock().map_err(|source| CliError::Sys {
-        what: "unblocking SIGINT and SIGTERM",
-        source,
-    })
+/// Whether SIGINT or SIGTERM arrived.
+fn stop_requested(signals: &SignalFd) -> bool {
+    matches!(signals.read_signal(), Ok(Some(_)))
 }
 
 /// What the ring buffer callback keeps between events.
@@ -224,7 +219,7 @@ pub fn run(paths: &Paths, output: Output, limits: Limits, out: &mut dyn Write) -
             source,
         })
     })?;
-    catch_signals()?;
+    let signals = catch_signals()?;
 
     let clock = |c| {
         clock_ns(c).ok_or(CliError::Sys {
@@ -260,7 +255,7 @@ pub fn run(paths: &Paths, output: Output, limits: Limits, out: &mut dyn Write) -
     let deadline = limits.timeout.map(|t| Instant::now() + t);
     let mut failure = None;
     loop {
-        if sink.borrow().done() || STOP.load(Ordering::Relaxed) {
+        if sink.borrow().done() || stop_requested(&signals) {
             break;
         }
         let wait = match deadline {

@@ -61,18 +61,10 @@ impl Capacities {
     /// The capacity of map `name`, if it is one chosen at load: (its name,
     /// the capacity, the flag that sets it).
     fn of(&self, name: &str) -> Option<(&'static str, u32, &'static str)> {
-        match name {
-            maps::POLICY_MAP => Some((
-                maps::POLICY_MAP,
-                self.policy_entries,
-                "--policy-map-entries",
-            )),
-            maps::POLICY_NAMES_MAP => Some((
-                maps::POLICY_NAMES_MAP,
-                self.policy_names,
-                "--policy-names-entries",
-            )),
-            _ => None,
+        let spec = maps::spec(name)?;
+        match spec.capacity {
+            maps::Capacity::AtLoad { flag, of } => Some((spec.name, of(self), flag)),
+            maps::Capacity::Fixed(_) => None,
         }
     }
 }
@@ -129,6 +121,17 @@ pub enum DatapathError {
         pinned: u32,
         ours: u32,
         flag: &'static str,
+    },
+    /// The BPF object has a map of ours that `maps/table.rs` does not
+    /// declare: this build is inconsistent.
+    #[error("BPF object map {map} ({object}) is not declared in the map table")]
+    Undeclared { map: String, object: MapLayout },
+    /// The BPF object's map differs from its declaration in the map table.
+    #[error("BPF object map {map} ({object}) is not as the map table declares it ({declared})")]
+    NotAsDeclared {
+        map: String,
+        declared: String,
+        object: MapLayout,
     },
     #[error("capacity {value} of {map} is out of range (1 to {max})", max = Capacities::MAX)]
     BadCapacity { map: &'static str, value: u32 },

@@ -1,14 +1,21 @@
 //! Map pins under `<bpffs-root>/tc/globals`, and the layout check that keeps
 //! one build's maps from being mixed with another's.
 
+use std::collections::{BTreeSet, HashMap};
+use std::ffi::OsStr;
 use std::fmt;
 use std::fs;
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Write};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 
+use libbpf_rs::btf::types::{self, MemberAttr};
+use libbpf_rs::btf::{Btf, BtfKind, BtfType, HasSize, ReferencesType, TypeId};
+use libbpf_rs::query::BtfInfoIter;
 use libbpf_rs::{AsRawLibbpf, MapCore, MapHandle, OpenObject};
+use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
 
-use super::{Capacities, DatapathError, Paths, Result};
+use super::{maps, Capacities, DatapathError, Paths, Result};
 
 /// Every map of ours that is pinned starts with this.
 pub const MAP_PREFIX: &str = "mcast_egw_";
@@ -105,89 +112,45 @@ impl fmt::Display for MapLayout {
     }
 }
 
-/// BTF kinds (`include/uapi/linux/btf.h`).
-const BTF_KIND_INT: u32 = 1;
-const BTF_KIND_PTR: u32 = 2;
-const BTF_KIND_ARRAY: u32 = 3;
-const BTF_KIND_STRUCT: u32 = 4;
-const BTF_KIND_UNION: u32 = 5;
-const BTF_KIND_ENUM: u32 = 6;
-const BTF_KIND_TYPEDEF: u32 = 8;
-const BTF_KIND_VOLATILE: u32 = 9;
-const BTF_KIND_CONST: u32 = 10;
-const BTF_KIND_RESTRICT: u32 = 11;
-const BTF_KIND_TYPE_TAG: u32 = 18;
-const BTF_KIND_ENUM64: u32 = 19;
-
-/// Type `id` of `btf` with typedefs and qualifiers resolved: (id, type).
-///
-/// # Safety
-/// `btf` must be a valid libbpf BTF object that outlives `'a`.
-unsafe fn resolve<'a>(
-    btf: *const libbpf_sys::btf,
-    mut id: u32,
-) -> Option<(u32, &'a libbpf_sys::btf_type)> {
-    // Bounded: a chain of typedefs and qualifiers longer than this is not
-    // something a compiler emits.
+/// A type past its typedefs and qualifiers; None for BTF no compiler
+/// emits (a dangling id, a chain that does not end).
+fn resolve(mut t: BtfType<'_>) -> Option<BtfType<'_>> {
     for _ in 0..32 {
-        // SAFETY: `btf` is valid (caller); libbpf returns NULL for an id out
-        // of range. The type lives as long as `btf`, which outlives 'a
-        // (caller).
-        let t = unsafe { libbpf_sys::btf__type_by_id(btf, id).as_ref()? };
-        match (t.info >> 24) & 0x1f {
-            BTF_KIND_TYPEDEF | BTF_KIND_VOLATILE | BTF_KIND_CONST | BTF_KIND_RESTRICT
-            | BTF_KIND_TYPE_TAG => {
-                // SAFETY: for these kinds the union holds `type_`.
-                id = unsafe { t.__bindgen_anon_1.type_ };
-            }
-            _ => return Some((id, t)),
+        if !t.is_mod() && t.kind() != BtfKind::Typedef {
+            return Some(t);
         }
+        t = t.next_type()?;
     }
     None
 }
 
-/// # Safety
-/// `btf` must be a valid libbpf BTF object.
-unsafe fn btf_name(btf: *const libbpf_sys::btf, off: u32) -> String {
-    // SAFETY: `btf` is valid; libbpf returns a NUL-terminated string inside
-    // the BTF string section, or NULL for a bad offset.
-    let p = unsafe { libbpf_sys::btf__name_by_offset(btf, off) };
-    if p.is_null() {
-        return String::new();
-    }
-    // SAFETY: non-NULL, NUL-terminated (above).
-    unsafe { std::ffi::CStr::from_ptr(p) }
-        .to_string_lossy()
-        .into_owned()
+fn name_of(name: Option<&OsStr>) -> String {
+    name.map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// The name of type `id` for display: `struct x`, `__u32` resolved to
-/// `unsigned int`, `array`, ...
-///
-/// # Safety
-/// `btf` must be a valid libbpf BTF object.
-unsafe fn type_name(btf: *const libbpf_sys::btf, id: u32) -> (String, u32) {
-    // SAFETY: `btf` is valid (caller).
-    let Some((_, t)) = (unsafe { resolve(btf, id) }) else {
+/// `unsigned int`, `array`, ... and its size where it has one.
+fn type_name(btf: &Btf<'_>, id: TypeId) -> (String, u32) {
+    let Some(t) = btf.type_by_id::<BtfType<'_>>(id).and_then(resolve) else {
         return (format!("type #{id}"), 0);
     };
-    // SAFETY: as above.
-    let name = unsafe { btf_name(btf, t.name_off) };
-    let kind = (t.info >> 24) & 0x1f;
-    // SAFETY: for these kinds the union holds `size`.
-    let size = match kind {
-        BTF_KIND_INT | BTF_KIND_STRUCT | BTF_KIND_UNION | BTF_KIND_ENUM | BTF_KIND_ENUM64 => unsafe {
-            t.__bindgen_anon_1.size
-        },
-        _ => 0,
+    let name = name_of(t.name());
+    let size = match t.kind() {
+        BtfKind::Int => types::Int::try_from(t).map(|i| i.size()).ok(),
+        BtfKind::Struct | BtfKind::Union => types::Composite::try_from(t).map(|c| c.size()).ok(),
+        BtfKind::Enum => types::Enum::try_from(t).map(|e| e.size()).ok(),
+        BtfKind::Enum64 => types::Enum64::try_from(t).map(|e| e.size()).ok(),
+        _ => None,
     };
-    let shown = match kind {
-        BTF_KIND_STRUCT => format!("struct {name}"),
-        BTF_KIND_UNION => format!("union {name}"),
-        BTF_KIND_ENUM | BTF_KIND_ENUM64 => format!("enum {name}"),
-        BTF_KIND_ARRAY => "array".to_owned(),
-        BTF_KIND_PTR => "pointer".to_owned(),
-        _ if name.is_empty() => format!("kind {kind}"),
+    let size = size.and_then(|s| u32::try_from(s).ok()).unwrap_or(0);
+    let shown = match t.kind() {
+        BtfKind::Struct => format!("struct {name}"),
+        BtfKind::Union => format!("union {name}"),
+        BtfKind::Enum | BtfKind::Enum64 => format!("enum {name}"),
+        BtfKind::Array => "array".to_owned(),
+        BtfKind::Ptr => "pointer".to_owned(),
+        kind if name.is_empty() => format!("kind {}", kind as u32),
         _ => name,
     };
     (shown, size)
@@ -195,20 +158,14 @@ unsafe fn type_name(btf: *const libbpf_sys::btf, id: u32) -> (String, u32) {
 
 /// The layout of type `id` in `btf`; None when the id is 0 (no type) or
 /// unknown.
-///
-/// # Safety
-/// `btf` must be a valid libbpf BTF object.
-unsafe fn type_layout(btf: *const libbpf_sys::btf, id: u32) -> Option<TypeLayout> {
-    if id == 0 {
+fn type_layout(btf: &Btf<'_>, id: TypeId) -> Option<TypeLayout> {
+    if u32::from(id) == 0 {
         return None;
     }
-    // SAFETY: `btf` is valid (caller).
-    let (_, t) = unsafe { resolve(btf, id)? };
-    // SAFETY: as above.
-    let (name, size) = unsafe { type_name(btf, id) };
+    let t = btf.type_by_id::<BtfType<'_>>(id).and_then(resolve)?;
+    let (name, size) = type_name(btf, id);
     let mut members = Vec::new();
-    // SAFETY: `btf` is valid and `t` one of its types (above).
-    unsafe { push_members(btf, t, 0, 0, &mut members) };
+    push_members(btf, t, 0, 0, &mut members);
     Some(TypeLayout {
         name,
         size,
@@ -218,104 +175,110 @@ unsafe fn type_layout(btf: *const libbpf_sys::btf, id: u32) -> Option<TypeLayout
 
 /// Append the members of `t`, if it is a struct or union, at `base` bits,
 /// with those of its anonymous structs and unions in their place.
-///
-/// # Safety
-/// `btf` must be a valid libbpf BTF object and `t` one of its types.
-unsafe fn push_members(
-    btf: *const libbpf_sys::btf,
-    t: &libbpf_sys::btf_type,
+fn push_members(
+    btf: &Btf<'_>,
+    t: BtfType<'_>,
     base: u32,
     depth: u32,
     members: &mut Vec<(String, u32, String)>,
 ) {
-    let kind = (t.info >> 24) & 0x1f;
-    if kind != BTF_KIND_STRUCT && kind != BTF_KIND_UNION {
+    let Ok(composite) = types::Composite::try_from(t) else {
         return;
-    }
-    let vlen = (t.info & 0xffff) as usize;
-    let kflag = t.info >> 31 == 1;
-    // SAFETY: a struct or union is followed by `vlen` btf_member
-    // records (BTF format, include/uapi/linux/btf.h).
-    let first = unsafe {
-        (t as *const libbpf_sys::btf_type)
-            .add(1)
-            .cast::<libbpf_sys::btf_member>()
     };
-    for i in 0..vlen {
-        // SAFETY: i < vlen, within the records above.
-        let m = unsafe { &*first.add(i) };
-        // With kflag, the high 8 bits are a bitfield size.
+    for m in (0..composite.len()).filter_map(|i| composite.get(i)) {
         let offset = base
-            + if kflag {
-                m.offset & 0x00ff_ffff
-            } else {
-                m.offset
+            + match m.attr {
+                MemberAttr::Normal { offset } | MemberAttr::BitField { offset, .. } => offset,
             };
-        // SAFETY: `btf` is valid.
-        let name = unsafe { btf_name(btf, m.name_off) };
         // Bounded like `resolve`: deeper nesting is no layout we read.
-        if name.is_empty() && depth < 8 {
-            // SAFETY: `btf` is valid.
-            if let Some((_, inner)) = unsafe { resolve(btf, m.type_) } {
-                let inner_kind = (inner.info >> 24) & 0x1f;
-                if inner_kind == BTF_KIND_STRUCT || inner_kind == BTF_KIND_UNION {
-                    // SAFETY: `inner` is a type of `btf`.
-                    unsafe { push_members(btf, inner, offset, depth + 1, members) };
-                    continue;
-                }
+        if m.name.is_none_or(|n| n.is_empty()) && depth < 8 {
+            let inner = btf.type_by_id::<BtfType<'_>>(m.ty).and_then(resolve);
+            if let Some(inner) = inner.filter(|i| types::Composite::try_from(*i).is_ok()) {
+                push_members(btf, inner, offset, depth + 1, members);
+                continue;
             }
         }
-        // SAFETY: `btf` is valid.
-        let (ty, _) = unsafe { type_name(btf, m.type_) };
-        members.push((name, offset, ty));
+        members.push((name_of(m.name), offset, type_name(btf, m.ty).0));
     }
 }
 
 /// Key and value layouts of a map from `btf`, if both types are known.
-///
-/// # Safety
-/// `btf` must be NULL or a valid libbpf BTF object.
-unsafe fn btf_layout(btf: *const libbpf_sys::btf, key: u32, value: u32) -> Option<BtfLayout> {
-    if btf.is_null() {
-        return None;
-    }
-    // SAFETY: non-NULL and valid (caller).
-    unsafe {
-        Some(BtfLayout {
-            key: type_layout(btf, key)?,
-            value: type_layout(btf, value)?,
-        })
+fn btf_layout(btf: &Btf<'_>, key: TypeId, value: TypeId) -> Option<BtfLayout> {
+    Some(BtfLayout {
+        key: type_layout(btf, key)?,
+        value: type_layout(btf, value)?,
+    })
+}
+
+/// The key and value types of map `name` in its object's BTF: a map
+/// defined in `.maps` is a variable of a struct whose `key` and `value`
+/// members point to them (`__type(key, ...)`).
+fn object_map_types(btf: &Btf<'_>, name: &str) -> Option<(TypeId, TypeId)> {
+    let var = btf
+        .type_by_kind::<types::Var<'_>>()
+        .find(|v| v.name() == Some(OsStr::new(name)))?;
+    let def = types::Composite::try_from(resolve(var.referenced_type())?).ok()?;
+    let pointee = |field: &str| {
+        let member = (0..def.len())
+            .filter_map(|i| def.get(i))
+            .find(|m| m.name == Some(OsStr::new(field)))?;
+        let ptr = btf.type_by_id::<types::Ptr<'_>>(member.ty)?;
+        Some(ptr.referenced_type_id())
+    };
+    Some((pointee("key")?, pointee("value")?))
+}
+
+/// The BTF of an opened object.
+fn object_btf(object: &OpenObject) -> Option<Btf<'_>> {
+    // SAFETY: an `OpenObject` owns a valid, opened `bpf_object` for as long
+    // as it lives, and the reference (bound to the borrow of `object`)
+    // is only read: libbpf-rs's own `Object::btf` does the same.
+    let raw = unsafe { object.as_libbpf_object().as_ref() };
+    Btf::from_bpf_object(raw).ok().flatten()
+}
+
+/// The kernel's BTF objects by id, each read at most once: the maps of one
+/// object share one.
+#[derive(Default)]
+struct KernelBtfs(HashMap<u32, Option<Btf<'static>>>);
+
+impl KernelBtfs {
+    fn get(&mut self, id: u32) -> Option<&Btf<'static>> {
+        if id == 0 {
+            return None;
+        }
+        self.0
+            .entry(id)
+            .or_insert_with(|| load_kernel_btf(id))
+            .as_ref()
     }
 }
 
-/// The key and value layouts of the kernel's BTF object `btf_id`.
-fn kernel_btf_layout(btf_id: u32, key: u32, value: u32) -> Option<BtfLayout> {
-    if btf_id == 0 {
-        return None;
-    }
-    // SAFETY: plain libbpf call; returns an owned BTF object or an error
-    // pointer (checked below).
-    let btf = unsafe { libbpf_sys::btf__load_from_kernel_by_id(btf_id) };
-    // libbpf returns NULL with errno set (libbpf 1.x mode).
-    if btf.is_null() {
-        return None;
-    }
-    // SAFETY: `btf` is valid until freed just below.
-    let out = unsafe { btf_layout(btf, key, value) };
-    // SAFETY: owned by us, freed once.
-    unsafe { libbpf_sys::btf__free(btf) };
-    out
+/// The kernel's BTF object `id`. libbpf-rs reads a kernel BTF object only
+/// as the raw bytes of an id walk, and parses BTF only from a file: the
+/// bytes go through a memfd.
+fn load_kernel_btf(id: u32) -> Option<Btf<'static>> {
+    let info = BtfInfoIter::default().find(|b| b.id == id)?;
+    let fd = memfd_create(c"mcast_egw_btf", MemFdCreateFlag::MFD_CLOEXEC).ok()?;
+    let mut file = fs::File::from(fd);
+    file.write_all(&info.btf).ok()?;
+    Btf::from_path(format!("/proc/self/fd/{}", file.as_raw_fd())).ok()
 }
 
 /// The key and value layouts of an open map, from the BTF it was created
 /// with; None for a map created without BTF.
 pub fn map_btf_layout(map: &MapHandle) -> libbpf_rs::Result<Option<BtfLayout>> {
     let info = map.info()?;
-    Ok(kernel_btf_layout(
-        info.info.btf_id,
-        info.info.btf_key_type_id,
-        info.info.btf_value_type_id,
-    ))
+    if info.info.btf_id == 0 {
+        return Ok(None);
+    }
+    Ok(load_kernel_btf(info.info.btf_id).and_then(|btf| {
+        btf_layout(
+            &btf,
+            TypeId::from(info.info.btf_key_type_id),
+            TypeId::from(info.info.btf_value_type_id),
+        )
+    }))
 }
 
 /// Whether `path` is on a BPF filesystem.
@@ -370,12 +333,65 @@ pub(super) fn set_capacities(object: &mut OpenObject, capacities: &Capacities) -
 }
 
 /// Point every `mcast_egw_*` map of an opened object at its pin. libbpf then
-/// re-uses a pinned map at load time, or creates and pins a new one. A pinned
-/// map whose layout differs is refused here, with both layouts in the error,
+/// re-uses a pinned map at load time, or creates and pins a new one. A map
+/// the table (`maps/table.rs`) does not declare as it is, or a pinned map
+/// whose layout differs, is refused here, with both layouts in the error,
 /// instead of libbpf's generic failure (or worse, a silent mix).
 pub(super) fn prepare_map_pins(object: &mut OpenObject, globals: &Path) -> Result<()> {
-    // SAFETY: the object is open and owns its BTF (or has none: NULL).
-    let object_btf = unsafe { libbpf_sys::bpf_object__btf(object.as_libbpf_object().as_ptr()) };
+    let btf = object_btf(object);
+    let mut ours = Vec::new();
+    for map in object.maps() {
+        let Some(name) = map.name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if !name.starts_with(MAP_PREFIX) {
+            continue;
+        }
+        let btf = btf
+            .as_ref()
+            .and_then(|btf| Some((btf, object_map_types(btf, &name)?)))
+            .and_then(|(btf, (key, value))| btf_layout(btf, key, value));
+        let layout = MapLayout {
+            map_type: map.map_type().into(),
+            key_size: map.key_size(),
+            value_size: map.value_size(),
+            max_entries: map.max_entries(),
+            flags: map.map_flags(),
+            btf: btf.map(Box::new),
+        };
+        check_declared(&name, &layout)?;
+        ours.push((name, layout));
+    }
+    drop(btf);
+
+    let mut kernel = KernelBtfs::default();
+    for (name, ours) in &ours {
+        let path = globals.join(name);
+        let Some(pinned) = pinned_layout(&path, &mut kernel)? else {
+            continue;
+        };
+        if pinned.compatible(ours) {
+            continue;
+        }
+        let same_but_size = MapLayout {
+            max_entries: ours.max_entries,
+            ..pinned.clone()
+        };
+        let flag = Capacities::default().of(name).map(|(_, _, flag)| flag);
+        if let (Some(flag), true) = (flag, same_but_size.compatible(ours)) {
+            return Err(DatapathError::CapacityMismatch {
+                path,
+                pinned: pinned.max_entries,
+                ours: ours.max_entries,
+                flag,
+            });
+        }
+        return Err(DatapathError::LayoutMismatch {
+            path,
+            pinned,
+            ours: ours.clone(),
+        });
+    }
     for mut map in object.maps_mut() {
         let Some(name) = map.name().to_str().map(str::to_owned) else {
             continue;
@@ -384,50 +400,48 @@ pub(super) fn prepare_map_pins(object: &mut OpenObject, globals: &Path) -> Resul
             continue;
         }
         let path = globals.join(&name);
-        let raw = map.as_libbpf_object().as_ptr();
-        // SAFETY: `raw` is a map of the open object and `object_btf` its BTF
-        // (or NULL); both live as long as `object`.
-        let btf = unsafe {
-            btf_layout(
-                object_btf,
-                libbpf_sys::bpf_map__btf_key_type_id(raw),
-                libbpf_sys::bpf_map__btf_value_type_id(raw),
-            )
-        };
-        let ours = MapLayout {
-            map_type: map.map_type().into(),
-            key_size: map.key_size(),
-            value_size: map.value_size(),
-            max_entries: map.max_entries(),
-            flags: map.map_flags(),
-            btf: btf.map(Box::new),
-        };
-        if let Some(pinned) = pinned_layout(&path)? {
-            if !pinned.compatible(&ours) {
-                let same_but_size = MapLayout {
-                    max_entries: ours.max_entries,
-                    ..pinned.clone()
-                };
-                let flag = Capacities::default().of(&name).map(|(_, _, flag)| flag);
-                if let (Some(flag), true) = (flag, same_but_size.compatible(&ours)) {
-                    return Err(DatapathError::CapacityMismatch {
-                        path,
-                        pinned: pinned.max_entries,
-                        ours: ours.max_entries,
-                        flag,
-                    });
-                }
-                return Err(DatapathError::LayoutMismatch { path, pinned, ours });
-            }
-        }
         map.set_pin_path(&path)
             .map_err(|source| DatapathError::PinnedMap { path, source })?;
     }
     Ok(())
 }
 
+/// Whether map `name` of an object is the map the table declares: the same
+/// kind, key and value sizes, and (unless chosen at load, which
+/// [`set_capacities`] applied) capacity.
+fn check_declared(name: &str, object: &MapLayout) -> Result<()> {
+    let spec = maps::spec(name).ok_or_else(|| DatapathError::Undeclared {
+        map: name.to_owned(),
+        object: object.clone(),
+    })?;
+    let fixed = match spec.capacity {
+        maps::Capacity::Fixed(n) => Some(n),
+        maps::Capacity::AtLoad { .. } => None,
+    };
+    let declared = (
+        u32::from(spec.kind),
+        spec.key_size,
+        spec.value_size,
+        fixed.unwrap_or(object.max_entries),
+    );
+    let found = (
+        object.map_type,
+        object.key_size as usize,
+        object.value_size as usize,
+        object.max_entries,
+    );
+    if declared != found {
+        return Err(DatapathError::NotAsDeclared {
+            map: name.to_owned(),
+            declared: format!("{spec:?}"),
+            object: object.clone(),
+        });
+    }
+    Ok(())
+}
+
 /// The layout of the map pinned at `path`, if one is.
-pub(super) fn pinned_layout(path: &Path) -> Result<Option<MapLayout>> {
+fn pinned_layout(path: &Path, kernel: &mut KernelBtfs) -> Result<Option<MapLayout>> {
     if !path.exists() {
         return Ok(None);
     }
@@ -439,22 +453,26 @@ pub(super) fn pinned_layout(path: &Path) -> Result<Option<MapLayout>> {
         path: path.to_owned(),
         source,
     })?;
+    let btf = kernel.get(info.info.btf_id).and_then(|btf| {
+        btf_layout(
+            btf,
+            info.info.btf_key_type_id.into(),
+            info.info.btf_value_type_id.into(),
+        )
+    });
     Ok(Some(MapLayout {
         map_type: info.info.type_,
         key_size: info.info.key_size,
         value_size: info.info.value_size,
         max_entries: info.info.max_entries,
         flags: info.info.map_flags,
-        btf: kernel_btf_layout(
-            info.info.btf_id,
-            info.info.btf_key_type_id,
-            info.info.btf_value_type_id,
-        )
-        .map(Box::new),
+        btf: btf.map(Box::new),
     }))
 }
 
-/// Unpin every `mcast_egw_*` map in `globals`; returns their names.
+/// Unpin every map the table declares, and any other `mcast_egw_*` pin (a
+/// map an older build declared); returns their names. Nothing else in
+/// `globals` is touched.
 pub(super) fn unpin_maps(globals: &Path) -> Result<Vec<String>> {
     let entries = match fs::read_dir(globals) {
         Ok(entries) => entries,
@@ -466,17 +484,24 @@ pub(super) fn unpin_maps(globals: &Path) -> Result<Vec<String>> {
             })
         }
     };
-    let mut removed = Vec::new();
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.starts_with(MAP_PREFIX) {
-            continue;
-        }
-        remove_file(&entry.path())?;
-        removed.push(name);
+    let mut names: BTreeSet<String> = maps::MAPS
+        .iter()
+        .filter(|spec| globals.join(spec.name).exists())
+        .map(|spec| spec.name.to_owned())
+        .collect();
+    let strays: Vec<String> = entries
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(MAP_PREFIX) && !names.contains(name))
+        .collect();
+    if !strays.is_empty() {
+        tracing::info!(maps = ?strays, "unpinning maps this build does not declare");
     }
-    removed.sort();
-    Ok(removed)
+    names.extend(strays);
+    for name in &names {
+        remove_file(&globals.join(name))?;
+    }
+    Ok(names.into_iter().collect())
 }
 
 pub(super) fn remove_file(path: &Path) -> Result<()> {
@@ -535,6 +560,49 @@ mod tests {
                     .collect(),
             },
         }
+    }
+
+    #[test]
+    fn object_maps_must_be_as_the_table_declares() {
+        let config = MapLayout {
+            map_type: libbpf_rs::MapType::Array.into(),
+            key_size: 4,
+            value_size: 16,
+            max_entries: 1,
+            flags: 0,
+            btf: None,
+        };
+        check_declared("mcast_egw_config", &config).unwrap();
+        let shorter = MapLayout {
+            value_size: 12,
+            ..config.clone()
+        };
+        assert!(matches!(
+            check_declared("mcast_egw_config", &shorter),
+            Err(DatapathError::NotAsDeclared { .. })
+        ));
+        let larger = MapLayout {
+            max_entries: 2,
+            ..config.clone()
+        };
+        assert!(matches!(
+            check_declared("mcast_egw_config", &larger),
+            Err(DatapathError::NotAsDeclared { .. })
+        ));
+        assert!(matches!(
+            check_declared("mcast_egw_other", &config),
+            Err(DatapathError::Undeclared { .. })
+        ));
+        // A capacity chosen at load is whatever the operator chose.
+        let policy = MapLayout {
+            map_type: libbpf_rs::MapType::LpmTrie.into(),
+            key_size: 12,
+            value_size: 24,
+            max_entries: 5,
+            flags: 1,
+            btf: None,
+        };
+        check_declared("mcast_egw_policy_v4", &policy).unwrap();
     }
 
     #[test]

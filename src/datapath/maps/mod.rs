@@ -1,0 +1,389 @@
+//! Every pinned map, typed. `table.rs` declares the maps once; `typed.rs`
+//! is the plumbing every map shares (get, put, delete, iterate, reconcile);
+//! the rest is what the entries mean: the Rust types (here and in
+//! `drops.rs`), how each is stored (`codec.rs`: byte order, sentinels, key
+//! layout), and the few operations that span entries (here). No policy
+//! logic: what goes in is the controller's business.
+
+mod codec;
+mod drops;
+mod table;
+mod typed;
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use ipnetwork::Ipv4Network;
+
+use super::Result;
+use crate::bpf_intf as intf;
+use codec::{be, from_be};
+
+pub use drops::{DropEvent, DropReason, Role};
+pub use table::*;
+pub use typed::{no_guard, Changes, Codec, Reconcile, Store, TypedMap};
+
+/// Key of a policy entry: a pod and one destination prefix of a policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicyKey {
+    pub source: Ipv4Addr,
+    pub destination: Ipv4Network,
+}
+
+/// Where a policy entry sends the pod's traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Gateway {
+    /// The gateway node's IP.
+    Node(Ipv4Addr),
+    /// The policy matched but no node qualifies as gateway: drop.
+    NotFound,
+    /// The destination is in the policy's excludedCIDRs: not ours.
+    Excluded,
+}
+
+/// Value of a policy entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PolicyValue {
+    /// 0.0.0.0 on every node but the gateway, and when it cannot be derived.
+    pub egress_ip: Ipv4Addr,
+    pub gateway: Gateway,
+    /// The uplink on the gateway node, 0 elsewhere.
+    pub egress_ifindex: u32,
+    /// Labels this entry's counters.
+    pub policy_id: u32,
+    /// Where the pod's tunnelled copies must come from.
+    pub origin: Origin,
+}
+
+/// The node a pod runs on and its security identity: the outer source and
+/// the VNI of the copies its origin node tunnels to the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Origin {
+    pub node: Ipv4Addr,
+    pub identity: u32,
+}
+
+impl Default for Origin {
+    fn default() -> Self {
+        Origin {
+            node: Ipv4Addr::UNSPECIFIED,
+            identity: 0,
+        }
+    }
+}
+
+/// A pod on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    /// Host side of the pod's veth.
+    pub ifindex: u32,
+    /// Cilium security identity (24 bits): the VNI of its tunnelled copies.
+    pub identity: u32,
+}
+
+/// An uplink that policies egress through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EgressIface {
+    pub mac: [u8; 6],
+}
+
+/// This node's identity in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Config {
+    /// 0.0.0.0 until known.
+    pub node_ip: Ipv4Addr,
+    /// 0 until the tunnel device exists.
+    pub tunnel_ifindex: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node_ip: Ipv4Addr::UNSPECIFIED,
+            tunnel_ifindex: 0,
+        }
+    }
+}
+
+/// What the controller last recorded in `mcast_egw_status`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Status {
+    pub node_name: String,
+    pub version: String,
+    /// Last successful sync, nanoseconds since the Unix epoch; 0 before.
+    pub last_sync_unix_ns: u64,
+    /// Successful syncs that changed or confirmed the maps.
+    pub syncs: u64,
+}
+
+/// Packets and bytes of one (policy, group, role), summed over CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counter {
+    pub policy_id: u32,
+    pub group: Ipv4Addr,
+    pub role: Role,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Drops of one (role, reason), summed over CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DropCount {
+    pub role: Role,
+    pub reason: DropReason,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Every entry of `map` sorted by key: what the CLI and the tests list.
+fn sorted<K: Codec + Ord, V: Codec>(map: &TypedMap<K, V>) -> Result<Vec<(K, V)>> {
+    Ok(map.entries()?.into_iter().collect())
+}
+
+/// Packets and bytes summed over CPUs.
+fn sum(per_cpu: &[intf::mcast_counter_val]) -> (u64, u64) {
+    per_cpu.iter().fold((0, 0), |(p, b), v| {
+        (p.wrapping_add(v.packets), b.wrapping_add(v.bytes))
+    })
+}
+
+/// The operations with a meaning beyond one entry, and the decoded views
+/// the CLI, the metrics and the tests read. The typed maps themselves are
+/// the fields (see `table.rs`).
+impl Maps {
+    // --- policy entries -------------------------------------------------
+
+    /// Entries `mcast_egw_policy_v4` can hold (chosen at load).
+    pub fn policy_capacity(&self) -> u32 {
+        self.policy.capacity()
+    }
+
+    /// Entries `mcast_egw_policy_names` can hold (chosen at load).
+    pub fn policy_names_capacity(&self) -> u32 {
+        self.policy_names.capacity()
+    }
+
+    /// Insert or replace an entry.
+    pub fn policy_insert(&self, key: &PolicyKey, value: &PolicyValue) -> Result<()> {
+        self.policy.put(key, value)
+    }
+
+    /// Remove an entry; returns whether it existed.
+    pub fn policy_delete(&self, key: &PolicyKey) -> Result<bool> {
+        self.policy.delete(key)
+    }
+
+    pub fn policy_get(&self, key: &PolicyKey) -> Result<Option<PolicyValue>> {
+        self.policy.get(key)
+    }
+
+    /// Every policy entry, sorted by key.
+    pub fn policies(&self) -> Result<Vec<(PolicyKey, PolicyValue)>> {
+        sorted(&self.policy)
+    }
+
+    // --- endpoints, nodes, uplinks ------------------------------------------
+
+    pub fn endpoint_insert(&self, addr: Ipv4Addr, ep: &Endpoint) -> Result<()> {
+        self.endpoints.put(&addr, ep)
+    }
+
+    pub fn endpoint_delete(&self, addr: Ipv4Addr) -> Result<bool> {
+        self.endpoints.delete(&addr)
+    }
+
+    pub fn endpoints(&self) -> Result<Vec<(Ipv4Addr, Endpoint)>> {
+        sorted(&self.endpoints)
+    }
+
+    pub fn node_insert(&self, addr: Ipv4Addr) -> Result<()> {
+        self.nodes.put(&addr, &intf::mcast_node_val::default())
+    }
+
+    pub fn node_delete(&self, addr: Ipv4Addr) -> Result<bool> {
+        self.nodes.delete(&addr)
+    }
+
+    pub fn nodes(&self) -> Result<Vec<Ipv4Addr>> {
+        Ok(sorted(&self.nodes)?.into_iter().map(|(k, _)| k).collect())
+    }
+
+    pub fn egress_iface_insert(&self, ifindex: u32, iface: &EgressIface) -> Result<()> {
+        self.egress_ifaces.put(&ifindex, iface)
+    }
+
+    pub fn egress_iface_delete(&self, ifindex: u32) -> Result<bool> {
+        self.egress_ifaces.delete(&ifindex)
+    }
+
+    pub fn egress_ifaces(&self) -> Result<Vec<(u32, EgressIface)>> {
+        sorted(&self.egress_ifaces)
+    }
+
+    // --- config ----------------------------------------------------------
+
+    /// Set this node's IP and tunnel device; the flags the map API keeps
+    /// itself (see [`Maps::cilium_group_insert`]) are left as they are.
+    pub fn config_set(&self, config: &Config) -> Result<()> {
+        let v = intf::mcast_config {
+            node_ip: be(config.node_ip),
+            tunnel_ifindex: config.tunnel_ifindex,
+            flags: self.config_raw()?.flags,
+            ..Default::default()
+        };
+        self.config.put(&0, &v)
+    }
+
+    fn config_raw(&self) -> Result<intf::mcast_config> {
+        Ok(self.config.get(&0)?.unwrap_or_default())
+    }
+
+    /// Tell the datapath whether the Cilium groups mirror has entries, so
+    /// that it only looks a group up when it can be there.
+    pub(crate) fn cilium_groups_flag(&self, on: bool) -> Result<()> {
+        let mut v = self.config_raw()?;
+        let flags = if on {
+            v.flags | intf::MCAST_CONFIG_F_CILIUM_GROUPS
+        } else {
+            v.flags & !intf::MCAST_CONFIG_F_CILIUM_GROUPS
+        };
+        if flags == v.flags {
+            return Ok(());
+        }
+        v.flags = flags;
+        self.config.put(&0, &v)
+    }
+
+    pub fn config(&self) -> Result<Config> {
+        let v = self.config_raw()?;
+        Ok(Config {
+            node_ip: from_be(v.node_ip),
+            tunnel_ifindex: v.tunnel_ifindex,
+        })
+    }
+
+    // --- Cilium's multicast groups ----------------------------------------
+
+    /// Add a group; the datapath starts looking groups up once the first
+    /// one is in (entry first, then the flag).
+    pub fn cilium_group_insert(&self, group: Ipv4Addr) -> Result<()> {
+        self.cilium_groups
+            .put(&group, &intf::mcast_group_val::default())?;
+        self.cilium_groups_flag(true)
+    }
+
+    /// Remove a group; the datapath stops looking groups up once the last
+    /// one is gone (entry first, then the flag).
+    pub fn cilium_group_delete(&self, group: Ipv4Addr) -> Result<bool> {
+        let existed = self.cilium_groups.delete(&group)?;
+        if self.cilium_groups.is_empty() {
+            self.cilium_groups_flag(false)?;
+        }
+        Ok(existed)
+    }
+
+    pub fn cilium_groups(&self) -> Result<Vec<Ipv4Addr>> {
+        Ok(sorted(&self.cilium_groups)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    // --- counters ----------------------------------------------------------
+
+    /// Replication counters, summed over CPUs, sorted by policy, group, role.
+    pub fn counters(&self) -> Result<Vec<Counter>> {
+        let mut out = Vec::new();
+        for key in self.counters.keys() {
+            let k = key?;
+            let Some(role) = Role::from_raw(k.role) else {
+                continue;
+            };
+            if let Some(per_cpu) = self.counters.get_percpu(&k)? {
+                let (packets, bytes) = sum(&per_cpu);
+                out.push(Counter {
+                    policy_id: k.policy_id,
+                    group: from_be(k.group),
+                    role,
+                    packets,
+                    bytes,
+                });
+            }
+        }
+        out.sort_by_key(|c| (c.policy_id, c.group, c.role));
+        Ok(out)
+    }
+
+    /// Remove the counters of policies not in `keep` (policy ids); returns
+    /// how many entries went. Their series leave the metrics with them.
+    pub fn counters_retain_policies(
+        &self,
+        keep: &std::collections::BTreeSet<u32>,
+    ) -> Result<usize> {
+        let mut stale = Vec::new();
+        for key in self.counters.keys() {
+            let k = key?;
+            if !keep.contains(&k.policy_id) {
+                stale.push(k);
+            }
+        }
+        for k in &stale {
+            self.counters.delete(k)?;
+        }
+        Ok(stale.len())
+    }
+
+    /// Drops of every role and reason (zeros included), summed over CPUs.
+    pub fn drops(&self) -> Result<Vec<DropCount>> {
+        let mut out = Vec::new();
+        for role in Role::ALL {
+            for reason in DropReason::all() {
+                out.push(self.drop_count(role, reason)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drops of one role and reason.
+    pub fn drop_count(&self, role: Role, reason: DropReason) -> Result<DropCount> {
+        let idx = role.raw() * intf::MCAST_DROP_SLOTS + reason.code();
+        let (packets, bytes) = sum(&self.drops.get_percpu(&idx)?.unwrap_or_default());
+        Ok(DropCount {
+            role,
+            reason,
+            packets,
+            bytes,
+        })
+    }
+
+    /// Drop events the per-CPU rate limit held back from the monitor.
+    pub fn events_suppressed(&self) -> Result<u64> {
+        let per_cpu = self.events_limit.get_percpu(&0)?.unwrap_or_default();
+        Ok(per_cpu
+            .iter()
+            .fold(0u64, |total, l| total.wrapping_add(l.suppressed)))
+    }
+
+    // --- names and status (for the CLI; the datapath never reads them) ---
+
+    pub fn policy_name_set(&self, policy_id: u32, name: &str) -> Result<()> {
+        self.policy_names.put(&policy_id, &name.to_owned())
+    }
+
+    pub fn policy_name_delete(&self, policy_id: u32) -> Result<bool> {
+        self.policy_names.delete(&policy_id)
+    }
+
+    /// policy_id -> policy name.
+    pub fn policy_names(&self) -> Result<BTreeMap<u32, String>> {
+        self.policy_names.entries()
+    }
+
+    pub fn status_set(&self, status: &Status) -> Result<()> {
+        self.status.put(&0, status)
+    }
+
+    pub fn status(&self) -> Result<Status> {
+        Ok(self.status.get(&0)?.unwrap_or_default())
+    }
+}
