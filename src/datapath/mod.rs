@@ -15,6 +15,7 @@
 //! adopts both, so the datapath keeps forwarding across restarts and
 //! upgrades of the same layout.
 
+mod btf;
 mod bytes;
 pub mod maps;
 mod pin;
@@ -30,9 +31,10 @@ use libbpf_rs::{Link, OpenObject};
 
 use crate::bpf_skel::egress::{McastEgressSkel, McastEgressSkelBuilder};
 
+pub use btf::{map_btf_layout, BtfLayout, TypeLayout};
 pub use bytes::Plain;
 pub use maps::Maps;
-pub use pin::{is_bpffs, map_btf_layout, BtfLayout, MapLayout, TypeLayout, MAP_PREFIX};
+pub use pin::{is_bpffs, MapLayout, MAP_PREFIX};
 pub use tcx::{AttachOutcome, ChainPosition, Direction, LinkState};
 
 /// Default mount point of the BPF filesystem, as Cilium uses it.
