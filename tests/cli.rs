@@ -17,15 +17,14 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use cilium_mcast_egress::datapath::maps::{
-    Config, DropReason, EgressIface, Endpoint, Gateway, Origin, PolicyKey, PolicyValue, Role,
-    Status,
+    DropReason, Gateway, Origin, PolicyKey, PolicyValue, Role, Status,
 };
 use cilium_mcast_egress::datapath::{tcx, Datapath, Maps, Paths, Program};
 use cilium_mcast_egress::health::{Report, ReportPin};
 use cilium_mcast_egress::resolve::{Problem, Severity, Subject};
 use common::addr::*;
 use common::packet::{group_mac, Frame};
-use common::{ifindex, mac_of, sh, Bpffs, TCX_DROP, TCX_REDIRECT};
+use common::{ifindex, sh, Bpffs, TCX_DROP, TCX_REDIRECT};
 use lab::{Lab, LabConfig, Node, Pod};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cilium-mcast-egress");
@@ -162,31 +161,7 @@ impl Fx {
             bpffs,
         };
         let m = &fx.maps;
-        m.config_set(&Config {
-            node_ip: THIS_NODE,
-            tunnel_ifindex: ifindex("vx0"),
-        })
-        .unwrap();
-        for (pod, dev, identity) in [(POD_A, "lxc_a", ID_A), (POD_B, "lxc_b", ID_B)] {
-            m.endpoint_insert(
-                pod,
-                &Endpoint {
-                    ifindex: ifindex(dev),
-                    identity,
-                },
-            )
-            .unwrap();
-        }
-        for n in [THIS_NODE, REMOTE_GW] {
-            m.node_insert(n).unwrap();
-        }
-        m.egress_iface_insert(
-            fx.uplink,
-            &EgressIface {
-                mac: mac_of("uplink0"),
-            },
-        )
-        .unwrap();
+        common::seed_single_node(m, ifindex("vx0"), &[THIS_NODE, REMOTE_GW]);
         fx.policy(POD_A, "232.1.0.0/16", Gateway::Node(REMOTE_GW), P_CAMERAS);
         fx.policy(POD_A, "232.1.255.0/24", Gateway::Excluded, P_CAMERAS);
         fx.policy(POD_A, "232.9.0.0/16", Gateway::NotFound, P_CAMERAS);

@@ -104,36 +104,7 @@ impl Fx {
             maps,
             _bpffs: bpffs,
         };
-        fx.maps
-            .config_set(&Config {
-                node_ip: THIS_NODE,
-                tunnel_ifindex: fx.tunnel,
-            })
-            .unwrap();
-        fx.maps
-            .endpoint_insert(
-                POD_A,
-                &Endpoint {
-                    ifindex: fx.lxc_a,
-                    identity: ID_A,
-                },
-            )
-            .unwrap();
-        fx.maps
-            .endpoint_insert(
-                POD_B,
-                &Endpoint {
-                    ifindex: fx.lxc_b,
-                    identity: ID_B,
-                },
-            )
-            .unwrap();
-        for n in [THIS_NODE, REMOTE_GW, OTHER_NODE] {
-            fx.maps.node_insert(n).unwrap();
-        }
-        fx.maps
-            .egress_iface_insert(fx.uplink, &EgressIface { mac: fx.uplink_mac })
-            .unwrap();
+        common::seed_single_node(&fx.maps, fx.tunnel, &[THIS_NODE, REMOTE_GW, OTHER_NODE]);
         fx
     }
 

@@ -24,6 +24,43 @@ pub mod addr {
     pub const POD_B: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 12);
     pub const EGRESS_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
     pub const GROUP: Ipv4Addr = Ipv4Addr::new(232, 1, 1, 1);
+    /// Security identities of pods a and b.
+    pub const ID_A: u32 = 12345;
+    pub const ID_B: u32 = 23456;
+}
+
+/// The single-node map state the datapath and CLI suites start from: this
+/// node's config (tunnel device `tunnel`), pods a and b behind `lxc_a` and
+/// `lxc_b`, the cluster's `nodes`, and `uplink0`'s MAC.
+pub fn seed_single_node(
+    maps: &cilium_mcast_egress::datapath::Maps,
+    tunnel: u32,
+    nodes: &[std::net::Ipv4Addr],
+) {
+    use cilium_mcast_egress::datapath::maps::{Config, EgressIface, Endpoint};
+    maps.config_set(&Config {
+        node_ip: addr::THIS_NODE,
+        tunnel_ifindex: tunnel,
+    })
+    .expect("config");
+    for (pod, dev, identity) in [
+        (addr::POD_A, "lxc_a", addr::ID_A),
+        (addr::POD_B, "lxc_b", addr::ID_B),
+    ] {
+        let ifindex = ifindex(dev);
+        maps.endpoint_insert(pod, &Endpoint { ifindex, identity })
+            .expect("endpoint");
+    }
+    for n in nodes {
+        maps.node_insert(*n).expect("node");
+    }
+    maps.egress_iface_insert(
+        ifindex("uplink0"),
+        &EgressIface {
+            mac: mac_of("uplink0"),
+        },
+    )
+    .expect("uplink");
 }
 
 /// A privileged test in a network namespace of its own, with a fixture
