@@ -5,10 +5,8 @@
 //! No clsact qdisc or tc filter is ever created or destroyed here: tcx needs
 //! neither, and Cilium owns the legacy ones.
 
-use std::ffi::CString;
 use std::fs;
 use std::io::{self, ErrorKind};
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::ptr::NonNull;
 
@@ -182,8 +180,6 @@ pub fn attach_pinned(
     position: ChainPosition,
     pin: &Path,
 ) -> io::Result<Link> {
-    let pin_c = CString::new(pin.as_os_str().as_bytes())
-        .map_err(|e| io::Error::new(ErrorKind::InvalidInput, e))?;
     let ifindex = i32::try_from(ifindex).map_err(|e| io::Error::new(ErrorKind::InvalidInput, e))?;
     let opts = libbpf_sys::bpf_tcx_opts {
         sz: std::mem::size_of::<libbpf_sys::bpf_tcx_opts>() as _,
@@ -200,29 +196,19 @@ pub fn attach_pinned(
 
     // SAFETY: `prog` is a loaded program of a live object (the borrow keeps
     // it alive for this call); `opts` is a fully initialised bpf_tcx_opts
-    // whose `sz` is its own size. libbpf returns a new bpf_link we own, or
-    // NULL with errno set.
-    let raw = unsafe {
-        libbpf_sys::bpf_program__attach_tcx(prog.as_libbpf_object().as_ptr(), ifindex, &opts)
+    // whose `sz` is its own size. libbpf returns a new bpf_link, which the
+    // `Link` owns from here on (destroyed once, when it drops), or NULL with
+    // errno set.
+    let link = unsafe {
+        let raw =
+            libbpf_sys::bpf_program__attach_tcx(prog.as_libbpf_object().as_ptr(), ifindex, &opts);
+        NonNull::new(raw).map(|raw| Link::from_ptr(raw))
     };
-    let raw = NonNull::new(raw).ok_or_else(io::Error::last_os_error)?;
-
-    // SAFETY: `raw` is the valid link just returned and `pin_c` a
-    // NUL-terminated path. After pinning (or failing to), the link is
-    // destroyed exactly once: on failure that closes its fd and so detaches
-    // it; on success it only closes our fd, the pin keeps the link alive.
-    unsafe {
-        let ret = libbpf_sys::bpf_link__pin(raw.as_ptr(), pin_c.as_ptr());
-        let err = (ret < 0).then(|| io::Error::from_raw_os_error(-ret));
-        if err.is_none() {
-            libbpf_sys::bpf_link__disconnect(raw.as_ptr());
-        }
-        libbpf_sys::bpf_link__destroy(raw.as_ptr());
-        if let Some(err) = err {
-            return Err(err);
-        }
-    }
-    Link::open(pin).map_err(|e| io::Error::other(e.to_string()))
+    let mut link = link.ok_or_else(io::Error::last_os_error)?;
+    // Unpinned, the link goes (and detaches) when it drops; pinned, it
+    // stays attached after the process exits.
+    link.pin(pin).map_err(|e| io::Error::other(e.to_string()))?;
+    Ok(link)
 }
 
 /// Detach our link of `program` on `device`, remove its pin (and the
@@ -351,17 +337,25 @@ pub fn tcx_chain(ifindex: u32, direction: Direction) -> Result<Vec<TcxEntry>> {
         source: io::Error::new(ErrorKind::InvalidInput, e),
     })?;
     // SAFETY: `opts` is initialised with its own size and points at two
-    // arrays of `count` u32s that outlive the call.
-    let ret =
-        unsafe { libbpf_sys::bpf_prog_query_opts(target, direction.attach_type(), &mut opts) };
-    if ret < 0 {
-        return Err(DatapathError::Query {
-            ifindex,
-            source: io::Error::from_raw_os_error(-ret),
-        });
-    }
-    // SAFETY: the kernel wrote the count back into the union's `count`.
-    let n = (unsafe { opts.__bindgen_anon_1.count } as usize).min(MAX);
+    // arrays of `count` u32s that outlive the call; on success the kernel
+    // wrote the count of entries back into the union's `count`.
+    let count = unsafe {
+        let ret = libbpf_sys::bpf_prog_query_opts(target, direction.attach_type(), &mut opts);
+        if ret < 0 {
+            Err(ret)
+        } else {
+            Ok(opts.__bindgen_anon_1.count)
+        }
+    };
+    let n = match count {
+        Ok(count) => (count as usize).min(MAX),
+        Err(ret) => {
+            return Err(DatapathError::Query {
+                ifindex,
+                source: io::Error::from_raw_os_error(-ret),
+            })
+        }
+    };
     Ok((0..n)
         .map(|i| TcxEntry {
             prog_id: prog_ids[i],
