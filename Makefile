@@ -17,22 +17,27 @@
 #                BPF_PROG_RUN, 20000 on real veths (root; FUZZ_SEED=...
 #                replays a run, FUZZ_FRAMES / FUZZ_REAL_FRAMES resize it)
 #   make lint    rustfmt and clippy on both crates, warnings are errors
+#   make deps    install the Debian packages the build and the tests need,
+#                only if one is missing (demo and test run it first)
 
 CARGO ?= cargo
 
-.PHONY: all build demo test bench bench-controller fuzz lint fmt clean
+.PHONY: all build deps demo test bench bench-controller fuzz lint fmt clean
 
 all: build
 
 build:
 	$(CARGO) build --release
 
+deps:
+	@bash scripts/ensure-deps.sh
+
 # Both binaries: the lab runs the sidecar built beside it.
-demo:
+demo: deps
 	$(CARGO) build --workspace --bins
 	./target/debug/cilium-mcast-egress-lab demo
 
-test:
+test: deps
 	$(CARGO) test --workspace --lib --bins --tests
 
 bench:
