@@ -1,0 +1,545 @@
+//! The deployment manifests, checked offline: every Kubernetes object against
+//! the schemas of a pinned Kubernetes version (`kubernetes-validate`), the
+//! Prometheus Operator objects by the fields they use, the alert rules with
+//! `promtool check rules` and `promtool test rules`, and the things that
+//! must not drift apart: the two ways of deploying (image, capabilities,
+//! metrics port), the PrometheusRule and `rules.yaml`, and every metric name
+//! in the rules and the dashboard against README's Metrics table.
+//!
+//! Nothing here needs root or a cluster. Without `promtool` or
+//! `kubernetes-validate` the checks that need them skip loudly; under
+//! `CI=true` they must run (`scripts/install-deps.sh` installs both).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Deserialize;
+use serde_norway::Value;
+
+/// The Kubernetes version whose schemas the objects must satisfy. Kept with
+/// the `k8s-openapi` feature of Cargo.toml (`v1_33`).
+const KUBERNETES_VERSION: &str = "1.33.0";
+
+/// The `kubernetes-validate` release `scripts/install-deps.sh` installs, in
+/// a venv of its own under /opt.
+const KUBERNETES_VALIDATE_VENV: &str = "/opt/kubernetes-validate-1.37.0";
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(rel: &str) -> String {
+    let path = root().join(rel);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Every document of a YAML file.
+fn documents(rel: &str) -> Vec<Value> {
+    let text = read(rel);
+    serde_norway::Deserializer::from_str(&text)
+        .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{rel}: {e}")))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn one_document(rel: &str) -> Value {
+    let mut docs = documents(rel);
+    assert_eq!(docs.len(), 1, "{rel}: expected one document");
+    docs.remove(0)
+}
+
+fn by_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    docs.iter()
+        .filter(|d| d["kind"].as_str() == Some(kind))
+        .collect()
+}
+
+fn string(v: &Value, what: &str) -> String {
+    v.as_str()
+        .unwrap_or_else(|| panic!("{what}: expected a string, found {v:?}"))
+        .to_string()
+}
+
+/// A tool the test needs: its path, or None after a loud notice outside CI.
+/// Under `CI=true` a missing tool fails the test.
+fn tool(test: &str, candidates: &[PathBuf], install: &str) -> Option<PathBuf> {
+    if let Some(found) = candidates.iter().find(|p| p.is_file()) {
+        return Some(found.clone());
+    }
+    let names: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test}: none of {names:?} exists, and CI=true forbids skipping ({install})");
+    }
+    eprintln!(
+        "\n!!! SKIPPED {test}: none of {names:?} exists. \
+         Run `bash scripts/install-deps.sh` ({install}). !!!\n"
+    );
+    None
+}
+
+/// `name` on PATH, as a path.
+fn on_path(name: &str) -> Vec<PathBuf> {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).collect())
+        .unwrap_or_default()
+}
+
+fn kubernetes_validate(test: &str) -> Option<PathBuf> {
+    let mut candidates = vec![Path::new(KUBERNETES_VALIDATE_VENV).join("bin/kubernetes-validate")];
+    candidates.extend(on_path("kubernetes-validate"));
+    tool(test, &candidates, "kubernetes-validate from PyPI")
+}
+
+fn promtool(test: &str) -> Option<PathBuf> {
+    tool(test, &on_path("promtool"), "Debian's prometheus package")
+}
+
+/// Runs the validator on files; (success, stdout + stderr).
+fn validate(bin: &Path, files: &[PathBuf]) -> (bool, String) {
+    let out = Command::new(bin)
+        .args(["--kubernetes-version", KUBERNETES_VERSION, "--strict"])
+        .args(files)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// The kustomize base's resources, in its order.
+fn kustomize_resources(dir: &str) -> Vec<String> {
+    let k = one_document(&format!("{dir}/kustomization.yaml"));
+    assert_eq!(k["kind"].as_str(), Some("Kustomization"), "{dir}");
+    k["resources"]
+        .as_sequence()
+        .unwrap_or_else(|| panic!("{dir}/kustomization.yaml: no resources"))
+        .iter()
+        .map(|r| format!("{dir}/{}", string(r, "resource")))
+        .collect()
+}
+
+fn daemonset() -> Value {
+    let docs = documents("manifests/deploy/daemonset.yaml");
+    let ds = by_kind(&docs, "DaemonSet");
+    assert_eq!(ds.len(), 1);
+    ds[0].clone()
+}
+
+fn daemonset_container() -> Value {
+    let ds = daemonset();
+    let containers = ds["spec"]["template"]["spec"]["containers"]
+        .as_sequence()
+        .expect("DaemonSet containers")
+        .clone();
+    assert_eq!(containers.len(), 1, "one container");
+    containers[0].clone()
+}
+
+fn values_container() -> Value {
+    let values = one_document("manifests/deploy/cilium-values.yaml");
+    let containers = values["extraContainers"]
+        .as_sequence()
+        .expect("extraContainers")
+        .clone();
+    assert_eq!(containers.len(), 1, "one extra container");
+    containers[0].clone()
+}
+
+/// The values' container in a Pod shaped like cilium-agent's (host network,
+/// the chart's `bpf-maps` volume), so the schema checks the container spec.
+fn values_as_pod() -> String {
+    let pod = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "cilium-agent-with-mcast-egress", "namespace": "kube-system"},
+        "spec": {
+            "hostNetwork": true,
+            "containers": [serde_json::to_value(values_container()).expect("container as JSON")],
+            "volumes": [{"name": "bpf-maps", "hostPath": {"path": "/sys/fs/bpf", "type": "DirectoryOrCreate"}}],
+        },
+    });
+    serde_json::to_string_pretty(&pod).expect("pod as JSON")
+}
+
+#[test]
+fn kubernetes_objects_match_the_pinned_schemas() {
+    let Some(bin) = kubernetes_validate("kubernetes_objects_match_the_pinned_schemas") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pod = dir.path().join("cilium-values-pod.json");
+    std::fs::write(&pod, values_as_pod()).expect("write pod");
+
+    let mut files: Vec<PathBuf> = kustomize_resources("manifests/deploy")
+        .iter()
+        .map(|r| root().join(r))
+        .collect();
+    files.push(pod);
+    let (ok, out) = validate(&bin, &files);
+    assert!(ok, "kubernetes-validate failed:\n{out}");
+    // Every object was checked against a schema, none passed for want of one.
+    for kind in [
+        "serviceaccount",
+        "clusterrole",
+        "clusterrolebinding",
+        "daemonset",
+        "pod",
+    ] {
+        assert!(
+            out.contains(&format!("passed for resource {kind}/")),
+            "{kind} not validated:\n{out}"
+        );
+    }
+    assert!(!out.contains("Couldn't find schema"), "{out}");
+
+    // Positive control for the validator: the same DaemonSet with one field
+    // of the wrong type, and one unknown field, must fail.
+    let broken = read("manifests/deploy/daemonset.yaml")
+        .replace("hostNetwork: true", "hostNetwork: \"yes\"")
+        .replace("dnsPolicy:", "dnsPolicyy:");
+    let broken_path = dir.path().join("broken-daemonset.yaml");
+    std::fs::write(&broken_path, broken).expect("write broken");
+    let (ok, out) = validate(&bin, &[broken_path]);
+    assert!(!ok, "a broken DaemonSet passed:\n{out}");
+}
+
+#[test]
+fn the_deploy_base_is_complete_and_read_only() {
+    let resources = kustomize_resources("manifests/deploy");
+    let docs: Vec<Value> = resources.iter().flat_map(|r| documents(r)).collect();
+
+    // One of each, and the rbac nowhere else (no second ClusterRole).
+    for kind in [
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "DaemonSet",
+    ] {
+        assert_eq!(by_kind(&docs, kind).len(), 1, "{kind}");
+    }
+    let sa = by_kind(&docs, "ServiceAccount")[0];
+    let role = by_kind(&docs, "ClusterRole")[0];
+    let binding = by_kind(&docs, "ClusterRoleBinding")[0];
+    let sa_name = string(&sa["metadata"]["name"], "ServiceAccount name");
+    assert_eq!(sa["metadata"]["namespace"].as_str(), Some("kube-system"));
+
+    // Only get/list/watch on the three Cilium kinds.
+    let rules = role["rules"].as_sequence().expect("rules");
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    let set = |v: &Value| -> BTreeSet<String> {
+        v.as_sequence()
+            .expect("list")
+            .iter()
+            .map(|s| string(s, "rule"))
+            .collect()
+    };
+    assert_eq!(
+        set(&rules[0]["apiGroups"]),
+        BTreeSet::from(["cilium.io".into()])
+    );
+    assert_eq!(
+        set(&rules[0]["resources"]),
+        [
+            "ciliumegressgatewaypolicies",
+            "ciliumnodes",
+            "ciliumendpoints"
+        ]
+        .map(String::from)
+        .into()
+    );
+    assert_eq!(
+        set(&rules[0]["verbs"]),
+        ["get", "list", "watch"].map(String::from).into()
+    );
+    assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
+    assert_eq!(
+        binding["subjects"][0]["name"].as_str(),
+        Some(sa_name.as_str())
+    );
+    assert_eq!(
+        binding["subjects"][0]["namespace"].as_str(),
+        Some("kube-system")
+    );
+
+    let ds = by_kind(&docs, "DaemonSet")[0];
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(ds["metadata"]["namespace"].as_str(), Some("kube-system"));
+    assert_eq!(pod["serviceAccountName"].as_str(), Some(sa_name.as_str()));
+    assert_eq!(pod["hostNetwork"].as_bool(), Some(true));
+    assert_eq!(pod["dnsPolicy"].as_str(), Some("ClusterFirstWithHostNet"));
+    assert_eq!(
+        pod["priorityClassName"].as_str(),
+        Some("system-node-critical")
+    );
+    assert!(
+        pod["tolerations"]
+            .as_sequence()
+            .expect("tolerations")
+            .iter()
+            .any(|t| t["operator"].as_str() == Some("Exists") && t["key"].is_null()),
+        "must tolerate every taint, as cilium-agent does"
+    );
+    let c = daemonset_container();
+    let env = c["env"].as_sequence().expect("env");
+    let node_name = env
+        .iter()
+        .find(|e| e["name"].as_str() == Some("NODE_NAME"))
+        .expect("NODE_NAME");
+    assert_eq!(
+        node_name["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
+        Some("spec.nodeName")
+    );
+    assert_eq!(
+        c["livenessProbe"]["httpGet"]["path"].as_str(),
+        Some("/healthz")
+    );
+    let mounts = c["volumeMounts"].as_sequence().expect("mounts");
+    let bpffs = mounts
+        .iter()
+        .find(|m| m["mountPath"].as_str() == Some("/sys/fs/bpf"))
+        .expect("bpffs mount");
+    assert_eq!(bpffs["mountPropagation"].as_str(), Some("HostToContainer"));
+    let volume = pod["volumes"]
+        .as_sequence()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == bpffs["name"])
+        .expect("bpffs volume");
+    assert_eq!(volume["hostPath"]["path"].as_str(), Some("/sys/fs/bpf"));
+    // Nothing of the node's but the BPF filesystem.
+    assert_eq!(mounts.len(), 1, "{mounts:?}");
+}
+
+#[test]
+fn both_ways_run_the_same_image_with_the_same_privileges() {
+    let ds = daemonset_container();
+    let values = values_container();
+    let image = format!("cilium-mcast-egress:{}", env!("CARGO_PKG_VERSION"));
+    for (way, c) in [("daemonset.yaml", &ds), ("cilium-values.yaml", &values)] {
+        assert_eq!(c["image"].as_str(), Some(image.as_str()), "{way}");
+        let sc = &c["securityContext"];
+        assert_ne!(sc["privileged"].as_bool(), Some(true), "{way}: privileged");
+        assert_eq!(
+            sc["allowPrivilegeEscalation"].as_bool(),
+            Some(false),
+            "{way}"
+        );
+        assert_eq!(sc["readOnlyRootFilesystem"].as_bool(), Some(true), "{way}");
+        assert_eq!(
+            sc["capabilities"]["drop"],
+            serde_norway::from_str::<Value>("[ALL]").expect("yaml"),
+            "{way}: drop ALL"
+        );
+        let args: Vec<String> = c["args"]
+            .as_sequence()
+            .expect("args")
+            .iter()
+            .map(|a| string(a, "arg"))
+            .collect();
+        assert_eq!(args.first().map(String::as_str), Some("run"), "{way}");
+        assert!(
+            args.windows(2)
+                .any(|w| w[0] == "--metrics-addr" && w[1].ends_with(":9980")),
+            "{way}: {args:?}"
+        );
+        assert_eq!(c["ports"][0]["containerPort"].as_u64(), Some(9980), "{way}");
+        assert!(c["resources"]["limits"]["memory"].is_string(), "{way}");
+    }
+    // The one list an adjustment to the capability set must change in both.
+    assert_eq!(
+        ds["securityContext"], values["securityContext"],
+        "the DaemonSet and the cilium values must run with the same securityContext"
+    );
+    // README: /readyz must not be the readiness of cilium-agent's pod.
+    assert!(values["readinessProbe"].is_null());
+}
+
+/// The PodMonitors and the PrometheusRule by the fields we use: their CRDs
+/// are not among the Kubernetes schemas.
+#[test]
+fn prometheus_operator_objects_point_at_the_sidecar() {
+    let resources = kustomize_resources("manifests/monitoring");
+    let docs: Vec<Value> = resources.iter().flat_map(|r| documents(r)).collect();
+    for d in &docs {
+        assert_eq!(
+            d["apiVersion"].as_str(),
+            Some("monitoring.coreos.com/v1"),
+            "{d:?}"
+        );
+        assert!(d["metadata"]["name"].is_string());
+        assert_eq!(d["metadata"]["namespace"].as_str(), Some("kube-system"));
+    }
+
+    // Each PodMonitor selects the pods of one way on that way's port name.
+    let ds = daemonset();
+    let ds_labels = &ds["spec"]["template"]["metadata"]["labels"];
+    let ways = [
+        (ds_labels.clone(), daemonset_container()),
+        (
+            serde_norway::from_str::<Value>("{k8s-app: cilium}").expect("yaml"),
+            values_container(),
+        ),
+    ];
+    let monitors = by_kind(&docs, "PodMonitor");
+    assert_eq!(monitors.len(), ways.len());
+    for (labels, container) in &ways {
+        let port_name = string(&container["ports"][0]["name"], "port name");
+        let m = monitors
+            .iter()
+            .find(|m| m["spec"]["podMetricsEndpoints"][0]["port"].as_str() == Some(&port_name))
+            .unwrap_or_else(|| panic!("no PodMonitor on port {port_name}"));
+        let selector = m["spec"]["selector"]["matchLabels"]
+            .as_mapping()
+            .expect("matchLabels");
+        for (k, v) in selector {
+            assert_eq!(&labels[k], v, "PodMonitor selector {k:?}");
+        }
+        assert_eq!(
+            m["spec"]["podMetricsEndpoints"][0]["path"].as_str(),
+            Some("/metrics")
+        );
+    }
+
+    // One source of truth: the PrometheusRule holds rules.yaml's groups.
+    let rules = by_kind(&docs, "PrometheusRule");
+    assert_eq!(rules.len(), 1);
+    let plain = one_document("manifests/monitoring/rules.yaml");
+    assert_eq!(
+        rules[0]["spec"]["groups"], plain["groups"],
+        "prometheusrule.yaml and rules.yaml differ"
+    );
+    assert_eq!(rules[0]["spec"].as_mapping().map(|m| m.len()), Some(1));
+
+    // The dashboard ConfigMap generator names a file that exists.
+    let k = one_document("manifests/monitoring/kustomization.yaml");
+    for f in k["configMapGenerator"][0]["files"]
+        .as_sequence()
+        .expect("files")
+    {
+        let f = string(f, "file");
+        let json: serde_json::Value =
+            serde_json::from_str(&read(&format!("manifests/monitoring/{f}")))
+                .unwrap_or_else(|e| panic!("{f}: {e}"));
+        assert!(json["panels"].is_array(), "{f}");
+    }
+}
+
+/// The metric families of README's Metrics table, with their type.
+fn readme_metrics() -> Vec<(String, String)> {
+    let readme = read("README.md");
+    let section = readme
+        .split("\n## Metrics\n")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("README has a Metrics section");
+    let mut out = Vec::new();
+    for line in section.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let kind = cells[2].to_string();
+        for name in cells[1].split(',') {
+            let name = name.trim().trim_matches('`');
+            out.push((format!("cilium_mcast_egress_{name}"), kind.clone()));
+        }
+    }
+    assert!(out.len() >= 20, "README's table not found: {out:?}");
+    out
+}
+
+/// Every `cilium_mcast_egress_*` name in a text.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("cilium_mcast_egress_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.insert(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    names
+}
+
+#[test]
+fn rules_and_dashboard_use_only_documented_metrics() {
+    let documented = readme_metrics();
+    let known = |name: &str| {
+        documented.iter().any(|(m, kind)| {
+            m == name
+                || (kind == "histogram"
+                    && ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .any(|s| name.strip_suffix(s) == Some(m.as_str())))
+        })
+    };
+    for file in [
+        "manifests/monitoring/rules.yaml",
+        "manifests/monitoring/rules.test.yaml",
+        "manifests/monitoring/dashboard.json",
+    ] {
+        let names = metric_names(&read(file));
+        assert!(!names.is_empty(), "{file}");
+        for name in names {
+            assert!(
+                known(&name),
+                "{file}: {name} is not in README's Metrics table"
+            );
+        }
+    }
+    // The checker itself: a name that is not documented is caught.
+    assert!(!known("cilium_mcast_egress_packets"));
+    assert!(known("cilium_mcast_egress_sync_duration_seconds_bucket"));
+}
+
+#[test]
+fn alert_rules_pass_promtool_check_and_unit_tests() {
+    let Some(promtool) = promtool("alert_rules_pass_promtool_check_and_unit_tests") else {
+        return;
+    };
+    let dir = root().join("manifests/monitoring");
+    for args in [
+        ["check", "rules", "rules.yaml"],
+        ["test", "rules", "rules.test.yaml"],
+    ] {
+        let out = Command::new(&promtool)
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("promtool");
+        assert!(
+            out.status.success(),
+            "promtool {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // Positive control: the unit tests fail when an alert stops firing
+    // (the links alert compares the other way round).
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let rules = read("manifests/monitoring/rules.yaml");
+    let broken = rules.replace(
+        "cilium_mcast_egress_attached_links < cilium_mcast_egress_expected_links",
+        "cilium_mcast_egress_attached_links > cilium_mcast_egress_expected_links",
+    );
+    assert_ne!(broken, rules);
+    std::fs::write(tmp.path().join("rules.yaml"), broken).expect("write");
+    std::fs::copy(
+        dir.join("rules.test.yaml"),
+        tmp.path().join("rules.test.yaml"),
+    )
+    .expect("copy");
+    let out = Command::new(&promtool)
+        .args(["test", "rules", "rules.test.yaml"])
+        .current_dir(tmp.path())
+        .output()
+        .expect("promtool");
+    assert!(
+        !out.status.success(),
+        "the unit tests missed a broken alert"
+    );
+}
