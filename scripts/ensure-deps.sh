@@ -13,6 +13,9 @@ done
 for header in /usr/include/gelf.h /usr/include/zlib.h /usr/include/bpf/libbpf.h /usr/include/linux/bpf.h; do
 	[ -e "$header" ] || missing+=("$header")
 done
+# The manifest checks: promtool, and the pinned Kubernetes schema validator.
+command -v promtool >/dev/null 2>&1 || missing+=(promtool)
+[ -x /opt/kubernetes-validate-1.37.0/bin/kubernetes-validate ] || missing+=(kubernetes-validate)
 if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ls /usr/lib/*/libclang*.so* >/dev/null 2>&1; then
 	missing+=(libclang)
 fi
