@@ -230,16 +230,6 @@ impl Objects {
         sort_by_key(&mut self.nodes, node_key);
         sort_by_key(&mut self.endpoints, endpoint_key);
     }
-
-    /// The distinct identities the endpoints hold.
-    pub fn identities(&self) -> usize {
-        let distinct: HashSet<*const Identity> = self
-            .endpoints
-            .iter()
-            .filter_map(|e| e.identity.as_ref().map(Arc::as_ptr))
-            .collect();
-        distinct.len()
-    }
 }
 
 /// (namespace, name) of an object, as a source keys it.

@@ -45,9 +45,4 @@ impl NodeA {
         let ifindex = ifindex_of(dev).unwrap_or_else(|e| panic!("{dev}: {e}"));
         lab::lxc_put_at(&self.lxc, ip, ifindex, identity).expect("updating cilium_lxc");
     }
-
-    /// Our maps under our BPF filesystem.
-    pub fn paths(&self) -> Paths {
-        Paths::new(self.ours.path())
-    }
 }
