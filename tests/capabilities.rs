@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::daemon::{self, Daemon};
 use common::node::NodeA;
+use common::yaml;
 
 /// The minimal set, as `setpriv` names the capabilities (CAP_ dropped,
 /// lower case), and what each is for (README "Capabilities").
@@ -28,43 +29,11 @@ const PROBE: &str = "127.0.0.1:9980";
 const READY_WITHIN: Duration = Duration::from_secs(10);
 
 /// One policy that selects the node's one pod, so the sync writes an entry.
-const MANIFESTS: &str = r#"
-apiVersion: cilium.io/v2
-kind: CiliumNode
-metadata:
-  name: node-a
-  labels: {egress: "a"}
-spec:
-  addresses:
-  - {type: InternalIP, ip: 192.0.2.10}
----
-apiVersion: cilium.io/v2
-kind: CiliumEndpoint
-metadata: {name: cam-1, namespace: media}
-status:
-  identity:
-    id: 4001
-    labels:
-    - k8s:app=camera
-    - k8s:io.kubernetes.pod.namespace=media
-  networking:
-    addressing:
-    - ipv4: 198.51.100.11
-    node: 192.0.2.10
----
-apiVersion: cilium.io/v2
-kind: CiliumEgressGatewayPolicy
-metadata: {name: cameras}
-spec:
-  selectors:
-  - podSelector:
-      matchLabels: {app: camera}
-  destinationCIDRs: [232.1.0.0/16]
-  egressGateway:
-    nodeSelector:
-      matchLabels: {egress: "a"}
-    interface: uplink0
-"#;
+fn cluster_yaml() -> String {
+    let pod = yaml::camera("cam-1", 1, "198.51.100.11", "192.0.2.10");
+    let policy = yaml::cameras("cameras", "232.1.0.0/16", "a");
+    format!("{}---{pod}---{policy}", yaml::NODE_A)
+}
 
 /// node-a with one pod behind `lxc_pod1` and a manifests directory.
 struct Fixture {
@@ -77,7 +46,7 @@ impl Fixture {
         let node = NodeA::new(test, &[("lxc_pod1", "pod1")]);
         node.put_pod(Ipv4Addr::new(198, 51, 100, 11), "lxc_pod1", 4001);
         let manifests = tempfile::tempdir().expect("tempdir");
-        std::fs::write(manifests.path().join("cluster.yaml"), MANIFESTS).expect("manifests");
+        std::fs::write(manifests.path().join("cluster.yaml"), cluster_yaml()).expect("manifests");
         Fixture { node, manifests }
     }
 }

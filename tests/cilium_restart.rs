@@ -22,6 +22,7 @@ use cilium_mcast_egress::datapath::tcx::{ifindex_of, tcx_ingress_chain};
 use cilium_mcast_egress::datapath::{Paths, Plain};
 use common::daemon::{self, Running};
 use common::node::NodeA;
+use common::yaml;
 use common::{sh, wait_for, PodNs, Tap};
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
@@ -41,49 +42,13 @@ fn http_get(path: &str) -> Option<u16> {
     daemon::http_status(PROBE, path)
 }
 
-const MANIFESTS: &str = r#"
-apiVersion: cilium.io/v2
-kind: CiliumNode
-metadata:
-  name: node-a
-  labels: {kubernetes.io/hostname: node-a, egress: "a"}
-spec:
-  addresses:
-  - {type: InternalIP, ip: 192.0.2.10}
----
-apiVersion: cilium.io/v2
-kind: CiliumEgressGatewayPolicy
-metadata: {name: camera-ssm}
-spec:
-  selectors:
-  - podSelector:
-      matchLabels: {app: camera}
-  destinationCIDRs: [232.1.0.0/16]
-  egressGateway:
-    nodeSelector:
-      matchLabels: {egress: "a"}
-    interface: uplink0
-"#;
+fn manifests() -> String {
+    let policy = yaml::cameras("camera-ssm", "232.1.0.0/16", "a");
+    format!("{}---{policy}", yaml::NODE_A)
+}
 
 fn endpoint(name: &str, n: u32, ip: Ipv4Addr) -> String {
-    format!(
-        r#"
-apiVersion: cilium.io/v2
-kind: CiliumEndpoint
-metadata: {{name: {name}, namespace: media, uid: 0f8a3b52-2222-4c8e-9a51-00000000000{n}}}
-status:
-  id: {n}
-  identity:
-    id: {IDENTITY_CAMERA}
-    labels:
-    - k8s:app=camera
-    - k8s:io.kubernetes.pod.namespace=media
-  networking:
-    addressing:
-    - ipv4: {ip}
-    node: 192.0.2.10
-"#
-    )
+    yaml::camera(name, n, &ip.to_string(), "192.0.2.10")
 }
 
 /// Whether the pinned maps still carry `pod`: its policy entry and its
@@ -176,7 +141,7 @@ fn cilium_refilling_its_endpoint_map_withdraws_nothing_that_lives() {
         });
 
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("cluster.yaml"), MANIFESTS).unwrap();
+        std::fs::write(dir.path().join("cluster.yaml"), manifests()).unwrap();
         std::fs::write(dir.path().join("pod1.yaml"), endpoint("pod1", 1, POD1)).unwrap();
         std::fs::write(dir.path().join("pod2.yaml"), endpoint("pod2", 2, POD2)).unwrap();
         let daemon = Running::start(dir.path(), ours.path(), cilium.path(), PROBE, 200, &[]);

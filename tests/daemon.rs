@@ -17,6 +17,7 @@ use cilium_mcast_egress::datapath::Paths;
 use common::daemon::{self, Running};
 use common::node::NodeA;
 use common::sh;
+use common::yaml;
 
 const PROBE: &str = "127.0.0.1:9980";
 const NODE_A: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
@@ -47,25 +48,13 @@ fn map_ids(paths: &Paths) -> Vec<(&'static str, u32)> {
         .collect()
 }
 
-const NODES: &str = r#"
-apiVersion: cilium.io/v2
-kind: CiliumNode
-metadata:
-  name: node-a
-  labels: {kubernetes.io/hostname: node-a, egress: "a"}
-spec:
-  addresses:
-  - {type: InternalIP, ip: 192.0.2.10}
----
-apiVersion: cilium.io/v2
-kind: CiliumNode
-metadata:
-  name: node-b
-  labels: {kubernetes.io/hostname: node-b, egress: "b"}
-spec:
-  addresses:
-  - {type: InternalIP, ip: 192.0.2.20}
-"#;
+fn nodes() -> String {
+    format!(
+        "{}---{}",
+        yaml::NODE_A,
+        yaml::node("node-b", "b", "192.0.2.20")
+    )
+}
 
 fn endpoint(name: &str, uid: &str, ip: Ipv4Addr, identity: u32, app: &str) -> String {
     format!(
@@ -122,7 +111,7 @@ fn daemon_follows_the_manifests_and_survives_restarts() {
         let pod2_if = ifindex_of("lxc_pod2").unwrap();
 
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("nodes.yaml"), NODES).unwrap();
+        std::fs::write(dir.path().join("nodes.yaml"), nodes()).unwrap();
         std::fs::write(
             dir.path().join("pod1.yaml"),
             endpoint(

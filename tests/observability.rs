@@ -16,6 +16,7 @@ use cilium_mcast_egress::datapath::Paths;
 use common::daemon::{self, sample, Daemon, Running};
 use common::lab_io::{pod_socket, send_stream, Receiver};
 use common::node::NodeA;
+use common::yaml;
 use lab::addr::{EGRESS_B, GROUP, UPSTREAM_B};
 use lab::{camera_policy, Lab, LabConfig, Node, Pod};
 
@@ -206,57 +207,12 @@ fn scrape_counts_every_datagram_drops_and_survives_a_restart() {
 
 /// This node (192.0.2.10) is the gateway of `cameras`, `bad-prefix` is
 /// invalid, and one local camera pod exists that never sends.
-const QUIET_MANIFESTS: &str = r#"
-apiVersion: cilium.io/v2
-kind: CiliumNode
-metadata:
-  name: node-a
-  labels: {kubernetes.io/hostname: node-a, egress: "a"}
-spec:
-  addresses:
-  - {type: InternalIP, ip: 192.0.2.10}
----
-apiVersion: cilium.io/v2
-kind: CiliumEndpoint
-metadata: {name: pod1, namespace: media, uid: 0f8a3b52-2222-4c8e-9a51-000000000001}
-status:
-  id: 100
-  identity:
-    id: 4001
-    labels:
-    - k8s:app=camera
-    - k8s:io.kubernetes.pod.namespace=media
-  networking:
-    addressing:
-    - ipv4: 198.51.100.11
-    node: 192.0.2.10
----
-apiVersion: cilium.io/v2
-kind: CiliumEgressGatewayPolicy
-metadata: {name: cameras}
-spec:
-  selectors:
-  - podSelector:
-      matchLabels: {app: camera}
-  destinationCIDRs: [232.1.0.0/16]
-  egressGateway:
-    nodeSelector:
-      matchLabels: {egress: "a"}
-    interface: uplink0
----
-apiVersion: cilium.io/v2
-kind: CiliumEgressGatewayPolicy
-metadata: {name: bad-prefix}
-spec:
-  selectors:
-  - podSelector:
-      matchLabels: {app: camera}
-  destinationCIDRs: [232.0.0.0/4]
-  egressGateway:
-    nodeSelector:
-      matchLabels: {egress: "a"}
-    interface: uplink0
-"#;
+fn quiet_manifests() -> String {
+    let pod = yaml::camera("pod1", 1, "198.51.100.11", "192.0.2.10");
+    let cameras = yaml::cameras("cameras", "232.1.0.0/16", "a");
+    let bad_prefix = yaml::cameras("bad-prefix", "232.0.0.0/4", "a");
+    format!("{}---{pod}---{cameras}---{bad_prefix}", yaml::NODE_A)
+}
 
 /// node-a with one pod, `pod` behind `lxc_pod1`, identity 4001. Returns
 /// our and Cilium's BPF filesystems.
@@ -278,7 +234,7 @@ fn quiet_node_scrape_has_drops_policy_sync_and_gateway_gauges() {
     common::in_new_netns(|| {
         let (ours, cilium) = one_pod_node("quiet", Ipv4Addr::new(198, 51, 100, 11));
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("quiet.yaml"), QUIET_MANIFESTS).unwrap();
+        std::fs::write(dir.path().join("quiet.yaml"), quiet_manifests()).unwrap();
 
         let _daemon = Running::start(dir.path(), ours.path(), cilium.path(), PROBE, 1000, &[]);
         common::wait_for("/readyz", Duration::from_secs(20), || {
@@ -443,18 +399,6 @@ users:
         assert!(body.contains("first sync"), "{body}");
     });
 }
-
-/// node-a's own CiliumNode, written only once the test wants it.
-const NODE_A: &str = r#"
-apiVersion: cilium.io/v2
-kind: CiliumNode
-metadata:
-  name: node-a
-  labels: {kubernetes.io/hostname: node-a, egress: "a"}
-spec:
-  addresses:
-  - {type: InternalIP, ip: 192.0.2.10}
-"#;
 
 /// Everything but node-a's CiliumNode: another node, this node's camera
 /// pod, the policy that makes node-a its gateway; and the input that used
@@ -631,10 +575,7 @@ fn unknown_node_name_is_not_ready_until_the_node_appears() {
         let syncs = metric("cilium_mcast_egress_sync_duration_seconds_count", &[]).unwrap();
         std::fs::write(
             dir.path().join("node-c.yaml"),
-            NODE_A
-                .replace("node-a", "node-c")
-                .replace("egress: \"a\"", "egress: \"c\"")
-                .replace("192.0.2.10", "192.0.2.30"),
+            yaml::node("node-c", "c", "192.0.2.30"),
         )
         .unwrap();
         common::wait_for("node-c synced", Duration::from_secs(10), || {
@@ -665,7 +606,7 @@ fn unknown_node_name_is_not_ready_until_the_node_appears() {
         );
 
         // Positive control: the node appears, and everything proceeds.
-        std::fs::write(dir.path().join("node-a.yaml"), NODE_A).unwrap();
+        std::fs::write(dir.path().join("node-a.yaml"), yaml::NODE_A).unwrap();
         common::wait_for("/readyz 200", Duration::from_secs(10), || {
             http_get("/readyz").map(|r| r.0) == Some(200)
         });
@@ -714,11 +655,8 @@ fn unknown_node_name_is_not_ready_until_the_node_appears() {
 /// 198.51.100.200 is a camera too; `mics` (gateway node-b) selects nothing
 /// here but is a policy whose name the CLI wants.
 fn full_map_manifests(remote_pods: u8) -> String {
-    let node_b = NODE_A
-        .replace("node-a", "node-b")
-        .replace("egress: \"a\"", "egress: \"b\"")
-        .replace("192.0.2.10", "192.0.2.20");
-    let mut out = format!("{NODE_A}---{node_b}---");
+    let node_b = yaml::node("node-b", "b", "192.0.2.20");
+    let mut out = format!("{}---{node_b}---", yaml::NODE_A);
     out.push_str(
         r#"
 apiVersion: cilium.io/v2
@@ -753,23 +691,8 @@ spec:
         .map(|n| (format!("remote-{n}"), n, "192.0.2.20"))
         .chain([("own".to_string(), 200, "192.0.2.10")]);
     for (name, n, node) in pods {
-        out.push_str(&format!(
-            r#"---
-apiVersion: cilium.io/v2
-kind: CiliumEndpoint
-metadata: {{name: {name}, namespace: media, uid: 0f8a3b52-4444-4c8e-9a51-{n:012}}}
-status:
-  identity:
-    id: 4001
-    labels:
-    - k8s:app=camera
-    - k8s:io.kubernetes.pod.namespace=media
-  networking:
-    addressing:
-    - ipv4: 198.51.100.{n}
-    node: {node}
-"#
-        ));
+        let pod = yaml::camera(&name, n.into(), &format!("198.51.100.{n}"), node);
+        out.push_str(&format!("---{pod}"));
     }
     out
 }
@@ -971,10 +894,7 @@ fn a_failing_sync_is_retried_counted_and_logged_once() {
             .unwrap();
         std::fs::write(
             dir.path().join("node-c.yaml"),
-            NODE_A
-                .replace("node-a", "node-c")
-                .replace("egress: \"a\"", "egress: \"c\"")
-                .replace("192.0.2.10", "192.0.2.30"),
+            yaml::node("node-c", "c", "192.0.2.30"),
         )
         .unwrap();
         common::wait_for("ten failed syncs", Duration::from_secs(20), || {

@@ -11,6 +11,7 @@ pub mod lab_io;
 pub mod node;
 pub mod observer;
 pub mod packet;
+pub mod yaml;
 
 /// Addresses of the single-node fixtures, all in documentation ranges.
 pub mod addr {
