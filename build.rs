@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 
 use libbpf_cargo::SkeletonBuilder;
 
+#[path = "build/enum_labels.rs"]
+mod enum_labels;
+
 /// (source, skeleton file) pairs: the datapath, one object with every
 /// program. The test and bench objects are built too so that `tests/` and
 /// `benches/` can include them; the binary never does.
@@ -69,7 +72,13 @@ fn main() {
         &out.join("cilium_compat.rs"),
     );
 
+    generate_labels(
+        &include.join("mcast_egress.h"),
+        &out.join("mcast_labels.rs"),
+    );
+
     println!("cargo:rerun-if-changed=bpf");
+    println!("cargo:rerun-if-changed=build");
     println!("cargo:rerun-if-changed=include");
 }
 
@@ -133,4 +142,26 @@ fn generate_cilium_compat(header: &Path, out: &Path) {
         .unwrap_or_else(|e| panic!("bindgen {}: {e}", header.display()))
         .write_to_file(out)
         .unwrap_or_else(|e| panic!("writing {}: {e}", out.display()));
+}
+
+/// `DROP_LABELS` and `ROLE_LABELS`: (code, label) of every drop reason and
+/// role, from the comments of the header's enums, the one list of them.
+fn generate_labels(header: &Path, out: &Path) {
+    let text = std::fs::read_to_string(header)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", header.display()));
+    let table = |prefix: &str| {
+        enum_labels::enumerators(&text, prefix)
+            .iter()
+            .map(|(_, code, label)| format!("({code}, {label:?}), "))
+            .collect::<String>()
+    };
+    let rust = format!(
+        "/// (code, label) of every `enum mcast_drop_reason` code.\n\
+         pub const DROP_LABELS: &[(u32, &str)] = &[{}];\n\
+         /// (code, label) of every `enum mcast_role` code.\n\
+         pub const ROLE_LABELS: &[(u32, &str)] = &[{}];\n",
+        table("MCAST_DROP_"),
+        table("MCAST_ROLE_")
+    );
+    std::fs::write(out, rust).unwrap_or_else(|e| panic!("writing {}: {e}", out.display()));
 }

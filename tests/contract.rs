@@ -5,55 +5,11 @@
 
 use std::path::Path;
 
-use cilium_mcast_egress::datapath::maps::{DropReason, Role};
+#[path = "../build/enum_labels.rs"]
+mod enum_labels;
+use enum_labels::enumerators;
 
-/// (enumerator suffix, code, label) of every `PREFIX*` enumerator of the
-/// header, in order; the `*_MAX` sentinel is left out.
-fn enumerators(header: &str, prefix: &str) -> Vec<(String, u32, String)> {
-    let mut out = Vec::new();
-    let mut comment = String::new();
-    let mut in_comment = false;
-    for line in header.lines() {
-        let t = line.trim();
-        if t.starts_with("/*") {
-            in_comment = true;
-            comment.clear();
-        }
-        if in_comment {
-            let text = t
-                .trim_start_matches("/*")
-                .trim_end_matches("*/")
-                .trim_start_matches('*')
-                .trim();
-            if !text.is_empty() {
-                comment.push_str(text);
-                comment.push(' ');
-            }
-            if t.ends_with("*/") {
-                in_comment = false;
-            }
-            continue;
-        }
-        let Some(rest) = t.strip_prefix(prefix) else {
-            comment.clear();
-            continue;
-        };
-        let rest = rest.trim_end_matches(',');
-        let Some((name, code)) = rest.split_once('=') else {
-            assert!(rest.ends_with("MAX"), "{prefix}{rest} has no explicit code");
-            continue;
-        };
-        let code: u32 = code.trim().parse().expect("a numeric code");
-        let label = comment
-            .split_once(':')
-            .map(|(label, _)| label.trim().to_owned())
-            .filter(|l| !l.contains(' '))
-            .unwrap_or_else(|| panic!("{prefix}{name}: its comment does not start with a label"));
-        out.push((name.trim().to_owned(), code, label));
-        comment.clear();
-    }
-    out
-}
+use cilium_mcast_egress::datapath::maps::{DropReason, Role};
 
 fn header() -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("include/mcast_egress.h");

@@ -21,11 +21,9 @@ pub enum Role {
 impl Role {
     pub const ALL: [Role; 2] = [Role::Origin, Role::Gateway];
 
+    /// The stable label, from the header like the drop reasons'.
     pub fn label(self) -> &'static str {
-        match self {
-            Role::Origin => "origin",
-            Role::Gateway => "gateway",
-        }
+        label_of(intf::ROLE_LABELS, self.raw())
     }
 
     pub(super) fn raw(self) -> u32 {
@@ -38,6 +36,15 @@ impl Role {
     pub fn from_raw(raw: u32) -> Option<Role> {
         Role::ALL.into_iter().find(|r| r.raw() == raw)
     }
+}
+
+/// The label of `code` in a generated table; every code the enums define
+/// has one (build.rs refuses an enumerator without).
+fn label_of(table: &[(u32, &'static str)], code: u32) -> &'static str {
+    table
+        .iter()
+        .find(|(c, _)| *c == code)
+        .map_or("unknown", |(_, label)| label)
 }
 
 /// Why the datapath dropped a packet: the codes of `enum mcast_drop_reason`.
@@ -82,54 +89,11 @@ impl DropReason {
         (1..Self::MAX).contains(&code).then_some(DropReason(code))
     }
 
-    /// The stable label, for metrics and the CLI. Exhaustive over the
-    /// generated enum, so a new C code does not build without a label.
+    /// The stable label, for metrics and the CLI: the one its enumerator's
+    /// comment in `include/mcast_egress.h` starts with (a code without one
+    /// does not build).
     pub fn label(self) -> &'static str {
-        let raw = [
-            RawDrop::MCAST_DROP_NO_GATEWAY,
-            RawDrop::MCAST_DROP_SPOOFED_SOURCE,
-            RawDrop::MCAST_DROP_UNKNOWN_SOURCE,
-            RawDrop::MCAST_DROP_UNKNOWN_PEER,
-            RawDrop::MCAST_DROP_NOT_GATEWAY,
-            RawDrop::MCAST_DROP_NO_EGRESS_IP,
-            RawDrop::MCAST_DROP_TTL_EXCEEDED,
-            RawDrop::MCAST_DROP_NO_TUNNEL,
-            RawDrop::MCAST_DROP_NO_EGRESS_IFACE,
-            RawDrop::MCAST_DROP_UNSUPPORTED_PROTO,
-            RawDrop::MCAST_DROP_MALFORMED,
-            RawDrop::MCAST_DROP_TUNNEL_KEY,
-            RawDrop::MCAST_DROP_REWRITE,
-            RawDrop::MCAST_DROP_CLONE,
-            RawDrop::MCAST_DROP_ORIGIN_MISMATCH,
-            RawDrop::MCAST_DROP_MTU_EXCEEDED,
-            RawDrop::MCAST_DROP_EXCLUDED,
-            RawDrop::MCAST_DROP_NO_POLICY,
-            RawDrop::MCAST_DROP_REDIRECT,
-        ]
-        .into_iter()
-        .find(|r| *r as u32 == self.0);
-        match raw {
-            Some(RawDrop::MCAST_DROP_NO_GATEWAY) => "no_gateway",
-            Some(RawDrop::MCAST_DROP_SPOOFED_SOURCE) => "spoofed_source",
-            Some(RawDrop::MCAST_DROP_UNKNOWN_SOURCE) => "unknown_source",
-            Some(RawDrop::MCAST_DROP_UNKNOWN_PEER) => "unknown_peer",
-            Some(RawDrop::MCAST_DROP_NOT_GATEWAY) => "not_gateway",
-            Some(RawDrop::MCAST_DROP_NO_EGRESS_IP) => "no_egress_ip",
-            Some(RawDrop::MCAST_DROP_TTL_EXCEEDED) => "ttl_exceeded",
-            Some(RawDrop::MCAST_DROP_NO_TUNNEL) => "no_tunnel",
-            Some(RawDrop::MCAST_DROP_NO_EGRESS_IFACE) => "no_egress_iface",
-            Some(RawDrop::MCAST_DROP_UNSUPPORTED_PROTO) => "unsupported_protocol",
-            Some(RawDrop::MCAST_DROP_MALFORMED) => "malformed",
-            Some(RawDrop::MCAST_DROP_TUNNEL_KEY) => "tunnel_key_failed",
-            Some(RawDrop::MCAST_DROP_REWRITE) => "rewrite_failed",
-            Some(RawDrop::MCAST_DROP_CLONE) => "clone_failed",
-            Some(RawDrop::MCAST_DROP_ORIGIN_MISMATCH) => "origin_mismatch",
-            Some(RawDrop::MCAST_DROP_MTU_EXCEEDED) => "mtu_exceeded",
-            Some(RawDrop::MCAST_DROP_EXCLUDED) => "excluded",
-            Some(RawDrop::MCAST_DROP_NO_POLICY) => "no_policy",
-            Some(RawDrop::MCAST_DROP_REDIRECT) => "redirect_failed",
-            Some(RawDrop::MCAST_DROP_MAX) | None => "unknown",
-        }
+        label_of(intf::DROP_LABELS, self.0)
     }
 
     pub fn from_label(label: &str) -> Option<DropReason> {
