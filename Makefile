@@ -19,10 +19,18 @@
 #   make lint    rustfmt and clippy on both crates, warnings are errors
 #   make deps    install the Debian packages the build and the tests need,
 #                only if one is missing (demo and test run it first)
+#   make image   the sidecar's OCI image, cilium-mcast-egress:<version>,
+#                FROM scratch with the release binary and its libraries,
+#                nothing pulled (IMAGE=... to tag it otherwise; root, or a
+#                running Docker engine)
+#   make e2e-local
+#                the image as a sidecar beside lab nodes that are
+#                containers, scraped by a real Prometheus: an SSM stream
+#                through docker restart and docker stop (root)
 
 CARGO ?= cargo
 
-.PHONY: all build deps demo test bench bench-controller fuzz lint fmt clean
+.PHONY: all build deps deps-e2e demo test image e2e-local bench bench-controller fuzz lint fmt clean
 
 all: build
 
@@ -39,6 +47,18 @@ demo: deps
 
 test: deps
 	$(CARGO) test --workspace --lib --bins --tests
+
+deps-e2e: deps
+	@bash scripts/ensure-deps.sh e2e
+
+# A Docker engine for the command: the one running, or a dockerd started
+# for it (off the host's network) and stopped after.
+image: deps-e2e
+	CARGO=$(CARGO) bash scripts/docker-engine.sh bash scripts/build-image.sh
+
+e2e-local: deps-e2e
+	CARGO=$(CARGO) bash scripts/docker-engine.sh sh -c \
+		'bash scripts/build-image.sh && $(CARGO) test --test e2e_local -- --ignored --nocapture'
 
 bench:
 	$(CARGO) bench --bench datapath

@@ -10,25 +10,44 @@ apt-get install -y -qq --no-install-recommends \
 	iproute2 ethtool bpftool make ca-certificates \
 	iperf tshark >/dev/null
 
-# promtool, for the alert rules' unit tests (tests/manifests.rs). Debian
-# ships it in the prometheus package, whose install would start a Prometheus
-# server: a policy-rc.d of our own keeps it from starting (only when none is
-# there), and the unit we just installed is not enabled for the next boot.
-if ! command -v promtool >/dev/null; then
-	own_policy=
+# Install packages whose install would start a service (a Prometheus
+# server, a Docker engine): a policy-rc.d of our own keeps them from starting
+# (only when none is there), and the units are not enabled for the next boot.
+# The tests start what they need themselves, and stop it.
+install_without_starting() {
+	local own_policy=
 	if [ ! -e /usr/sbin/policy-rc.d ]; then
 		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
 		chmod 755 /usr/sbin/policy-rc.d
 		own_policy=1
 		trap 'rm -f /usr/sbin/policy-rc.d' EXIT
 	fi
-	apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+	apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 	if [ -n "$own_policy" ]; then
 		rm -f /usr/sbin/policy-rc.d
 		trap - EXIT
 	fi
 	if command -v systemctl >/dev/null; then
-		systemctl disable --quiet prometheus.service 2>/dev/null || true
+		systemctl disable --quiet prometheus.service docker.service docker.socket \
+			containerd.service 2>/dev/null || true
+	fi
+}
+
+# promtool, for the alert rules' unit tests (tests/manifests.rs), and the
+# Prometheus server that `make e2e-local` starts: Debian's prometheus.
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+	install_without_starting prometheus
+fi
+
+# `install-deps.sh e2e`: what `make image` and `make e2e-local` need too: a
+# Docker engine (docker.io; scripts/docker-engine.sh starts and stops it)
+# and a static busybox for the lab's node containers.
+if [ "${1:-}" = e2e ]; then
+	if ! command -v dockerd >/dev/null || ! command -v docker >/dev/null; then
+		install_without_starting docker.io
+	fi
+	if ! dpkg-query -W -f '${Status}' busybox-static 2>/dev/null | grep -q "ok installed"; then
+		apt-get install -y -qq --no-install-recommends busybox-static >/dev/null
 	fi
 fi
 

@@ -23,12 +23,14 @@
 //! parallel tests never meet, and the leftovers of a lab whose process died
 //! are removed by the next one. Everything is torn down on drop.
 
+pub mod containers;
+pub mod prometheus;
 mod topology;
 
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -40,6 +42,8 @@ use nix::sched::CloneFlags;
 use cilium_mcast_egress::datapath::maps::Maps;
 use cilium_mcast_egress::datapath::Paths;
 
+pub use containers::Containers;
+pub use prometheus::Prometheus;
 pub use topology::{
     create_cilium_lxc_at, ifindex_in, lxc_put_at, Node, Pod, IDENTITY_CAMERA, IDENTITY_OTHER,
     NODES, PODS,
@@ -170,6 +174,9 @@ pub struct LabConfig {
     pub resync: Duration,
     /// Log level of the daemons.
     pub log_level: String,
+    /// Nodes as containers and the sidecar from its image (`make
+    /// e2e-local`), instead of plain namespaces and the binary.
+    pub containers: Option<Containers>,
 }
 
 impl LabConfig {
@@ -179,8 +186,16 @@ impl LabConfig {
             manifests: Vec::new(),
             resync: Duration::from_millis(200),
             log_level: "info".into(),
+            containers: None,
         }
     }
+}
+
+/// A node's daemon: a process in the node's namespace, or the sidecar's
+/// container beside the node's.
+enum Daemon {
+    Process(Child),
+    Container(String),
 }
 
 /// A running lab. Dropping it tears everything down.
@@ -188,9 +203,12 @@ pub struct Lab {
     prefix: String,
     dir: PathBuf,
     cfg: LabConfig,
-    daemons: Vec<Option<Child>>,
+    daemons: Vec<Option<Daemon>>,
     mounts: Vec<PathBuf>,
     namespaces: Vec<String>,
+    /// Containers to remove on drop, and the node image built for them.
+    containers: Vec<String>,
+    node_image: Option<String>,
 }
 
 impl Lab {
@@ -212,7 +230,14 @@ impl Lab {
             daemons: NODES.iter().map(|_| None).collect(),
             mounts: Vec::new(),
             namespaces: Vec::new(),
+            containers: Vec::new(),
+            node_image: None,
         };
+        if let Some(c) = lab.cfg.containers.clone() {
+            let tag = containers::node_image_tag(&lab.prefix);
+            lab.node_image = Some(tag.clone());
+            containers::build_node_image(&c.busybox, &tag, &lab.dir)?;
+        }
         topology::build(&mut lab)?;
         lab.write_cluster_objects()?;
         for (name, body) in lab.cfg.manifests.clone() {
@@ -275,7 +300,21 @@ impl Lab {
 
     /// The daemon's log so far.
     pub fn log(&self, node: Node) -> String {
+        if self.cfg.containers.is_some() {
+            return containers::logs(&self.sidecar_container(node));
+        }
         fs::read_to_string(self.log_path(node)).unwrap_or_default()
+    }
+
+    /// The container of `node` (when the lab runs its nodes in containers).
+    pub fn node_container(&self, node: Node) -> String {
+        format!("{}-{}", self.prefix, node.name())
+    }
+
+    /// The sidecar container of `node` (when the lab runs its nodes in
+    /// containers).
+    pub fn sidecar_container(&self, node: Node) -> String {
+        format!("{}-mcast-{}", self.prefix, node.name())
     }
 
     /// The pinned maps of `node`.
@@ -309,8 +348,33 @@ impl Lab {
         Ok(())
     }
 
-    /// Start `node`'s daemon (in the node's namespace), logging to its file.
+    /// Start `node`'s daemon (in the node's namespace), logging to its file;
+    /// or its sidecar container, created at the first start.
     pub fn start_daemon(&mut self, node: Node) -> Result<()> {
+        if let Some(c) = self.cfg.containers.clone() {
+            let name = self.sidecar_container(node);
+            if self.containers.contains(&name) {
+                containers::docker(&["start", &name])?;
+            } else {
+                self.containers.push(name.clone());
+                containers::start_sidecar(
+                    &c,
+                    &containers::Sidecar {
+                        prefix: &self.prefix,
+                        name: &name,
+                        node_container: &self.node_container(node),
+                        node,
+                        bpffs: &self.bpffs(node),
+                        cilium_bpffs: &self.cilium_bpffs(node),
+                        manifests: &self.manifests_dir(),
+                        resync_ms: self.cfg.resync.as_millis(),
+                        log_level: &self.cfg.log_level,
+                    },
+                )?;
+            }
+            self.daemons[node.index()] = Some(Daemon::Container(name));
+            return Ok(());
+        }
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -354,17 +418,26 @@ impl Lab {
             child.id().to_string(),
         )
         .map_err(io("writing the daemon's pid"))?;
-        self.daemons[node.index()] = Some(child);
+        self.daemons[node.index()] = Some(Daemon::Process(child));
         Ok(())
     }
 
     /// SIGTERM `node`'s daemon and wait for it; returns its exit status.
     pub fn stop_daemon(&mut self, node: Node) -> Result<std::process::ExitStatus> {
-        let Some(mut child) = self.daemons[node.index()].take() else {
-            return Err(LabError::Command {
-                cmd: format!("stop {}", node.name()),
-                detail: "not running".into(),
-            });
+        let mut child = match self.daemons[node.index()].take() {
+            Some(Daemon::Process(child)) => child,
+            Some(Daemon::Container(name)) => {
+                // SIGTERM, then SIGKILL after 10 s, as the kubelet does.
+                containers::docker(&["stop", "--time", "10", &name])?;
+                let code = containers::exit_code(&name)?;
+                return Ok(std::process::ExitStatus::from_raw((code & 0xff) << 8));
+            }
+            None => {
+                return Err(LabError::Command {
+                    cmd: format!("stop {}", node.name()),
+                    detail: "not running".into(),
+                })
+            }
         };
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
@@ -383,16 +456,35 @@ impl Lab {
 
     /// SIGKILL `node`'s daemon: a crash, not a clean stop.
     pub fn kill_daemon(&mut self, node: Node) -> Result<()> {
-        if let Some(mut child) = self.daemons[node.index()].take() {
-            let _ = child.kill();
-            child.wait().map_err(io("waiting for the daemon"))?;
+        match self.daemons[node.index()].take() {
+            Some(Daemon::Process(mut child)) => {
+                let _ = child.kill();
+                child.wait().map_err(io("waiting for the daemon"))?;
+            }
+            Some(Daemon::Container(name)) => {
+                containers::docker(&["kill", &name])?;
+                containers::docker(&["wait", &name])?;
+            }
+            None => {}
         }
         Ok(())
     }
 
+    /// Restart `node`'s daemon: `docker restart` of its sidecar container
+    /// (SIGTERM, then start again), or a stop and start of the process.
+    pub fn restart_daemon(&mut self, node: Node) -> Result<()> {
+        if let Some(Daemon::Container(name)) = &self.daemons[node.index()] {
+            containers::docker(&["restart", "--time", "10", name])?;
+            return Ok(());
+        }
+        self.stop_daemon(node)?;
+        self.start_daemon(node)
+    }
+
     pub fn daemon_running(&mut self, node: Node) -> bool {
         match self.daemons[node.index()].as_mut() {
-            Some(c) => matches!(c.try_wait(), Ok(None)),
+            Some(Daemon::Process(c)) => matches!(c.try_wait(), Ok(None)),
+            Some(Daemon::Container(name)) => containers::running(name),
             None => false,
         }
     }
@@ -497,6 +589,22 @@ impl Lab {
         Ok(())
     }
 
+    /// A node's namespace: a plain one, or its container's, named with `ip
+    /// netns attach`.
+    fn add_node_netns(&mut self, node: Node) -> Result<String> {
+        let Some(image) = self.node_image.clone() else {
+            return self.add_netns(node.name());
+        };
+        let container = self.node_container(node);
+        self.containers.push(container.clone());
+        let pid = containers::start_node(&self.prefix, &container, node.name(), &image)?;
+        let name = self.ns(node.name());
+        run("ip", &["netns", "attach", &name, &pid.to_string()])?;
+        self.namespaces.push(name.clone());
+        run("ip", &["-n", &name, "link", "set", "lo", "up"])?;
+        Ok(name)
+    }
+
     fn add_netns(&mut self, short: &str) -> Result<String> {
         let name = self.ns(short);
         run("ip", &["netns", "add", &name])?;
@@ -508,9 +616,15 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        for child in self.daemons.iter_mut().filter_map(Option::take) {
-            kill_and_wait(child);
+        for daemon in self.daemons.iter_mut().filter_map(Option::take) {
+            if let Daemon::Process(child) = daemon {
+                kill_and_wait(child);
+            }
         }
+        // Sidecars first, then the nodes whose namespaces they share.
+        let mut names = std::mem::take(&mut self.containers);
+        names.reverse();
+        containers::remove(&names, self.node_image.take().as_deref());
         for m in self.mounts.drain(..).rev() {
             let _ = umount2(&m, MntFlags::MNT_DETACH);
         }
@@ -600,6 +714,14 @@ pub fn reap_stale_labs() {
         prefixes.dedup();
         for p in prefixes {
             reap_namespaces(&p);
+        }
+    }
+    // Containers of dead labs, when a Docker engine runs here.
+    if Path::new("/var/run/docker.sock").exists() {
+        for p in containers::lab_prefixes() {
+            if owner_pid(&p).is_some_and(|pid| !pid_alive(pid)) {
+                containers::reap(&p);
+            }
         }
     }
     let Ok(entries) = fs::read_dir(LAB_ROOT) else {

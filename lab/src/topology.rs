@@ -141,7 +141,7 @@ pub(super) fn build(lab: &mut Lab) -> Result<()> {
     run("ip", &["-n", &wire, "link", "set", "br0", "up"])?;
 
     for node in super::NODES {
-        let ns = lab.add_netns(node.name())?;
+        let ns = lab.add_node_netns(node)?;
         // The node's underlay NIC, plugged into the bridge.
         run(
             "ip",
