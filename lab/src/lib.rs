@@ -470,6 +470,56 @@ impl Lab {
         Ok(())
     }
 
+    /// Run the sidecar image on `node` with exactly the capabilities `caps`
+    /// (all others dropped), as its sidecar runs, while the node's own
+    /// sidecar is stopped: whether it became ready within `timeout`, and its
+    /// log. The container is removed after.
+    pub fn try_sidecar(
+        &mut self,
+        node: Node,
+        caps: &[&str],
+        timeout: Duration,
+    ) -> Result<(bool, String)> {
+        let Some(mut c) = self.cfg.containers.clone() else {
+            return Err(LabError::Command {
+                cmd: "try_sidecar".into(),
+                detail: "the lab's nodes are not containers".into(),
+            });
+        };
+        c.cap_add = caps.iter().map(|c| (*c).to_owned()).collect();
+        let n = self.containers.len();
+        let name = format!("{}-try{n}-{}", self.prefix, node.name());
+        self.containers.push(name.clone());
+        containers::start_sidecar(
+            &c,
+            &containers::Sidecar {
+                prefix: &self.prefix,
+                name: &name,
+                node_container: &self.node_container(node),
+                node,
+                bpffs: &self.bpffs(node),
+                cilium_bpffs: &self.cilium_bpffs(node),
+                manifests: &self.manifests_dir(),
+                resync_ms: self.cfg.resync.as_millis(),
+                log_level: &self.cfg.log_level,
+            },
+        )?;
+        let deadline = Instant::now() + timeout;
+        let ready = loop {
+            if self.probe(node, "/readyz") == Some(200) {
+                break true;
+            }
+            if !containers::running(&name) || Instant::now() > deadline {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let log = containers::logs(&name);
+        containers::remove(std::slice::from_ref(&name), None);
+        self.containers.retain(|c| *c != name);
+        Ok((ready, log))
+    }
+
     /// Restart `node`'s daemon: `docker restart` of its sidecar container
     /// (SIGTERM, then start again), or a stop and start of the process.
     pub fn restart_daemon(&mut self, node: Node) -> Result<()> {
