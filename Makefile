@@ -19,10 +19,16 @@
 #   make lint    rustfmt and clippy on both crates, warnings are errors
 #   make deps    install the Debian packages the build and the tests need,
 #                only if one is missing (demo and test run it first)
+#   make e2e     for users, on their own machine: a kind cluster with Cilium
+#                (VXLAN, egress gateway), the sidecar from `make image` and
+#                manifests/deploy, an SSM stream out through a gateway node,
+#                checked at the receiver and in the sidecars' /metrics; needs
+#                docker, kind, helm, kubectl and registry access (MODE=sidecar
+#                or daemonset, IMAGE=..., KEEP=1; scripts/e2e-kind.sh)
 
 CARGO ?= cargo
 
-.PHONY: all build deps demo test bench bench-controller fuzz lint fmt clean
+.PHONY: all build deps demo test bench bench-controller fuzz lint fmt clean e2e
 
 all: build
 
@@ -49,6 +55,10 @@ bench-controller:
 fuzz:
 	FUZZ_FRAMES=$${FUZZ_FRAMES:-5000000} FUZZ_REAL_FRAMES=$${FUZZ_REAL_FRAMES:-20000} \
 		$(CARGO) test --release --test fuzz -- --nocapture
+
+# Not run here: these machines have no kind, helm or registry.
+e2e:
+	bash scripts/e2e-kind.sh
 
 lint:
 	$(CARGO) fmt --all --check
