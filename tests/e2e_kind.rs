@@ -274,8 +274,9 @@ UDP buffer size:  208 KByte (default)
 
 #[test]
 fn the_parsers_read_iperf2_and_the_sidecar_metrics() {
-    let dir = std::env::temp_dir().join(format!("e2e-kind-parse-{}", std::process::id()));
-    fs::create_dir_all(&dir).unwrap();
+    // A temporary directory, removed on drop even when an assertion fails.
+    let tmp = FakePath::new("parse", &[]);
+    let dir = tmp.dir.clone();
     let (client, server) = (dir.join("client"), dir.join("server"));
     fs::write(&client, IPERF_CLIENT).unwrap();
     fs::write(&server, IPERF_SERVER).unwrap();
@@ -339,7 +340,6 @@ cilium_mcast_egress_policy_entries 1
         )),
         ""
     );
-    let _ = fs::remove_dir_all(&dir);
 
     for (a, b, ge) in [
         ("1.33.1", "1.32.0", true),
