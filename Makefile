@@ -27,10 +27,16 @@
 #                the image as a sidecar beside lab nodes that are
 #                containers, scraped by a real Prometheus: an SSM stream
 #                through docker restart and docker stop (root)
+#   make e2e     for users, on their own machine: a kind cluster with Cilium
+#                (VXLAN, egress gateway), the sidecar from `make image` and
+#                manifests/deploy, an SSM stream out through a gateway node,
+#                checked at the receiver and in the sidecars' /metrics; needs
+#                docker, kind, helm, kubectl and registry access (MODE=sidecar
+#                or daemonset, IMAGE=..., KEEP=1; scripts/e2e-kind.sh)
 
 CARGO ?= cargo
 
-.PHONY: all build deps deps-e2e demo test image e2e-local bench bench-controller fuzz lint fmt clean
+.PHONY: all build deps deps-e2e demo test image e2e-local e2e bench bench-controller fuzz lint fmt clean
 
 all: build
 
@@ -69,6 +75,10 @@ bench-controller:
 fuzz:
 	FUZZ_FRAMES=$${FUZZ_FRAMES:-5000000} FUZZ_REAL_FRAMES=$${FUZZ_REAL_FRAMES:-20000} \
 		$(CARGO) test --release --test fuzz -- --nocapture
+
+# Not run here: these machines have no kind, helm or registry.
+e2e:
+	bash scripts/e2e-kind.sh
 
 lint:
 	$(CARGO) fmt --all --check
