@@ -447,7 +447,11 @@ mod tests {
             source: std::io::Error,
         }
         let io = std::io::Error::from_raw_os_error(1);
-        let e = anyhow::Error::new(Pinned { path: "/p", source: io }).context("loading");
+        let e = anyhow::Error::new(Pinned {
+            path: "/p",
+            source: io,
+        })
+        .context("loading");
         assert_eq!(
             error_chain(&e),
             "loading: pinned map /p: Operation not permitted (os error 1)"

@@ -7,34 +7,20 @@
 //! policy and publisher files agree with each other and with the pins.
 //! Unprivileged.
 
+#[path = "common/repo.rs"]
+mod repo;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use serde::Deserialize;
-use serde_norway::Value;
+use repo::{documents, read, root};
 
 const SCRIPT: &str = "scripts/e2e-kind.sh";
 const LIB: &str = "scripts/e2e-kind/lib.sh";
 const HERE: &str = "scripts/e2e-kind";
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn read(rel: &str) -> String {
-    fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
-}
-
-fn documents(rel: &str) -> Vec<Value> {
-    let text = read(rel);
-    serde_norway::Deserializer::from_str(&text)
-        .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{rel}: {e}")))
-        .filter(|v| !v.is_null())
-        .collect()
-}
 
 fn text(out: &Output) -> String {
     format!(

@@ -72,8 +72,20 @@ struct CapPlan {
 fn cap_plan(probe_image: &str) -> CapPlan {
     let exact = Command::new("docker")
         .args([
-            "run", "--rm", "--network", "none", "--cap-drop", "ALL", "--cap-add", "BPF",
-            "--cap-add", "PERFMON", "--cap-add", "NET_ADMIN", probe_image, "true",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--cap-drop",
+            "ALL",
+            "--cap-add",
+            "BPF",
+            "--cap-add",
+            "PERFMON",
+            "--cap-add",
+            "NET_ADMIN",
+            probe_image,
+            "true",
         ])
         .stdin(Stdio::null())
         .output()

@@ -10,12 +10,16 @@
 //! `kubernetes-validate` the checks that need them skip loudly; under
 //! `CI=true` they must run (`scripts/install-deps.sh` installs both).
 
+#[path = "common/repo.rs"]
+mod repo;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde::Deserialize;
 use serde_norway::Value;
+
+use repo::{documents, read, root};
 
 /// The Kubernetes version whose schemas the objects must satisfy. Kept with
 /// the `k8s-openapi` feature of Cargo.toml (`v1_33`).
@@ -24,24 +28,6 @@ const KUBERNETES_VERSION: &str = "1.33.0";
 /// The `kubernetes-validate` release `scripts/install-deps.sh` installs, in
 /// a venv of its own under /opt.
 const KUBERNETES_VALIDATE_VENV: &str = "/opt/kubernetes-validate-1.37.0";
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn read(rel: &str) -> String {
-    let path = root().join(rel);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// Every document of a YAML file.
-fn documents(rel: &str) -> Vec<Value> {
-    let text = read(rel);
-    serde_norway::Deserializer::from_str(&text)
-        .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{rel}: {e}")))
-        .filter(|v| !v.is_null())
-        .collect()
-}
 
 fn one_document(rel: &str) -> Value {
     let mut docs = documents(rel);

@@ -94,26 +94,26 @@ pub(super) fn start_node(prefix: &str, name: &str, hostname: &str, image: &str) 
 }
 
 /// What a sidecar container is started with.
-pub(super) struct Sidecar<'a> {
-    pub prefix: &'a str,
-    pub name: &'a str,
-    pub node_container: &'a str,
+pub(super) struct Sidecar {
+    pub prefix: String,
+    pub name: String,
+    pub node_container: String,
     pub node: Node,
-    pub bpffs: &'a Path,
-    pub cilium_bpffs: &'a Path,
-    pub manifests: &'a Path,
+    pub bpffs: std::path::PathBuf,
+    pub cilium_bpffs: std::path::PathBuf,
+    pub manifests: std::path::PathBuf,
     pub resync_ms: u128,
-    pub log_level: &'a str,
+    pub log_level: String,
 }
 
 /// `docker run` the sidecar of one node.
-pub(super) fn start_sidecar(c: &Containers, s: &Sidecar<'_>) -> Result<()> {
+pub(super) fn start_sidecar(c: &Containers, s: &Sidecar) -> Result<()> {
     let mount = |host: &Path, inside: &str| format!("{}:{inside}", host.display());
     let mut args: Vec<String> = [
         "run",
         "--detach",
         "--name",
-        s.name,
+        &s.name,
         "--network",
         &format!("container:{}", s.node_container),
         "--label",
@@ -132,11 +132,11 @@ pub(super) fn start_sidecar(c: &Containers, s: &Sidecar<'_>) -> Result<()> {
     }
     args.extend([
         "--volume".to_owned(),
-        mount(s.bpffs, BPFFS_IN),
+        mount(&s.bpffs, BPFFS_IN),
         "--volume".to_owned(),
-        mount(s.cilium_bpffs, CILIUM_BPFFS_IN),
+        mount(&s.cilium_bpffs, CILIUM_BPFFS_IN),
         "--volume".to_owned(),
-        format!("{}:ro", mount(s.manifests, MANIFESTS_IN)),
+        format!("{}:ro", mount(&s.manifests, MANIFESTS_IN)),
         "--env".to_owned(),
         format!("NODE_NAME={}", s.node.name()),
         "--env".to_owned(),

@@ -160,6 +160,28 @@ pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'sta
     }
 }
 
+/// GET `path` from `addr` inside namespace `ns` (HTTP/1.0): status and
+/// body, if it answers.
+pub fn http_get_in(ns: &str, addr: &str, path: &str) -> Option<(u16, String)> {
+    let addr: SocketAddr = addr.parse().ok()?;
+    let path = path.to_owned();
+    in_netns(ns, move || {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: lab\r\n\r\n").ok()?;
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).ok()?;
+        let status = resp.split_whitespace().nth(1)?.parse().ok()?;
+        let body = resp
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, b)| b)
+            .to_owned();
+        Some((status, body))
+    })
+    .ok()
+    .flatten()
+}
+
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// What to start a lab with.
@@ -357,20 +379,7 @@ impl Lab {
                 containers::docker(&["start", &name])?;
             } else {
                 self.containers.push(name.clone());
-                containers::start_sidecar(
-                    &c,
-                    &containers::Sidecar {
-                        prefix: &self.prefix,
-                        name: &name,
-                        node_container: &self.node_container(node),
-                        node,
-                        bpffs: &self.bpffs(node),
-                        cilium_bpffs: &self.cilium_bpffs(node),
-                        manifests: &self.manifests_dir(),
-                        resync_ms: self.cfg.resync.as_millis(),
-                        log_level: &self.cfg.log_level,
-                    },
-                )?;
+                containers::start_sidecar(&c, &self.sidecar(node, name.clone()))?;
             }
             self.daemons[node.index()] = Some(Daemon::Container(name));
             return Ok(());
@@ -490,20 +499,7 @@ impl Lab {
         let n = self.containers.len();
         let name = format!("{}-try{n}-{}", self.prefix, node.name());
         self.containers.push(name.clone());
-        containers::start_sidecar(
-            &c,
-            &containers::Sidecar {
-                prefix: &self.prefix,
-                name: &name,
-                node_container: &self.node_container(node),
-                node,
-                bpffs: &self.bpffs(node),
-                cilium_bpffs: &self.cilium_bpffs(node),
-                manifests: &self.manifests_dir(),
-                resync_ms: self.cfg.resync.as_millis(),
-                log_level: &self.cfg.log_level,
-            },
-        )?;
+        containers::start_sidecar(&c, &self.sidecar(node, name.clone()))?;
         let deadline = Instant::now() + timeout;
         let ready = loop {
             if self.probe(node, "/readyz") == Some(200) {
@@ -518,6 +514,21 @@ impl Lab {
         containers::remove(std::slice::from_ref(&name), None);
         self.containers.retain(|c| *c != name);
         Ok((ready, log))
+    }
+
+    /// How `node`'s sidecar container `name` is run.
+    fn sidecar(&self, node: Node, name: String) -> containers::Sidecar {
+        containers::Sidecar {
+            prefix: self.prefix.clone(),
+            name,
+            node_container: self.node_container(node),
+            node,
+            bpffs: self.bpffs(node),
+            cilium_bpffs: self.cilium_bpffs(node),
+            manifests: self.manifests_dir(),
+            resync_ms: self.cfg.resync.as_millis(),
+            log_level: self.cfg.log_level.clone(),
+        }
     }
 
     /// Restart `node`'s daemon: `docker restart` of its sidecar container
@@ -546,23 +557,7 @@ impl Lab {
 
     /// GET `path` from `node`'s daemon: status and body, if it answers.
     pub fn http_get(&self, node: Node, path: &str) -> Option<(u16, String)> {
-        let path = path.to_owned();
-        in_netns(&self.node_ns(node), move || {
-            let addr: SocketAddr = PROBE.parse().ok()?;
-            let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok()?;
-            s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-            write!(s, "GET {path} HTTP/1.0\r\nHost: lab\r\n\r\n").ok()?;
-            let mut resp = String::new();
-            s.read_to_string(&mut resp).ok()?;
-            let status = resp.split_whitespace().nth(1)?.parse().ok()?;
-            let body = resp
-                .split_once("\r\n\r\n")
-                .map_or("", |(_, b)| b)
-                .to_owned();
-            Some((status, body))
-        })
-        .ok()
-        .flatten()
+        http_get_in(&self.node_ns(node), PROBE, path)
     }
 
     pub fn wait_ready(&mut self, node: Node, timeout: Duration) -> Result<()> {

@@ -7,13 +7,12 @@
 //! configuration and data in the lab's directory.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use super::{in_netns, io, Lab, LabError, Result, NODES};
+use super::{io, Lab, LabError, Result, NODES};
 
 /// The monitoring host's address on the underlay.
 pub const ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
@@ -128,23 +127,7 @@ impl Prometheus {
     }
 
     fn get(&self, path: &str) -> Option<(u16, String)> {
-        let path = path.to_owned();
-        in_netns(&self.ns, move || {
-            let addr: SocketAddr = LISTEN.parse().ok()?;
-            let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
-            s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-            write!(s, "GET {path} HTTP/1.0\r\nHost: prometheus\r\n\r\n").ok()?;
-            let mut resp = String::new();
-            s.read_to_string(&mut resp).ok()?;
-            let status = resp.split_whitespace().nth(1)?.parse().ok()?;
-            let body = resp
-                .split_once("\r\n\r\n")
-                .map_or("", |(_, b)| b)
-                .to_owned();
-            Some((status, body))
-        })
-        .ok()
-        .flatten()
+        super::http_get_in(&self.ns, LISTEN, path)
     }
 }
 

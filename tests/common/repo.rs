@@ -1,0 +1,30 @@
+//! The repository's own files, for the suites that check them (manifests,
+//! scripts). Included with `#[path]` by suites that need nothing else of
+//! `common`.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_norway::Value;
+
+/// The repository's root.
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A file of the repository, by its path from the root.
+pub fn read(rel: &str) -> String {
+    let path = root().join(rel);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Every document of a YAML file of the repository.
+pub fn documents(rel: &str) -> Vec<Value> {
+    let text = read(rel);
+    serde_norway::Deserializer::from_str(&text)
+        .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{rel}: {e}")))
+        .filter(|v| !v.is_null())
+        .collect()
+}
