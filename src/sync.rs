@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use crate::datapath::maps::{
-    no_guard, Endpoint, Gateway, Maps, PolicyKey, PolicyValue, Reconcile, Store,
+    no_guard, Endpoint, Gateway, Maps, PolicyKey, PolicyLens, PolicyValue, Reconcile, Store,
 };
 use crate::datapath::DatapathError;
 use crate::resolve::Desired;
@@ -127,12 +127,18 @@ pub fn apply(maps: &Maps, desired: &Desired) -> Result<SyncStats, DatapathError>
         stats.written += 1;
     }
 
+    // The prefix lengths the datapath probes: every length of the entries
+    // about to be written is in before them, and the lengths no entry has
+    // any more go after the last of those entries is deleted.
+    let lens = PolicyLens::of(desired.policies.keys());
+    maps.policy_lens_add(&lens)?;
     stats += apply_policies(
         &maps.policy,
         &maps.policy.entries()?,
         &desired.policies,
         maps.policy_capacity() as usize,
     )?;
+    maps.policy_lens_retain(&lens)?;
 
     ifaces.finish(&maps.egress_ifaces)?;
     nodes.finish(&maps.nodes)?;

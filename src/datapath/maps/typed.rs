@@ -170,6 +170,37 @@ impl<K: Codec, V: Codec> TypedMap<K, V> {
         self.iter().collect()
     }
 
+    /// Every entry of an array, by index, read in one batch
+    /// (`BPF_MAP_LOOKUP_BATCH`): a syscall or two where one lookup per
+    /// index would take thousands. Falls back to those lookups when the
+    /// batch does not return every index (a kernel without batch lookups).
+    pub fn array_values(&self) -> Result<Vec<V>>
+    where
+        K: From<u32>,
+    {
+        let n = self.capacity();
+        let batched = self
+            .map
+            .lookup_batch(n, MapFlags::ANY, MapFlags::ANY)
+            .map(|iter| {
+                iter.map(|(_, v)| V::decode(&decode(self.name, &v)?))
+                    .collect::<Result<Vec<V>>>()
+            });
+        if let Ok(Ok(values)) = batched {
+            if values.len() == n as usize {
+                return Ok(values);
+            }
+        }
+        (0..n)
+            .map(|i| {
+                self.get(&K::from(i))?.ok_or(DatapathError::Invalid {
+                    what: "array index",
+                    detail: format!("{} has no index {i}", self.name),
+                })
+            })
+            .collect()
+    }
+
     /// What bringing the map to `desired` takes, from what it holds now
     /// (see [`Reconcile`]); `guard` marks the entries that narrow others.
     pub fn plan(&self, desired: &BTreeMap<K, V>, guard: fn(&V) -> bool) -> Result<Reconcile<K, V>>
