@@ -34,22 +34,19 @@ struct {
 	__uint(max_entries, MCAST_POLICY_LENS_BUCKETS);
 } mcast_egw_policy_lens_v4 SEC(".maps");
 
-/* The index of the one set bit of @bit (a power of two, not 0). */
+/*
+ * The index of the one set bit of @bit (a power of two, not 0): the bits
+ * below it, counted without a branch. Branches here would be paths for the
+ * verifier to walk, for every length of the loop below.
+ */
 static __always_inline __u32 mcast_bit_index(__u32 bit)
 {
-	__u32 n = 0;
+	__u32 v = bit - 1;
 
-	if (bit & 0xffff0000)
-		n += 16;
-	if (bit & 0xff00ff00)
-		n += 8;
-	if (bit & 0xf0f0f0f0)
-		n += 4;
-	if (bit & 0xcccccccc)
-		n += 2;
-	if (bit & 0xaaaaaaaa)
-		n += 1;
-	return n;
+	v = v - ((v >> 1) & 0x55555555);
+	v = (v & 0x33333333) + ((v >> 2) & 0x33333333);
+	v = (v + (v >> 4)) & 0x0f0f0f0f;
+	return (v * 0x01010101) >> 24;
 }
 
 /*
