@@ -75,6 +75,8 @@ const EGRESS_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 251);
 /// Groups Cilium replicates too: the origin clones.
 const REMOTE_CLONE_GROUP: Ipv4Addr = Ipv4Addr::new(232, 1, 2, 1);
 const LOCAL_CLONE_GROUP: Ipv4Addr = Ipv4Addr::new(232, 3, 1, 1);
+/// A group whose /16 has an exclusion in it, not covering it.
+const GROUP_BESIDE_EXCLUSION: Ipv4Addr = Ipv4Addr::new(232, 4, 1, 1);
 
 /// ns per run of `prog` on `frame` over `RUNS` runs in batches of `BATCH`,
 /// from the kernel's per-run average of each batch (see the module comment).
@@ -263,20 +265,21 @@ fn bench() {
     for src in [POD, POD_LOCAL_GW, EGRESS_IP] {
         policies.insert(src, "232.2.0.0/16", Gateway::Node(THIS_NODE), uplink);
     }
+    // A group in a /16 with a longer prefix in it (an exclusion): the hash
+    // probes two lengths for it, the /24 and then the /16 that matches.
+    policies.insert(POD, "232.4.0.0/16", Gateway::Node(REMOTE_GW), uplink);
+    policies.insert(POD, "232.4.9.0/24", Gateway::Excluded, uplink);
     // Other pods' entries, as a busy cluster has (BENCH_POLICY_ENTRIES
-    // overrides how many): /24s, so the hash has two lengths to probe
-    // (/24, then the /16 that matches) in both tables.
+    // overrides how many).
     let extra: u32 = std::env::var("BENCH_POLICY_ENTRIES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(4000)
-        .max(1);
+        .unwrap_or(4000);
     let extra_entry = |i: u32| {
         let pod = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 51, 100, 0)) + (i % 250));
         let dest = format!("232.{}.{}.0/24", 10 + i / 250, i % 250);
         policies.insert(pod, &dest, Gateway::Node(REMOTE_GW), uplink);
     };
-    extra_entry(0);
     for tunnel_test in [&ovl.maps.mcast_test_tunnel, &lpm.maps.mcast_test_tunnel] {
         let t = mcast_test_tunnel {
             tunnel_id: 12345,
@@ -297,6 +300,7 @@ fn bench() {
         .bytes();
     let tunnelled = Frame::udp(POD, LOCAL_GROUP, &payload).ttl(255).bytes();
     let clone_remote = Frame::udp(POD, REMOTE_CLONE_GROUP, &payload).bytes();
+    let beside_exclusion = Frame::udp(POD, GROUP_BESIDE_EXCLUSION, &payload).bytes();
     let clone_local = Frame::udp(POD_LOCAL_GW, LOCAL_CLONE_GROUP, &payload).bytes();
 
     let container = dp.program(Program::FromContainer);
@@ -321,6 +325,11 @@ fn bench() {
             case(container, lxc, &to_remote, redirect),
         ),
         (
+            "origin: remote, a /24 exclusion in the /16",
+            case(lpm_container, lxc, &beside_exclusion, redirect),
+            case(container, lxc, &beside_exclusion, redirect),
+        ),
+        (
             "gateway: SNAT and redirect (from overlay)",
             case(lpm_gateway, tunnel, &tunnelled, redirect),
             case(gateway, tunnel, &tunnelled, redirect),
@@ -342,7 +351,7 @@ fn bench() {
     };
     let small_entries = maps.policies().unwrap().len();
     let small = measure_all();
-    for i in 1..extra {
+    for i in 0..extra {
         extra_entry(i);
     }
     let large_entries = maps.policies().unwrap().len();
@@ -356,10 +365,12 @@ fn bench() {
         to_remote.len(),
     );
     println!(
-        "prefix lengths probed: {:?} for {GROUP}, {:?} for {LOCAL_GROUP}",
+        "prefix lengths the hash probes: {:?} for {GROUP} and {LOCAL_GROUP}, \
+         {:?} for {GROUP_BESIDE_EXCLUSION}",
         probed(GROUP),
-        probed(LOCAL_GROUP),
+        probed(GROUP_BESIDE_EXCLUSION),
     );
+    assert_eq!(probed(GROUP), probed(LOCAL_GROUP));
     let small_h = format!("{small_entries} entries");
     let large_h = format!("{large_entries} entries");
     println!(
