@@ -130,15 +130,21 @@ pub fn apply(maps: &Maps, desired: &Desired) -> Result<SyncStats, DatapathError>
     // The prefix lengths the datapath probes: every length of the entries
     // about to be written is in before them, and the lengths no entry has
     // any more go after the last of those entries is deleted.
+    // A pass that deleted nothing leaves the lengths alone (they can only
+    // be too many, a probe too many, never too few): steady passes do not
+    // read the 4096 buckets.
     let lens = PolicyLens::of(desired.policies.keys());
     maps.policy_lens_add(&lens)?;
-    stats += apply_policies(
+    let policies = apply_policies(
         &maps.policy,
         &maps.policy.entries()?,
         &desired.policies,
         maps.policy_capacity() as usize,
     )?;
-    maps.policy_lens_retain(&lens)?;
+    if policies.removed > 0 {
+        maps.policy_lens_retain(&lens)?;
+    }
+    stats += policies;
 
     ifaces.finish(&maps.egress_ifaces)?;
     nodes.finish(&maps.nodes)?;

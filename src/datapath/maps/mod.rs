@@ -332,7 +332,7 @@ impl Maps {
         } else {
             None
         };
-        let mut written = 0;
+        let mut writes = Vec::new();
         for (b, add) in lens.iter() {
             let now = match all.as_ref().and_then(|v| v.get(b as usize)) {
                 Some(now) => *now,
@@ -340,11 +340,11 @@ impl Maps {
             };
             let next = now.union(add);
             if next != now {
-                self.policy_lens.put(&b, &next)?;
-                written += 1;
+                writes.push((b, next));
             }
         }
-        Ok(written)
+        self.policy_lens.put_all(&writes)?;
+        Ok(writes.len())
     }
 
     /// Keep only `keep` of the probed lengths, once the entries of every
@@ -353,15 +353,15 @@ impl Maps {
     /// a time (the controller), like every make-before-break change of the
     /// maps. Reads every bucket. Returns the buckets written.
     pub fn policy_lens_retain(&self, keep: &PolicyLens) -> Result<usize> {
-        let mut written = 0;
+        let mut writes = Vec::new();
         for (b, now) in (0..).zip(self.policy_lens.array_values()?) {
             let next = now.intersection(keep.get(b));
             if next != now {
-                self.policy_lens.put(&b, &next)?;
-                written += 1;
+                writes.push((b, next));
             }
         }
-        Ok(written)
+        self.policy_lens.put_all(&writes)?;
+        Ok(writes.len())
     }
 
     pub fn policy_get(&self, key: &PolicyKey) -> Result<Option<PolicyValue>> {

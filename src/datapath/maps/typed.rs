@@ -111,6 +111,29 @@ impl<K: Codec, V: Codec> TypedMap<K, V> {
             .map_err(self.error("update"))
     }
 
+    /// Insert or replace `entries` in one batch (`BPF_MAP_UPDATE_BATCH`),
+    /// each as [`TypedMap::put`] would, in order; one by one on a kernel
+    /// without batch updates.
+    pub fn put_all(&self, entries: &[(K, V)]) -> Result<()> {
+        if entries.len() < 2 {
+            return entries.iter().try_for_each(|(k, v)| self.put(k, v));
+        }
+        let (mut keys, mut values) = (Vec::new(), Vec::new());
+        for (k, v) in entries {
+            keys.extend_from_slice(k.encode().as_bytes());
+            values.extend_from_slice(v.encode().as_bytes());
+        }
+        let count = u32::try_from(entries.len()).unwrap_or(u32::MAX);
+        if self
+            .map
+            .update_batch(&keys, &values, count, MapFlags::ANY, MapFlags::ANY)
+            .is_ok()
+        {
+            return Ok(());
+        }
+        entries.iter().try_for_each(|(k, v)| self.put(k, v))
+    }
+
     /// Remove an entry; returns whether it existed.
     pub fn delete(&self, key: &K) -> Result<bool> {
         match self.map.delete(key.encode().as_bytes()) {
