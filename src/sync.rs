@@ -130,26 +130,29 @@ pub fn apply(maps: &Maps, desired: &Desired) -> Result<SyncStats, DatapathError>
     // The prefix lengths the datapath probes: every length of the entries
     // about to be written is in before them, and the lengths no entry has
     // any more go after the last of those entries is deleted.
-    // A pass that deleted nothing leaves the lengths alone (they can only
-    // be too many, a probe too many, never too few): steady passes do not
-    // read the 4096 buckets.
-    let lens = PolicyLens::of(desired.policies.keys());
-    maps.policy_lens_add(&lens)?;
-    let policies = apply_policies(
+    // Only the buckets whose lengths change are read and written: the
+    // lengths cover every entry the map holds (each writer adds them first,
+    // and a load adds those of what it finds pinned), so what the current
+    // entries need is there already.
+    let current = maps.policy.entries()?;
+    let (now, next) = (
+        PolicyLens::of(current.keys()),
+        PolicyLens::of(desired.policies.keys()),
+    );
+    maps.policy_lens_add(&next.beyond(&now))?;
+    stats += apply_policies(
         &maps.policy,
-        &maps.policy.entries()?,
+        &current,
         &desired.policies,
         maps.policy_capacity() as usize,
     )?;
-    if policies.removed > 0 {
-        maps.policy_lens_retain(&lens)?;
-    }
-    stats += policies;
 
     ifaces.finish(&maps.egress_ifaces)?;
     nodes.finish(&maps.nodes)?;
     stats += ifaces.changes();
     stats += nodes.changes();
+    // Last: lengths left over a little longer only cost a probe.
+    maps.policy_lens_retain_in(&now.beyond(&next), &next)?;
     Ok(stats)
 }
 

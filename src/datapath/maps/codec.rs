@@ -300,6 +300,21 @@ mod tests {
         assert_eq!(lens.iter().count(), 4096, "the /4 covers every bucket");
         let narrow = PolicyLens::of(&keys[1..3]);
         assert_eq!(narrow.iter().count(), 1);
+
+        // What a change adds or takes away, bucket by bucket.
+        let before = PolicyLens::of(&keys[..2]);
+        let after = PolicyLens::of(&keys[1..2]);
+        assert_eq!(
+            after.beyond(&before),
+            PolicyLens::default(),
+            "nothing added"
+        );
+        let removed = before.beyond(&after);
+        assert_eq!(removed.iter().count(), 256, "the /8's buckets");
+        assert_eq!(
+            removed.for_group("232.1.1.1".parse().unwrap()).lens(),
+            vec![24, 8]
+        );
     }
 
     #[test]

@@ -147,6 +147,16 @@ impl PolicyLens {
         self.get(Self::bucket(group))
     }
 
+    /// The buckets where `self` has lengths `other` lacks, with all of
+    /// `self`'s lengths there.
+    pub fn beyond(&self, other: &PolicyLens) -> PolicyLens {
+        PolicyLens(
+            self.iter()
+                .filter(|(b, l)| l.intersection(other.get(*b)) != *l)
+                .collect(),
+        )
+    }
+
     /// The buckets with lengths, and theirs.
     pub fn iter(&self) -> impl Iterator<Item = (u32, PrefixLens)> + '_ {
         self.0.iter().map(|(b, l)| (*b, *l))
@@ -325,26 +335,41 @@ impl Maps {
     /// are written. Writes that only add: a reader that sees one half done
     /// still sees every length it saw before. Returns the buckets written.
     pub fn policy_lens_add(&self, lens: &PolicyLens) -> Result<usize> {
-        // A few buckets (an entry or two) are read one by one, more in one
-        // batch (a /8 spans 256, a /4 all of them).
-        let all = if lens.0.len() > 64 {
+        self.policy_lens_rewrite(lens, |b, now| now.union(lens.get(b)))
+    }
+
+    /// Bring each bucket listed in `buckets` from what it holds (`now`) to
+    /// `next(b, now)`: a few read one by one, more in one batch (a /8 spans
+    /// 256 buckets, a /4 all of them); those that change written in one.
+    fn policy_lens_rewrite(
+        &self,
+        buckets: &PolicyLens,
+        next: impl Fn(u32, PrefixLens) -> PrefixLens,
+    ) -> Result<usize> {
+        let all = if buckets.0.len() > 64 {
             Some(self.policy_lens.array_values()?)
         } else {
             None
         };
         let mut writes = Vec::new();
-        for (b, add) in lens.iter() {
+        for (b, _) in buckets.iter() {
             let now = match all.as_ref().and_then(|v| v.get(b as usize)) {
                 Some(now) => *now,
                 None => self.policy_lens_of(b)?,
             };
-            let next = now.union(add);
+            let next = next(b, now);
             if next != now {
                 writes.push((b, next));
             }
         }
         self.policy_lens.put_all(&writes)?;
         Ok(writes.len())
+    }
+
+    /// [`Maps::policy_lens_retain`] for `buckets` only: those where the
+    /// entries just deleted had lengths the remaining ones (`keep`) lack.
+    pub fn policy_lens_retain_in(&self, buckets: &PolicyLens, keep: &PolicyLens) -> Result<usize> {
+        self.policy_lens_rewrite(buckets, |b, now| now.intersection(keep.get(b)))
     }
 
     /// Keep only `keep` of the probed lengths, once the entries of every
