@@ -27,6 +27,7 @@ const OBJECTS: &[(&str, &str)] = &[
         "mcast_test_tunnel_observer.skel.rs",
     ),
     ("bpf/bench/mcast_empty.bpf.c", "mcast_empty.skel.rs"),
+    ("bpf/bench/mcast_lpm.bpf.c", "mcast_lpm.skel.rs"),
 ];
 
 fn multiarch_include() -> Option<PathBuf> {

@@ -37,10 +37,14 @@
 #define MCAST_GATEWAY_NOT_FOUND		0x00000000U	/* 0.0.0.0: matched, no gateway */
 #define MCAST_GATEWAY_EXCLUDED		0x00000001U	/* 0.0.0.1: from excludedCIDRs */
 
-/* Prefix length of a policy lookup: the key holds saddr/32 and daddr/32. */
-#define MCAST_POLICY_FULL_PREFIXLEN	64
 /* Bits of mcast_policy_key.prefixlen taken by the pod address. */
 #define MCAST_POLICY_SADDR_PREFIXLEN	32
+/*
+ * Destination prefix lengths a policy entry can have: the controller writes
+ * prefixes inside 224.0.0.0/4 only, so /4 to /32, 29 lengths.
+ */
+#define MCAST_POLICY_DST_LEN_MIN	4
+#define MCAST_POLICY_DST_LENS		(32 - MCAST_POLICY_DST_LEN_MIN + 1)
 
 /*
  * Reserved security identity that Cilium's in-cluster multicast replication
@@ -49,8 +53,10 @@
 #define MCAST_IDENTITY_WORLD		2
 
 /*
- * LPM key of mcast_egw_policy_v4, byte for byte Cilium's egress-gateway key:
- * prefixlen = 32 + destination prefix bits, saddr is always a full /32.
+ * Key of mcast_egw_policy_hash_v4, byte for byte Cilium's egress-gateway LPM
+ * key: prefixlen = 32 + destination prefix bits, saddr is always a full /32,
+ * daddr has its host bits cleared. An exact-match key: the datapath probes
+ * it once per destination prefix length in use (mcast_egw_policy_lens_v4).
  */
 struct mcast_policy_key {
 	__u32 prefixlen;
@@ -58,7 +64,28 @@ struct mcast_policy_key {
 	__be32 daddr;
 };
 
-/* Value of mcast_egw_policy_v4. */
+/*
+ * mcast_egw_policy_lens_v4 has one element per /16 of 224.0.0.0/4, indexed
+ * by bits 16 to 27 of the group (host order): 4096 buckets.
+ */
+#define MCAST_POLICY_LENS_BUCKETS	4096
+
+/*
+ * An element of mcast_egw_policy_lens_v4: the destination prefix lengths of
+ * the entries of mcast_egw_policy_hash_v4 that can match a group of this
+ * bucket's /16 (those that cover it, and those inside it). Bit (32 - len)
+ * stands for /len, so the lowest set bit is the longest length. The
+ * controller only ever adds bits (before the first such entry is written)
+ * or only ever removes them (after the last one is deleted), never both in
+ * one write: a reader that sees the word half written still sees every
+ * length that has entries.
+ */
+struct mcast_policy_lens {
+	__u32 dst_lens;
+	__u32 pad;
+};
+
+/* Value of mcast_egw_policy_hash_v4. */
 struct mcast_policy_val {
 	__be32 egress_ip;	/* 0 on non-gateway nodes and when not derivable */
 	__be32 gateway_ip;	/* node IP of the gateway, or a sentinel above */

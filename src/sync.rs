@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use crate::datapath::maps::{
-    no_guard, Endpoint, Gateway, Maps, PolicyKey, PolicyValue, Reconcile, Store,
+    no_guard, Endpoint, Gateway, Maps, PolicyKey, PolicyLens, PolicyValue, Reconcile, Store,
 };
 use crate::datapath::DatapathError;
 use crate::resolve::Desired;
@@ -127,9 +127,22 @@ pub fn apply(maps: &Maps, desired: &Desired) -> Result<SyncStats, DatapathError>
         stats.written += 1;
     }
 
+    // The prefix lengths the datapath probes: every length of the entries
+    // about to be written is in before them, and the lengths no entry has
+    // any more go after the last of those entries is deleted.
+    // Only the buckets whose lengths change are read and written: the
+    // lengths cover every entry the map holds (each writer adds them first,
+    // and a load adds those of what it finds pinned), so what the current
+    // entries need is there already.
+    let current = maps.policy.entries()?;
+    let (now, next) = (
+        PolicyLens::of(current.keys()),
+        PolicyLens::of(desired.policies.keys()),
+    );
+    maps.policy_lens_add(&next.beyond(&now))?;
     stats += apply_policies(
         &maps.policy,
-        &maps.policy.entries()?,
+        &current,
         &desired.policies,
         maps.policy_capacity() as usize,
     )?;
@@ -138,6 +151,8 @@ pub fn apply(maps: &Maps, desired: &Desired) -> Result<SyncStats, DatapathError>
     nodes.finish(&maps.nodes)?;
     stats += ifaces.changes();
     stats += nodes.changes();
+    // Last: lengths left over a little longer only cost a probe.
+    maps.policy_lens_retain_in(&now.beyond(&next), &next)?;
     Ok(stats)
 }
 

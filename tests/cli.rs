@@ -599,7 +599,7 @@ cli_test!(status_shows_node_gateway_links_maps_and_sync, |fx| {
             "controller": null,
         })
     );
-    assert_eq!(got["maps"][0]["map"], "mcast_egw_policy_v4");
+    assert_eq!(got["maps"][0]["map"], "mcast_egw_policy_hash_v4");
     assert_eq!(got["maps"][0]["entries"], 5);
 
     let text = cli_ok(&["status", "--bpffs-root", fx.root()]);
@@ -643,9 +643,9 @@ cli_test!(status_shows_node_gateway_links_maps_and_sync, |fx| {
     assert!(line("gone0").ends_with("detached (device gone)"));
     let capacity = got["maps"][0]["capacity"].as_u64().unwrap();
     assert_eq!(
-        line("mcast_egw_policy_v4"),
+        line("mcast_egw_policy_hash_v4"),
         format!(
-            "mcast_egw_policy_v4 5 {capacity} {:.1}%",
+            "mcast_egw_policy_hash_v4 5 {capacity} {:.1}%",
             500.0 / capacity as f64
         )
     );

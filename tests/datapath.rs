@@ -12,7 +12,8 @@ use libbpf_rs::{MapCore, MapFlags};
 
 use cilium_mcast_egress::bpf_intf::{mcast_events_limit, mcast_test_tunnel};
 use cilium_mcast_egress::datapath::maps::{
-    Config, DropReason, EgressIface, Endpoint, Gateway, Origin, PolicyKey, PolicyValue, Role,
+    Config, DropReason, EgressIface, Endpoint, Gateway, Origin, PolicyKey, PolicyLens, PolicyValue,
+    Role,
 };
 use cilium_mcast_egress::datapath::{load_skel, Datapath, Maps, Plain, Program};
 use common::observer::Observer;
@@ -346,6 +347,72 @@ dp_test!(excluded_entry_passes, |fx| {
     let f = Frame::udp(POD_A, Ipv4Addr::new(232, 1, 2, 1), b"covered").bytes();
     let (v, _) = fx.run_origin(fx.lxc_a, &f);
     assert_eq!(v, TCX_REDIRECT);
+});
+
+dp_test!(longest_prefix_wins_across_lengths, |fx| {
+    // Nested prefixes of pod A, allowed and excluded by turns, and a longer
+    // prefix of pod B's that must not shadow pod A's shorter one.
+    fx.policy(POD_A, "224.0.0.0/4", Gateway::Node(REMOTE_GW));
+    fx.policy(POD_A, "232.0.0.0/8", Gateway::Excluded);
+    fx.policy(POD_A, "232.1.0.0/16", Gateway::Node(REMOTE_GW));
+    fx.policy(POD_A, "232.1.1.0/24", Gateway::Excluded);
+    fx.policy(POD_A, "232.1.1.1/32", Gateway::Node(REMOTE_GW));
+    fx.policy(POD_B, "232.1.2.0/25", Gateway::Excluded);
+    assert_eq!(
+        fx.maps.policy_lens_for(GROUP).unwrap().lens(),
+        vec![32, 25, 24, 16, 8, 4],
+        "every length that can match is probed, longest first"
+    );
+    assert_eq!(
+        fx.maps
+            .policy_lens_for(Ipv4Addr::new(239, 1, 1, 1))
+            .unwrap()
+            .lens(),
+        vec![4],
+        "and only those"
+    );
+    let verdict = |group: [u8; 4]| {
+        let f = Frame::udp(POD_A, Ipv4Addr::from(group), b"which prefix").bytes();
+        fx.run_origin(fx.lxc_a, &f).0
+    };
+    let expect = [
+        ([239, 1, 1, 1], TCX_REDIRECT, "/4"),
+        ([232, 9, 9, 9], TCX_NEXT, "/8 excluded"),
+        ([232, 1, 9, 9], TCX_REDIRECT, "/16"),
+        (
+            [232, 1, 2, 1],
+            TCX_REDIRECT,
+            "/16: pod B's /25 is not pod A's",
+        ),
+        ([232, 1, 1, 2], TCX_NEXT, "/24 excluded"),
+        ([232, 1, 1, 1], TCX_REDIRECT, "/32"),
+    ];
+    for (group, want, what) in expect {
+        assert_eq!(verdict(group), want, "{what}");
+    }
+
+    // A length with no entry left is a probe too many, never a wrong
+    // answer; and once it is out of the set, nothing else changes.
+    assert!(fx
+        .maps
+        .policy_delete(&PolicyKey {
+            source: POD_A,
+            destination: net("232.1.1.1/32"),
+        })
+        .unwrap());
+    assert_eq!(verdict([232, 1, 1, 1]), TCX_NEXT, "the /24 exclusion now");
+    let rest = fx.maps.policies().unwrap();
+    fx.maps
+        .policy_lens_retain(&PolicyLens::of(rest.iter().map(|(k, _)| k)))
+        .unwrap();
+    assert_eq!(
+        fx.maps.policy_lens_for(GROUP).unwrap().lens(),
+        vec![25, 24, 16, 8, 4]
+    );
+    for (group, want, what) in &expect[..5] {
+        assert_eq!(verdict(*group), *want, "{what}, after the set shrank");
+    }
+    assert_eq!(verdict([232, 1, 1, 1]), TCX_NEXT);
 });
 
 dp_test!(policy_changes_reach_the_next_packet, |fx| {

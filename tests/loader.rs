@@ -10,10 +10,13 @@ use std::path::Path;
 use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
 
 use cilium_mcast_egress::attach::{AttachConfig, AttachManager};
-use cilium_mcast_egress::datapath::maps::{Config, Endpoint, ALL_MAPS};
+use cilium_mcast_egress::datapath::maps::{
+    Codec, Config, Endpoint, Gateway, Origin, PolicyKey, PolicyValue, ALL_MAPS,
+};
 use cilium_mcast_egress::datapath::tcx::{ifindex_of, links, tcx_egress_chain, tcx_ingress_chain};
 use cilium_mcast_egress::datapath::{
-    self, AttachOutcome, Capacities, Datapath, DatapathError, DatapathStorage, Paths, Program,
+    self, AttachOutcome, Capacities, Datapath, DatapathError, DatapathStorage, LegacyPolicy, Paths,
+    Plain, Program, LEGACY_POLICY_MAP,
 };
 use cilium_mcast_egress::resolve::Interface;
 use common::observer::Observer;
@@ -257,10 +260,10 @@ priv_test!(uninstall_removes_ours_and_nothing_else, |bpffs| {
 priv_test!(changed_layout_is_refused, |bpffs| {
     let paths = Paths::new(bpffs.path());
     std::fs::create_dir_all(paths.globals()).unwrap();
-    // An older build's policy map: an 8-byte value.
+    // Another build's policy map: an 8-byte value.
     let mut old = MapHandle::create(
-        MapType::LpmTrie,
-        Some("mcast_egw_policy_v4"),
+        MapType::Hash,
+        Some("mcast_egw_policy_hash_v4"),
         12,
         8,
         16384,
@@ -271,7 +274,7 @@ priv_test!(changed_layout_is_refused, |bpffs| {
         },
     )
     .unwrap();
-    old.pin(paths.globals().join("mcast_egw_policy_v4"))
+    old.pin(paths.globals().join("mcast_egw_policy_hash_v4"))
         .unwrap();
 
     let mut s = DatapathStorage::default();
@@ -286,8 +289,143 @@ priv_test!(changed_layout_is_refused, |bpffs| {
     );
     let msg = err.to_string();
     assert!(
-        msg.contains("mcast_egw_policy_v4") && msg.contains("uninstall"),
+        msg.contains("mcast_egw_policy_hash_v4") && msg.contains("uninstall"),
         "{msg}"
+    );
+});
+
+/// The LPM trie policy map of the builds before the hash, as they pinned it.
+fn pin_legacy_policy_map(paths: &Paths, value_size: u32) -> MapHandle {
+    std::fs::create_dir_all(paths.globals()).unwrap();
+    let mut old = MapHandle::create(
+        MapType::LpmTrie,
+        Some(LEGACY_POLICY_MAP),
+        12,
+        value_size,
+        16384,
+        &libbpf_sys::bpf_map_create_opts {
+            sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
+            map_flags: libbpf_sys::BPF_F_NO_PREALLOC,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    old.pin(paths.globals().join(LEGACY_POLICY_MAP)).unwrap();
+    old
+}
+
+priv_test!(older_lpm_policy_map_is_taken_over, |bpffs| {
+    let paths = Paths::new(bpffs.path());
+    let pod = Ipv4Addr::new(198, 51, 100, 5);
+    let entry = |dest: &str, gateway: Gateway| {
+        let key = PolicyKey {
+            source: pod,
+            destination: dest.parse().unwrap(),
+        };
+        let value = PolicyValue {
+            egress_ip: Ipv4Addr::UNSPECIFIED,
+            gateway,
+            egress_ifindex: 0,
+            policy_id: 3,
+            origin: Origin {
+                node: Ipv4Addr::new(192, 0, 2, 20),
+                identity: 4242,
+            },
+        };
+        (key, value)
+    };
+    // This build ran once and left an entry the older build since removed
+    // (a downgrade and an upgrade again): the older map is what holds.
+    {
+        let mut s = DatapathStorage::default();
+        let dp = Datapath::load(&mut s, paths.clone()).unwrap();
+        assert_eq!(dp.legacy_policy(), LegacyPolicy::None);
+        let (k, v) = entry("239.0.0.0/8", Gateway::Node(Ipv4Addr::new(192, 0, 2, 20)));
+        dp.maps().unwrap().policy_insert(&k, &v).unwrap();
+    }
+    let old = pin_legacy_policy_map(&paths, 24);
+    let want: Vec<(PolicyKey, PolicyValue)> = vec![
+        entry("232.1.0.0/16", Gateway::Node(Ipv4Addr::new(192, 0, 2, 20))),
+        entry("232.1.1.0/24", Gateway::Excluded),
+    ];
+    for (k, v) in &want {
+        old.update(k.encode().as_bytes(), v.encode().as_bytes(), MapFlags::ANY)
+            .unwrap();
+    }
+
+    let mut s = DatapathStorage::default();
+    let dp = Datapath::load(&mut s, paths.clone()).unwrap();
+    assert_eq!(dp.legacy_policy(), LegacyPolicy::Adopted(2));
+    let maps = dp.maps().unwrap();
+    assert_eq!(
+        maps.policies().unwrap(),
+        want,
+        "the older map's entries, only"
+    );
+    assert_eq!(
+        maps.policy_lens_for(Ipv4Addr::new(232, 1, 1, 1))
+            .unwrap()
+            .lens(),
+        vec![24, 16]
+    );
+    assert_eq!(
+        maps.policy_lens_for(Ipv4Addr::new(239, 1, 1, 1))
+            .unwrap()
+            .lens(),
+        Vec::<u8>::new(),
+        "the entry the older map did not have is gone, and its length"
+    );
+    assert!(
+        !paths.globals().join(LEGACY_POLICY_MAP).exists(),
+        "unpinned once taken over"
+    );
+    drop(dp);
+
+    // Taken over once: a later load has nothing to take.
+    let mut s = DatapathStorage::default();
+    let dp = Datapath::load(&mut s, paths.clone()).unwrap();
+    assert_eq!(dp.legacy_policy(), LegacyPolicy::None);
+    assert_eq!(dp.maps().unwrap().policies().unwrap(), want);
+    drop(dp);
+
+    // An older map no build reads entries from is unpinned, not mixed in.
+    let _odd = pin_legacy_policy_map(&paths, 8);
+    let mut s = DatapathStorage::default();
+    let dp = Datapath::load(&mut s, paths.clone()).unwrap();
+    assert_eq!(dp.legacy_policy(), LegacyPolicy::Dropped);
+    assert_eq!(dp.maps().unwrap().policies().unwrap(), want);
+    assert!(!paths.globals().join(LEGACY_POLICY_MAP).exists());
+});
+
+priv_test!(probed_lengths_cover_the_pinned_entries_at_load, |bpffs| {
+    let paths = Paths::new(bpffs.path());
+    let group = Ipv4Addr::new(232, 1, 1, 7);
+    let key = PolicyKey {
+        source: Ipv4Addr::new(198, 51, 100, 5),
+        destination: "232.1.1.0/24".parse().unwrap(),
+    };
+    let value = PolicyValue {
+        egress_ip: Ipv4Addr::UNSPECIFIED,
+        gateway: Gateway::Excluded,
+        egress_ifindex: 0,
+        policy_id: 3,
+        origin: Origin::default(),
+    };
+    {
+        let mut s = DatapathStorage::default();
+        let dp = Datapath::load(&mut s, paths.clone()).unwrap();
+        let maps = dp.maps().unwrap();
+        maps.policy_insert(&key, &value).unwrap();
+        assert_eq!(maps.policy_lens_for(group).unwrap().lens(), vec![24]);
+    }
+    // The length map went missing (removed by hand): the next load puts
+    // back the lengths of what the policy map holds.
+    std::fs::remove_file(paths.globals().join("mcast_egw_policy_lens_v4")).unwrap();
+    let mut s = DatapathStorage::default();
+    let dp = Datapath::load(&mut s, paths.clone()).unwrap();
+    assert_eq!(
+        dp.maps().unwrap().policy_lens_for(group).unwrap().lens(),
+        vec![24]
     );
 });
 
@@ -653,7 +791,7 @@ priv_test!(
         ));
         assert!(!Paths::new(fresh.path())
             .globals()
-            .join("mcast_egw_policy_v4")
+            .join("mcast_egw_policy_hash_v4")
             .exists());
     }
 );

@@ -130,7 +130,7 @@ fn scrape_counts_every_datagram_drops_and_survives_a_restart() {
         sample(
             &a,
             "cilium_mcast_egress_map_capacity",
-            &[("map", "mcast_egw_policy_v4")]
+            &[("map", "mcast_egw_policy_hash_v4")]
         ),
         Some(65536.0)
     );
@@ -725,11 +725,11 @@ fn full_policy_map_keeps_own_pods_and_reports_the_shortfall() {
         );
         let log_lines = |what: &str| daemon.log_lines(what);
         let metric = |name: &str, labels: &[(&str, &str)]| daemon.metric(name, labels);
-        let policy_map = [("map", "mcast_egw_policy_v4")];
+        let policy_map = [("map", "mcast_egw_policy_hash_v4")];
         let names_map = [("map", "mcast_egw_policy_names")];
 
         let reason = "6 of the 14 policy entries this node needs do not fit \
-                      mcast_egw_policy_v4 (capacity 8)";
+                      mcast_egw_policy_hash_v4 (capacity 8)";
         // Ready in all but the shortfall: what fits is synced.
         common::wait_for(
             "/readyz naming the shortfall alone",
@@ -808,7 +808,7 @@ fn full_policy_map_keeps_own_pods_and_reports_the_shortfall() {
             .collect();
         assert!(
             problems.iter().any(|(k, n, s, m)| *k == "map"
-                && *n == "mcast_egw_policy_v4"
+                && *n == "mcast_egw_policy_hash_v4"
                 && *s == "invalid"
                 && m.starts_with("14 entries needed, capacity 8: 6 entries of 3 pods")
                 && m.contains("0 of them this node's own pods")
@@ -849,7 +849,7 @@ fn full_policy_map_keeps_own_pods_and_reports_the_shortfall() {
         assert!(
             log_lines("resolved")
                 .iter()
-                .any(|l| l.contains("map mcast_egw_policy_v4")),
+                .any(|l| l.contains("map mcast_egw_policy_hash_v4")),
             "{:#?}",
             daemon.log.lock().unwrap()
         );

@@ -1,4 +1,4 @@
-//! `policy list`: every entry of `mcast_egw_policy_v4`, laid out as
+//! `policy list`: every entry of `mcast_egw_policy_hash_v4`, laid out as
 //! `cilium-dbg bpf egress list` lays out Cilium's egress policy map, with
 //! the policy's name added.
 

@@ -20,6 +20,7 @@ mod bytes;
 pub mod maps;
 mod pin;
 pub mod tcx;
+mod upgrade;
 
 use std::collections::BTreeMap;
 use std::mem::MaybeUninit;
@@ -36,6 +37,7 @@ pub use bytes::Plain;
 pub use maps::Maps;
 pub use pin::{is_bpffs, MapLayout, MAP_PREFIX};
 pub use tcx::{AttachOutcome, ChainPosition, Direction, LinkState};
+pub use upgrade::{LegacyPolicy, LEGACY_POLICY_MAP};
 
 /// Default mount point of the BPF filesystem, as Cilium uses it.
 pub const DEFAULT_BPFFS_ROOT: &str = "/sys/fs/bpf";
@@ -48,7 +50,7 @@ pub const DEFAULT_BPFFS_ROOT: &str = "/sys/fs/bpf";
 /// is refused at load like any other layout ([`DatapathError::CapacityMismatch`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Capacities {
-    /// Entries of `mcast_egw_policy_v4`: this node's pods times their
+    /// Entries of `mcast_egw_policy_hash_v4`: this node's pods times their
     /// policies' group prefixes, plus, on a gateway, every pod it serves
     /// times its prefixes and exclusions.
     pub policy_entries: u32,
@@ -295,12 +297,14 @@ pub struct Datapath<'obj> {
     /// Our link of each (device, program) this process attached or took
     /// over; the pin holds the link too, so dropping one detaches nothing.
     links: Mutex<BTreeMap<(String, Program), Link>>,
+    legacy: LegacyPolicy,
 }
 
 impl<'obj> Datapath<'obj> {
     /// Load every program. Maps already pinned under `<root>/tc/globals` are
     /// re-used (after checking their layout), missing ones are created and
-    /// pinned. Nothing is attached.
+    /// pinned; an older build's LPM policy map has its entries taken over
+    /// and is unpinned ([`LegacyPolicy`]). Nothing is attached.
     pub fn load(storage: &'obj mut DatapathStorage, paths: Paths) -> Result<Self> {
         Datapath::load_with(storage, paths, &Capacities::default())
     }
@@ -319,12 +323,20 @@ impl<'obj> Datapath<'obj> {
             capacities,
         )?;
         let maps = Maps::open_pinned(&paths)?;
+        upgrade::cover_pinned_lens(&maps)?;
+        let legacy = upgrade::adopt_legacy_policy(&paths, &maps)?;
         Ok(Datapath {
             paths,
             skel,
             maps,
             links: Mutex::new(BTreeMap::new()),
+            legacy,
         })
+    }
+
+    /// What this load did with an older build's LPM policy map.
+    pub fn legacy_policy(&self) -> LegacyPolicy {
+        self.legacy
     }
 
     pub fn paths(&self) -> &Paths {

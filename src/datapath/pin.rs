@@ -377,14 +377,14 @@ mod tests {
         ));
         // A capacity chosen at load is whatever the operator chose.
         let policy = MapLayout {
-            map_type: libbpf_rs::MapType::LpmTrie.into(),
+            map_type: libbpf_rs::MapType::Hash.into(),
             key_size: 12,
             value_size: 24,
             max_entries: 5,
             flags: 1,
             btf: None,
         };
-        check_declared("mcast_egw_policy_v4", &policy).unwrap();
+        check_declared("mcast_egw_policy_hash_v4", &policy).unwrap();
     }
 
     #[test]

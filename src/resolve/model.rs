@@ -100,7 +100,7 @@ impl Problem {
 /// The map contents this node should have: the result of resolution.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Desired {
-    /// Entries of `mcast_egw_policy_v4`.
+    /// Entries of `mcast_egw_policy_hash_v4`.
     pub policies: BTreeMap<PolicyKey, PolicyValue>,
     /// Entries of `mcast_egw_nodes`: every node's InternalIP.
     pub nodes: BTreeSet<Ipv4Addr>,

@@ -50,7 +50,7 @@ fn inputs() -> Inputs {
             prog_id: 3,
             ifindex: 0,
         }],
-        fill: vec![("mcast_egw_policy_v4", 6, 16384)],
+        fill: vec![("mcast_egw_policy_hash_v4", 6, 16384)],
         report: Ok(None),
         netkit_devices: Ok(Vec::new()),
         now_unix_ns: 1_000_000_000_000,
@@ -114,7 +114,7 @@ fn text_before_the_first_sync() {
     assert!(text.contains("Last sync:           never"), "{text}");
     assert!(text.contains("detached (device gone)"), "{text}");
     assert!(
-        text.contains("mcast_egw_policy_v4   6         16384      0.0%"),
+        text.contains("mcast_egw_policy_hash_v4   6         16384      0.0%"),
         "{text}"
     );
 }

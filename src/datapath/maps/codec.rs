@@ -1,5 +1,5 @@
 //! How each Rust type of the maps is stored: byte order, sentinels, the
-//! LPM key's layout, C strings. One [`Codec`] per type, so a map's entries
+//! policy key's layout (Cilium's LPM key), C strings. One [`Codec`] per type, so a map's entries
 //! are encoded the same way wherever they are written.
 
 use std::net::Ipv4Addr;
@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use ipnetwork::Ipv4Network;
 
 use super::typed::{stored_as_is, Codec};
-use super::{EgressIface, Endpoint, Gateway, Origin, PolicyKey, PolicyValue, Status};
+use super::{EgressIface, Endpoint, Gateway, Origin, PolicyKey, PolicyValue, PrefixLens, Status};
 use crate::bpf_intf as intf;
 use crate::datapath::{DatapathError, Result};
 
@@ -63,6 +63,19 @@ impl Codec for PolicyKey {
             source: from_be(raw.saddr),
             destination: prefix,
         })
+    }
+}
+
+impl Codec for PrefixLens {
+    type Raw = intf::mcast_policy_lens;
+    fn encode(&self) -> intf::mcast_policy_lens {
+        intf::mcast_policy_lens {
+            dst_lens: self.bits(),
+            ..Default::default()
+        }
+    }
+    fn decode(raw: &intf::mcast_policy_lens) -> Result<PrefixLens> {
+        Ok(PrefixLens::from_bits(raw.dst_lens))
     }
 }
 
@@ -190,6 +203,7 @@ fn from_c_chars(chars: &[libc::c_char]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::datapath::maps::PolicyLens;
     use crate::datapath::Plain;
 
     fn key(src: &str, dst: &str) -> PolicyKey {
@@ -238,6 +252,69 @@ mod tests {
             };
             assert!(PolicyKey::decode(&raw).is_err(), "{prefixlen}");
         }
+    }
+
+    #[test]
+    fn prefix_lens_are_one_bit_each_longest_lowest() {
+        let keys = [
+            key("198.51.100.5", "232.0.0.0/8"),
+            key("198.51.100.6", "232.1.1.1/32"),
+            key("198.51.100.6", "224.0.0.0/4"),
+            key("198.51.100.7", "232.0.0.0/8"),
+        ];
+        let lens = PrefixLens::of(&keys);
+        assert_eq!(lens.lens(), vec![32, 8, 4]);
+        let raw = lens.encode();
+        assert_eq!(raw.dst_lens, 1 | 1 << 24 | 1 << 28, "bit 32 - len");
+        assert_eq!(raw.as_bytes().len(), 8);
+        assert_eq!(PrefixLens::decode(&raw).unwrap(), lens);
+        assert!(lens.contains(8) && !lens.contains(16));
+        let only_8 = PrefixLens::of(&keys[..1]);
+        assert_eq!(lens.intersection(only_8), only_8);
+        assert_eq!(only_8.union(lens), lens);
+        assert_eq!(PrefixLens::of(&[]).lens(), Vec::<u8>::new());
+    }
+
+    #[test]
+    fn policy_lens_buckets_are_the_groups_a_prefix_can_match() {
+        let bucket = |g: &str| PolicyLens::bucket(g.parse().unwrap());
+        assert_eq!(bucket("224.0.0.1"), 0);
+        assert_eq!(bucket("232.1.200.3"), 0x801);
+        assert_eq!(bucket("239.255.255.255"), 0xfff);
+        let keys = [
+            key("198.51.100.5", "232.0.0.0/8"),
+            key("198.51.100.5", "232.1.1.0/24"),
+            key("198.51.100.6", "232.1.1.0/24"),
+            key("198.51.100.6", "224.0.0.0/4"),
+            key("198.51.100.6", "239.128.0.0/9"),
+        ];
+        let lens = PolicyLens::of(&keys);
+        let at = |g: &str| lens.for_group(g.parse().unwrap()).lens();
+        assert_eq!(at("232.1.1.1"), vec![24, 8, 4]);
+        assert_eq!(at("232.1.2.1"), vec![24, 8, 4], "same /16: one bucket");
+        assert_eq!(at("232.9.0.1"), vec![8, 4]);
+        assert_eq!(at("233.0.0.1"), vec![4]);
+        assert_eq!(at("239.127.0.1"), vec![4]);
+        assert_eq!(at("239.128.0.1"), vec![9, 4]);
+        assert_eq!(at("239.255.0.1"), vec![9, 4]);
+        assert_eq!(lens.iter().count(), 4096, "the /4 covers every bucket");
+        let narrow = PolicyLens::of(&keys[1..3]);
+        assert_eq!(narrow.iter().count(), 1);
+
+        // What a change adds or takes away, bucket by bucket.
+        let before = PolicyLens::of(&keys[..2]);
+        let after = PolicyLens::of(&keys[1..2]);
+        assert_eq!(
+            after.beyond(&before),
+            PolicyLens::default(),
+            "nothing added"
+        );
+        let removed = before.beyond(&after);
+        assert_eq!(removed.iter().count(), 256, "the /8's buckets");
+        assert_eq!(
+            removed.for_group("232.1.1.1".parse().unwrap()).lens(),
+            vec![24, 8]
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use libbpf_rs::MapType;
 
 use super::typed::{Codec, TypedMap};
-use super::{EgressIface, Endpoint, PolicyKey, PolicyValue, Status};
+use super::{EgressIface, Endpoint, PolicyKey, PolicyValue, PrefixLens, Status};
 use crate::bpf_intf as intf;
 use crate::datapath::{Capacities, Paths, Result};
 
@@ -134,10 +134,17 @@ macro_rules! declare_maps {
 declare_maps! {
     opened {
         /// Policy entries: a pod and a destination prefix to its gateway.
-        policy: POLICY_MAP = "mcast_egw_policy_v4", LpmTrie,
+        /// A hash probed once per prefix length in use (`policy_lens`); the
+        /// LPM trie of older builds was `mcast_egw_policy_v4`.
+        policy: POLICY_MAP = "mcast_egw_policy_hash_v4", Hash,
             PolicyKey => PolicyValue,
             Capacity::AtLoad { flag: "--policy-map-entries", of: |c| c.policy_entries },
             fill_level: true;
+        /// The destination prefix lengths `policy` has entries of, per /16
+        /// of 224.0.0.0/4 (see [`super::PolicyLens`]).
+        policy_lens: POLICY_LENS_MAP = "mcast_egw_policy_lens_v4", Array,
+            u32 => PrefixLens, Capacity::Fixed(intf::MCAST_POLICY_LENS_BUCKETS),
+            fill_level: false;
         /// This node's pods: address to veth and identity.
         endpoints: ENDPOINTS_MAP = "mcast_egw_endpoints", Hash,
             Ipv4Addr => Endpoint,

@@ -111,6 +111,29 @@ impl<K: Codec, V: Codec> TypedMap<K, V> {
             .map_err(self.error("update"))
     }
 
+    /// Insert or replace `entries` in one batch (`BPF_MAP_UPDATE_BATCH`),
+    /// each as [`TypedMap::put`] would, in order; one by one on a kernel
+    /// without batch updates.
+    pub fn put_all(&self, entries: &[(K, V)]) -> Result<()> {
+        if entries.len() < 2 {
+            return entries.iter().try_for_each(|(k, v)| self.put(k, v));
+        }
+        let (mut keys, mut values) = (Vec::new(), Vec::new());
+        for (k, v) in entries {
+            keys.extend_from_slice(k.encode().as_bytes());
+            values.extend_from_slice(v.encode().as_bytes());
+        }
+        let count = u32::try_from(entries.len()).unwrap_or(u32::MAX);
+        if self
+            .map
+            .update_batch(&keys, &values, count, MapFlags::ANY, MapFlags::ANY)
+            .is_ok()
+        {
+            return Ok(());
+        }
+        entries.iter().try_for_each(|(k, v)| self.put(k, v))
+    }
+
     /// Remove an entry; returns whether it existed.
     pub fn delete(&self, key: &K) -> Result<bool> {
         match self.map.delete(key.encode().as_bytes()) {
@@ -168,6 +191,37 @@ impl<K: Codec, V: Codec> TypedMap<K, V> {
         K: Ord,
     {
         self.iter().collect()
+    }
+
+    /// Every entry of an array, by index, read in one batch
+    /// (`BPF_MAP_LOOKUP_BATCH`): a syscall or two where one lookup per
+    /// index would take thousands. Falls back to those lookups when the
+    /// batch does not return every index (a kernel without batch lookups).
+    pub fn array_values(&self) -> Result<Vec<V>>
+    where
+        K: From<u32>,
+    {
+        let n = self.capacity();
+        let batched = self
+            .map
+            .lookup_batch(n, MapFlags::ANY, MapFlags::ANY)
+            .map(|iter| {
+                iter.map(|(_, v)| V::decode(&decode(self.name, &v)?))
+                    .collect::<Result<Vec<V>>>()
+            });
+        if let Ok(Ok(values)) = batched {
+            if values.len() == n as usize {
+                return Ok(values);
+            }
+        }
+        (0..n)
+            .map(|i| {
+                self.get(&K::from(i))?.ok_or(DatapathError::Invalid {
+                    what: "array index",
+                    detail: format!("{} has no index {i}", self.name),
+                })
+            })
+            .collect()
     }
 
     /// What bringing the map to `desired` takes, from what it holds now
