@@ -496,10 +496,28 @@ fn unknown_node_name_is_not_ready_until_the_node_appears() {
 
         // Synced, and still not ready: the reason is the node.
         let reason = "no CiliumNode is named \"node-a\" (--node-name)";
-        common::wait_for("/readyz naming the node", Duration::from_secs(20), || {
-            http_get("/readyz").is_some_and(|(s, body)| s == 503 && body.contains(reason))
-        });
-        let (_, body) = http_get("/readyz").unwrap();
+        // The first sync and the links come within a pass or two of the
+        // start; until then /readyz names them too.
+        let mut last = String::new();
+        common::wait_for(
+            "/readyz naming the node, and nothing else",
+            Duration::from_secs(20),
+            || {
+                let Some((s, body)) = http_get("/readyz") else {
+                    return false;
+                };
+                let only_node = s == 503
+                    && body.contains(reason)
+                    && !body.contains("first sync")
+                    && !body.contains("links missing");
+                last = body;
+                only_node
+            },
+        );
+        // And it stays so: the node is what holds readiness back.
+        let (status, body) = http_get("/readyz").unwrap();
+        assert_eq!(status, 503, "{body} (last while waiting: {last})");
+        assert!(body.contains(reason), "{body}");
         assert!(!body.contains("first sync"), "the sync is done: {body}");
         assert!(
             !body.contains("links missing"),
