@@ -845,4 +845,5 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) ->
     Ok(())
 }
 
+pub mod bench;
 pub mod demo;
