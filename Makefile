@@ -17,8 +17,8 @@
 #                the whole path (pod, VXLAN, gateway, uplink) against the
 #                kernel's multicast routing and a socat relay: pps at <= 0.1 %
 #                loss and CPU ns per packet, 1316 and 64 B; then pods' unicast
-#                (iperf2) with our links attached and detached (root; about
-#                4 minutes; table also in target/bench-lab.md)
+#                (iperf2) with our links attached and detached (root; 2-3
+#                minutes; tables also in target/bench-lab.md)
 #   make fuzz    the datapath fuzzer at length: 5000000 frames through
 #                BPF_PROG_RUN, 20000 on real veths (root; FUZZ_SEED=...
 #                replays a run, FUZZ_FRAMES / FUZZ_REAL_FRAMES resize it)
