@@ -36,9 +36,12 @@
 //!
 //! Unicast: routes for pod-a1 ↔ pod-b1 and pod-a1 ↔ upstream across
 //! `cilium_vxlan` (route-level encap, VNI the pod's identity, as Cilium's
-//! tunnel does), then iperf2 TCP throughput and UDP pps with our links
-//! attached (daemons running) and detached (daemons stopped, `uninstall`
-//! on every node), alternating, several rounds.
+//! tunnel does), then iperf2 TCP throughput and UDP pps, and the
+//! generator's CPU ns per 64-byte unicast datagram from pod-a1 to the
+//! upstream host (the same accounting as above, far less noisy than iperf2
+//! on a shared machine), with our links attached (daemons running) and
+//! detached (daemons stopped, `uninstall` on every node), alternating which
+//! goes first, several rounds.
 //!
 //! Everything lives in the lab's namespaces; the lab tears down on drop.
 
@@ -61,6 +64,8 @@ const TUNNEL: &str = "vxlan42";
 const NFT_TABLE: &str = "mclbench";
 const UDP_DPORT: u16 = 5001;
 const SENDER_TTL: u8 = 8;
+/// The generator's unicast datagrams to the upstream host.
+const UNICAST_PORT: u16 = 5009;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -116,6 +121,7 @@ pub fn frame(
     dst_mac: [u8; 6],
     src: Ipv4Addr,
     group: Ipv4Addr,
+    dport: u16,
     payload: usize,
 ) -> Vec<u8> {
     let udp_len = 8 + payload;
@@ -136,7 +142,7 @@ pub fn frame(
     f.extend_from_slice(&ip);
     let mut udp = vec![0u8; udp_len];
     udp[0..2].copy_from_slice(&40000u16.to_be_bytes());
-    udp[2..4].copy_from_slice(&UDP_DPORT.to_be_bytes());
+    udp[2..4].copy_from_slice(&dport.to_be_bytes());
     udp[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
     for (i, b) in udp[8..].iter_mut().enumerate() {
         *b = i as u8;
@@ -369,11 +375,13 @@ fn install_upstream_counters(lab: &Lab) -> Result<()> {
     ip daddr {g} ip saddr {egress} counter drop
     ip daddr {g} ip saddr {pod} counter drop
     ip daddr {g} counter drop
+    ip daddr {up} udp dport {UNICAST_PORT} counter drop
   }}
 }}
 ",
         egress = addr::EGRESS_B,
-        pod = Pod::A1.ip()
+        pod = Pod::A1.ip(),
+        up = addr::UPSTREAM_B,
     );
     nft(&lab.upstream_ns(), &rules)
 }
@@ -399,8 +407,9 @@ fn nft(ns: &str, rules: &str) -> Result<()> {
     Ok(())
 }
 
-/// Packets counted upstream: [from the egress IP, from the pod, other].
-fn upstream_counts(lab: &Lab) -> Result<[u64; 3]> {
+/// Packets counted upstream: [from the egress IP, from the pod, other] to
+/// the group, and the generator's unicast datagrams.
+fn upstream_counts(lab: &Lab) -> Result<[u64; 4]> {
     let out = run(
         "ip",
         &[
@@ -418,7 +427,7 @@ fn upstream_counts(lab: &Lab) -> Result<[u64; 3]> {
     )?;
     let v: serde_json::Value =
         serde_json::from_str(&out).map_err(|e| err("nft -j", e.to_string()))?;
-    let mut counts = [0u64; 3];
+    let mut counts = [0u64; 4];
     let rules = v["nftables"]
         .as_array()
         .into_iter()
@@ -710,6 +719,7 @@ impl Bench {
             dst_mac.unwrap_or_else(|| group_mac(addr::GROUP)),
             pod.ip(),
             addr::GROUP,
+            UDP_DPORT,
             size,
         );
         Generator::new(&ns, f, self.cfg.threads)
@@ -862,6 +872,23 @@ impl Bench {
             ns,
             stages,
         })
+    }
+
+    /// CPU ns per unicast datagram of the generator, unpaced, delivered to
+    /// the upstream host through both nodes and `cilium_vxlan`.
+    fn unicast_ns(&self, gen: &Generator) -> Result<f64> {
+        check_stop()?;
+        let before = upstream_counts(&self.lab)?[3];
+        let k0 = ksoftirqd_ns(&self.ksoftirqd);
+        let sent = gen.run(None, self.cfg.trial);
+        // In flight lands within a few ms (as for the multicast trials).
+        std::thread::sleep(Duration::from_millis(100));
+        let k1 = ksoftirqd_ns(&self.ksoftirqd);
+        let delivered = upstream_counts(&self.lab)?[3] - before;
+        if delivered == 0 {
+            return Err(err("unicast generator", "nothing arrived upstream"));
+        }
+        Ok((sent.cpu_ns + (k1 - k0)) as f64 / delivered as f64)
     }
 
     /// `perf record -a -g` (software clock: no PMU in a VM) while the rate
@@ -1130,9 +1157,14 @@ enum Uni {
     PodUdp,
     UpTcp,
     UpUdp,
+    /// The AF_PACKET generator's 64-byte unicast datagrams to the upstream
+    /// host, unpaced: CPU ns per packet, as for multicast.
+    UpGen,
 }
 
 const UNIS: [Uni; 4] = [Uni::PodTcp, Uni::PodUdp, Uni::UpTcp, Uni::UpUdp];
+/// The iperf2 tests and the generator's CPU per unicast packet.
+const UNI_ROWS: [Uni; 5] = [Uni::PodTcp, Uni::PodUdp, Uni::UpTcp, Uni::UpUdp, Uni::UpGen];
 
 impl Uni {
     fn label(self) -> &'static str {
@@ -1141,6 +1173,7 @@ impl Uni {
             Uni::PodUdp => "pod-a1 -> pod-b1 UDP 64 B (pps)",
             Uni::UpTcp => "pod-a1 -> upstream TCP (Mbit/s)",
             Uni::UpUdp => "pod-a1 -> upstream UDP 64 B (pps)",
+            Uni::UpGen => "pod-a1 -> upstream UDP 64 B, generator (CPU ns/pkt)",
         }
     }
     fn udp(self) -> bool {
@@ -1149,7 +1182,7 @@ impl Uni {
     fn server(self) -> Ipv4Addr {
         match self {
             Uni::PodTcp | Uni::PodUdp => Pod::B1.ip(),
-            Uni::UpTcp | Uni::UpUdp => addr::UPSTREAM_B,
+            Uni::UpTcp | Uni::UpUdp | Uni::UpGen => addr::UPSTREAM_B,
         }
     }
 }
@@ -1186,7 +1219,7 @@ fn parse_iperf_csv(out: &str, udp: bool) -> Option<f64> {
 fn udp_report(lab: &Lab, u: Uni) -> PathBuf {
     let who = match u {
         Uni::PodTcp | Uni::PodUdp => "pod-b1",
-        Uni::UpTcp | Uni::UpUdp => "upstream",
+        Uni::UpTcp | Uni::UpUdp | Uni::UpGen => "upstream",
     };
     lab.dir().join(format!("iperf-udp-{who}.csv"))
 }
@@ -1429,6 +1462,18 @@ pub fn run_bench(cfg: BenchConfig) -> Result<String> {
         cfg.rounds
     );
     let mut results: Vec<(Uni, bool, f64)> = Vec::new();
+    let ugen = {
+        let ns = b.lab.pod_ns(Pod::A1);
+        let f = frame(
+            mac_of(&ns, "eth0")?,
+            mac_of(&b.lab.node_ns(Node::A), Pod::A1.lxc())?,
+            Pod::A1.ip(),
+            addr::UPSTREAM_B,
+            UNICAST_PORT,
+            64,
+        );
+        Generator::new(&ns, f, cfg.threads)?
+    };
     let res = (|| -> Result<()> {
         for round in 0..cfg.rounds {
             // detached now after the capacity part; alternate which goes first.
@@ -1449,6 +1494,7 @@ pub fn run_bench(cfg: BenchConfig) -> Result<String> {
                     let v = iperf_client(&b.lab, u, cfg.iperf_secs)?;
                     results.push((u, want, v));
                 }
+                results.push((Uni::UpGen, want, b.unicast_ns(&ugen)?));
             }
             println!("   round {} of {} done", round + 1, cfg.rounds);
         }
@@ -1553,7 +1599,7 @@ impl Bench {
             "| test | attached median (min-max) | detached median (min-max) | attached/detached | noise (max-min)/median att, det |"
         );
         let _ = writeln!(t, "|---|---|---|---|---|");
-        for u in UNIS {
+        for u in UNI_ROWS {
             let pick = |att: bool| -> Vec<f64> {
                 results
                     .iter()
@@ -1643,6 +1689,7 @@ mod tests {
             group_mac(addr::GROUP),
             Pod::A1.ip(),
             addr::GROUP,
+            UDP_DPORT,
             64,
         );
         assert_eq!(f.len(), 14 + 20 + 8 + 64);
