@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 e2e=${1:-}
 
 missing=()
-for cmd in cargo clang llvm-strip bpftool ip ethtool iperf tshark shellcheck pkg-config make; do
+for cmd in cargo clang llvm-strip bpftool ip ethtool iperf tshark shellcheck socat nft pkg-config make; do
 	command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
 done
 for header in /usr/include/gelf.h /usr/include/zlib.h /usr/include/bpf/libbpf.h /usr/include/linux/bpf.h; do

@@ -8,7 +8,7 @@ apt-get install -y -qq --no-install-recommends \
 	clang llvm libclang-dev \
 	libelf-dev zlib1g-dev pkg-config libbpf-dev linux-libc-dev \
 	iproute2 ethtool bpftool make ca-certificates \
-	iperf tshark shellcheck >/dev/null
+	iperf tshark shellcheck socat nftables >/dev/null
 
 # Install packages whose install would start a service (a Prometheus
 # server, a Docker engine): a policy-rc.d of our own keeps them from starting

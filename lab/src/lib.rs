@@ -890,4 +890,5 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) ->
     Ok(())
 }
 
+pub mod bench;
 pub mod demo;

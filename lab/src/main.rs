@@ -1,5 +1,6 @@
 //! `cilium-mcast-egress-lab`: the lab's command line. `make demo` runs its
-//! `demo`, with the sidecar binary built beside it.
+//! `demo`, `make bench-lab` its `bench`, with the sidecar binary built beside
+//! it.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -35,6 +36,35 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         binary: Option<PathBuf>,
     },
+    /// The end-to-end benchmark (`make bench-lab`): multicast capacity and
+    /// CPU per packet of ours, the kernel's multicast routing and a socat
+    /// relay on the lab's path; then pods' unicast with our links attached
+    /// and detached. Needs root.
+    Bench {
+        /// The `cilium-mcast-egress` binary each node runs (by default the
+        /// one next to this binary).
+        #[arg(long, value_name = "PATH")]
+        binary: Option<PathBuf>,
+        /// One capacity trial, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        trial_ms: u64,
+        /// Attached/detached rounds of the unicast part.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Seconds per iperf2 run.
+        #[arg(long, default_value_t = 2)]
+        iperf_secs: u32,
+        /// Generator threads.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Where to write the tables as well (Markdown).
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
+        /// A directory for a `perf record -a -g` of each path's repeated
+        /// trials (where the time goes).
+        #[arg(long, value_name = "DIR")]
+        profile: Option<PathBuf>,
+    },
 }
 
 /// The sidecar binary: `given`, or the one beside this executable.
@@ -54,13 +84,13 @@ fn sidecar_binary(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     Ok(binary)
 }
 
-/// The demo runs on a thread of its own while this one waits for SIGINT or
+/// `work` runs on a thread of its own while this one waits for SIGINT or
 /// SIGTERM: on either, the lab is torn down before the process exits.
-fn run_demo(binary: &Path, seconds: u32) -> anyhow::Result<()> {
+fn guarded<T: Send + 'static>(
+    work: impl FnOnce() -> lab::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
     use nix::sys::signal::{SigSet, Signal};
 
-    lab::demo::check_tools().map_err(anyhow::Error::msg)?;
-    let binary = binary.to_owned();
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGINT);
     signals.add(Signal::SIGTERM);
@@ -69,7 +99,7 @@ fn run_demo(binary: &Path, seconds: u32) -> anyhow::Result<()> {
     // below receives them.
     signals.thread_block().context("blocking signals")?;
     let worker = std::thread::spawn(move || {
-        let r = lab::demo::run_demo(&binary, seconds);
+        let r = work();
         // To the process, not this thread (where it is blocked): the main
         // thread's sigwait takes it.
         let _ = nix::sys::signal::kill(nix::unistd::getpid(), Signal::SIGUSR1);
@@ -79,7 +109,7 @@ fn run_demo(binary: &Path, seconds: u32) -> anyhow::Result<()> {
         Signal::SIGUSR1 => {}
         sig => {
             eprintln!("{sig}: tearing the lab down");
-            // Stop the demo where it is: no more building, its processes
+            // Stop the work where it is: no more building, its processes
             // gone, so that it drops (and so tears down) its lab itself.
             lab::request_stop();
             let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -94,12 +124,27 @@ fn run_demo(binary: &Path, seconds: u32) -> anyhow::Result<()> {
             std::process::exit(130);
         }
     }
-    let report = worker
+    Ok(worker
         .join()
-        .map_err(|_| anyhow::anyhow!("the demo thread panicked"))?
-        .context("demo")?;
+        .map_err(|_| anyhow::anyhow!("the lab thread panicked"))??)
+}
+
+fn run_demo(binary: &Path, seconds: u32) -> anyhow::Result<()> {
+    lab::demo::check_tools().map_err(anyhow::Error::msg)?;
+    let binary = binary.to_owned();
+    let report = guarded(move || lab::demo::run_demo(&binary, seconds)).context("demo")?;
     if report.received.unwrap_or(0) == 0 {
         anyhow::bail!("nothing reached the upstream receiver");
+    }
+    Ok(())
+}
+
+fn run_bench(cfg: lab::bench::BenchConfig, out: Option<PathBuf>) -> anyhow::Result<()> {
+    lab::bench::check_tools().map_err(anyhow::Error::msg)?;
+    let tables = guarded(move || lab::bench::run_bench(cfg)).context("bench")?;
+    if let Some(out) = out {
+        std::fs::write(&out, tables).with_context(|| format!("writing {}", out.display()))?;
+        println!("== tables written to {}", out.display());
     }
     Ok(())
 }
@@ -107,6 +152,26 @@ fn run_demo(binary: &Path, seconds: u32) -> anyhow::Result<()> {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo { seconds, binary } => run_demo(&sidecar_binary(binary)?, seconds),
+        Command::Bench {
+            binary,
+            trial_ms,
+            rounds,
+            iperf_secs,
+            threads,
+            out,
+            profile,
+        } => run_bench(
+            lab::bench::BenchConfig {
+                binary: sidecar_binary(binary)?,
+                trial: Duration::from_millis(trial_ms),
+                rounds,
+                iperf_secs,
+                threads,
+                sizes: vec![1316, 64],
+                profile,
+            },
+            out,
+        ),
     }
 }
 
