@@ -185,20 +185,7 @@ fn bench() {
     // second uplink.
     common::veth("under0", "under_peer");
     sh("ip", &["addr", "add", "192.0.2.10/24", "dev", "under0"]);
-    sh(
-        "ip",
-        &[
-            "neigh",
-            "replace",
-            &REMOTE_GW.to_string(),
-            "lladdr",
-            "02:00:00:00:00:20",
-            "dev",
-            "under0",
-            "nud",
-            "permanent",
-        ],
-    );
+    common::permanent_neighbour(&REMOTE_GW.to_string(), "02:00:00:00:00:20", "under0");
     common::veth("uplink1", "upstream1");
     let (lxc, uplink, uplink1, tunnel) = (
         ifindex("lxc_a"),

@@ -68,20 +68,7 @@ impl Fx {
         ]);
         common::vxlan_external("vx0");
         sh("ip", &["addr", "add", "192.0.2.10/24", "dev", "under0"]);
-        sh(
-            "ip",
-            &[
-                "neigh",
-                "replace",
-                "192.0.2.20",
-                "lladdr",
-                "02:00:00:00:00:20",
-                "dev",
-                "under0",
-                "nud",
-                "permanent",
-            ],
-        );
+        common::permanent_neighbour("192.0.2.20", "02:00:00:00:00:20", "under0");
 
         let (bpffs, dp, maps) = common::load_datapath(test);
         let paths = dp.paths().clone();

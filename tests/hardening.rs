@@ -87,20 +87,7 @@ impl Node {
         }
         common::vxlan_external("vx0");
         sh("ip", &["addr", "add", "192.0.2.10/24", "dev", "under0"]);
-        sh(
-            "ip",
-            &[
-                "neigh",
-                "replace",
-                &REMOTE_GW.to_string(),
-                "lladdr",
-                "02:00:00:00:00:20",
-                "dev",
-                "under0",
-                "nud",
-                "permanent",
-            ],
-        );
+        common::permanent_neighbour(&REMOTE_GW.to_string(), "02:00:00:00:00:20", "under0");
         // Checksums and segmentation in software on the uplink, as a NIC
         // finishes them in hardware: the far side sees what a wire carries.
         sh("ethtool", &["-K", "uplink0", "tx", "off"]);

@@ -161,20 +161,7 @@ impl Tx {
             (REMOTE_GW, "02:00:00:00:00:20"),
             (OTHER_NODE, "02:00:00:00:00:30"),
         ] {
-            sh(
-                "ip",
-                &[
-                    "neigh",
-                    "replace",
-                    &node.to_string(),
-                    "lladdr",
-                    mac,
-                    "dev",
-                    "under0",
-                    "nud",
-                    "permanent",
-                ],
-            );
+            common::permanent_neighbour(&node.to_string(), mac, "under0");
         }
 
         let pod = PodNs::new();
@@ -462,20 +449,7 @@ tx_test!(other_tunnelled_traffic_passes_untouched, |tx| {
             ],
         );
     }
-    sh(
-        "ip",
-        &[
-            "neigh",
-            "replace",
-            &uni.to_string(),
-            "lladdr",
-            "02:00:00:00:00:99",
-            "dev",
-            "vx0",
-            "nud",
-            "permanent",
-        ],
-    );
+    common::permanent_neighbour(&uni.to_string(), "02:00:00:00:00:99", "vx0");
     let underlay = Tap::open("under_peer");
     // Unbound: a multicast socket bound to a source skips the route
     // lookup, and with it the route's tunnel key.

@@ -1658,24 +1658,7 @@ fn source_label(c: [u64; 3]) -> String {
 /// Tools the bench needs beyond the lab's.
 pub fn check_tools() -> std::result::Result<(), String> {
     super::demo::check_tools()?;
-    let missing: Vec<&str> = ["nft", "socat", "bpftool", "ss"]
-        .into_iter()
-        .filter(|t| {
-            std::process::Command::new("sh")
-                .args(["-c", &format!("command -v {t}")])
-                .output()
-                .map(|o| !o.status.success())
-                .unwrap_or(true)
-        })
-        .collect();
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(format!(
-            "missing tools: {} (run scripts/install-deps.sh)",
-            missing.join(", ")
-        ))
-    }
+    super::demo::require_tools(&["nft", "socat", "bpftool", "ss"])
 }
 
 #[cfg(test)]

@@ -178,8 +178,15 @@ fn print_summary(r: &DemoReport) {
 /// Whether the lab's tools are installed, with a message naming what is
 /// missing.
 pub fn check_tools() -> std::result::Result<(), String> {
-    let missing: Vec<&str> = ["ip", "iperf", "ethtool"]
-        .into_iter()
+    require_tools(&["ip", "iperf", "ethtool"])
+}
+
+/// Whether every one of `tools` is on PATH, with a message naming those
+/// that are not.
+pub fn require_tools(tools: &[&str]) -> std::result::Result<(), String> {
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
         .filter(|t| {
             Command::new("sh")
                 .args(["-c", &format!("command -v {t}")])

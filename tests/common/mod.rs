@@ -189,6 +189,25 @@ pub fn veth(a: &str, b: &str) {
     sh("ip", &["link", "set", b, "up"]);
 }
 
+/// A permanent neighbour entry: `ip` is at `mac` on `dev` (a node of the
+/// underlay that no test runs, whose tunnel packets go out of `dev`).
+pub fn permanent_neighbour(ip: &str, mac: &str, dev: &str) {
+    sh(
+        "ip",
+        &[
+            "neigh",
+            "replace",
+            ip,
+            "lladdr",
+            mac,
+            "dev",
+            dev,
+            "nud",
+            "permanent",
+        ],
+    );
+}
+
 /// A VXLAN device in external (collect-md) mode on UDP 8472, as Cilium
 /// creates `cilium_vxlan`; up.
 pub fn vxlan_external(name: &str) {
