@@ -147,6 +147,7 @@ static __always_inline int mcast_gateway_emit(struct __sk_buff *skb, const struc
 		return mcast_fail(skb, pkt, MCAST_DROP_UNSUPPORTED_PROTO, MCAST_ROLE_GATEWAY, clone);
 	if (pkt->ttl <= 1)
 		return mcast_fail(skb, pkt, MCAST_DROP_TTL_EXCEEDED, MCAST_ROLE_GATEWAY, clone);
+	MCAST_BENCH_STAGE(MCAST_STAGE_IFACE);
 	/*
 	 * Multicast is not fragmented on the way out (and DF packets may not
 	 * be): a frame over the uplink's MTU would vanish in the driver, so it
@@ -159,6 +160,7 @@ static __always_inline int mcast_gateway_emit(struct __sk_buff *skb, const struc
 		return mcast_fail(skb, pkt, MCAST_DROP_REDIRECT, MCAST_ROLE_GATEWAY, clone);
 	if (ret != BPF_MTU_CHK_RET_SUCCESS)
 		return mcast_fail(skb, pkt, MCAST_DROP_MTU_EXCEEDED, MCAST_ROLE_GATEWAY, clone);
+	MCAST_BENCH_STAGE(MCAST_STAGE_MTU);
 	new_ttl = pkt->ttl - 1;
 
 	/* Only the first fragment has a UDP header (RFC 791). */
@@ -186,12 +188,16 @@ static __always_inline int mcast_gateway_emit(struct __sk_buff *skb, const struc
 			return mcast_fail(skb, pkt, MCAST_DROP_REWRITE, MCAST_ROLE_GATEWAY, clone);
 		saved.udp_check = udp_check;
 	}
+	MCAST_BENCH_STAGE(MCAST_STAGE_UDP);
 
 	/* From here on a failure may leave the packet half rewritten: drop it,
 	 * even when Cilium was to get it too. */
-	if (mcast_rewrite_l3(skb, pkt, fix_udp, pkt->saddr, egress_ip, new_ttl) < 0 ||
-	    mcast_rewrite_l2(skb, pkt->daddr, iface->mac) < 0)
-		return mcast_drop(skb, pkt, MCAST_DROP_REWRITE, MCAST_ROLE_GATEWAY);
+	if (mcast_rewrite_l3(skb, pkt, fix_udp, pkt->saddr, egress_ip, new_ttl) < 0)
+		goto rewrite_failed;
+	MCAST_BENCH_STAGE(MCAST_STAGE_L3);
+	if (mcast_rewrite_l2(skb, pkt->daddr, iface->mac) < 0)
+		goto rewrite_failed;
+	MCAST_BENCH_STAGE(MCAST_STAGE_L2);
 
 	if (!clone) {
 		/*
@@ -200,6 +206,7 @@ static __always_inline int mcast_gateway_emit(struct __sk_buff *skb, const struc
 		 * is down, shows in its own tx counters, not in ours.
 		 */
 		mcast_count_emitted(skb, pkt, pol->policy_id, role);
+		MCAST_BENCH_STAGE(MCAST_STAGE_COUNT);
 		return bpf_redirect(ifindex, 0);
 	}
 
@@ -225,6 +232,9 @@ static __always_inline int mcast_gateway_emit(struct __sk_buff *skb, const struc
 	if (ret < 0)
 		return mcast_drop(skb, pkt, MCAST_DROP_REWRITE, MCAST_ROLE_GATEWAY);
 	return MCAST_TCX_NEXT;
+
+rewrite_failed:
+	return mcast_drop(skb, pkt, MCAST_DROP_REWRITE, MCAST_ROLE_GATEWAY);
 }
 
 #endif /* MCAST_LIB_GATEWAY_H */
