@@ -28,6 +28,7 @@ const OBJECTS: &[(&str, &str)] = &[
     ),
     ("bpf/bench/mcast_empty.bpf.c", "mcast_empty.skel.rs"),
     ("bpf/bench/mcast_lpm.bpf.c", "mcast_lpm.skel.rs"),
+    ("bpf/bench/mcast_stages.bpf.c", "mcast_stages.skel.rs"),
 ];
 
 fn multiarch_include() -> Option<PathBuf> {

@@ -28,7 +28,12 @@
 //! once per prefix length in use) with the LPM trie it replaced (the same
 //! programs built with it, `bpf/bench/mcast_lpm.bpf.c`), with a handful of
 //! policy entries and with thousands, in the same run. The second is every
-//! path of this build with thousands of entries.
+//! path of this build with thousands of entries. The third is where the
+//! time of each multicast path goes: the same programs built to return at
+//! one stage of the path (`bpf/bench/mcast_stages.bpf.c`, one load per
+//! stage), timed the same way, so that each stage's cost is the difference
+//! between two rows. No hardware PMU in the VMs this runs on, so no
+//! `bpftool prog profile` or `perf`: this is the profile.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -37,7 +42,7 @@ use std::mem::MaybeUninit;
 use std::net::Ipv4Addr;
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{MapCore, MapFlags, ProgramInput, ProgramMut};
+use libbpf_rs::{MapCore, MapFlags, OpenObject, ProgramInput, ProgramMut};
 
 use cilium_mcast_egress::bpf_intf::mcast_test_tunnel;
 use cilium_mcast_egress::datapath::maps::{
@@ -53,6 +58,12 @@ use common::skels::{empty as empty_skel, overlay_test as overlay_test_skel};
 #[allow(clippy::all, dead_code, unused_imports, non_camel_case_types)]
 mod lpm_skel {
     include!(concat!(env!("OUT_DIR"), "/mcast_lpm.skel.rs"));
+}
+
+/// The programs with a return at a chosen stage of each path.
+#[allow(clippy::all, dead_code, unused_imports, non_camel_case_types)]
+mod stages_skel {
+    include!(concat!(env!("OUT_DIR"), "/mcast_stages.skel.rs"));
 }
 
 const RUNS: u32 = 1_000_000;
@@ -114,6 +125,97 @@ fn trials(f: impl Fn() -> f64) -> Trials {
         min: ns[0],
         max: ns[ns.len() - 1],
     }
+}
+
+/// The stop points of `enum mcast_bench_stage` (bpf/lib/common.h), with
+/// what the path has done when it returns there.
+mod stage {
+    pub const NONE: u32 = 0;
+    pub const START: u32 = 1;
+    pub const CLASSIFY: u32 = 2;
+    pub const PARSE: u32 = 3;
+    pub const TUNNEL_GET: u32 = 4;
+    pub const NODE: u32 = 5;
+    pub const POLICY: u32 = 6;
+    pub const ENDPOINT: u32 = 7;
+    pub const CONFIG: u32 = 8;
+    pub const VALIDATE: u32 = 9;
+    pub const TUNNEL_KEY: u32 = 10;
+    pub const IFACE: u32 = 11;
+    pub const MTU: u32 = 12;
+    pub const UDP: u32 = 13;
+    pub const L3: u32 = 14;
+    pub const L2: u32 = 15;
+    pub const COUNT: u32 = 16;
+    /// The verdict of a stop: this plus the stage (MCAST_BENCH_STOPPED).
+    pub const STOPPED: u32 = 1000;
+
+    pub fn label(stage: u32) -> &'static str {
+        match stage {
+            START => "program entry (nothing done)",
+            CLASSIFY => "IPv4 multicast? VLAN tag?",
+            PARSE => "IPv4 header read, never-egress groups",
+            TUNNEL_GET => "received tunnel key (test map)",
+            NODE => "outer source a cluster node (hash)",
+            POLICY => "policy lookup (lengths array + hash)",
+            ENDPOINT => "source endpoint (hash), ifindex, identity",
+            CONFIG => "config (array), origin/gateway checks",
+            VALIDATE => "validation: csum, lengths, UDP",
+            TUNNEL_KEY => "bpf_skb_set_tunnel_key()",
+            IFACE => "uplink MAC (hash), TTL",
+            MTU => "bpf_check_mtu()",
+            UDP => "UDP checksum read",
+            L3 => "SNAT+TTL, IPv4 csum, bpf_l4_csum_replace",
+            L2 => "Ethernet header",
+            COUNT => "per-CPU counter(s) (hash)",
+            NONE => "bpf_redirect() and return (the whole path)",
+            _ => "?",
+        }
+    }
+}
+
+/// The stage build with its return at `stop`, its maps the production ones
+/// by their pins (every `mcast_egw_` map), its receive-side tunnel key
+/// filled in. Leaked: the benchmark keeps every variant to its end.
+fn load_stage(globals: &std::path::Path, stop: u32) -> stages_skel::McastStagesSkel<'static> {
+    let storage: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
+    let mut open = stages_skel::McastStagesSkelBuilder::default()
+        .open(storage)
+        .expect("open the stage build");
+    open.maps
+        .rodata_data
+        .as_mut()
+        .expect("the stage build's read-only data")
+        .mcast_bench_stop = stop;
+    for mut map in open.open_object_mut().maps_mut() {
+        let name = map.name().to_string_lossy().into_owned();
+        if name.starts_with("mcast_egw_") {
+            map.set_pin_path(globals.join(&name)).expect("pin path");
+        }
+    }
+    let skel = open.load().expect("load the stage build");
+    let t = mcast_test_tunnel {
+        tunnel_id: 12345,
+        remote_ipv4: u32::from_ne_bytes(REMOTE_GW.octets()),
+        valid: 1,
+        pad: 0,
+    };
+    skel.maps
+        .mcast_test_tunnel
+        .update(0u32.as_bytes(), t.as_bytes(), MapFlags::ANY)
+        .expect("test tunnel key");
+    skel
+}
+
+/// A path of the stage table: its program, frame and the stops it passes,
+/// in order.
+struct StagedPath<'a> {
+    path: &'static str,
+    /// mcast_from_overlay, else mcast_from_container.
+    overlay: bool,
+    frame: &'a [u8],
+    ifindex: u32,
+    stops: &'a [u32],
 }
 
 struct Row {
@@ -447,6 +549,101 @@ fn bench() {
             goal: mcast,
         },
     ];
+    // --- where the time goes: each path stopped after each stage ---------
+    let globals = paths.globals();
+    let stage_paths = [
+        StagedPath {
+            path: "origin: multicast to a remote gateway",
+            overlay: false,
+            frame: &to_remote,
+            ifindex: lxc,
+            stops: &[
+                stage::START,
+                stage::CLASSIFY,
+                stage::PARSE,
+                stage::POLICY,
+                stage::ENDPOINT,
+                stage::CONFIG,
+                stage::VALIDATE,
+                stage::TUNNEL_KEY,
+                stage::COUNT,
+                stage::NONE,
+            ],
+        },
+        StagedPath {
+            path: "gateway: SNAT and redirect (from overlay)",
+            overlay: true,
+            frame: &tunnelled,
+            ifindex: tunnel,
+            stops: &[
+                stage::START,
+                stage::CLASSIFY,
+                stage::PARSE,
+                stage::TUNNEL_GET,
+                stage::NODE,
+                stage::POLICY,
+                stage::CONFIG,
+                stage::VALIDATE,
+                stage::IFACE,
+                stage::MTU,
+                stage::UDP,
+                stage::L3,
+                stage::L2,
+                stage::COUNT,
+                stage::NONE,
+            ],
+        },
+        StagedPath {
+            path: "origin on the gateway: SNAT and redirect",
+            overlay: false,
+            frame: &to_local,
+            ifindex: lxc,
+            stops: &[
+                stage::START,
+                stage::CLASSIFY,
+                stage::PARSE,
+                stage::POLICY,
+                stage::ENDPOINT,
+                stage::CONFIG,
+                stage::VALIDATE,
+                stage::IFACE,
+                stage::MTU,
+                stage::UDP,
+                stage::L3,
+                stage::L2,
+                stage::COUNT,
+                stage::NONE,
+            ],
+        },
+    ];
+    // One build per stop, indexed by it.
+    let variants: Vec<_> = (stage::NONE..=stage::COUNT)
+        .map(|stop| load_stage(&globals, stop))
+        .collect();
+    let stage_baseline = empty_case.measure();
+    let staged: Vec<Vec<(u32, Trials)>> = stage_paths
+        .iter()
+        .map(|sp| {
+            sp.stops
+                .iter()
+                .map(|&stop| {
+                    let skel = &variants[stop as usize];
+                    let prog = if sp.overlay {
+                        &skel.progs.mcast_from_overlay
+                    } else {
+                        &skel.progs.mcast_from_container
+                    };
+                    let want = if stop == stage::NONE {
+                        redirect
+                    } else {
+                        stage::STOPPED + stop
+                    };
+                    (stop, case(prog, sp.ifindex, sp.frame, want).measure())
+                })
+                .collect()
+        })
+        .collect();
+
     // Cilium's multicast replicates these groups too: the origin clones to
     // the gateway and hands the original on. Their rows include what the
     // kernel does with the copy, inside bpf_clone_redirect(): the clone,
@@ -517,6 +714,34 @@ fn bench() {
     );
     if missed > 0 {
         println!("{missed} goal(s) missed (a report, not a failure)");
+    }
+
+    println!();
+    println!(
+        "Where the time goes: the same programs returning after each stage \
+         (bpf/bench/mcast_stages.bpf.c), {} policy entries, ns/pkt up to and including \
+         the stage: median of {TRIALS} trials (min-max); \"+stage\" is the difference \
+         of medians. Empty program in this run: {}",
+        large_entries,
+        cell(&stage_baseline),
+    );
+    for (sp, stages) in stage_paths.iter().zip(&staged) {
+        println!("{}", sp.path);
+        println!(
+            "  {:<46} {:>22} {:>8} {:>11}",
+            "after", "ns/pkt (min-max)", "+stage", "above empty"
+        );
+        let mut prev = stage_baseline.median;
+        for (stop, t) in stages {
+            println!(
+                "  {:<46} {:>22} {:>+8.1} {:>+11.1}",
+                stage::label(*stop),
+                cell(t),
+                t.median - prev,
+                t.median - stage_baseline.median,
+            );
+            prev = t.median;
+        }
     }
 }
 

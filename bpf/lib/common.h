@@ -53,4 +53,45 @@ static __always_inline bool mcast_clone_taken(int ret)
 /* The largest L2 + L3 + UDP header we ever look at (IHL 15). */
 #define MCAST_MAX_HDR_LEN	(ETH_HLEN + 60 + sizeof(struct udphdr))
 
+/*
+ * Benchmark builds only (bpf/bench/mcast_stages.bpf.c): return at one named
+ * point of a path, so that `make bench` can time a path stage by stage.
+ * mcast_bench_stop is read-only data the benchmark sets before load; the
+ * verifier knows its value and drops the points not taken, so a stopped
+ * build costs what the path costs up to that point. Nothing in other builds.
+ */
+enum mcast_bench_stage {
+	MCAST_STAGE_NONE = 0,		/* run the whole path */
+	MCAST_STAGE_START,		/* nothing done: the program's entry */
+	MCAST_STAGE_CLASSIFY,		/* IPv4 multicast? VLAN tag? */
+	MCAST_STAGE_PARSE,		/* fixed header read, never-egress groups */
+	MCAST_STAGE_TUNNEL_GET,		/* the received tunnel key read */
+	MCAST_STAGE_NODE,		/* outer source is a cluster node */
+	MCAST_STAGE_POLICY,		/* policy lookup (lengths, then hash) */
+	MCAST_STAGE_ENDPOINT,		/* source endpoint: ifindex, identity */
+	MCAST_STAGE_CONFIG,		/* config read, clone decision, origin checks */
+	MCAST_STAGE_VALIDATE,		/* header checksum, lengths, UDP */
+	MCAST_STAGE_TUNNEL_KEY,		/* bpf_skb_set_tunnel_key() */
+	MCAST_STAGE_IFACE,		/* uplink MAC lookup, TTL */
+	MCAST_STAGE_MTU,		/* bpf_check_mtu() */
+	MCAST_STAGE_UDP,		/* UDP checksum read */
+	MCAST_STAGE_L3,			/* SNAT, TTL, IPv4 and UDP checksums */
+	MCAST_STAGE_L2,			/* Ethernet header */
+	MCAST_STAGE_COUNT,		/* per-CPU counters */
+};
+
+#define MCAST_BENCH_STOPPED	1000	/* + the stage: the verdict of a stop */
+
+#ifdef MCAST_BENCH_STAGES
+const volatile __u32 mcast_bench_stop = MCAST_STAGE_NONE;
+
+#define MCAST_BENCH_STAGE(stage)						\
+	do {									\
+		if (mcast_bench_stop == (stage))				\
+			return MCAST_BENCH_STOPPED + (stage);			\
+	} while (0)
+#else
+#define MCAST_BENCH_STAGE(stage)	do { } while (0)
+#endif
+
 #endif /* MCAST_LIB_COMMON_H */

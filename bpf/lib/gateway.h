@@ -26,6 +26,38 @@ struct mcast_saved_hdr {
 	__u8 pad2[2];
 };
 
+/*
+ * Put the bytes saved before a rewrite back, written directly: the caller
+ * has undone the rewrite through the checksum helper already, so these
+ * writes change at most the representation of a checksum (0x0000 versus
+ * 0xffff), as bpf_skb_store_bytes() without BPF_F_RECOMPUTE_CSUM would.
+ * Direct writes are allowed here although the packet was just cloned:
+ * bpf_clone_redirect() makes the original's head private again before it
+ * returns. The helpers before this one may have moved the data, so the
+ * pointers are loaded afresh.
+ */
+static __always_inline int mcast_restore_hdr(struct __sk_buff *skb,
+					     const struct mcast_saved_hdr *saved, bool fix_udp)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct iphdr *ip4 = data + ETH_HLEN;
+	struct udphdr *udp;
+
+	if ((void *)(ip4 + 1) > data_end)
+		return -1;
+	__builtin_memcpy(data, &saved->eth, sizeof(saved->eth));
+	__builtin_memcpy(&ip4->ttl, saved->ttl_to_saddr, sizeof(saved->ttl_to_saddr));
+	if (!fix_udp)
+		return 0;
+	/* The IHL is not among the bytes a rewrite touches. */
+	udp = (void *)ip4 + ip4->ihl * 4;
+	if ((void *)(udp + 1) > data_end)
+		return -1;
+	udp->check = saved->udp_check;
+	return 0;
+}
+
 /* A packet left the uplink: count it, and at its origin too if it is one. */
 static __always_inline void mcast_count_emitted(const struct __sk_buff *skb,
 						const struct mcast_pkt *pkt, __u32 policy_id,
@@ -128,7 +160,6 @@ static __always_inline int mcast_gateway_emit(struct __sk_buff *skb, const struc
 					      enum mcast_role role)
 {
 	const struct mcast_iface_val *iface;
-	__u32 udp_check_off = pkt->l4_off + __builtin_offsetof(struct udphdr, check);
 	__u32 ifindex = pol->egress_ifindex;
 	__be32 egress_ip = pol->egress_ip;
 	struct mcast_saved_hdr saved;
@@ -147,6 +178,7 @@ static __always_inline int mcast_gateway_emit(struct __sk_buff *skb, const struc
 		return mcast_fail(skb, pkt, MCAST_DROP_UNSUPPORTED_PROTO, MCAST_ROLE_GATEWAY, clone);
 	if (pkt->ttl <= 1)
 		return mcast_fail(skb, pkt, MCAST_DROP_TTL_EXCEEDED, MCAST_ROLE_GATEWAY, clone);
+	MCAST_BENCH_STAGE(MCAST_STAGE_IFACE);
 	/*
 	 * Multicast is not fragmented on the way out (and DF packets may not
 	 * be): a frame over the uplink's MTU would vanish in the driver, so it
@@ -159,6 +191,7 @@ static __always_inline int mcast_gateway_emit(struct __sk_buff *skb, const struc
 		return mcast_fail(skb, pkt, MCAST_DROP_REDIRECT, MCAST_ROLE_GATEWAY, clone);
 	if (ret != BPF_MTU_CHK_RET_SUCCESS)
 		return mcast_fail(skb, pkt, MCAST_DROP_MTU_EXCEEDED, MCAST_ROLE_GATEWAY, clone);
+	MCAST_BENCH_STAGE(MCAST_STAGE_MTU);
 	new_ttl = pkt->ttl - 1;
 
 	/* Only the first fragment has a UDP header (RFC 791). */
@@ -180,18 +213,27 @@ static __always_inline int mcast_gateway_emit(struct __sk_buff *skb, const struc
 	}
 
 	if (clone) {
-		if (bpf_skb_load_bytes(skb, 0, &saved.eth, sizeof(saved.eth)) < 0 ||
-		    bpf_skb_load_bytes(skb, IPV4_TTL_OFF, saved.ttl_to_saddr,
-				       sizeof(saved.ttl_to_saddr)) < 0)
+		void *data = (void *)(long)skb->data;
+		void *data_end = (void *)(long)skb->data_end;
+
+		/* Read directly: validated and linear, IPv4 header included. */
+		if (data + ETH_HLEN + sizeof(struct iphdr) > data_end)
 			return mcast_fail(skb, pkt, MCAST_DROP_REWRITE, MCAST_ROLE_GATEWAY, clone);
+		__builtin_memcpy(&saved.eth, data, sizeof(saved.eth));
+		__builtin_memcpy(saved.ttl_to_saddr, data + IPV4_TTL_OFF,
+				 sizeof(saved.ttl_to_saddr));
 		saved.udp_check = udp_check;
 	}
+	MCAST_BENCH_STAGE(MCAST_STAGE_UDP);
 
 	/* From here on a failure may leave the packet half rewritten: drop it,
 	 * even when Cilium was to get it too. */
-	if (mcast_rewrite_l3(skb, pkt, fix_udp, pkt->saddr, egress_ip, new_ttl) < 0 ||
-	    mcast_rewrite_l2(skb, pkt->daddr, iface->mac) < 0)
-		return mcast_drop(skb, pkt, MCAST_DROP_REWRITE, MCAST_ROLE_GATEWAY);
+	if (mcast_rewrite_l3(skb, pkt, fix_udp, pkt->saddr, egress_ip, new_ttl) < 0)
+		goto rewrite_failed;
+	MCAST_BENCH_STAGE(MCAST_STAGE_L3);
+	if (mcast_rewrite_l2(skb, pkt->daddr, iface->mac) < 0)
+		goto rewrite_failed;
+	MCAST_BENCH_STAGE(MCAST_STAGE_L2);
 
 	if (!clone) {
 		/*
@@ -200,6 +242,7 @@ static __always_inline int mcast_gateway_emit(struct __sk_buff *skb, const struc
 		 * is down, shows in its own tx counters, not in ours.
 		 */
 		mcast_count_emitted(skb, pkt, pol->policy_id, role);
+		MCAST_BENCH_STAGE(MCAST_STAGE_COUNT);
 		return bpf_redirect(ifindex, 0);
 	}
 
@@ -209,22 +252,17 @@ static __always_inline int mcast_gateway_emit(struct __sk_buff *skb, const struc
 		mcast_count_emitted(skb, pkt, pol->policy_id, role);
 
 	/*
-	 * Undo through the same helpers (keeps skb->csum consistent), then put
+	 * Undo through the same helper (keeps skb->csum consistent), then put
 	 * the saved bytes back so that even the representation of a checksum
 	 * (0x0000 versus 0xffff) is what the pod sent.
 	 */
-	if (mcast_rewrite_l3(skb, pkt, fix_udp, egress_ip, pkt->saddr, pkt->ttl) < 0)
-		return mcast_drop(skb, pkt, MCAST_DROP_REWRITE, MCAST_ROLE_GATEWAY);
-	ret = bpf_skb_store_bytes(skb, 0, &saved.eth, sizeof(saved.eth), 0);
-	if (!ret)
-		ret = bpf_skb_store_bytes(skb, IPV4_TTL_OFF, saved.ttl_to_saddr,
-					  sizeof(saved.ttl_to_saddr), 0);
-	if (!ret && fix_udp)
-		ret = bpf_skb_store_bytes(skb, udp_check_off, &saved.udp_check,
-					  sizeof(saved.udp_check), 0);
-	if (ret < 0)
+	if (mcast_rewrite_l3(skb, pkt, fix_udp, egress_ip, pkt->saddr, pkt->ttl) < 0 ||
+	    mcast_restore_hdr(skb, &saved, fix_udp) < 0)
 		return mcast_drop(skb, pkt, MCAST_DROP_REWRITE, MCAST_ROLE_GATEWAY);
 	return MCAST_TCX_NEXT;
+
+rewrite_failed:
+	return mcast_drop(skb, pkt, MCAST_DROP_REWRITE, MCAST_ROLE_GATEWAY);
 }
 
 #endif /* MCAST_LIB_GATEWAY_H */

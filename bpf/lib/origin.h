@@ -43,12 +43,14 @@ static __always_inline int mcast_origin_to_tunnel(struct __sk_buff *skb,
 		/* The packet itself leaves: nothing is handed on to carry the key. */
 		if (mcast_tunnel_key_set(skb, cfg->node_ip, pol->gateway_ip, ep->sec_identity) < 0)
 			return mcast_drop(skb, pkt, MCAST_DROP_TUNNEL_KEY, MCAST_ROLE_ORIGIN);
+		MCAST_BENCH_STAGE(MCAST_STAGE_TUNNEL_KEY);
 		/*
 		 * bpf_redirect() with flags 0 always takes the packet; the
 		 * device receives it once we return. What the device then
 		 * refuses shows in its own tx counters, not in ours.
 		 */
 		mcast_count_fwd(skb, pkt, pol->policy_id, MCAST_ROLE_ORIGIN);
+		MCAST_BENCH_STAGE(MCAST_STAGE_COUNT);
 		return bpf_redirect(tunnel, 0);
 	}
 
@@ -96,9 +98,11 @@ static __always_inline int mcast_handle_origin(struct __sk_buff *skb)
 		return MCAST_TCX_NEXT;
 	if (ipv4_mcast_never_egress(pkt.daddr, pkt.proto))
 		return MCAST_TCX_NEXT;
+	MCAST_BENCH_STAGE(MCAST_STAGE_PARSE);
 
 	if (!mcast_policy_lookup(pkt.saddr, pkt.daddr, &pol_val) || mcast_policy_is_excluded(pol))
 		return MCAST_TCX_NEXT;
+	MCAST_BENCH_STAGE(MCAST_STAGE_POLICY);
 
 	/*
 	 * We run before Cilium's own source check, so the pod must own its
@@ -116,6 +120,7 @@ static __always_inline int mcast_handle_origin(struct __sk_buff *skb)
 	 */
 	if (ep->sec_identity != pol->origin_identity)
 		return mcast_drop(skb, &pkt, MCAST_DROP_ORIGIN_MISMATCH, MCAST_ROLE_ORIGIN);
+	MCAST_BENCH_STAGE(MCAST_STAGE_ENDPOINT);
 
 	cfg = mcast_config_get();
 	if (!cfg)
@@ -126,11 +131,13 @@ static __always_inline int mcast_handle_origin(struct __sk_buff *skb)
 	/* Cilium drops unicast egress without a gateway too. */
 	if (!mcast_policy_has_gateway(pol))
 		return mcast_fail(skb, &pkt, MCAST_DROP_NO_GATEWAY, MCAST_ROLE_ORIGIN, clone);
+	MCAST_BENCH_STAGE(MCAST_STAGE_CONFIG);
 	reason = ipv4_mcast_validate(skb, &pkt);
 	if (reason)
 		return mcast_fail(skb, &pkt, reason, MCAST_ROLE_ORIGIN, clone);
 	if (pkt.proto != IPPROTO_UDP)
 		return mcast_fail(skb, &pkt, MCAST_DROP_UNSUPPORTED_PROTO, MCAST_ROLE_ORIGIN, clone);
+	MCAST_BENCH_STAGE(MCAST_STAGE_VALIDATE);
 
 	if (cfg->node_ip && pol->gateway_ip == cfg->node_ip) {
 		/* This node is the gateway: no tunnel, act here. */
@@ -142,6 +149,7 @@ static __always_inline int mcast_handle_origin(struct __sk_buff *skb)
 /* Every frame a pod sends: the whole of mcast_from_container. */
 static __always_inline int mcast_origin_recv(struct __sk_buff *skb)
 {
+	MCAST_BENCH_STAGE(MCAST_STAGE_START);
 	if (!ipv4_frame_is_multicast(skb))
 		return MCAST_TCX_NEXT;
 	/*
@@ -152,6 +160,7 @@ static __always_inline int mcast_origin_recv(struct __sk_buff *skb)
 	 */
 	if (skb->vlan_present)
 		return MCAST_TCX_NEXT;
+	MCAST_BENCH_STAGE(MCAST_STAGE_CLASSIFY);
 	return mcast_handle_origin(skb);
 }
 

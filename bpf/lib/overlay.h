@@ -35,11 +35,13 @@ static __always_inline int mcast_handle_overlay(struct __sk_buff *skb)
 		return MCAST_TCX_NEXT;
 	if (ipv4_mcast_never_egress(pkt.daddr, pkt.proto))
 		return MCAST_TCX_NEXT;
+	MCAST_BENCH_STAGE(MCAST_STAGE_PARSE);
 	if (mcast_tunnel_key_get(skb, &vni, &remote) < 0)
 		return MCAST_TCX_NEXT;
 	/* Cilium's in-cluster replication; our copies carry the pod's identity. */
 	if (vni == MCAST_IDENTITY_WORLD)
 		return MCAST_TCX_NEXT;
+	MCAST_BENCH_STAGE(MCAST_STAGE_TUNNEL_GET);
 	/*
 	 * Any other VNI is a copy in a pod's name, and this node is the last
 	 * point before the cluster's edge: it judges the copy by its own maps
@@ -52,6 +54,7 @@ static __always_inline int mcast_handle_overlay(struct __sk_buff *skb)
 	 */
 	if (!mcast_node_is_known(remote))
 		return mcast_drop(skb, &pkt, MCAST_DROP_UNKNOWN_PEER, MCAST_ROLE_GATEWAY);
+	MCAST_BENCH_STAGE(MCAST_STAGE_NODE);
 	/*
 	 * A group no policy covers, or one the pod's policy excludes: the
 	 * origin never sends these, but a stale or forged origin might.
@@ -60,6 +63,7 @@ static __always_inline int mcast_handle_overlay(struct __sk_buff *skb)
 		return mcast_drop(skb, &pkt, MCAST_DROP_NO_POLICY, MCAST_ROLE_GATEWAY);
 	if (mcast_policy_is_excluded(pol))
 		return mcast_drop(skb, &pkt, MCAST_DROP_EXCLUDED, MCAST_ROLE_GATEWAY);
+	MCAST_BENCH_STAGE(MCAST_STAGE_POLICY);
 	/*
 	 * Nor another node or pod in the pod's name: the copy must come from
 	 * the node the pod runs on, with the pod's identity as VNI, as its
@@ -71,10 +75,12 @@ static __always_inline int mcast_handle_overlay(struct __sk_buff *skb)
 	cfg = mcast_config_get();
 	if (!cfg || !cfg->node_ip || pol->gateway_ip != cfg->node_ip)
 		return mcast_drop(skb, &pkt, MCAST_DROP_NOT_GATEWAY, MCAST_ROLE_GATEWAY);
+	MCAST_BENCH_STAGE(MCAST_STAGE_CONFIG);
 
 	reason = ipv4_mcast_validate(skb, &pkt);
 	if (reason)
 		return mcast_drop(skb, &pkt, reason, MCAST_ROLE_GATEWAY);
+	MCAST_BENCH_STAGE(MCAST_STAGE_VALIDATE);
 
 	/*
 	 * The origin already cloned for Cilium's in-cluster copies when it had
@@ -86,6 +92,7 @@ static __always_inline int mcast_handle_overlay(struct __sk_buff *skb)
 /* Every frame the tunnel device receives: the whole of mcast_from_overlay. */
 static __always_inline int mcast_overlay_recv(struct __sk_buff *skb)
 {
+	MCAST_BENCH_STAGE(MCAST_STAGE_START);
 	if (!ipv4_frame_is_multicast(skb))
 		return MCAST_TCX_NEXT;
 	/*
@@ -94,6 +101,7 @@ static __always_inline int mcast_overlay_recv(struct __sk_buff *skb)
 	 */
 	if (skb->vlan_present)
 		return MCAST_TCX_NEXT;
+	MCAST_BENCH_STAGE(MCAST_STAGE_CLASSIFY);
 	return mcast_handle_overlay(skb);
 }
 
