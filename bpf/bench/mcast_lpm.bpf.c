@@ -2,26 +2,8 @@
 /*
  * The origin and gateway programs as they were with the LPM trie policy
  * map (see lib/policy.h), for `make bench` to compare with the production
- * build in the same run. Every other map is the production one, shared by
- * its pin; the receive-side tunnel key comes from the mcast_test_tunnel map
- * as in bpf/tests/mcast_from_overlay_test.bpf.c.
+ * build in the same run.
  */
 #define MCAST_TEST_TUNNEL_KEY 1
 #define MCAST_BENCH_POLICY_LPM 1
-#include "../lib/common.h"
-#include "../lib/origin.h"
-#include "../lib/overlay.h"
-
-SEC("tcx/ingress")
-int mcast_from_container(struct __sk_buff *skb)
-{
-	return mcast_origin_recv(skb);
-}
-
-SEC("tcx/ingress")
-int mcast_from_overlay(struct __sk_buff *skb)
-{
-	return mcast_overlay_recv(skb);
-}
-
-char _license[] SEC("license") = "Dual BSD/GPL";
+#include "programs.h"
