@@ -36,6 +36,19 @@ static __always_inline bool ipv4_frame_is_multicast(struct __sk_buff *skb)
 }
 
 /*
+ * Is this an IPv4 multicast frame with no VLAN tag in the skb? The kernel
+ * moves one 802.1Q or 802.1ad tag into the skb before tcx, and a redirect
+ * would put it back on the wire: a pod would choose the VLAN its multicast
+ * leaves on, and an inner tag on the tunnel would reach the uplink. Such
+ * frames are never ours (a second tag leaves skb->protocol a VLAN type,
+ * which the multicast check already refuses). Our origins never send one.
+ */
+static __always_inline bool ipv4_frame_is_untagged_multicast(struct __sk_buff *skb)
+{
+	return ipv4_frame_is_multicast(skb) && !skb->vlan_present;
+}
+
+/*
  * Traffic that never leaves the node through us, whatever a policy says:
  * the Local Network Control Block 224.0.0.0/24 (RFC 5771: never forwarded),
  * IGMP (group membership belongs to the node) and PIM (the routers' own

@@ -150,15 +150,7 @@ static __always_inline int mcast_handle_origin(struct __sk_buff *skb)
 static __always_inline int mcast_origin_recv(struct __sk_buff *skb)
 {
 	MCAST_BENCH_STAGE(MCAST_STAGE_START);
-	if (!ipv4_frame_is_multicast(skb))
-		return MCAST_TCX_NEXT;
-	/*
-	 * The kernel has moved one 802.1Q or 802.1ad tag into the skb; a
-	 * redirect would keep it, and the pod would choose the VLAN its
-	 * multicast leaves on. A pod's tagged frames are never ours (a second
-	 * tag leaves skb->protocol a VLAN type, caught above).
-	 */
-	if (skb->vlan_present)
+	if (!ipv4_frame_is_untagged_multicast(skb))
 		return MCAST_TCX_NEXT;
 	MCAST_BENCH_STAGE(MCAST_STAGE_CLASSIFY);
 	return mcast_handle_origin(skb);

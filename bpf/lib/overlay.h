@@ -93,13 +93,7 @@ static __always_inline int mcast_handle_overlay(struct __sk_buff *skb)
 static __always_inline int mcast_overlay_recv(struct __sk_buff *skb)
 {
 	MCAST_BENCH_STAGE(MCAST_STAGE_START);
-	if (!ipv4_frame_is_multicast(skb))
-		return MCAST_TCX_NEXT;
-	/*
-	 * The kernel has moved an inner 802.1Q tag into the skb, and a redirect
-	 * would put it back on the uplink. Our origins never send one.
-	 */
-	if (skb->vlan_present)
+	if (!ipv4_frame_is_untagged_multicast(skb))
 		return MCAST_TCX_NEXT;
 	MCAST_BENCH_STAGE(MCAST_STAGE_CLASSIFY);
 	return mcast_handle_overlay(skb);
