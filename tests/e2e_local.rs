@@ -211,12 +211,10 @@ impl Drop for Counter {
     }
 }
 
+/// iperf2 in lab namespace `ns`, its output captured.
 fn iperf(ns: &str, args: &[&str]) -> Command {
-    let mut c = lab::command("ip");
-    c.args(["netns", "exec", ns, "iperf"]).args(args);
-    c.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut c = lab::demo::iperf(ns, args);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
     c
 }
 

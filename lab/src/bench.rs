@@ -197,30 +197,9 @@ struct Sent {
     secs: f64,
 }
 
+/// A send-only AF_PACKET socket on `ifindex` that bypasses the qdisc.
 fn packet_socket(ifindex: u32) -> std::io::Result<OwnedFd> {
-    // SAFETY: plain socket(2); the descriptor is owned at once.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh descriptor nobody else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // Protocol 0: the socket sends only and is never handed received frames.
-    // SAFETY: a zeroed sockaddr_ll is valid; the fields set are plain ints.
-    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    sll.sll_family = libc::AF_PACKET as u16;
-    sll.sll_ifindex = ifindex as i32;
-    // SAFETY: sll lives across the call and its size is passed.
-    let r = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (&sll as *const libc::sockaddr_ll).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        )
-    };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    let fd = super::packet_socket(ifindex, 0, false)?;
     // Straight to the device, as an application's packets would go to a
     // veth with no qdisc (a pod's eth0 has noqueue).
     let one: libc::c_int = 1;

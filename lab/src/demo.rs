@@ -64,7 +64,8 @@ pub fn parse_received(out: &str) -> (Option<u64>, Option<u64>, Option<Ipv4Addr>)
     )
 }
 
-fn iperf(ns: &str, args: &[&str]) -> Command {
+/// iperf2 with `args` inside lab namespace `ns`, stdin closed.
+pub fn iperf(ns: &str, args: &[&str]) -> Command {
     let mut c = super::command("ip");
     c.args(["netns", "exec", ns, "iperf"]).args(args);
     c.stdin(Stdio::null());

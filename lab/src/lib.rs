@@ -182,6 +182,46 @@ pub fn http_get_in(ns: &str, addr: &str, path: &str) -> Option<(u16, String)> {
     .flatten()
 }
 
+/// An AF_PACKET raw socket bound to device `ifindex` for `protocol` (host
+/// byte order; 0: the socket only sends and is handed no frame),
+/// non-blocking if asked. The generator of `make bench-lab` and the tests'
+/// taps both use it.
+pub fn packet_socket(
+    ifindex: u32,
+    protocol: u16,
+    nonblock: bool,
+) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+    let proto = protocol.to_be();
+    let flags =
+        libc::SOCK_RAW | libc::SOCK_CLOEXEC | if nonblock { libc::SOCK_NONBLOCK } else { 0 };
+    // SAFETY: plain socket(2) call; the result is checked below.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, flags, i32::from(proto)) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: sockaddr_ll is plain data; zeroed is a valid start.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = proto;
+    sll.sll_ifindex = ifindex as i32;
+    // SAFETY: sll is a valid sockaddr_ll of the size passed.
+    let ret = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        )
+    };
+    if ret != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// What to start a lab with.
