@@ -99,7 +99,54 @@ struct mcast_policy_val {
 	__u32 origin_identity;
 };
 
-/* Value of mcast_egw_endpoints, keyed by the pod's IPv4 address (__be32). */
+/*
+ * IPv6: a second instance of the policy, endpoint, counter and drop maps,
+ * keyed by IPv6 addresses. The underlay stays IPv4, as Cilium's tunnel is:
+ * gateway and origin node addresses, the config and mcast_egw_nodes are the
+ * IPv4 maps' and shared.
+ */
+
+/* An IPv6 address in network byte order, as four big-endian words. */
+struct mcast_in6_addr {
+	__be32 words[4];
+};
+
+/* Bits of mcast_policy_key6.prefixlen taken by the pod address. */
+#define MCAST_POLICY6_SADDR_PREFIXLEN	128
+/* Destination prefixes the controller writes: inside ff00::/8, /8 to /128. */
+#define MCAST_POLICY6_DST_LEN_MIN	8
+
+/*
+ * Key of mcast_egw_policy_v6 (an LPM trie), byte for byte Cilium's
+ * egress_gw_policy_key6: prefixlen = 128 + destination prefix bits, saddr
+ * always a full /128, daddr with its host bits cleared. Looked up with
+ * prefixlen 256.
+ */
+struct mcast_policy_key6 {
+	__u32 prefixlen;
+	struct mcast_in6_addr saddr;
+	struct mcast_in6_addr daddr;
+};
+
+/*
+ * Value of mcast_egw_policy_v6: mcast_policy_val with an IPv6 egress
+ * address. gateway_ip carries the same sentinels.
+ */
+struct mcast_policy_val6 {
+	struct mcast_in6_addr egress_ip;	/* :: on non-gateway nodes and when not derivable */
+	__be32 gateway_ip;	/* IPv4 node IP of the gateway, or a sentinel */
+	__u32 egress_ifindex;	/* uplink on the gateway node, else 0 */
+	__u32 policy_id;	/* controller-assigned, labels the counters */
+	__be32 origin_node_ip;	/* IPv4 node IP the pod runs on */
+	__u32 origin_identity;
+	__u32 pad;
+};
+
+/*
+ * Value of mcast_egw_endpoints, keyed by the pod's IPv4 address (__be32),
+ * and of mcast_egw_endpoints_v6, keyed by its IPv6 address
+ * (struct mcast_in6_addr).
+ */
 struct mcast_endpoint_val {
 	__u32 ifindex;		/* host side of the pod's veth */
 	__u32 sec_identity;	/* Cilium security identity, 24 bits */
@@ -215,7 +262,17 @@ struct mcast_counter_key {
 	__u32 pad;
 };
 
-/* Value of mcast_egw_counters (per CPU) and mcast_egw_drops (per CPU). */
+/* Key of mcast_egw_counters_v6. */
+struct mcast_counter_key6 {
+	__u32 policy_id;
+	__u32 role;		/* enum mcast_role */
+	struct mcast_in6_addr group;
+};
+
+/*
+ * Value of mcast_egw_counters and mcast_egw_counters_v6 (per CPU), and of
+ * mcast_egw_drops and mcast_egw_drops_v6 (per CPU).
+ */
 struct mcast_counter_val {
 	__u64 packets;
 	__u64 bytes;		/* skb->len: Ethernet header included */
@@ -235,6 +292,23 @@ struct mcast_drop_event {
 	__u32 len;		/* skb->len */
 	__u8 proto;
 	__u8 ttl;
+	__u8 pad[6];
+};
+
+/*
+ * A drop of an IPv6 packet, on the same ring buffer: told apart from
+ * struct mcast_drop_event by its size.
+ */
+struct mcast_drop_event6 {
+	__u64 timestamp_ns;	/* bpf_ktime_get_ns() */
+	struct mcast_in6_addr saddr;
+	struct mcast_in6_addr daddr;
+	__u32 ifindex;		/* device the packet arrived on */
+	__u32 reason;		/* enum mcast_drop_reason */
+	__u32 role;		/* enum mcast_role */
+	__u32 len;		/* skb->len */
+	__u8 proto;		/* upper-layer protocol behind the extension headers */
+	__u8 hop_limit;
 	__u8 pad[6];
 };
 
@@ -285,7 +359,10 @@ struct mcast_tunnel_pending {
 	__u32 state;		/* MCAST_PENDING_* */
 };
 
-/* mcast_egw_drops is an array indexed by role * MCAST_DROP_SLOTS + reason. */
+/*
+ * mcast_egw_drops (IPv4) and mcast_egw_drops_v6 are arrays indexed by
+ * role * MCAST_DROP_SLOTS + reason.
+ */
 #define MCAST_DROPS_MAX_ENTRIES		(MCAST_ROLE_MAX * MCAST_DROP_SLOTS)
 
 /*

@@ -27,6 +27,22 @@ struct {
 	__uint(max_entries, MCAST_DROPS_MAX_ENTRIES);
 } mcast_egw_drops SEC(".maps");
 
+/* The same for IPv6 packets. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__type(key, struct mcast_counter_key6);
+	__type(value, struct mcast_counter_val);
+	__uint(max_entries, MCAST_EGW_COUNTERS_MAX_ENTRIES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} mcast_egw_counters_v6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct mcast_counter_val);
+	__uint(max_entries, MCAST_DROPS_MAX_ENTRIES);
+} mcast_egw_drops_v6 SEC(".maps");
+
 /*
  * Count a packet as it is on the wire. A GSO packet (a pod's UDP_SEGMENT
  * send) leaves as gso_segs packets, each with its own Ethernet, IPv4 and

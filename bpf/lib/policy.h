@@ -4,6 +4,20 @@
 
 #include "common.h"
 
+/*
+ * IPv6 entries, keyed like Cilium's cilium_egress_gw_policy_v6: {128 +
+ * prefix bits, pod IP, group prefix}, prefixes inside ff00::/8 only. An LPM
+ * trie: a hash probed per length in use would need up to 121 lengths per
+ * group.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct mcast_policy_key6);
+	__type(value, struct mcast_policy_val6);
+	__uint(max_entries, MCAST_EGW_POLICY_MAX_ENTRIES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} mcast_egw_policy_v6 SEC(".maps");
+
 #ifndef MCAST_BENCH_POLICY_LPM
 /*
  * Multicast entries of CiliumEgressGatewayPolicies, keyed like Cilium's own

@@ -2,12 +2,15 @@
 //! policy key's layout (Cilium's LPM key), C strings. One [`Codec`] per type, so a map's entries
 //! are encoded the same way wherever they are written.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 
 use super::typed::{stored_as_is, Codec};
-use super::{EgressIface, Endpoint, Gateway, Origin, PolicyKey, PolicyValue, PrefixLens, Status};
+use super::{
+    EgressIface, Endpoint, Gateway, Origin, PolicyKey, PolicyKey6, PolicyValue, PolicyValue6,
+    PrefixLens, Status,
+};
 use crate::bpf_intf as intf;
 use crate::datapath::{DatapathError, Result};
 
@@ -24,6 +27,7 @@ stored_as_is!(
     intf::mcast_group_val,
     intf::mcast_config,
     intf::mcast_counter_key,
+    intf::mcast_counter_key6,
     intf::mcast_counter_val,
     intf::mcast_events_limit,
     intf::mcast_tunnel_pending,
@@ -37,6 +41,104 @@ impl Codec for Ipv4Addr {
     }
     fn decode(raw: &u32) -> Result<Ipv4Addr> {
         Ok(from_be(*raw))
+    }
+}
+
+pub(super) fn be6(addr: Ipv6Addr) -> intf::mcast_in6_addr {
+    let o = addr.octets();
+    let mut words = [0u32; 4];
+    for (w, chunk) in words.iter_mut().zip(o.chunks_exact(4)) {
+        *w = u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+    }
+    intf::mcast_in6_addr { words }
+}
+
+pub(super) fn from_be6(raw: &intf::mcast_in6_addr) -> Ipv6Addr {
+    let mut o = [0u8; 16];
+    for (chunk, w) in o.chunks_exact_mut(4).zip(raw.words) {
+        chunk.copy_from_slice(&w.to_ne_bytes());
+    }
+    Ipv6Addr::from(o)
+}
+
+/// IPv6 addresses are stored as their 16 bytes in network order.
+impl Codec for Ipv6Addr {
+    type Raw = intf::mcast_in6_addr;
+    fn encode(&self) -> intf::mcast_in6_addr {
+        be6(*self)
+    }
+    fn decode(raw: &intf::mcast_in6_addr) -> Result<Ipv6Addr> {
+        Ok(from_be6(raw))
+    }
+}
+
+fn encode_gateway(gateway: Gateway) -> u32 {
+    match gateway {
+        Gateway::Node(ip) => be(ip),
+        Gateway::NotFound => intf::MCAST_GATEWAY_NOT_FOUND.to_be(),
+        Gateway::Excluded => intf::MCAST_GATEWAY_EXCLUDED.to_be(),
+    }
+}
+
+fn decode_gateway(raw: u32) -> Gateway {
+    match u32::from_be(raw) {
+        intf::MCAST_GATEWAY_NOT_FOUND => Gateway::NotFound,
+        intf::MCAST_GATEWAY_EXCLUDED => Gateway::Excluded,
+        _ => Gateway::Node(from_be(raw)),
+    }
+}
+
+/// Cilium's `egress_gw_policy_key6` layout: {128 + prefix bits, pod, group prefix}.
+impl Codec for PolicyKey6 {
+    type Raw = intf::mcast_policy_key6;
+    fn encode(&self) -> intf::mcast_policy_key6 {
+        intf::mcast_policy_key6 {
+            prefixlen: intf::MCAST_POLICY6_SADDR_PREFIXLEN + u32::from(self.destination.prefix()),
+            saddr: be6(self.source),
+            daddr: be6(self.destination.network()),
+        }
+    }
+    fn decode(raw: &intf::mcast_policy_key6) -> Result<PolicyKey6> {
+        let prefix = raw
+            .prefixlen
+            .checked_sub(intf::MCAST_POLICY6_SADDR_PREFIXLEN)
+            .and_then(|p| u8::try_from(p).ok())
+            .and_then(|p| Ipv6Network::new(from_be6(&raw.daddr), p).ok())
+            .ok_or_else(|| DatapathError::Invalid {
+                what: "IPv6 policy key",
+                detail: format!("prefixlen {}", raw.prefixlen),
+            })?;
+        Ok(PolicyKey6 {
+            source: from_be6(&raw.saddr),
+            destination: prefix,
+        })
+    }
+}
+
+impl Codec for PolicyValue6 {
+    type Raw = intf::mcast_policy_val6;
+    fn encode(&self) -> intf::mcast_policy_val6 {
+        intf::mcast_policy_val6 {
+            egress_ip: be6(self.egress_ip),
+            gateway_ip: encode_gateway(self.gateway),
+            egress_ifindex: self.egress_ifindex,
+            policy_id: self.policy_id,
+            origin_node_ip: be(self.origin.node),
+            origin_identity: self.origin.identity,
+            pad: 0,
+        }
+    }
+    fn decode(raw: &intf::mcast_policy_val6) -> Result<PolicyValue6> {
+        Ok(PolicyValue6 {
+            egress_ip: from_be6(&raw.egress_ip),
+            gateway: decode_gateway(raw.gateway_ip),
+            egress_ifindex: raw.egress_ifindex,
+            policy_id: raw.policy_id,
+            origin: Origin {
+                node: from_be(raw.origin_node_ip),
+                identity: raw.origin_identity,
+            },
+        })
     }
 }
 
@@ -82,14 +184,9 @@ impl Codec for PrefixLens {
 impl Codec for PolicyValue {
     type Raw = intf::mcast_policy_val;
     fn encode(&self) -> intf::mcast_policy_val {
-        let gateway_ip = match self.gateway {
-            Gateway::Node(ip) => be(ip),
-            Gateway::NotFound => intf::MCAST_GATEWAY_NOT_FOUND.to_be(),
-            Gateway::Excluded => intf::MCAST_GATEWAY_EXCLUDED.to_be(),
-        };
         intf::mcast_policy_val {
             egress_ip: be(self.egress_ip),
-            gateway_ip,
+            gateway_ip: encode_gateway(self.gateway),
             egress_ifindex: self.egress_ifindex,
             policy_id: self.policy_id,
             origin_node_ip: be(self.origin.node),
@@ -97,14 +194,9 @@ impl Codec for PolicyValue {
         }
     }
     fn decode(raw: &intf::mcast_policy_val) -> Result<PolicyValue> {
-        let gateway = match u32::from_be(raw.gateway_ip) {
-            intf::MCAST_GATEWAY_NOT_FOUND => Gateway::NotFound,
-            intf::MCAST_GATEWAY_EXCLUDED => Gateway::Excluded,
-            _ => Gateway::Node(from_be(raw.gateway_ip)),
-        };
         Ok(PolicyValue {
             egress_ip: from_be(raw.egress_ip),
-            gateway,
+            gateway: decode_gateway(raw.gateway_ip),
             egress_ifindex: raw.egress_ifindex,
             policy_id: raw.policy_id,
             origin: Origin {

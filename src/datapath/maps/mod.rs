@@ -11,9 +11,9 @@ mod table;
 mod typed;
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 
 use super::Result;
 use crate::bpf_intf as intf;
@@ -23,12 +23,18 @@ pub use drops::{DropEvent, DropReason, Role};
 pub use table::*;
 pub use typed::{no_guard, Changes, Codec, Reconcile, Store, TypedMap};
 
-/// Key of a policy entry: a pod and one destination prefix of a policy.
+/// Key of a policy entry: a pod and one destination prefix of a policy,
+/// of either family ([`PolicyKey`], [`PolicyKey6`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PolicyKey {
-    pub source: Ipv4Addr,
-    pub destination: Ipv4Network,
+pub struct PolicyKeyOf<A, N> {
+    pub source: A,
+    pub destination: N,
 }
+
+/// Key of `mcast_egw_policy_hash_v4`.
+pub type PolicyKey = PolicyKeyOf<Ipv4Addr, Ipv4Network>;
+/// Key of `mcast_egw_policy_v6`.
+pub type PolicyKey6 = PolicyKeyOf<Ipv6Addr, Ipv6Network>;
 
 /// A set of destination prefix lengths: those the datapath probes for a
 /// group, longest first. A length stands for the keys
@@ -174,11 +180,14 @@ pub enum Gateway {
     Excluded,
 }
 
-/// Value of a policy entry.
+/// Value of a policy entry of either family ([`PolicyValue`],
+/// [`PolicyValue6`]): only the egress IP's family differs; the gateway and
+/// the origin are underlay (IPv4) nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PolicyValue {
-    /// 0.0.0.0 on every node but the gateway, and when it cannot be derived.
-    pub egress_ip: Ipv4Addr,
+pub struct PolicyValueOf<A> {
+    /// Unspecified on every node but the gateway, and when it cannot be
+    /// derived.
+    pub egress_ip: A,
     pub gateway: Gateway,
     /// The uplink on the gateway node, 0 elsewhere.
     pub egress_ifindex: u32,
@@ -187,6 +196,11 @@ pub struct PolicyValue {
     /// Where the pod's tunnelled copies must come from.
     pub origin: Origin,
 }
+
+/// Value of `mcast_egw_policy_hash_v4`.
+pub type PolicyValue = PolicyValueOf<Ipv4Addr>;
+/// Value of `mcast_egw_policy_v6`.
+pub type PolicyValue6 = PolicyValueOf<Ipv6Addr>;
 
 /// The node a pod runs on and its security identity: the outer source and
 /// the VNI of the copies its origin node tunnels to the gateway.

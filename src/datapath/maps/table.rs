@@ -4,12 +4,14 @@
 //! that a BPF object's maps are the ones declared here.
 
 use std::mem::size_of;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use libbpf_rs::MapType;
 
 use super::typed::{Codec, TypedMap};
-use super::{EgressIface, Endpoint, PolicyKey, PolicyValue, PrefixLens, Status};
+use super::{
+    EgressIface, Endpoint, PolicyKey, PolicyKey6, PolicyValue, PolicyValue6, PrefixLens, Status,
+};
 use crate::bpf_intf as intf;
 use crate::datapath::{Capacities, Paths, Result};
 
@@ -149,6 +151,15 @@ declare_maps! {
         endpoints: ENDPOINTS_MAP = "mcast_egw_endpoints", Hash,
             Ipv4Addr => Endpoint,
             Capacity::Fixed(intf::MCAST_EGW_ENDPOINTS_MAX_ENTRIES), fill_level: true;
+        /// IPv6 policy entries: an LPM trie in Cilium's IPv6 key layout.
+        policy_v6: POLICY_V6_MAP = "mcast_egw_policy_v6", LpmTrie,
+            PolicyKey6 => PolicyValue6,
+            Capacity::AtLoad { flag: "--policy-map-entries", of: |c| c.policy_entries },
+            fill_level: true;
+        /// This node's pods by IPv6 address.
+        endpoints_v6: ENDPOINTS_V6_MAP = "mcast_egw_endpoints_v6", Hash,
+            Ipv6Addr => Endpoint,
+            Capacity::Fixed(intf::MCAST_EGW_ENDPOINTS_MAX_ENTRIES), fill_level: true;
         /// The cluster's nodes: the peers a gateway accepts.
         nodes: NODES_MAP = "mcast_egw_nodes", Hash,
             Ipv4Addr => intf::mcast_node_val,
@@ -170,6 +181,15 @@ declare_maps! {
             Capacity::Fixed(intf::MCAST_EGW_COUNTERS_MAX_ENTRIES), fill_level: true;
         /// Drops per role and reason, per CPU.
         drops: DROPS_MAP = "mcast_egw_drops", PercpuArray,
+            u32 => intf::mcast_counter_val,
+            Capacity::Fixed(intf::mcast_role::MCAST_ROLE_MAX as u32 * intf::MCAST_DROP_SLOTS),
+            fill_level: false;
+        /// Replication counters of IPv6 groups, per CPU.
+        counters_v6: COUNTERS_V6_MAP = "mcast_egw_counters_v6", PercpuHash,
+            intf::mcast_counter_key6 => intf::mcast_counter_val,
+            Capacity::Fixed(intf::MCAST_EGW_COUNTERS_MAX_ENTRIES), fill_level: true;
+        /// Drops of IPv6 packets per role and reason, per CPU.
+        drops_v6: DROPS_V6_MAP = "mcast_egw_drops_v6", PercpuArray,
             u32 => intf::mcast_counter_val,
             Capacity::Fixed(intf::mcast_role::MCAST_ROLE_MAX as u32 * intf::MCAST_DROP_SLOTS),
             fill_level: false;
