@@ -643,6 +643,18 @@ cli_test!(
             drop("ipv4", Role::Origin, DropReason::NO_GATEWAY).0,
             u64::from(N_NO_GW)
         );
+
+        // A policy gone takes its counters of both families with it.
+        let keep = [P_LOCAL].into_iter().collect();
+        assert_eq!(fx.maps.counters_retain_policies(&keep).unwrap(), 1 + 3);
+        let left: Vec<(u32, &str)> = fx
+            .maps
+            .counters()
+            .unwrap()
+            .iter()
+            .map(|c| (c.policy_id, c.family().label()))
+            .collect();
+        assert_eq!(left, [(P_LOCAL, "ipv4"), (P_LOCAL, "ipv4")]);
     }
 );
 

@@ -297,6 +297,34 @@ fn sorted<K: Codec + Ord, V: Codec>(map: &TypedMap<K, V>) -> Result<Vec<(K, V)>>
     Ok(map.entries()?.into_iter().collect())
 }
 
+/// Append the entries of a counter map to `out`, summed over CPUs; `key`
+/// gives a key's (policy id, role code, group).
+fn read_counters<K: Codec>(
+    map: &TypedMap<K, intf::mcast_counter_val>,
+    out: &mut Vec<Counter>,
+    key: fn(&K) -> (u32, u32, IpAddr),
+) -> Result<()> {
+    for k in map.keys() {
+        let k = k?;
+        let (policy_id, role, group) = key(&k);
+        let Some(role) = Role::from_raw(role) else {
+            continue;
+        };
+        // A key deleted since the walk saw it has no value: skipped.
+        if let Some(per_cpu) = map.get_percpu(&k)? {
+            let (packets, bytes) = sum(&per_cpu);
+            out.push(Counter {
+                policy_id,
+                group,
+                role,
+                packets,
+                bytes,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Delete the entries of `map` whose policy id (`policy_id(key)`) is not in
 /// `keep`; how many went.
 fn retain_counters<K: Codec + Copy>(
@@ -561,39 +589,12 @@ impl Maps {
     /// policy, group (IPv4 groups before IPv6 ones), role.
     pub fn counters(&self) -> Result<Vec<Counter>> {
         let mut out = Vec::new();
-        for key in self.counters.keys() {
-            let k = key?;
-            let Some(role) = Role::from_raw(k.role) else {
-                continue;
-            };
-            // A key deleted since the walk saw it has no value: skipped.
-            if let Some(per_cpu) = self.counters.get_percpu(&k)? {
-                let (packets, bytes) = sum(&per_cpu);
-                out.push(Counter {
-                    policy_id: k.policy_id,
-                    group: from_be(k.group).into(),
-                    role,
-                    packets,
-                    bytes,
-                });
-            }
-        }
-        for key in self.counters_v6.keys() {
-            let k = key?;
-            let Some(role) = Role::from_raw(k.role) else {
-                continue;
-            };
-            if let Some(per_cpu) = self.counters_v6.get_percpu(&k)? {
-                let (packets, bytes) = sum(&per_cpu);
-                out.push(Counter {
-                    policy_id: k.policy_id,
-                    group: from_be6(&k.group).into(),
-                    role,
-                    packets,
-                    bytes,
-                });
-            }
-        }
+        read_counters(&self.counters, &mut out, |k| {
+            (k.policy_id, k.role, from_be(k.group).into())
+        })?;
+        read_counters(&self.counters_v6, &mut out, |k| {
+            (k.policy_id, k.role, from_be6(&k.group).into())
+        })?;
         out.sort_by_key(|c| (c.policy_id, c.group, c.role));
         Ok(out)
     }
