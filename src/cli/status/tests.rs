@@ -42,6 +42,7 @@ fn inputs() -> Inputs {
                 2,
             ),
         ],
+        policies_v6: Vec::new(),
         names: [(1, "cameras".to_owned())].into(),
         links: vec![LinkState {
             device: "lxcgone".into(),
