@@ -294,7 +294,8 @@ mod tests {
         msg.header.index = 7;
         msg.header.flags = header;
         let ip: Ipv6Addr = ip.parse().unwrap();
-        msg.attributes.push(AddressAttribute::Address(IpAddr::V6(ip)));
+        msg.attributes
+            .push(AddressAttribute::Address(IpAddr::V6(ip)));
         if let Some(f) = attr {
             msg.attributes.push(AddressAttribute::Flags(f));
         }
@@ -323,7 +324,10 @@ mod tests {
             (AddressHeaderFlags::Tentative, None),
             (AddressHeaderFlags::Dadfailed, None),
             (none, Some(AddressFlags::Tentative)),
-            (none, Some(AddressFlags::Dadfailed | AddressFlags::Permanent)),
+            (
+                none,
+                Some(AddressFlags::Dadfailed | AddressFlags::Permanent),
+            ),
         ] {
             assert_eq!(
                 usable_ipv6(&address("2001:db8:203::10", header, attr)),

@@ -315,15 +315,15 @@ mod tests {
     }
 
     /// The writes and deletes in the order made, against a map of
-    /// `capacity` that refuses what would not fit.
-    struct Recorder {
-        held: std::cell::RefCell<BTreeMap<PolicyKey, PolicyValue>>,
-        ops: std::cell::RefCell<Vec<(char, PolicyKey)>>,
+    /// `capacity` that refuses what would not fit; either family.
+    struct Recorder<K, V> {
+        held: std::cell::RefCell<BTreeMap<K, V>>,
+        ops: std::cell::RefCell<Vec<(char, K)>>,
         capacity: usize,
     }
 
-    impl Recorder {
-        fn new(held: &BTreeMap<PolicyKey, PolicyValue>, capacity: usize) -> Recorder {
+    impl<K: Ord + Copy, V: Copy> Recorder<K, V> {
+        fn new(held: &BTreeMap<K, V>, capacity: usize) -> Recorder<K, V> {
             Recorder {
                 held: held.clone().into(),
                 ops: Vec::new().into(),
@@ -331,13 +331,13 @@ mod tests {
             }
         }
 
-        fn ops(&self) -> Vec<(char, PolicyKey)> {
+        fn ops(&self) -> Vec<(char, K)> {
             self.ops.borrow().clone()
         }
     }
 
-    impl Store<PolicyKey, PolicyValue> for Recorder {
-        fn put(&self, key: &PolicyKey, value: &PolicyValue) -> Result<(), DatapathError> {
+    impl<K: Ord + Copy, V: Copy> Store<K, V> for Recorder<K, V> {
+        fn put(&self, key: &K, value: &V) -> Result<(), DatapathError> {
             let mut held = self.held.borrow_mut();
             if !held.contains_key(key) && held.len() >= self.capacity {
                 return Err(DatapathError::Map {
@@ -350,7 +350,7 @@ mod tests {
             self.ops.borrow_mut().push(('+', *key));
             Ok(())
         }
-        fn delete(&self, key: &PolicyKey) -> Result<bool, DatapathError> {
+        fn delete(&self, key: &K) -> Result<bool, DatapathError> {
             let existed = self.held.borrow_mut().remove(key).is_some();
             self.ops.borrow_mut().push(('-', *key));
             Ok(existed)
@@ -435,6 +435,85 @@ mod tests {
             "{:?}",
             rec.ops()
         );
+    }
+
+    fn entry6(source: &str, prefix: &str, gateway: Gateway) -> (PolicyKey6, PolicyValue6) {
+        (
+            PolicyKey6 {
+                source: source.parse().unwrap(),
+                destination: prefix.parse::<Ipv6Network>().unwrap(),
+            },
+            PolicyValue6 {
+                egress_ip: Ipv6Addr::UNSPECIFIED,
+                gateway,
+                egress_ifindex: 0,
+                policy_id: 7,
+                origin: Origin::default(),
+            },
+        )
+    }
+
+    /// The IPv6 map fits as the IPv4 one does: own pods first, pods whole.
+    #[test]
+    fn a_full_ipv6_map_keeps_own_pods_first_and_pods_whole() {
+        let (remote_a, remote_b, own) = ("2001:db8::1", "2001:db8::2", "2001:db8::200");
+        let all: BTreeMap<_, _> = [
+            entry6(remote_a, "ff3e::/96", GW),
+            entry6(remote_a, "ff3e::ff00/120", Gateway::Excluded),
+            entry6(remote_b, "ff3e::/96", GW),
+            entry6(own, "ff3e::/96", GW),
+            entry6(own, "ff3e::ff00/120", Gateway::Excluded),
+        ]
+        .into();
+        let own_set: BTreeSet<Ipv6Addr> = [own.parse().unwrap()].into();
+        let (fitted, fit) = fit_policies(&all, Some(&own_set), 3);
+        let sources: BTreeSet<Ipv6Addr> = fitted.keys().map(|k| k.source).collect();
+        assert_eq!(
+            sources,
+            [own.parse().unwrap(), remote_b.parse().unwrap()].into()
+        );
+        assert_eq!(
+            (fit.left_out, fit.pods_left_out, fit.own_pods_left_out),
+            (2, 1, 0)
+        );
+        let (fitted, _) = fit_policies(&all, Some(&own_set), 5);
+        assert!(matches!(fitted, Cow::Borrowed(_)));
+    }
+
+    /// Make-before-break on the IPv6 map: no state on the way lets an
+    /// excluded group out, whatever the capacity.
+    #[test]
+    fn ipv6_exclusions_go_in_first_and_out_last() {
+        let pod: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        let excluded_group: Ipv6Addr = "ff3e::ff01".parse().unwrap();
+        let old: BTreeMap<_, _> = [
+            entry6("2001:db8::1", "ff3e::/96", GW),
+            entry6("2001:db8::1", "ff3e::ff00/120", Gateway::Excluded),
+        ]
+        .into();
+        let new: BTreeMap<_, _> = [entry6("2001:db8::1", "ff3e::1:0/112", GW)].into();
+        let lets_out = |entries: &BTreeMap<PolicyKey6, PolicyValue6>| {
+            entries
+                .iter()
+                .filter(|(k, _)| k.source == pod && k.destination.contains(excluded_group))
+                .max_by_key(|(k, _)| k.destination.prefix())
+                .is_some_and(|(_, v)| v.gateway != Gateway::Excluded)
+        };
+        for (from, to) in [(&BTreeMap::new(), &old), (&old, &new)] {
+            for capacity in [2, 3, 8] {
+                let rec = Recorder::new(from, capacity);
+                apply_policies(&rec, from, to, capacity).unwrap();
+                assert_eq!(*rec.held.borrow(), *to, "capacity {capacity}");
+                let mut state = from.clone();
+                for (op, key) in rec.ops() {
+                    match op {
+                        '+' => state.insert(key, to[&key]),
+                        _ => state.remove(&key),
+                    };
+                    assert!(!lets_out(&state), "capacity {capacity}: {:?}", rec.ops());
+                }
+            }
+        }
     }
 
     #[test]

@@ -156,3 +156,42 @@ fn keep_live<A: Ord + Copy + Debug>(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv6Addr;
+
+    use super::*;
+
+    fn device(ifindex: u32) -> Interface {
+        Interface {
+            name: format!("lxc{ifindex}"),
+            ifindex,
+            mac: [0; 6],
+            ipv4: Vec::new(),
+            ipv6: Vec::new(),
+        }
+    }
+
+    /// IPv6 endpoints are kept and withdrawn by the same rules as IPv4's.
+    #[test]
+    fn absent_ipv6_endpoints_stay_while_their_veth_does() {
+        let ep = |ifindex| Endpoint {
+            ifindex,
+            identity: 51234,
+        };
+        let a: Ipv6Addr = "2001:db8:100::1".parse().unwrap();
+        let b: Ipv6Addr = "2001:db8:100::2".parse().unwrap();
+        let c: Ipv6Addr = "2001:db8:100::3".parse().unwrap();
+        let moved: Ipv6Addr = "2001:db8:100::4".parse().unwrap();
+        let current = BTreeMap::from([(a, ep(11)), (b, ep(12)), (c, ep(13))]);
+        // The read has only `moved`, on c's veth; a's veth remains, b's is gone.
+        let out = keep_live(
+            vec![(moved, ep(13))],
+            &current,
+            &[device(11), device(13)],
+            &mut Once::default(),
+        );
+        assert_eq!(out, BTreeMap::from([(a, ep(11)), (moved, ep(13))]));
+    }
+}

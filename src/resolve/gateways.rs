@@ -198,7 +198,8 @@ fn is_global(ip: &Ipv6Addr) -> bool {
     !(ip.is_unspecified()
         || ip.is_loopback()
         || ip.is_multicast()
-        || ip.is_unicast_link_local()
+        // fe80::/10 (`is_unicast_link_local`, newer than our MSRV).
+        || (ip.segments()[0] & 0xffc0) == 0xfe80
         || ip.to_ipv4_mapped().is_some())
 }
 

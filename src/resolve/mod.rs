@@ -56,11 +56,9 @@ fn retain<F: Family>(desired: &mut Desired, local_pods: &LocalPods) {
         }
     }
     let inside_served = |key: &Key<F>| {
-        served.get(&key.source).is_some_and(|prefixes| {
-            prefixes
-                .iter()
-                .any(|p| p.strictly_covers(&key.destination))
-        })
+        served
+            .get(&key.source)
+            .is_some_and(|prefixes| prefixes.iter().any(|p| p.strictly_covers(&key.destination)))
     };
     entries.retain(|key, value| {
         pods.contains(&key.source)

@@ -5,8 +5,8 @@
 //! found wrong.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::fmt::Display;
+use std::io::Write;
 use std::net::Ipv4Addr;
 
 use serde::Serialize;
@@ -16,8 +16,8 @@ use super::{
     write_json, Output, Result, Table, VERSION,
 };
 use crate::datapath::maps::{
-    Config, Gateway, PolicyKey, PolicyKey6, PolicyKeyOf, PolicyValue, PolicyValue6,
-    PolicyValueOf, Status,
+    Config, Gateway, PolicyKey, PolicyKey6, PolicyKeyOf, PolicyValue, PolicyValue6, PolicyValueOf,
+    Status,
 };
 use crate::datapath::{tcx, LinkState, Paths};
 use crate::health::{self, ReportedProblem};
@@ -365,7 +365,13 @@ pub fn render(r: &Report, output: Output, out: &mut dyn Write) -> Result<()> {
     if r.gateway_for.is_empty() {
         writeln!(out, "Gateway:             no")?;
     } else {
-        let n = r.gateway_for.len();
+        // A policy with both families has a row for each: count it once.
+        let n = r
+            .gateway_for
+            .iter()
+            .map(|g| g.policy_id)
+            .collect::<BTreeSet<_>>()
+            .len();
         writeln!(
             out,
             "Gateway:             yes, for {n} {}",

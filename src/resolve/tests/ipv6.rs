@@ -153,7 +153,13 @@ fn catch_all_ipv6_is_left_to_cilium() {
 
 #[test]
 fn malformed_ipv6_cidr_invalidates_the_policy() {
-    for bad in ["ff3e::/129", "ff3e:::/96", "ff3e::/096", "ff3e::", "ff3g::/16"] {
+    for bad in [
+        "ff3e::/129",
+        "ff3e:::/96",
+        "ff3e::/096",
+        "ff3e::",
+        "ff3g::/16",
+    ] {
         let policy = cameras_to(&["232.1.0.0/16", "ff3e::/96", bad]);
         let desired = resolve(&cluster(&[&policy]), &local("node-c"));
         assert!(desired.policies.is_empty(), "entry {bad}");
@@ -176,7 +182,11 @@ fn dual_stack_pods_get_both_entries_ipv6_only_pods_one() {
     );
     assert_eq!(
         sources(&desired, "232.1.0.0/16"),
-        [ip("198.51.100.10"), ip("198.51.100.11"), ip("198.51.100.40")]
+        [
+            ip("198.51.100.10"),
+            ip("198.51.100.11"),
+            ip("198.51.100.40")
+        ]
     );
     assert_eq!(
         sources6(&desired, "ff3e::/96"),
@@ -210,7 +220,11 @@ fn ipv6_egress_is_the_first_global_address_of_the_uplink() {
     let v6 = desired.policies_v6[&key6(CAMERA_1, "ff3e::/96")];
     assert_eq!(
         (v6.egress_ip, v6.egress_ifindex, v6.gateway),
-        (ip6("2001:db8:203::10"), ETH1, Gateway::Node(ip("192.0.2.1")))
+        (
+            ip6("2001:db8:203::10"),
+            ETH1,
+            Gateway::Node(ip("192.0.2.1"))
+        )
     );
     assert_eq!(
         desired.local_gateway_for_v6,
@@ -231,7 +245,10 @@ fn ipv6_egress_is_the_first_global_address_of_the_uplink() {
         (v6.egress_ip, v6.egress_ifindex),
         (ip6("2001:db8:203:1::130"), ETH2)
     );
-    let by_ip = format!("{}    egressIP: 2001:db8:203::11\n", cameras_to(&["ff3e::/96"]));
+    let by_ip = format!(
+        "{}    egressIP: 2001:db8:203::11\n",
+        cameras_to(&["ff3e::/96"])
+    );
     let desired = resolve(&cluster(&[&by_ip]), &local("node-a"));
     let v6 = desired.policies_v6[&key6(CAMERA_1, "ff3e::/96")];
     assert_eq!(
@@ -261,7 +278,10 @@ fn gateway_without_a_global_ipv6_warns_and_egresses_from_unspecified() {
     );
     // IPv4 is unaffected.
     let v4 = desired.policies[&key("198.51.100.10", "232.1.0.0/16")];
-    assert_eq!((v4.egress_ip, v4.egress_ifindex), (ip("203.0.113.10"), ETH1));
+    assert_eq!(
+        (v4.egress_ip, v4.egress_ifindex),
+        (ip("203.0.113.10"), ETH1)
+    );
     assert_eq!(
         messages(&desired, "cameras"),
         "Warning: this node is the gateway of egressGateway but its egress IPv6 cannot be \
@@ -377,7 +397,10 @@ fn ipv6_node_local_retention() {
     };
     let mut origin = resolve(&objects, &local("node-b"));
     retain_node_local(&mut origin, &pods);
-    assert!(origin.policies_v6.keys().all(|k| k.source == ip6("2001:db8::42")));
+    assert!(origin
+        .policies_v6
+        .keys()
+        .all(|k| k.source == ip6("2001:db8::42")));
     assert_eq!(origin.policies_v6.len(), 4);
     assert!(origin.policies.is_empty(), "no IPv4 pod of this node");
 

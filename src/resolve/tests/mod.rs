@@ -238,7 +238,11 @@ fn local(name: &str) -> LocalNode {
                 ipv4: vec![ip("203.0.113.10"), ip("203.0.113.11")],
                 // Link-local first, as the kernel may list it: never the
                 // egress source.
-                ipv6: vec![ip6("fe80::3"), ip6("2001:db8:203::10"), ip6("2001:db8:203::11")],
+                ipv6: vec![
+                    ip6("fe80::3"),
+                    ip6("2001:db8:203::10"),
+                    ip6("2001:db8:203::11"),
+                ],
             },
             Interface {
                 name: "eth2".to_string(),
