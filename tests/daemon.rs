@@ -355,6 +355,25 @@ fn daemon_writes_ipv6_entries_for_a_dual_stack_pod() {
             Some((pod1_if, 4001))
         );
 
+        // IPv6 counters of a policy that is gone are dropped at the next
+        // sync; those of a live one stay.
+        let counters =
+            MapHandle::from_pinned_path(paths.globals().join("mcast_egw_counters_v6")).unwrap();
+        let counter_key = |policy_id: u32| {
+            let mut k = Vec::new();
+            k.extend_from_slice(&policy_id.to_ne_bytes());
+            k.extend_from_slice(&0u32.to_ne_bytes());
+            k.extend_from_slice(&"ff3e::8000:1".parse::<Ipv6Addr>().unwrap().octets());
+            k
+        };
+        let live_id = cilium_mcast_egress::resolve::fnv32a(b"camera-ssm");
+        let per_cpu = vec![vec![0u8; 16]; libbpf_rs::num_possible_cpus().unwrap()];
+        for id in [live_id, 0x0bad_0bad] {
+            counters
+                .update_percpu(&counter_key(id), &per_cpu, MapFlags::ANY)
+                .unwrap();
+        }
+
         // The uplink gets its global address: the egress IPv6 follows.
         sh(
             "ip",
@@ -376,6 +395,20 @@ fn daemon_writes_ipv6_entries_for_a_dual_stack_pod() {
                 .values()
                 .any(|v| v.egress_ip == egress_v6 && v.egress_ifindex == uplink)
         });
+
+        let held = |id: u32| {
+            counters
+                .lookup_percpu(&counter_key(id), MapFlags::ANY)
+                .unwrap()
+                .is_some()
+        };
+        // Dropped in the same sync, just after the entries are written.
+        common::wait_for(
+            "the removed policy's IPv6 counter dropped",
+            Duration::from_secs(5),
+            || !held(0x0bad_0bad),
+        );
+        assert!(held(live_id), "the live policy's IPv6 counter");
 
         // The CLI lists the IPv6 entry and the IPv6 egress IP.
         let run = |args: &[&str]| {
