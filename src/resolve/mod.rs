@@ -522,9 +522,6 @@ fn policy_entries<F: Family>(
     let mut entries = BTreeMap::new();
     let mut without_uid = Endpoints::default();
     for &Selectable { endpoint, identity } in endpoints {
-        if F::sources(endpoint).is_empty() {
-            continue;
-        }
         if !policy
             .endpoint_selectors
             .iter()
@@ -551,6 +548,12 @@ fn policy_entries<F: Family>(
                 continue;
             }
         };
+        // Checked after the gateway, so that the finding about endpoints
+        // without a uid is the same from either family's pass (and said
+        // once).
+        if F::sources(endpoint).is_empty() {
+            continue;
+        }
         let origin = Origin {
             node: endpoint.node_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
             identity: identity.id,

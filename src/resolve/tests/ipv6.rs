@@ -409,3 +409,28 @@ fn ipv6_node_local_retention() {
     retain_node_local(&mut narrowed, &pods);
     assert_eq!(narrowed, origin);
 }
+
+#[test]
+fn endpoints_without_uid_are_one_finding_across_families() {
+    // Dual-stack camera-1, IPv4-only camera-2 and IPv6-only camera-v6, all
+    // without a uid, under a policy with several gateways and groups of
+    // both families: one finding naming the three, not one per family.
+    let endpoints = format!("{ENDPOINTS}---{MORE_PODS}")
+        .replace("  uid: 0b7e4c52-1f0a-4d7e-9a51-6c2f1e8d3a10\n", "")
+        .replace("  uid: 7f2d8b91-0c4e-4a3b-b6d5-9e1a2f3c4d32\n", "")
+        .replace("  uid: 11111111-2222-4333-8444-555555555555\n", "");
+    let policy = TWO_GATEWAYS.replace("- 232.1.0.0/16", "- 232.1.0.0/16\n  - \"ff3e::/96\"");
+    let desired = resolve(&objects(&[NODES, &endpoints, &policy]), &local("node-c"));
+    assert_eq!(
+        messages(&desired, "cameras"),
+        "Warning: 3 endpoints have no metadata.uid, so they cannot be pinned to one of the 2 \
+         gateways: skipped: media/camera-1, media/camera-2, media/camera-v6"
+    );
+    // camera-dual (with a uid) is pinned in both families; camera-3 (lab,
+    // IPv4 only) too.
+    assert_eq!(
+        sources(&desired, "232.1.0.0/16"),
+        [ip("198.51.100.20"), ip("198.51.100.40")]
+    );
+    assert_eq!(sources6(&desired, "ff3e::/96"), [ip6("2001:db8::40")]);
+}
