@@ -139,8 +139,8 @@ pub fn usable_ipv6(msg: &AddressMessage) -> Option<Ipv6Addr> {
     if header_unusable || attr_unusable {
         return None;
     }
-    // IPv6 has no peer addresses on point-to-point links in IFA_ADDRESS
-    // the way IPv4 has; IFA_LOCAL, when present, is still the own one.
+    // As for IPv4: IFA_LOCAL, when present, is the interface's own address
+    // and IFA_ADDRESS the peer's (an address added with `peer`).
     let local = msg.attributes.iter().find_map(|a| match a {
         AddressAttribute::Local(IpAddr::V6(ip)) => Some(*ip),
         _ => None,
