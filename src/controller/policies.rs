@@ -230,11 +230,6 @@ impl Policies {
             Ok(n) => tracing::info!(entries = n, "counters of removed policies dropped"),
             Err(e) => tracing::warn!(error = %e, "dropping counters of removed policies"),
         }
-        match counters_v6_retain_policies(env.maps, &live) {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(entries = n, "IPv6 counters of removed policies dropped"),
-            Err(e) => tracing::warn!(error = %e, "dropping IPv6 counters of removed policies"),
-        }
         env.metrics
             .sync_duration
             .observe(started.elapsed().as_secs_f64());
@@ -340,26 +335,6 @@ impl Policies {
         }
         self.problems = now;
     }
-}
-
-/// Remove the IPv6 counters of policies not in `keep` (policy ids), as
-/// [`Maps::counters_retain_policies`] does for IPv4's; returns how many
-/// entries went.
-fn counters_v6_retain_policies(
-    maps: &Maps,
-    keep: &BTreeSet<u32>,
-) -> Result<usize, crate::datapath::DatapathError> {
-    let mut stale = Vec::new();
-    for key in maps.counters_v6.keys() {
-        let k = key?;
-        if !keep.contains(&k.policy_id) {
-            stale.push(k);
-        }
-    }
-    for k in &stale {
-        maps.counters_v6.delete(k)?;
-    }
-    Ok(stale.len())
 }
 
 /// The finding about a map that cannot hold what this node needs, if it
