@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod dp;
 pub mod forge;
 pub mod lab_io;
 pub mod node;
