@@ -13,11 +13,12 @@ use std::time::Duration;
 use cilium_mcast_egress::datapath::maps::{
     Config, DropReason, EgressIface, Endpoint, Gateway, Origin, PolicyKey6, PolicyValue6, Role,
 };
-use cilium_mcast_egress::datapath::Program;
+use cilium_mcast_egress::datapath::{ChainPosition, Program};
 use common::addr::*;
 use common::dp::{run, Fx, POLICY_ID};
-use common::observer::Observer;
-use common::packet::{self, group_mac6, Ext, Frame, Frame6, View6};
+use common::forge;
+use common::observer::{Observer, TunnelObserver};
+use common::packet::{self, group_mac6, Ext, Frame, Frame6, View, View6};
 use common::{sh, Tap, TCX_DROP, TCX_NEXT, TCX_REDIRECT};
 
 /// Pods a and b's IPv6 addresses, the egress IPv6 and the groups, all in
@@ -1055,4 +1056,156 @@ dp6_test!(counters_and_drops_exact_after_many_runs, |fx| {
     assert_eq!(fx.total_drops6(), n(n4));
     assert_eq!(fx.maps.counters_v6.keys().count(), 3);
     assert_eq!(fx.total_counted() + fx.total_drops(), 0, "nothing as IPv4");
+});
+
+// --- real devices ----------------------------------------------------------------
+
+/// An IPv4 VXLAN packet on the underlay towards REMOTE_GW.
+fn is_vxlan_to_gateway(f: &[u8]) -> bool {
+    f.len() > 50
+        && View(f).ethertype() == packet::ETH_P_IP
+        && View(f).daddr() == REMOTE_GW
+        && View(f).proto() == packet::PROTO_UDP
+        && u16::from_be_bytes([f[36], f[37]]) == forge::VXLAN_PORT
+}
+
+dp6_test!(origin_remote_gateway_sets_the_exact_tunnel_key, |fx| {
+    // The production program on lxc_a, fed by a pod's frame on the veth;
+    // the test tunnel observer on vx0's egress (where Cilium's
+    // cil_to_overlay would be) reads the key our program set.
+    fx.policy6(POD_A6, "ff3e::/16", Gateway::Node(REMOTE_GW));
+    sh("sysctl", &["-qw", "net.ipv6.conf.pod_a.disable_ipv6=1"]);
+    fx.dp.attach("lxc_a", Program::FromContainer).unwrap();
+    let tunnelled = TunnelObserver::attach("vx0", true, ChainPosition::Tail, fx.dp.paths());
+    let underlay = Tap::open("under0");
+    let pod = Tap::open("pod_a");
+    let sent = Frame6::udp(POD_A6, GROUP6, b"to the gateway over VXLAN").bytes();
+    assert!(sent.len() <= 128, "the observer sees whole frames");
+    pod.send(&sent);
+
+    let copy = tunnelled.next();
+    assert_eq!(
+        copy.key,
+        Some((ID_A, THIS_NODE, REMOTE_GW)),
+        "VNI = the pod's identity, outer source = the node IP, remote = the gateway"
+    );
+    assert_eq!(copy.frame, sent, "the inner frame as the pod sent it");
+
+    // ... and on the underlay: IPv4 outer header, TTL 64, zero UDP checksum.
+    let outer = underlay
+        .recv_matching(Duration::from_secs(2), is_vxlan_to_gateway)
+        .expect("the packet on the underlay");
+    let o = View(&outer);
+    assert_eq!(o.saddr(), THIS_NODE);
+    assert_eq!(o.ttl(), 64, "outer TTL");
+    assert!(o.ipv4_checksum_ok());
+    assert_eq!(o.udp_checksum_field(), 0, "zero outer UDP checksum");
+    let vx = &outer[42..50];
+    assert_eq!(vx[0], 0x08, "VNI present flag");
+    assert_eq!(u32::from_be_bytes([0, vx[4], vx[5], vx[6]]), ID_A);
+    assert_eq!(&outer[50..], sent.as_slice(), "inner frame untouched");
+    assert_eq!(fx.counter6(GROUP6, Role::Origin), (1, sent.len() as u64));
+    assert_eq!(fx.total_drops6(), 0);
+});
+
+dp6_test!(gateway_from_real_vxlan, |fx| {
+    // The production program on vx0, fed by the kernel's VXLAN receive
+    // path: the real tunnel-key read with an IPv6 inner frame.
+    fx.dp.attach("vx0", Program::FromOverlay).unwrap();
+    fx.policy6(POD_A6, "ff3e::/16", Gateway::Node(THIS_NODE));
+    sh("ethtool", &["-K", "uplink0", "tx", "off"]);
+    let under_mac = common::mac_of("under0");
+    let peer_mac = common::mac_of("under_peer");
+    let peer = Tap::open("under_peer");
+    let uplink = Tap::open("upstream0");
+    let sent = Frame6::udp(POD_A6, GROUP6, b"IPv6 over real VXLAN");
+    let is_ours = |p: &[u8]| {
+        p.len() > 54 && View6(p).ethertype() == packet::ETH_P_IPV6 && View6(p).daddr() == GROUP6
+    };
+    let vxlan = |from: Ipv4Addr, vni: u32| {
+        forge::vxlan_packet((peer_mac, from), (under_mac, THIS_NODE), vni, &sent.bytes())
+    };
+
+    peer.send(&vxlan(REMOTE_GW, ID_A));
+    let got = uplink
+        .recv_matching(Duration::from_secs(2), is_ours)
+        .expect("emitted on the uplink");
+    assert_emitted6(&fx, &sent, &got);
+    assert_eq!(
+        fx.counter6(GROUP6, Role::Gateway),
+        (1, sent.bytes().len() as u64)
+    );
+    // Cilium's own replication (VNI 2) and a stranger's injection do not
+    // leave.
+    peer.send(&vxlan(REMOTE_GW, 2));
+    peer.send(&vxlan(STRANGER, ID_A));
+    assert!(uplink
+        .recv_matching(Duration::from_millis(500), is_ours)
+        .is_none());
+    assert_eq!(fx.drops6(Role::Gateway, DropReason::UNKNOWN_PEER), 1);
+    assert_eq!(fx.counter6(GROUP6, Role::Gateway).0, 1);
+});
+
+dp6_test!(local_gateway_from_a_real_socket, |fx| {
+    // A pod's own UDP socket: the kernel hands the veth CHECKSUM_PARTIAL
+    // packets whose checksum field holds only the pseudo-header sum.
+    fx.policy6(POD_A6, "ff3e::/16", Gateway::Node(THIS_NODE));
+    fx.dp.attach("lxc_a", Program::FromContainer).unwrap();
+    sh("ethtool", &["-K", "uplink0", "tx", "off"]);
+    let pod = common::PodNs::new();
+    pod.take("pod_a");
+    pod.run(|| {
+        sh("ip", &["link", "set", "pod_a", "up"]);
+        sh(
+            "ip",
+            &[
+                "addr",
+                "add",
+                "2001:db8:100::11/64",
+                "dev",
+                "pod_a",
+                "nodad",
+            ],
+        );
+        sh("ip", &["-6", "route", "add", "ff3e::/16", "dev", "pod_a"]);
+    });
+    let uplink = Tap::open("upstream0");
+    let send = move |pod: &common::PodNs, len: usize| {
+        pod.run(move || {
+            let s = std::net::UdpSocket::bind((POD_A6, 0))
+                .unwrap_or_else(|e| panic!("binding the pod's socket: {e}"));
+            let hops: libc::c_int = 5;
+            // SAFETY: a valid socket and a c_int option value of its size.
+            let rc = unsafe {
+                libc::setsockopt(
+                    std::os::fd::AsRawFd::as_raw_fd(&s),
+                    libc::IPPROTO_IPV6,
+                    libc::IPV6_MULTICAST_HOPS,
+                    (&hops as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(rc, 0, "IPV6_MULTICAST_HOPS");
+            s.send_to(&vec![0x5a; len], (GROUP6, 5001))
+                .unwrap_or_else(|e| panic!("sending {len} bytes from the pod: {e}"));
+        })
+    };
+    for len in [1usize, 100, 333, 1316] {
+        send(&pod, len);
+        let got = uplink
+            .recv_matching(Duration::from_secs(2), |p| {
+                p.len() > 54
+                    && View6(p).ethertype() == packet::ETH_P_IPV6
+                    && View6(p).daddr() == GROUP6
+                    && View6(p).saddr() == EGRESS_IP6
+            })
+            .expect("emitted on the uplink");
+        let v = View6(&got);
+        assert_eq!(v.hop_limit(), 4);
+        assert_eq!(v.dst_mac(), group_mac6(GROUP6));
+        assert!(v.udp_checksum_ok(54), "{len}: UDP checksum");
+        assert_eq!(v.udp(54).len(), 8 + len);
+    }
+    assert_eq!(fx.counter6(GROUP6, Role::Origin).0, 4);
+    assert_eq!(fx.counter6(GROUP6, Role::Gateway).0, 4);
 });
