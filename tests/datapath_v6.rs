@@ -10,10 +10,12 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::ops::Deref;
 use std::time::Duration;
 
+use cilium_mcast_egress::bpf_intf::{mcast_drop_event6, mcast_in6_addr};
 use cilium_mcast_egress::datapath::maps::{
-    Config, DropReason, EgressIface, Endpoint, Gateway, Origin, PolicyKey6, PolicyValue6, Role,
+    Config, DropEvent, DropReason, EgressIface, Endpoint, Gateway, Origin, PolicyKey6,
+    PolicyValue6, Role,
 };
-use cilium_mcast_egress::datapath::{ChainPosition, Program};
+use cilium_mcast_egress::datapath::{ChainPosition, Plain, Program};
 use common::addr::*;
 use common::dp::{run, Fx, POLICY_ID};
 use common::forge;
@@ -42,6 +44,13 @@ fn origin6_of(pod: Ipv6Addr) -> Origin {
         node: REMOTE_GW,
         identity: if pod == POD_B6 { ID_B } else { ID_A },
     }
+}
+
+/// The address of a map key or event field (four big-endian words).
+fn addr6(a: &mcast_in6_addr) -> Ipv6Addr {
+    let bytes: Vec<u8> = a.words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    let bytes: [u8; 16] = bytes.try_into().expect("16 bytes");
+    Ipv6Addr::from(bytes)
 }
 
 fn role_raw(role: Role) -> u32 {
@@ -107,9 +116,7 @@ impl Fx6 {
         let mut out = (0, 0);
         for key in self.maps.counters_v6.keys() {
             let k = key.unwrap();
-            let g: Vec<u8> = k.group.words.iter().flat_map(|w| w.to_ne_bytes()).collect();
-            let g: [u8; 16] = g.try_into().unwrap();
-            if k.policy_id == POLICY_ID && k.role == role_raw(role) && Ipv6Addr::from(g) == group {
+            if k.policy_id == POLICY_ID && k.role == role_raw(role) && addr6(&k.group) == group {
                 for v in self.maps.counters_v6.get_percpu(&k).unwrap().unwrap() {
                     out.0 += v.packets;
                     out.1 += v.bytes;
@@ -1208,4 +1215,54 @@ dp6_test!(local_gateway_from_a_real_socket, |fx| {
     }
     assert_eq!(fx.counter6(GROUP6, Role::Origin).0, 4);
     assert_eq!(fx.counter6(GROUP6, Role::Gateway).0, 4);
+});
+
+// --- drop events -------------------------------------------------------------------
+
+dp6_test!(drop_events_of_both_families_on_one_ring, |fx| {
+    fx.policy6(POD_B6, "ff3e::/16", Gateway::Node(REMOTE_GW));
+    fx.policy(POD_B, "232.1.0.0/16", Gateway::Node(REMOTE_GW));
+    let events = fx.dp.paths().globals().join("mcast_egw_events");
+    let map = libbpf_rs::MapHandle::from_pinned_path(&events).unwrap();
+    let records = std::rc::Rc::new(std::cell::RefCell::new(Vec::<Vec<u8>>::new()));
+    let sink = records.clone();
+    let mut builder = libbpf_rs::RingBufferBuilder::new();
+    builder
+        .add(&map, move |data: &[u8]| {
+            sink.borrow_mut().push(data.to_vec());
+            0
+        })
+        .unwrap();
+    let ring = builder.build().unwrap();
+
+    // Pod A (behind lxc_a) with pod B's addresses, IPv6 then IPv4.
+    let f6 = Frame6::udp(POD_B6, GROUP6, b"not my address")
+        .ext(Ext::hop_by_hop())
+        .hop_limit(9)
+        .bytes();
+    let f4 = Frame::udp(POD_B, GROUP, b"not my address").bytes();
+    assert_eq!(fx.run_origin(fx.lxc_a, &f6).0, TCX_DROP);
+    assert_eq!(fx.run_origin(fx.lxc_a, &f4).0, TCX_DROP);
+    ring.consume().unwrap();
+
+    let records = records.borrow();
+    let sizes: Vec<usize> = records.iter().map(Vec::len).collect();
+    assert_eq!(sizes, vec![64, 40], "an event6, then an IPv4 event");
+    let e = mcast_drop_event6::from_bytes(&records[0]).expect("an event6");
+    assert_eq!(addr6(&e.saddr), POD_B6);
+    assert_eq!(addr6(&e.daddr), GROUP6);
+    assert_eq!(e.ifindex, fx.lxc_a);
+    assert_eq!(e.reason, DropReason::SPOOFED_SOURCE.code());
+    assert_eq!(e.role, role_raw(Role::Origin));
+    assert_eq!(e.len, f6.len() as u32);
+    assert_eq!(e.proto, packet::PROTO_UDP, "the protocol behind hop-by-hop");
+    assert_eq!(e.hop_limit, 9);
+    assert_eq!(e.pad, [0; 6]);
+    let e4 = DropEvent::decode(&records[1]).expect("an IPv4 event");
+    assert_eq!((e4.source, e4.group), (POD_B, GROUP));
+    assert_eq!(
+        DropEvent::decode(&records[0]),
+        None,
+        "sizes tell them apart"
+    );
 });
