@@ -207,7 +207,7 @@ enum mcast_drop_reason {
 	MCAST_DROP_NOT_GATEWAY = 5,
 	/* no_egress_ip: This node is the gateway but has no egress IP or uplink. */
 	MCAST_DROP_NO_EGRESS_IP = 6,
-	/* ttl_exceeded: TTL would reach zero on the gateway hop. */
+	/* ttl_exceeded: TTL (IPv4) or hop limit (IPv6) would reach zero on the gateway hop. */
 	MCAST_DROP_TTL_EXCEEDED = 7,
 	/* no_tunnel: Remote gateway, but the tunnel device is not known yet. */
 	MCAST_DROP_NO_TUNNEL = 8,
@@ -217,8 +217,11 @@ enum mcast_drop_reason {
 	MCAST_DROP_UNSUPPORTED_PROTO = 10,
 	/*
 	 * malformed: A datagram a router would refuse: IPv4 version or IHL, header
-	 * checksum, total length against the frame, or (first fragments) the
-	 * UDP header and length.
+	 * checksum, total length against the frame; IPv6 version, payload length
+	 * (0, a jumbogram, or beyond the frame), an extension header chain that
+	 * is too long, runs past the payload, has hop-by-hop not first or a
+	 * routing header with segments left; or (first fragments) the UDP
+	 * header and length, and in IPv6 a zero UDP checksum.
 	 */
 	MCAST_DROP_MALFORMED = 11,
 	/*
@@ -390,10 +393,11 @@ struct mcast_test_observed {
 
 /*
  * Test builds only: what the tunnel observer behind ours was handed (IPv4
- * frames only), and whether bpf_skb_get_tunnel_key() found a key on it.
+ * frames, and IPv6 frames to groups of a scope beyond link-local), and
+ * whether bpf_skb_get_tunnel_key() found a key on it.
  */
 struct mcast_test_tunnel_observed {
-	__u32 count;		/* IPv4 frames handed on so far */
+	__u32 count;		/* frames handed on so far */
 	__u32 with_key;		/* of which carried a tunnel key */
 	__u32 last_has_key;	/* the last frame carried one */
 	__u32 tunnel_id;	/* its VNI, 0 without */

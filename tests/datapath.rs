@@ -10,193 +10,24 @@ use std::time::Duration;
 use ipnetwork::Ipv4Network;
 use libbpf_rs::{MapCore, MapFlags};
 
-use cilium_mcast_egress::bpf_intf::{mcast_events_limit, mcast_test_tunnel};
+use cilium_mcast_egress::bpf_intf::mcast_events_limit;
 use cilium_mcast_egress::datapath::maps::{
     Config, DropReason, EgressIface, Endpoint, Gateway, Origin, PolicyKey, PolicyLens, PolicyValue,
     Role,
 };
-use cilium_mcast_egress::datapath::{load_skel, Datapath, Maps, Plain, Program};
+use cilium_mcast_egress::datapath::{Plain, Program};
 use common::observer::Observer;
 use common::packet::{self, group_mac, Frame, View};
-use common::{ifindex, mac_of, sh, Bpffs, Tap};
-
-use common::skels::overlay_test::{McastFromOverlayTestSkel, McastFromOverlayTestSkelBuilder};
+use common::{mac_of, sh, Tap};
 
 use common::addr::*;
+use common::dp::{assert_untouched, origin_of, run, Fx, POLICY_ID};
 use common::{TCX_DROP, TCX_NEXT, TCX_REDIRECT};
 
 const GROUP_BIT23: Ipv4Addr = Ipv4Addr::new(232, 129, 1, 1);
-const ID_A: u32 = 12345;
-const ID_B: u32 = 23456;
-const POLICY_ID: u32 = 7;
-
-/// Where the fixture's pods' copies come from: pod B has its own identity,
-/// every other source pod A's; all run on REMOTE_GW's node.
-fn origin_of(pod: Ipv4Addr) -> Origin {
-    Origin {
-        node: REMOTE_GW,
-        identity: if pod == POD_B { ID_B } else { ID_A },
-    }
-}
 
 fn net(s: &str) -> Ipv4Network {
     s.parse().expect("CIDR")
-}
-
-/// One node's datapath in a private namespace: pods A and B behind
-/// `lxc_a`/`lxc_b`, an uplink `uplink0`, a collect-md VXLAN device `vx0`
-/// over the underlay `under0` (192.0.2.10/24).
-struct Fx {
-    dp: Datapath<'static>,
-    ovl: McastFromOverlayTestSkel<'static>,
-    maps: Maps,
-    lxc_a: u32,
-    lxc_b: u32,
-    uplink: u32,
-    uplink_mac: [u8; 6],
-    tunnel: u32,
-    _bpffs: Bpffs,
-}
-
-impl Fx {
-    fn new(test: &str) -> Fx {
-        common::veths(&[
-            ("lxc_a", "pod_a"),
-            ("lxc_b", "pod_b"),
-            ("uplink0", "upstream0"),
-            ("under0", "under_peer"),
-        ]);
-        common::vxlan_external("vx0");
-        sh("ip", &["addr", "add", "192.0.2.10/24", "dev", "under0"]);
-        common::permanent_neighbour("192.0.2.20", "02:00:00:00:00:20", "under0");
-
-        let (bpffs, dp, maps) = common::load_datapath(test);
-        let paths = dp.paths().clone();
-        let ovl_storage = Box::leak(Box::new(std::mem::MaybeUninit::uninit()));
-        let ovl = load_skel(
-            McastFromOverlayTestSkelBuilder::default(),
-            "mcast_from_overlay_test",
-            ovl_storage,
-            &paths,
-        )
-        .expect("loading the test build of mcast_from_overlay");
-
-        let fx = Fx {
-            lxc_a: ifindex("lxc_a"),
-            lxc_b: ifindex("lxc_b"),
-            uplink: ifindex("uplink0"),
-            uplink_mac: mac_of("uplink0"),
-            tunnel: ifindex("vx0"),
-            dp,
-            ovl,
-            maps,
-            _bpffs: bpffs,
-        };
-        common::seed_single_node(&fx.maps, fx.tunnel, &[THIS_NODE, REMOTE_GW, OTHER_NODE]);
-        fx
-    }
-
-    /// A policy entry for `pod` and `dest` through `gateway`.
-    fn policy(&self, pod: Ipv4Addr, dest: &str, gateway: Gateway) {
-        let (k, v) =
-            common::policy_entry(pod, dest, gateway, self.uplink, POLICY_ID, origin_of(pod));
-        self.maps.policy_insert(&k, &v).unwrap();
-    }
-
-    fn set_tunnel(&self, vni: u32, remote: Ipv4Addr) {
-        let t = mcast_test_tunnel {
-            tunnel_id: vni,
-            remote_ipv4: u32::from_ne_bytes(remote.octets()),
-            valid: 1,
-            pad: 0,
-        };
-        self.ovl
-            .maps
-            .mcast_test_tunnel
-            .update(0u32.as_bytes(), t.as_bytes(), MapFlags::ANY)
-            .unwrap();
-    }
-
-    fn container(&self) -> &libbpf_rs::ProgramMut<'static> {
-        self.dp.program(Program::FromContainer)
-    }
-
-    fn overlay(&self) -> &libbpf_rs::ProgramMut<'static> {
-        &self.ovl.progs.mcast_from_overlay
-    }
-
-    /// Run the origin program as if `frame` came in on `lxc`.
-    fn run_origin(&self, lxc: u32, frame: &[u8]) -> (u32, Vec<u8>) {
-        run(self.container(), lxc, frame, 1)
-    }
-
-    /// Run the gateway program as if `frame` came out of the tunnel.
-    fn run_gateway(&self, frame: &[u8]) -> (u32, Vec<u8>) {
-        run(self.overlay(), self.tunnel, frame, 1)
-    }
-
-    fn counter(&self, group: Ipv4Addr, role: Role) -> (u64, u64) {
-        self.maps
-            .counters()
-            .unwrap()
-            .into_iter()
-            .find(|c| c.policy_id == POLICY_ID && c.group == group && c.role == role)
-            .map(|c| (c.packets, c.bytes))
-            .unwrap_or_default()
-    }
-
-    fn drops(&self, role: Role, reason: DropReason) -> u64 {
-        self.maps.drop_count(role, reason).unwrap().packets
-    }
-
-    fn total_drops(&self) -> u64 {
-        self.maps.drops().unwrap().iter().map(|d| d.packets).sum()
-    }
-
-    fn total_counted(&self) -> u64 {
-        self.maps
-            .counters()
-            .unwrap()
-            .iter()
-            .map(|c| c.packets)
-            .sum()
-    }
-}
-
-/// BPF_PROG_RUN `prog` `repeat` times on `frame` arriving on `ifindex`.
-fn run(
-    prog: &libbpf_rs::ProgramMut<'_>,
-    ifindex: u32,
-    frame: &[u8],
-    repeat: u32,
-) -> (u32, Vec<u8>) {
-    let mut ctx = common::skb_ctx(ifindex);
-    let mut out = vec![0u8; frame.len() + 512];
-    let input = libbpf_rs::ProgramInput {
-        context_in: Some(&mut ctx),
-        data_in: Some(frame),
-        data_out: Some(&mut out),
-        repeat,
-        ..Default::default()
-    };
-    let output = prog.test_run(input).expect("BPF_PROG_RUN");
-    let ret = output.return_value;
-    let data = output.data.map(|d| d.to_vec()).unwrap_or_default();
-    (ret, data)
-}
-
-macro_rules! dp_test {
-    ($(#[$m:meta])* $name:ident, |$fx:ident| $body:block) => {
-        netns_test!($(#[$m])* $name, Fx::new, |$fx| $body);
-    };
-}
-
-/// A frame passed on untouched, with nothing counted.
-fn assert_untouched(fx: &Fx, verdict: u32, frame: &[u8], out: &[u8]) {
-    assert_eq!(verdict, TCX_NEXT, "verdict");
-    assert_eq!(out, frame, "not one byte may change");
-    assert_eq!(fx.total_counted(), 0, "nothing counted");
-    assert_eq!(fx.total_drops(), 0, "nothing dropped");
 }
 
 // --- everything that is not ours -------------------------------------------

@@ -8,34 +8,23 @@
 
 mod common;
 
-use std::cell::Cell;
-use std::mem::MaybeUninit;
 use std::net::{Ipv4Addr, UdpSocket};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, MapFlags, MapHandle};
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use cilium_mcast_egress::bpf_intf::{
-    mcast_test_tunnel_observed, mcast_tunnel_pending, MCAST_PENDING_APPLIED, MCAST_PENDING_ARMED,
-    MCAST_PENDING_IDLE,
+    mcast_tunnel_pending, MCAST_PENDING_APPLIED, MCAST_PENDING_ARMED, MCAST_PENDING_IDLE,
 };
 use cilium_mcast_egress::datapath::maps::{
     Config, DropReason, Endpoint, Gateway, Origin, Role, TUNNEL_PENDING_MAP,
 };
-use cilium_mcast_egress::datapath::tcx::{attach_pinned, tcx_egress_chain};
+use cilium_mcast_egress::datapath::tcx::tcx_egress_chain;
 use cilium_mcast_egress::datapath::{ChainPosition, Datapath, Maps, Paths, Plain, Program};
 use common::addr::{GROUP, OTHER_NODE, POD_A, POD_B, REMOTE_GW, THIS_NODE};
+use common::observer::TunnelObserver;
 use common::packet::{self, Frame, View};
 use common::{ifindex, sh, Bpffs, PodNs, Tap, TCX_NEXT};
-
-#[allow(clippy::all, dead_code, unused_imports, non_camel_case_types)]
-mod observer_skel {
-    include!(concat!(
-        env!("OUT_DIR"),
-        "/mcast_test_tunnel_observer.skel.rs"
-    ));
-}
 
 const ID_A: u32 = 12345;
 const POLICY_ID: u32 = 9;
@@ -44,99 +33,6 @@ const CILIUM_ONLY_GROUP: Ipv4Addr = Ipv4Addr::new(232, 9, 9, 9);
 /// The underlay's primary address: what the kernel would pick as the outer
 /// source by itself. THIS_NODE (the node IP in the config) is secondary.
 const UNDERLAY_PRIMARY: &str = "192.0.2.11/24";
-
-/// What a tunnel observer saw last.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Seen {
-    frame: Vec<u8>,
-    /// (VNI, outer source, outer destination) when bpf_skb_get_tunnel_key()
-    /// found a key.
-    key: Option<(u32, Ipv4Addr, Ipv4Addr)>,
-}
-
-/// The test observer, loaded on its own (maps of its own), in one tcx chain
-/// of one device.
-struct TunnelObserver {
-    skel: observer_skel::McastTestTunnelObserverSkel<'static>,
-    _link: Link,
-    egress: bool,
-    seen: Cell<u32>,
-}
-
-impl TunnelObserver {
-    fn attach(dev: &str, egress: bool, position: ChainPosition, paths: &Paths) -> TunnelObserver {
-        let storage = Box::leak(Box::new(MaybeUninit::uninit()));
-        let skel = observer_skel::McastTestTunnelObserverSkelBuilder::default()
-            .open(storage)
-            .expect("open tunnel observer")
-            .load()
-            .expect("load tunnel observer");
-        let pin = paths
-            .bpffs_root()
-            .join(common::unique_name(&format!("tobs-{dev}")));
-        let prog = if egress {
-            &skel.progs.mcast_test_tunnel_observer_out
-        } else {
-            &skel.progs.mcast_test_tunnel_observer_in
-        };
-        let link = attach_pinned(prog, ifindex(dev), position, &pin).expect("attach observer");
-        TunnelObserver {
-            skel,
-            _link: link,
-            egress,
-            seen: Cell::new(0),
-        }
-    }
-
-    fn read(&self) -> mcast_test_tunnel_observed {
-        let map = if self.egress {
-            &self.skel.maps.mcast_test_seen_egress
-        } else {
-            &self.skel.maps.mcast_test_seen_ingress
-        };
-        let bytes = map
-            .lookup(0u32.as_bytes(), MapFlags::ANY)
-            .expect("lookup")
-            .expect("array element");
-        mcast_test_tunnel_observed::from_bytes(&bytes).expect("size")
-    }
-
-    /// IPv4 frames handed on so far, and how many of them carried a key.
-    fn counts(&self) -> (u32, u32) {
-        let o = self.read();
-        (o.count, o.with_key)
-    }
-
-    /// The next IPv4 frame handed on (its first 128 bytes); panics after 2 s.
-    fn next(&self) -> Seen {
-        let deadline = Instant::now() + Duration::from_secs(2);
-        loop {
-            let o = self.read();
-            if o.count > self.seen.get() {
-                assert_eq!(
-                    o.count,
-                    self.seen.get() + 1,
-                    "one frame at a time, not {}",
-                    o.count - self.seen.get()
-                );
-                self.seen.set(o.count);
-                let n = (o.len as usize).min(o.data.len());
-                return Seen {
-                    frame: o.data[..n].to_vec(),
-                    key: (o.last_has_key != 0).then(|| {
-                        (
-                            o.tunnel_id,
-                            Ipv4Addr::from(o.outer_src.to_ne_bytes()),
-                            Ipv4Addr::from(o.outer_dst.to_ne_bytes()),
-                        )
-                    }),
-                };
-            }
-            assert!(Instant::now() < deadline, "nothing reached the observer");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-}
 
 /// One node in a private namespace: pod A in a namespace of its own behind
 /// `lxc_a`, a collect-md VXLAN device `vx0` over the underlay `under0`

@@ -4,6 +4,7 @@
 
 #include "common.h"
 #include "ipv4.h"
+#include "ipv6.h"
 #include "metrics.h"
 
 /* Uplinks that policies egress through, with the MAC to send from. */
@@ -141,6 +142,26 @@ static __always_inline int mcast_rewrite_l2(struct __sk_buff *skb, __be32 group,
 }
 
 /*
+ * Multicast is not fragmented on the way out (IPv4 DF packets may not be,
+ * IPv6 routers never fragment): a frame over the uplink's MTU would vanish
+ * in the driver, so it is counted instead. A GSO packet is checked segment
+ * by segment (each leaves as a packet of its own). An uplink that is gone
+ * is a redirect that could not happen. Returns 0 or the drop reason.
+ */
+static __always_inline int mcast_gateway_mtu_check(struct __sk_buff *skb, __u32 ifindex)
+{
+	__u32 mtu_len = 0;
+	int ret;
+
+	ret = bpf_check_mtu(skb, ifindex, &mtu_len, 0, BPF_MTU_CHK_SEGS);
+	if (ret < 0)
+		return MCAST_DROP_REDIRECT;
+	if (ret != BPF_MTU_CHK_RET_SUCCESS)
+		return MCAST_DROP_MTU_EXCEEDED;
+	return 0;
+}
+
+/*
  * The gateway action: the packet leaves this node's uplink as if this node
  * had sent it. SNAT to the egress IP (stateless: multicast has no replies),
  * TTL - 1 like any router, Ethernet header for the group, redirect.
@@ -179,13 +200,7 @@ static __always_inline int mcast_gateway_emit(struct __sk_buff *skb, const struc
 	if (pkt->ttl <= 1)
 		return mcast_fail(skb, pkt, MCAST_DROP_TTL_EXCEEDED, MCAST_ROLE_GATEWAY, clone);
 	MCAST_BENCH_STAGE(MCAST_STAGE_IFACE);
-	/*
-	 * Multicast is not fragmented on the way out (and DF packets may not
-	 * be): a frame over the uplink's MTU would vanish in the driver, so it
-	 * is counted here instead. A GSO packet is checked segment by segment
-	 * (each leaves as a packet of its own). An uplink that is gone is a
-	 * redirect that could not happen.
-	 */
+	/* As mcast_gateway_mtu_check(), spelt out: the IPv4 hot path as it was. */
 	ret = bpf_check_mtu(skb, ifindex, &mtu_len, 0, BPF_MTU_CHK_SEGS);
 	if (ret < 0)
 		return mcast_fail(skb, pkt, MCAST_DROP_REDIRECT, MCAST_ROLE_GATEWAY, clone);
@@ -263,6 +278,126 @@ static __always_inline int mcast_gateway_emit(struct __sk_buff *skb, const struc
 
 rewrite_failed:
 	return mcast_drop(skb, pkt, MCAST_DROP_REWRITE, MCAST_ROLE_GATEWAY);
+}
+
+/* Fold a 64-bit sum of 32-bit words to a 32-bit one's complement sum. */
+static __always_inline __u32 csum32_fold(__u64 sum)
+{
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	return sum;
+}
+
+/*
+ * The IPv6 rewrite: source @pkt->saddr -> @to_saddr, hop limit - 1 (IPv6
+ * has no header checksum), and for a first or only fragment the UDP
+ * checksum through the pseudo-header.
+ *
+ * The address is written directly; its change (a 32-bit sum, as
+ * bpf_csum_diff() computes it) goes into the UDP checksum through the
+ * kernel's helper, which only touches the pseudo-header sum for
+ * CHECKSUM_PARTIAL and writes 0xffff for a result of 0 (BPF_F_MARK_MANGLED_0:
+ * 0 would mean "no checksum", invalid in IPv6). For CHECKSUM_COMPLETE the
+ * helper takes the field's change out of skb->csum, as it does for IPv4
+ * where the IPv4 header checksum makes up for the address; here nothing
+ * does, so the address's and the hop limit's change go into skb->csum
+ * (bpf_csum_update(), a no-op otherwise). Without BPF_F_IPV6 (kernel 6.16+)
+ * so that kernel 6.6 runs it too.
+ */
+static __always_inline int mcast_rewrite_l3_v6(struct __sk_buff *skb, const struct mcast_pkt6 *pkt,
+					       const struct mcast_in6_addr *to_saddr)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ipv6hdr *ip6 = data + ETH_HLEN;
+	__u16 *hop_word, old_hop_word;
+	__u64 sum = 0;
+	__u32 diff;
+	int i;
+
+	if ((void *)(ip6 + 1) > data_end)
+		return -1;
+	for (i = 0; i < 4; i++)
+		sum += (__u32)~pkt->saddr.words[i] + (__u64)to_saddr->words[i];
+	diff = csum32_fold(sum);
+
+	/* nexthdr and hop_limit: one 16-bit word of the header. */
+	hop_word = (__u16 *)&ip6->nexthdr;
+	old_hop_word = *hop_word;
+	ip6->hop_limit = pkt->hop_limit - 1;
+	__builtin_memcpy(&ip6->saddr, to_saddr, sizeof(*to_saddr));
+	sum = (__u64)diff + (__u16)~old_hop_word + *hop_word;
+	bpf_csum_update(skb, csum32_fold(sum));
+
+	/* Later fragments carry no UDP header (RFC 8200 4.5). */
+	if (pkt->frag_off)
+		return 0;
+	if (bpf_l4_csum_replace(skb, pkt->l4_off + __builtin_offsetof(struct udphdr, check), 0,
+				diff, BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0) < 0)
+		return -1;
+	return 0;
+}
+
+/* Ethernet header for the IPv6 @group from the uplink's @mac, written directly. */
+static __always_inline int mcast_rewrite_l2_v6(struct __sk_buff *skb,
+					       const struct mcast_in6_addr *group,
+					       const __u8 mac[ETH_ALEN])
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > data_end)
+		return -1;
+	ipv6_mcast_mac(group, eth->h_dest);
+	__builtin_memcpy(eth->h_source, mac, ETH_ALEN);
+	eth->h_proto = bpf_htons(ETH_P_IPV6);
+	return 0;
+}
+
+static __always_inline void mcast_count_emitted6(const struct __sk_buff *skb,
+						 const struct mcast_pkt6 *pkt, __u32 policy_id,
+						 enum mcast_role role)
+{
+	if (role == MCAST_ROLE_ORIGIN)
+		mcast_count_fwd6(skb, pkt, policy_id, MCAST_ROLE_ORIGIN);
+	mcast_count_fwd6(skb, pkt, policy_id, MCAST_ROLE_GATEWAY);
+}
+
+/*
+ * mcast_gateway_emit() for IPv6: SNAT to the policy's egress IPv6, hop
+ * limit - 1, Ethernet header for the group, redirect to the uplink. Never
+ * a copy: Cilium's in-cluster multicast is IPv4 only. We send no ICMPv6
+ * Packet Too Big for what exceeds the uplink's MTU (the source is a pod
+ * behind a policy, not a host on the path): it is counted as mtu_exceeded.
+ */
+static __always_inline int mcast_gateway_emit6(struct __sk_buff *skb, const struct mcast_pkt6 *pkt,
+					       const struct mcast_policy_val6 *pol,
+					       enum mcast_role role)
+{
+	const struct mcast_iface_val *iface;
+	__u32 ifindex = pol->egress_ifindex;
+	int reason;
+
+	if (ipv6_addr_is_unspecified(&pol->egress_ip) || !ifindex)
+		return mcast_drop6(skb, pkt, MCAST_DROP_NO_EGRESS_IP, MCAST_ROLE_GATEWAY);
+	iface = bpf_map_lookup_elem(&mcast_egw_egress_ifaces, &ifindex);
+	if (!iface)
+		return mcast_drop6(skb, pkt, MCAST_DROP_NO_EGRESS_IFACE, MCAST_ROLE_GATEWAY);
+	if (pkt->proto != IPPROTO_UDP)
+		return mcast_drop6(skb, pkt, MCAST_DROP_UNSUPPORTED_PROTO, MCAST_ROLE_GATEWAY);
+	if (pkt->hop_limit <= 1)
+		return mcast_drop6(skb, pkt, MCAST_DROP_TTL_EXCEEDED, MCAST_ROLE_GATEWAY);
+	reason = mcast_gateway_mtu_check(skb, ifindex);
+	if (reason)
+		return mcast_drop6(skb, pkt, reason, MCAST_ROLE_GATEWAY);
+
+	if (mcast_rewrite_l3_v6(skb, pkt, &pol->egress_ip) < 0 ||
+	    mcast_rewrite_l2_v6(skb, &pkt->daddr, iface->mac) < 0)
+		return mcast_drop6(skb, pkt, MCAST_DROP_REWRITE, MCAST_ROLE_GATEWAY);
+	/* As IPv4: bpf_redirect() with flags 0 always takes the packet. */
+	mcast_count_emitted6(skb, pkt, pol->policy_id, role);
+	return bpf_redirect(ifindex, 0);
 }
 
 #endif /* MCAST_LIB_GATEWAY_H */

@@ -4,6 +4,7 @@
 
 #include "common.h"
 #include "ipv4.h"
+#include "ipv6.h"
 
 /*
  * Replication counters per (policy, group, role). Not preallocated: the
@@ -44,11 +45,58 @@ struct {
 } mcast_egw_drops_v6 SEC(".maps");
 
 /*
- * Count a packet as it is on the wire. A GSO packet (a pod's UDP_SEGMENT
- * send) leaves as gso_segs packets, each with its own Ethernet, IPv4 and
- * UDP headers, so it counts as that many, with those headers each time:
- * the numbers an upstream router sees.
+ * Add to the per-CPU counter of @key in @map (either family's), creating it
+ * on first use.
  */
+static __always_inline void mcast_counter_add(void *map, const void *key, __u64 packets,
+					      __u64 bytes)
+{
+	struct mcast_counter_val *val;
+	struct mcast_counter_val init;
+
+	val = bpf_map_lookup_elem(map, key);
+	if (val) {
+		/* Per-CPU value: no other writer, no atomics needed. */
+		val->packets += packets;
+		val->bytes += bytes;
+		return;
+	}
+	init.packets = packets;
+	init.bytes = bytes;
+	if (bpf_map_update_elem(map, key, &init, BPF_NOEXIST) == 0)
+		return;
+	/*
+	 * Another CPU created the key between our lookup and update (-EEXIST):
+	 * our slot of it exists now. A full map (-E2BIG) leaves the new group
+	 * uncounted; the packet itself is never dropped for it.
+	 */
+	val = bpf_map_lookup_elem(map, key);
+	if (val) {
+		val->packets += packets;
+		val->bytes += bytes;
+	}
+}
+
+/*
+ * Count a packet as it is on the wire. A GSO packet (a pod's UDP_SEGMENT
+ * send) leaves as gso_segs packets, each with its own Ethernet, IP (and
+ * IPv6 extension) and UDP headers, so it counts as that many, with those
+ * headers each time: the numbers an upstream router sees. @hdr_len: the
+ * bytes up to the upper-layer header.
+ */
+static __always_inline void mcast_count_wire(const struct __sk_buff *skb, __u32 hdr_len,
+					     __u64 *packets, __u64 *bytes)
+{
+	__u32 segs = skb->gso_segs;
+
+	*packets = 1;
+	*bytes = skb->len;
+	if (segs > 1) {
+		*packets = segs;
+		*bytes += (__u64)(segs - 1) * (hdr_len + sizeof(struct udphdr));
+	}
+}
+
 static __always_inline void mcast_count_fwd(const struct __sk_buff *skb,
 					    const struct mcast_pkt *pkt, __u32 policy_id,
 					    enum mcast_role role)
@@ -58,36 +106,25 @@ static __always_inline void mcast_count_fwd(const struct __sk_buff *skb,
 		.group = pkt->daddr,
 		.role = role,
 	};
-	struct mcast_counter_val *val;
-	struct mcast_counter_val init;
-	__u64 packets = 1, bytes = skb->len;
-	__u32 segs = skb->gso_segs;
+	__u64 packets, bytes;
 
-	if (segs > 1) {
-		packets = segs;
-		bytes += (__u64)(segs - 1) * (pkt->l4_off + sizeof(struct udphdr));
-	}
-	val = bpf_map_lookup_elem(&mcast_egw_counters, &key);
-	if (val) {
-		/* Per-CPU value: no other writer, no atomics needed. */
-		val->packets += packets;
-		val->bytes += bytes;
-		return;
-	}
-	init.packets = packets;
-	init.bytes = bytes;
-	if (bpf_map_update_elem(&mcast_egw_counters, &key, &init, BPF_NOEXIST) == 0)
-		return;
-	/*
-	 * Another CPU created the key between our lookup and update (-EEXIST):
-	 * our slot of it exists now. A full map (-E2BIG) leaves the new group
-	 * uncounted; the packet itself is never dropped for it.
-	 */
-	val = bpf_map_lookup_elem(&mcast_egw_counters, &key);
-	if (val) {
-		val->packets += packets;
-		val->bytes += bytes;
-	}
+	mcast_count_wire(skb, pkt->l4_off, &packets, &bytes);
+	mcast_counter_add(&mcast_egw_counters, &key, packets, bytes);
+}
+
+static __always_inline void mcast_count_fwd6(const struct __sk_buff *skb,
+					     const struct mcast_pkt6 *pkt, __u32 policy_id,
+					     enum mcast_role role)
+{
+	struct mcast_counter_key6 key = {
+		.policy_id = policy_id,
+		.role = role,
+		.group = pkt->daddr,
+	};
+	__u64 packets, bytes;
+
+	mcast_count_wire(skb, pkt->l4_off, &packets, &bytes);
+	mcast_counter_add(&mcast_egw_counters_v6, &key, packets, bytes);
 }
 
 /* Drop events for `cilium-mcast-egress monitor`. */
@@ -184,19 +221,61 @@ static __always_inline void mcast_emit_drop_event(const struct __sk_buff *skb,
 	bpf_ringbuf_submit(e, 0);
 }
 
-/* Count a drop, report it to the monitor and return the verdict that drops. */
-static __always_inline int mcast_drop(const struct __sk_buff *skb, const struct mcast_pkt *pkt,
-				      enum mcast_drop_reason reason, enum mcast_role role)
+/* Count a drop in @map (either family's drops array). */
+static __always_inline void mcast_drop_count(void *map, const struct __sk_buff *skb,
+					     enum mcast_drop_reason reason, enum mcast_role role)
 {
 	__u32 idx = role * MCAST_DROP_SLOTS + reason;
 	struct mcast_counter_val *val;
 
-	val = bpf_map_lookup_elem(&mcast_egw_drops, &idx);
+	val = bpf_map_lookup_elem(map, &idx);
 	if (val) {
 		val->packets++;
 		val->bytes += skb->len;
 	}
+}
+
+/* Count a drop, report it to the monitor and return the verdict that drops. */
+static __always_inline int mcast_drop(const struct __sk_buff *skb, const struct mcast_pkt *pkt,
+				      enum mcast_drop_reason reason, enum mcast_role role)
+{
+	mcast_drop_count(&mcast_egw_drops, skb, reason, role);
 	mcast_emit_drop_event(skb, pkt, reason, role);
+	return MCAST_TCX_DROP;
+}
+
+static __always_inline void mcast_emit_drop_event6(const struct __sk_buff *skb,
+						   const struct mcast_pkt6 *pkt,
+						   enum mcast_drop_reason reason,
+						   enum mcast_role role)
+{
+	struct mcast_drop_event6 *e;
+
+	if (!mcast_event_allowed())
+		return;
+	/* Same ring as IPv4's; the reader tells them apart by the size. */
+	e = bpf_ringbuf_reserve(&mcast_egw_events, sizeof(*e), 0);
+	if (!e)
+		return;
+	e->timestamp_ns = bpf_ktime_get_ns();
+	e->saddr = pkt->saddr;
+	e->daddr = pkt->daddr;
+	e->ifindex = skb->ifindex;
+	e->reason = reason;
+	e->role = role;
+	e->len = skb->len;
+	e->proto = pkt->proto;
+	e->hop_limit = pkt->hop_limit;
+	__builtin_memset(e->pad, 0, sizeof(e->pad));
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* mcast_drop() for IPv6 packets: mcast_egw_drops_v6 and an event6. */
+static __always_inline int mcast_drop6(const struct __sk_buff *skb, const struct mcast_pkt6 *pkt,
+				       enum mcast_drop_reason reason, enum mcast_role role)
+{
+	mcast_drop_count(&mcast_egw_drops_v6, skb, reason, role);
+	mcast_emit_drop_event6(skb, pkt, reason, role);
 	return MCAST_TCX_DROP;
 }
 

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
  * Stands behind ours in a tcx chain, where Cilium's program would be, and
- * records the last IPv4 frame it was handed and whether that frame carried
+ * records the last IPv4 frame (or IPv6 frame to a group beyond link-local
+ * scope) it was handed and whether that frame carried
  * a tunnel key: on an endpoint veth's ingress (the original handed on to
  * Cilium must carry none) and on the tunnel device's egress (the copy must
  * carry ours, other traffic its own).
@@ -22,6 +23,24 @@ struct {
 	__uint(max_entries, 1);
 } mcast_test_seen_egress SEC(".maps");
 
+/*
+ * IPv4, and IPv6 to groups of scope 3 and beyond: what else a device sends
+ * by itself (ARP, IPv6 ND and MLD, all link-local) is not recorded.
+ */
+static __always_inline bool mcast_test_recorded(struct __sk_buff *skb)
+{
+	__u8 group[2];
+
+	if (skb->protocol == bpf_htons(ETH_P_IP))
+		return true;
+	if (skb->protocol != bpf_htons(ETH_P_IPV6))
+		return false;
+	/* The first two bytes of the destination address (offset 24). */
+	if (bpf_skb_load_bytes(skb, ETH_HLEN + 24, group, sizeof(group)) < 0)
+		return false;
+	return group[0] == 0xff && (group[1] & 0x0f) > 2;
+}
+
 static __always_inline int mcast_test_observe(struct __sk_buff *skb,
 					      struct mcast_test_tunnel_observed *o)
 {
@@ -29,8 +48,7 @@ static __always_inline int mcast_test_observe(struct __sk_buff *skb,
 	__u32 len = skb->len;
 	__u32 i;
 
-	/* What else a device sends by itself (IPv6 ND, ARP) is not recorded. */
-	if (!o || skb->protocol != bpf_htons(ETH_P_IP))
+	if (!o || !mcast_test_recorded(skb))
 		return MCAST_TCX_NEXT;
 	/* Byte by byte: simple for the verifier, and speed does not matter. */
 	for (i = 0; i < MCAST_TEST_OBSERVED_BYTES && i < len; i++)

@@ -7,6 +7,7 @@
 
 pub mod counters;
 pub mod daemon;
+pub mod dp;
 pub mod forge;
 pub mod lab_io;
 pub mod node;

@@ -1,7 +1,7 @@
 //! A small frame builder and an independent checksum verifier (RFC 1071),
 //! sharing no code with the datapath.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_ARP: u16 = 0x0806;
@@ -289,5 +289,312 @@ impl View<'_> {
         seg[6] = 0;
         seg[7] = 0;
         udp_checksum(self.saddr(), self.daddr(), &seg) == field
+    }
+}
+
+// --- IPv6 ----------------------------------------------------------------------
+
+pub const PROTO_ICMPV6: u8 = 58;
+pub const NEXTHDR_HOP: u8 = 0;
+pub const NEXTHDR_ROUTING: u8 = 43;
+pub const NEXTHDR_FRAGMENT: u8 = 44;
+pub const NEXTHDR_AUTH: u8 = 51;
+pub const NEXTHDR_NONE: u8 = 59;
+pub const NEXTHDR_DEST: u8 = 60;
+
+/// UDP checksum over the IPv6 pseudo-header (RFC 8200 8.1) and `segment`
+/// (header with a zero checksum field, and the payload). 0 is sent as
+/// 0xffff.
+pub fn udp6_checksum(saddr: Ipv6Addr, daddr: Ipv6Addr, segment: &[u8]) -> u16 {
+    match !udp6_folded_sum(saddr, daddr, segment) {
+        0 => 0xffff,
+        c => c,
+    }
+}
+
+/// The folded one's complement sum of the IPv6 pseudo-header and
+/// `segment` as it is (checksum field included).
+pub fn udp6_folded_sum(saddr: Ipv6Addr, daddr: Ipv6Addr, segment: &[u8]) -> u16 {
+    let mut pseudo = Vec::with_capacity(40);
+    pseudo.extend_from_slice(&saddr.octets());
+    pseudo.extend_from_slice(&daddr.octets());
+    pseudo.extend_from_slice(&(segment.len() as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, PROTO_UDP]);
+    fold(ones_complement_sum(
+        segment,
+        ones_complement_sum(&pseudo, 0),
+    ))
+}
+
+/// The Ethernet address of an IPv6 group, worked out here from RFC 2464
+/// section 7 (not taken from the datapath): 33:33 and the low 32 bits.
+pub fn group_mac6(group: Ipv6Addr) -> [u8; 6] {
+    let o = group.octets();
+    [0x33, 0x33, o[12], o[13], o[14], o[15]]
+}
+
+/// An IPv6 extension header: its type and its bytes after the next-header
+/// byte (which the builder fills in).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ext {
+    pub kind: u8,
+    pub body: Vec<u8>,
+}
+
+impl Ext {
+    /// Hop-by-hop with a Router Alert option (RFC 2711, MLD's value 0), as
+    /// MLD reports carry it.
+    pub fn hop_by_hop() -> Ext {
+        Ext {
+            kind: NEXTHDR_HOP,
+            body: vec![0, 0x05, 0x02, 0x00, 0x00, 0x01, 0x00],
+        }
+    }
+
+    /// Destination options of `units` 8-byte units, PadN only.
+    pub fn dest_opts(units: u8) -> Ext {
+        assert!(units >= 1);
+        let mut body = vec![units - 1, 0x01, (usize::from(units) * 8 - 4) as u8];
+        body.resize(usize::from(units) * 8 - 1, 0);
+        Ext {
+            kind: NEXTHDR_DEST,
+            body,
+        }
+    }
+
+    /// A segment routing header (type 4) naming one segment, with
+    /// `segments_left` still to visit.
+    pub fn routing(segments_left: u8) -> Ext {
+        let mut body = vec![2, 4, segments_left, 0, 0, 0, 0];
+        body.extend_from_slice(&"2001:db8::99".parse::<Ipv6Addr>().unwrap().octets());
+        Ext {
+            kind: NEXTHDR_ROUTING,
+            body,
+        }
+    }
+
+    /// A fragment header: offset in 8-byte units, M flag, identification.
+    pub fn fragment(offset: u16, more: bool, id: u32) -> Ext {
+        let mut body = vec![0];
+        body.extend_from_slice(&((offset << 3) | u16::from(more)).to_be_bytes());
+        body.extend_from_slice(&id.to_be_bytes());
+        Ext {
+            kind: NEXTHDR_FRAGMENT,
+            body,
+        }
+    }
+
+    /// An authentication header (RFC 4302) with a 12-byte ICV: 24 bytes.
+    pub fn auth() -> Ext {
+        let mut body = vec![4, 0, 0];
+        body.extend_from_slice(&0x1000u32.to_be_bytes());
+        body.extend_from_slice(&1u32.to_be_bytes());
+        body.resize(23, 0xab);
+        Ext {
+            kind: NEXTHDR_AUTH,
+            body,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        1 + self.body.len()
+    }
+}
+
+/// An Ethernet + IPv6 (+ extension headers) (+ UDP) frame, field by field.
+#[derive(Debug, Clone)]
+pub struct Frame6 {
+    pub dst_mac: [u8; 6],
+    pub src_mac: [u8; 6],
+    pub saddr: Ipv6Addr,
+    pub daddr: Ipv6Addr,
+    pub hop_limit: u8,
+    pub flow_label: u32,
+    /// Extension headers in order, outside the fragment header.
+    pub ext: Vec<Ext>,
+    /// The upper-layer protocol.
+    pub proto: u8,
+    pub sport: u16,
+    pub dport: u16,
+    /// The whole UDP payload of the datagram (or the upper layer's bytes).
+    pub payload: Vec<u8>,
+    pub udp_csum: UdpCsum,
+    /// For fragments: the fragment header (last of the chain) and which
+    /// bytes of the UDP datagram this frame carries.
+    pub frag: Option<(Ext, usize, usize)>,
+}
+
+impl Frame6 {
+    /// A UDP datagram from `saddr` to `daddr`, as a pod would send it.
+    pub fn udp(saddr: Ipv6Addr, daddr: Ipv6Addr, payload: &[u8]) -> Frame6 {
+        Frame6 {
+            dst_mac: if daddr.is_multicast() {
+                group_mac6(daddr)
+            } else {
+                HOST_MAC
+            },
+            src_mac: POD_MAC,
+            saddr,
+            daddr,
+            hop_limit: 8,
+            flow_label: 0x12345,
+            ext: Vec::new(),
+            proto: PROTO_UDP,
+            sport: 40000,
+            dport: 5001,
+            payload: payload.to_vec(),
+            udp_csum: UdpCsum::Computed,
+            frag: None,
+        }
+    }
+
+    pub fn hop_limit(mut self, hop_limit: u8) -> Frame6 {
+        self.hop_limit = hop_limit;
+        self
+    }
+
+    pub fn proto(mut self, proto: u8) -> Frame6 {
+        self.proto = proto;
+        self
+    }
+
+    pub fn ext(mut self, ext: Ext) -> Frame6 {
+        self.ext.push(ext);
+        self
+    }
+
+    pub fn zero_udp_checksum(mut self) -> Frame6 {
+        self.udp_csum = UdpCsum::Zero;
+        self
+    }
+
+    /// Carry bytes [start, end) of the UDP datagram behind a fragment
+    /// header with the matching offset and M flag.
+    pub fn fragment(mut self, start: usize, end: usize) -> Frame6 {
+        assert_eq!(start % 8, 0);
+        let total = 8 + self.payload.len();
+        let f = Ext::fragment((start / 8) as u16, end < total, 0xcafe);
+        self.frag = Some((f, start, end));
+        self
+    }
+
+    /// The whole datagram behind a fragment header of offset 0 and no M:
+    /// an atomic fragment (RFC 6946).
+    pub fn atomic_fragment(mut self) -> Frame6 {
+        let total = 8 + self.payload.len();
+        self.frag = Some((Ext::fragment(0, false, 0xcafe), 0, total));
+        self
+    }
+
+    /// What the upstream network must see once a gateway sent it.
+    pub fn as_emitted(&self, egress_ip: Ipv6Addr, uplink_mac: [u8; 6]) -> Frame6 {
+        let mut f = self.clone();
+        f.saddr = egress_ip;
+        f.hop_limit -= 1;
+        f.dst_mac = group_mac6(self.daddr);
+        f.src_mac = uplink_mac;
+        f
+    }
+
+    /// The UDP datagram (header and payload), checksum filled in.
+    pub fn udp_datagram(&self) -> Vec<u8> {
+        let len = (8 + self.payload.len()) as u16;
+        let mut d = Vec::with_capacity(len as usize);
+        d.extend_from_slice(&self.sport.to_be_bytes());
+        d.extend_from_slice(&self.dport.to_be_bytes());
+        d.extend_from_slice(&len.to_be_bytes());
+        d.extend_from_slice(&[0, 0]);
+        d.extend_from_slice(&self.payload);
+        if self.udp_csum == UdpCsum::Computed {
+            let c = udp6_checksum(self.saddr, self.daddr, &d);
+            d[6..8].copy_from_slice(&c.to_be_bytes());
+        }
+        d
+    }
+
+    /// The extension chain in order, the fragment header last.
+    fn chain(&self) -> Vec<Ext> {
+        let mut chain = self.ext.clone();
+        if let Some((f, _, _)) = &self.frag {
+            chain.push(f.clone());
+        }
+        chain
+    }
+
+    /// Bytes from the MAC header to the upper-layer header.
+    pub fn l4_off(&self) -> usize {
+        14 + 40 + self.chain().iter().map(Ext::len).sum::<usize>()
+    }
+
+    pub fn bytes(&self) -> Vec<u8> {
+        let l4 = if self.proto == PROTO_UDP {
+            let d = self.udp_datagram();
+            match &self.frag {
+                Some((_, s, e)) => d[*s..*e].to_vec(),
+                None => d,
+            }
+        } else {
+            self.payload.clone()
+        };
+        let chain = self.chain();
+        let mut ext = Vec::new();
+        for (i, e) in chain.iter().enumerate() {
+            ext.push(chain.get(i + 1).map_or(self.proto, |n| n.kind));
+            ext.extend_from_slice(&e.body);
+        }
+        let first = chain.first().map_or(self.proto, |e| e.kind);
+        let payload_len = (ext.len() + l4.len()) as u16;
+        let mut f = Vec::with_capacity(54 + ext.len() + l4.len());
+        f.extend_from_slice(&self.dst_mac);
+        f.extend_from_slice(&self.src_mac);
+        f.extend_from_slice(&ETH_P_IPV6.to_be_bytes());
+        f.extend_from_slice(&(0x6000_0000u32 | (self.flow_label & 0xfffff)).to_be_bytes());
+        f.extend_from_slice(&payload_len.to_be_bytes());
+        f.push(first);
+        f.push(self.hop_limit);
+        f.extend_from_slice(&self.saddr.octets());
+        f.extend_from_slice(&self.daddr.octets());
+        f.extend_from_slice(&ext);
+        f.extend_from_slice(&l4);
+        f
+    }
+}
+
+/// A parsed view of an IPv6 frame, for assertions.
+pub struct View6<'a>(pub &'a [u8]);
+
+impl View6<'_> {
+    pub fn dst_mac(&self) -> [u8; 6] {
+        self.0[0..6].try_into().unwrap()
+    }
+    pub fn src_mac(&self) -> [u8; 6] {
+        self.0[6..12].try_into().unwrap()
+    }
+    pub fn ethertype(&self) -> u16 {
+        u16::from_be_bytes([self.0[12], self.0[13]])
+    }
+    pub fn payload_len(&self) -> usize {
+        usize::from(u16::from_be_bytes([self.0[18], self.0[19]]))
+    }
+    pub fn hop_limit(&self) -> u8 {
+        self.0[21]
+    }
+    pub fn saddr(&self) -> Ipv6Addr {
+        let o: [u8; 16] = self.0[22..38].try_into().unwrap();
+        Ipv6Addr::from(o)
+    }
+    pub fn daddr(&self) -> Ipv6Addr {
+        let o: [u8; 16] = self.0[38..54].try_into().unwrap();
+        Ipv6Addr::from(o)
+    }
+    /// The UDP datagram of an unfragmented frame whose upper layer starts
+    /// at `l4_off`.
+    pub fn udp(&self, l4_off: usize) -> &[u8] {
+        &self.0[l4_off..54 + self.payload_len()]
+    }
+    /// Verify the UDP checksum of an unfragmented datagram from scratch:
+    /// everything, the field included, sums to all ones.
+    pub fn udp_checksum_ok(&self, l4_off: usize) -> bool {
+        udp6_folded_sum(self.saddr(), self.daddr(), self.udp(l4_off)) == 0xffff
     }
 }

@@ -1,0 +1,290 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+#ifndef MCAST_LIB_IPV6_H
+#define MCAST_LIB_IPV6_H
+
+/*
+ * IPv6 multicast: classify, parse the fixed header and walk the extension
+ * headers, the never-egress set, what a router checks before it forwards,
+ * and the group's Ethernet address. The IPv6 twin of lib/ipv4.h.
+ */
+#include <linux/ipv6.h>
+
+#include "common.h"
+
+/*
+ * At most this many extension headers before the upper-layer header: RFC
+ * 8200 section 4.1 lists six kinds, each at most once but destination
+ * options twice, plus room for AH. Longer chains are malformed (and cost
+ * the verifier nothing more than this bound).
+ */
+#define MCAST_IPV6_MAX_EXT	8
+
+#define IPV6_HLEN		40
+/* The headers parse makes linear: Ethernet, fixed IPv6 header, UDP. */
+#define MCAST_IPV6_PULL_LEN	(ETH_HLEN + IPV6_HLEN + sizeof(struct udphdr))
+
+/* Extension header and upper-layer values (RFC 8200, IANA). */
+#define MCAST_NEXTHDR_HOP	0
+#define MCAST_NEXTHDR_ROUTING	43
+#define MCAST_NEXTHDR_FRAGMENT	44
+#define MCAST_NEXTHDR_AUTH	51
+#define MCAST_NEXTHDR_ICMPV6	58
+#define MCAST_NEXTHDR_DEST	60
+
+/* MLD (RFC 2710, 3810): query, report, done, MLDv2 report. */
+#define MCAST_MLD_QUERY		130
+#define MCAST_MLD_REPORT	131
+#define MCAST_MLD_DONE		132
+#define MCAST_MLD2_REPORT	143
+
+#define IPV6_DADDR_OFF		(ETH_HLEN + __builtin_offsetof(struct ipv6hdr, daddr))
+
+/*
+ * Is this an IPv6 frame to a multicast group (ff00::/8) with no VLAN tag
+ * in the skb? Asked only of frames that are not IPv4: one more load of the
+ * context for them, nothing for IPv4. VLAN: as ipv4_frame_is_untagged_multicast().
+ */
+static __always_inline bool ipv6_frame_is_untagged_multicast(struct __sk_buff *skb)
+{
+	void *data_end, *data;
+	__u8 *first;
+	__u8 byte;
+
+	if (skb->protocol != bpf_htons(ETH_P_IPV6) || skb->vlan_present)
+		return false;
+	data_end = (void *)(long)skb->data_end;
+	data = (void *)(long)skb->data;
+	first = data + IPV6_DADDR_OFF;
+	if ((void *)(first + 1) <= data_end)
+		return *first == 0xff;
+	if (bpf_skb_load_bytes(skb, IPV6_DADDR_OFF, &byte, sizeof(byte)) < 0)
+		return false;
+	return byte == 0xff;
+}
+
+/* What the programs need to know about an IPv6 multicast packet. */
+struct mcast_pkt6 {
+	struct mcast_in6_addr saddr;
+	struct mcast_in6_addr daddr;
+	__u32 l4_off;		/* upper-layer header, from the MAC header */
+	__u16 payload_len;	/* of the fixed header; 0 for a jumbogram */
+	__u16 frag_off;		/* fragment offset in 8-byte units, 0 without */
+	__u8 proto;		/* upper-layer protocol behind the extension headers */
+	__u8 hop_limit;
+	__u8 version;
+	__u8 more_frags;	/* a fragment header with M set */
+	__u8 chain_bad;		/* the extension chain could not be walked */
+	__u8 pad[3];
+};
+
+/*
+ * Walk the extension headers from the fixed header's next-header value.
+ * Ends at the first upper-layer protocol (59, no next header, is one). The
+ * chain is bad when it is longer than MCAST_IPV6_MAX_EXT headers, runs past
+ * the payload (or the frame), puts hop-by-hop anywhere but first (RFC 8200
+ * 4.1), or has a routing header with segments left: a router would act on
+ * it (and we never do; 4.4). Read by copy: headers behind the linear area
+ * cost nothing to pull, and the verifier sees one bounded loop.
+ */
+static __always_inline void ipv6_ext_walk(struct __sk_buff *skb, struct mcast_pkt6 *pkt, __u8 nexthdr)
+{
+	__u32 off = ETH_HLEN + IPV6_HLEN;
+	__u32 end = off + pkt->payload_len;
+	__u32 i;
+
+	for (i = 0; i <= MCAST_IPV6_MAX_EXT; i++) {
+		__u8 hdr[4];
+		__u32 len;
+
+		if (nexthdr != MCAST_NEXTHDR_HOP && nexthdr != MCAST_NEXTHDR_ROUTING &&
+		    nexthdr != MCAST_NEXTHDR_FRAGMENT && nexthdr != MCAST_NEXTHDR_DEST &&
+		    nexthdr != MCAST_NEXTHDR_AUTH) {
+			pkt->proto = nexthdr;
+			pkt->l4_off = off;
+			return;
+		}
+		/* One header more than the bound allows. */
+		if (i == MCAST_IPV6_MAX_EXT)
+			break;
+		if (nexthdr == MCAST_NEXTHDR_HOP && i != 0)
+			break;
+		/* Every extension header is at least 8 bytes long. */
+		if (off + 8 > end || bpf_skb_load_bytes(skb, off, hdr, sizeof(hdr)) < 0)
+			break;
+		if (nexthdr == MCAST_NEXTHDR_FRAGMENT) {
+			__u16 frag = ((__u16)hdr[2] << 8) | hdr[3];
+
+			pkt->frag_off = frag >> 3;
+			pkt->more_frags = frag & 1;
+			len = 8;
+		} else if (nexthdr == MCAST_NEXTHDR_AUTH) {
+			len = ((__u32)hdr[1] + 2) * 4;
+		} else {
+			/* Routing: type 0 is deprecated, any type still names a
+			 * next hop while segments are left. */
+			if (nexthdr == MCAST_NEXTHDR_ROUTING && hdr[3] != 0)
+				break;
+			len = ((__u32)hdr[1] + 1) * 8;
+		}
+		off += len;
+		if (off > end)
+			break;
+		nexthdr = hdr[0];
+	}
+	pkt->chain_bad = 1;
+	pkt->proto = nexthdr;
+	pkt->l4_off = off;
+}
+
+/*
+ * Read the fixed IPv6 header of a frame whose destination is known to be
+ * multicast, and walk its extension headers. Makes the fixed header (and a
+ * UDP header right behind it) linear first. Returns -1 only when the frame
+ * cannot hold a fixed header; a chain that cannot be walked is marked
+ * (chain_bad) and judged by ipv6_mcast_validate() once the packet is known
+ * to be ours.
+ */
+static __always_inline int ipv6_mcast_parse(struct __sk_buff *skb, struct mcast_pkt6 *pkt)
+{
+	void *data, *data_end;
+	struct ipv6hdr *ip6;
+	__u32 len = skb->len;
+	__u8 nexthdr;
+
+	if (len > MCAST_IPV6_PULL_LEN)
+		len = MCAST_IPV6_PULL_LEN;
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	if (data + len > data_end && bpf_skb_pull_data(skb, len) < 0)
+		return -1;
+
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	ip6 = data + ETH_HLEN;
+	if ((void *)(ip6 + 1) > data_end)
+		return -1;
+
+	__builtin_memcpy(&pkt->saddr, &ip6->saddr, sizeof(pkt->saddr));
+	__builtin_memcpy(&pkt->daddr, &ip6->daddr, sizeof(pkt->daddr));
+	pkt->payload_len = bpf_ntohs(ip6->payload_len);
+	pkt->hop_limit = ip6->hop_limit;
+	pkt->version = ip6->version;
+	pkt->frag_off = 0;
+	pkt->more_frags = 0;
+	pkt->chain_bad = 0;
+	nexthdr = ip6->nexthdr;
+	ipv6_ext_walk(skb, pkt, nexthdr);
+	return 0;
+}
+
+/* The scope nibble (RFC 4291 2.7): low 4 bits of the address's second byte. */
+static __always_inline __u8 ipv6_mcast_scope(const struct mcast_in6_addr *group)
+{
+	return (bpf_ntohl(group->words[0]) >> 16) & 0x0f;
+}
+
+/*
+ * Traffic that never leaves the node through us, whatever a policy says:
+ * groups of scope 0 (reserved), 1 (interface-local) and 2 (link-local),
+ * with any flags (ff02::, ff12::, ...): RFC 4291 2.7, never forwarded;
+ * MLD (group membership belongs to the node; its reports ride behind a
+ * hop-by-hop Router Alert, and MLDv1 reports go to the group itself); PIM.
+ * A chain that cannot be walked hides its protocol: such a packet is not
+ * exempt, the policy decides (and validation refuses it).
+ */
+static __always_inline bool ipv6_mcast_never_egress(struct __sk_buff *skb,
+						    const struct mcast_pkt6 *pkt)
+{
+	__u8 type;
+
+	if (ipv6_mcast_scope(&pkt->daddr) <= 2)
+		return true;
+	if (pkt->chain_bad)
+		return false;
+	if (pkt->proto == IPPROTO_PIM_)
+		return true;
+	/* A later fragment carries no ICMPv6 header to tell. */
+	if (pkt->proto != MCAST_NEXTHDR_ICMPV6 || pkt->frag_off)
+		return false;
+	if (bpf_skb_load_bytes(skb, pkt->l4_off, &type, sizeof(type)) < 0)
+		return false;
+	return type == MCAST_MLD_QUERY || type == MCAST_MLD_REPORT || type == MCAST_MLD_DONE ||
+	       type == MCAST_MLD2_REPORT;
+}
+
+/*
+ * We bypass ipv6_rcv() and the forwarding path, so we check what a router
+ * checks before it forwards (ipv6_rcv_core(): version 6, a payload length
+ * that fits the frame; jumbograms, payload length 0, are not ours: RFC
+ * 2675 needs a hop-by-hop option a router acts on), the extension chain
+ * (ipv6_ext_walk()), and, as the receivers would (udp6), that a first or
+ * only fragment holds the UDP header (RFC 7112: the whole header chain)
+ * and a UDP length that is the datagram's: equal to the bytes behind the
+ * extension headers when unfragmented (an atomic fragment, offset 0 and no
+ * M, is: RFC 6946), at least them when more fragments follow. A zero UDP
+ * checksum is invalid in IPv6 (RFC 8200 8.1): never emitted. Link-layer
+ * bytes behind the payload are cut, as ipv6_rcv() cuts them.
+ *
+ * Returns 0, or the drop reason. Runs only for packets a policy covers.
+ */
+static __always_inline int ipv6_mcast_validate(struct __sk_buff *skb, const struct mcast_pkt6 *pkt)
+{
+	__u32 total = ETH_HLEN + IPV6_HLEN + pkt->payload_len;
+	struct udphdr udp;
+	__u32 rest, ulen;
+
+	if (pkt->version != 6 || pkt->chain_bad || !pkt->payload_len)
+		return MCAST_DROP_MALFORMED;
+	if (total > skb->len)
+		return MCAST_DROP_MALFORMED;
+
+	if (pkt->proto == IPPROTO_UDP && !pkt->frag_off) {
+		/* The walk kept l4_off inside the payload. */
+		if (pkt->l4_off > total)
+			return MCAST_DROP_MALFORMED;
+		rest = total - pkt->l4_off;
+		if (rest < sizeof(udp))
+			return MCAST_DROP_MALFORMED;
+		if (bpf_skb_load_bytes(skb, pkt->l4_off, &udp, sizeof(udp)) < 0)
+			return MCAST_DROP_MALFORMED;
+		ulen = bpf_ntohs(udp.len);
+		if (ulen < sizeof(udp))
+			return MCAST_DROP_MALFORMED;
+		if (pkt->more_frags ? ulen < rest : ulen != rest)
+			return MCAST_DROP_MALFORMED;
+		if (!udp.check)
+			return MCAST_DROP_MALFORMED;
+	}
+
+	if (total < skb->len) {
+		/* As IPv4: a GSO packet has no such bytes to cut. */
+		if (skb->gso_size)
+			return MCAST_DROP_MALFORMED;
+		if (bpf_skb_change_tail(skb, total, 0) < 0)
+			return MCAST_DROP_REWRITE;
+	}
+	return 0;
+}
+
+/*
+ * RFC 2464 section 7: the Ethernet address of an IPv6 group is 33:33
+ * followed by the low-order 32 bits of the group address.
+ */
+static __always_inline void ipv6_mcast_mac(const struct mcast_in6_addr *group, __u8 mac[ETH_ALEN])
+{
+	__u32 g = bpf_ntohl(group->words[3]);
+
+	mac[0] = 0x33;
+	mac[1] = 0x33;
+	mac[2] = g >> 24;
+	mac[3] = (g >> 16) & 0xff;
+	mac[4] = (g >> 8) & 0xff;
+	mac[5] = g & 0xff;
+}
+
+static __always_inline bool ipv6_addr_is_unspecified(const struct mcast_in6_addr *a)
+{
+	return !(a->words[0] | a->words[1] | a->words[2] | a->words[3]);
+}
+
+#endif /* MCAST_LIB_IPV6_H */
