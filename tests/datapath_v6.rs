@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use cilium_mcast_egress::bpf_intf::{mcast_drop_event6, mcast_in6_addr};
 use cilium_mcast_egress::datapath::maps::{
-    Config, DropEvent, DropReason, EgressIface, Endpoint, Gateway, Origin, PolicyKey6,
+    Config, DropEvent, DropReason, EgressIface, Endpoint, Family, Gateway, Origin, PolicyKey6,
     PolicyValue6, Role,
 };
 use cilium_mcast_egress::datapath::{ChainPosition, Plain, Program};
@@ -111,31 +111,12 @@ impl Fx6 {
         self.maps.policy_v6.put(&key, &value).unwrap();
     }
 
-    /// (packets, bytes) of an IPv6 group's counter, summed over CPUs.
     fn counter6(&self, group: Ipv6Addr, role: Role) -> (u64, u64) {
-        let mut out = (0, 0);
-        for key in self.maps.counters_v6.keys() {
-            let k = key.unwrap();
-            if k.policy_id == POLICY_ID && k.role == role_raw(role) && addr6(&k.group) == group {
-                for v in self.maps.counters_v6.get_percpu(&k).unwrap().unwrap() {
-                    out.0 += v.packets;
-                    out.1 += v.bytes;
-                }
-            }
-        }
-        out
+        self.counter(group, role)
     }
 
-    /// (packets, bytes) of IPv6 drops of one role and reason.
     fn drop6(&self, role: Role, reason: DropReason) -> (u64, u64) {
-        let idx = role_raw(role) * 64 + reason.code();
-        self.maps
-            .drops_v6
-            .get_percpu(&idx)
-            .unwrap()
-            .unwrap_or_default()
-            .iter()
-            .fold((0, 0), |(p, b), v| (p + v.packets, b + v.bytes))
+        self.drop_of(Family::Ipv6, role, reason)
     }
 
     fn drops6(&self, role: Role, reason: DropReason) -> u64 {
@@ -143,22 +124,11 @@ impl Fx6 {
     }
 
     fn total_drops6(&self) -> u64 {
-        Role::ALL
-            .iter()
-            .flat_map(|r| DropReason::all().map(move |d| (*r, d)))
-            .map(|(r, d)| self.drops6(r, d))
-            .sum()
+        self.total_drops_of(Family::Ipv6)
     }
 
     fn total_counted6(&self) -> u64 {
-        let mut n = 0;
-        for key in self.maps.counters_v6.keys() {
-            let k = key.unwrap();
-            for v in self.maps.counters_v6.get_percpu(&k).unwrap().unwrap() {
-                n += v.packets;
-            }
-        }
-        n
+        self.total_counted_of(Family::Ipv6)
     }
 
     /// Nothing counted or dropped, in either family.
@@ -1259,10 +1229,8 @@ dp6_test!(drop_events_of_both_families_on_one_ring, |fx| {
     assert_eq!(e.hop_limit, 9);
     assert_eq!(e.pad, [0; 6]);
     let e4 = DropEvent::decode(&records[1]).expect("an IPv4 event");
-    assert_eq!((e4.source, e4.group), (POD_B, GROUP));
-    assert_eq!(
-        DropEvent::decode(&records[0]),
-        None,
-        "sizes tell them apart"
-    );
+    assert_eq!((e4.source, e4.group), (POD_B.into(), GROUP.into()));
+    let d6 = DropEvent::decode(&records[0]).expect("sizes tell them apart");
+    assert_eq!((d6.source, d6.group), (POD_B6.into(), GROUP6.into()));
+    assert_eq!((d6.proto, d6.ttl), (packet::PROTO_UDP, 9));
 });

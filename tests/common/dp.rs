@@ -2,12 +2,12 @@
 //! tests/datapath_v6.rs): the production programs loaded on a BPF filesystem
 //! of their own, in a private namespace with pods, an uplink and a tunnel.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use libbpf_rs::{MapCore, MapFlags};
 
 use cilium_mcast_egress::bpf_intf::mcast_test_tunnel;
-use cilium_mcast_egress::datapath::maps::{DropReason, Gateway, Origin, Role};
+use cilium_mcast_egress::datapath::maps::{DropReason, Family, Gateway, Origin, Role};
 use cilium_mcast_egress::datapath::{load_skel, Datapath, Maps, Plain, Program};
 
 use super::addr::*;
@@ -118,7 +118,9 @@ impl Fx {
         run(self.overlay(), self.tunnel, frame, 1)
     }
 
-    pub fn counter(&self, group: Ipv4Addr, role: Role) -> (u64, u64) {
+    /// (packets, bytes) of a group's counter, of either family.
+    pub fn counter(&self, group: impl Into<IpAddr>, role: Role) -> (u64, u64) {
+        let group = group.into();
         self.maps
             .counters()
             .unwrap()
@@ -128,21 +130,40 @@ impl Fx {
             .unwrap_or_default()
     }
 
+    /// (packets, bytes) of one family's drops of one role and reason.
+    pub fn drop_of(&self, family: Family, role: Role, reason: DropReason) -> (u64, u64) {
+        let d = self.maps.drop_count_of(family, role, reason).unwrap();
+        (d.packets, d.bytes)
+    }
+
+    /// IPv4 drops of one role and reason.
     pub fn drops(&self, role: Role, reason: DropReason) -> u64 {
-        self.maps.drop_count(role, reason).unwrap().packets
+        self.drop_of(Family::Ipv4, role, reason).0
+    }
+
+    /// All drops of one family.
+    pub fn total_drops_of(&self, family: Family) -> u64 {
+        let drops = self.maps.drops().unwrap();
+        drops
+            .iter()
+            .filter(|d| d.family == family)
+            .map(|d| d.packets)
+            .sum()
+    }
+
+    /// All packets counted for one family.
+    pub fn total_counted_of(&self, family: Family) -> u64 {
+        let counters = self.maps.counters().unwrap();
+        let of = counters.iter().filter(|c| Family::of(c.group) == family);
+        of.map(|c| c.packets).sum()
     }
 
     pub fn total_drops(&self) -> u64 {
-        self.maps.drops().unwrap().iter().map(|d| d.packets).sum()
+        self.total_drops_of(Family::Ipv4)
     }
 
     pub fn total_counted(&self) -> u64 {
-        self.maps
-            .counters()
-            .unwrap()
-            .iter()
-            .map(|c| c.packets)
-            .sum()
+        self.total_counted_of(Family::Ipv4)
     }
 }
 
