@@ -15,10 +15,14 @@ mod check;
 mod common;
 #[path = "fuzz/gen.rs"]
 mod gen;
+#[path = "fuzz/gen6.rs"]
+mod gen6;
 #[path = "fuzz/harness.rs"]
 mod harness;
 #[path = "fuzz/model.rs"]
 mod model;
+#[path = "fuzz/model6.rs"]
+mod model6;
 #[path = "fuzz/prog_run.rs"]
 mod prog_run;
 #[path = "fuzz/real_path.rs"]

@@ -3,7 +3,7 @@
 //! recomputed with the test's own code, TTL, source, RFC 1112 MAC, every
 //! other byte untouched), and a tunnelled copy is taken apart.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::common::packet::{self, group_mac, View};
 use crate::gen::addr;
@@ -98,6 +98,145 @@ pub fn verify_rewrite(input: &[u8], out: &[u8], egress_ip: Ipv4Addr, mac: [u8; 6
     for (k, (a, b)) in input.iter().zip(out).enumerate().skip(12) {
         let rewritten =
             matches!(k, 22 | 24 | 25 | 26..=29) || udp_csum.is_some_and(|c| k == c || k == c + 1);
+        if !rewritten && a != b {
+            p.push(format!("byte {k} changed: {a:#04x} -> {b:#04x}"));
+            break;
+        }
+    }
+    p
+}
+
+/// The from-first-principles checks of `out` as the rewrite of `input`,
+/// with the egress IP and uplink MAC the model's frame `model` carries:
+/// IPv4 or IPv6 by the model's ethertype.
+pub fn verify_emitted(input: &[u8], out: &[u8], model: &[u8]) -> Vec<String> {
+    let v = View(model);
+    if v.ethertype() == packet::ETH_P_IPV6 {
+        let egress: [u8; 16] = model[22..38].try_into().expect("16 bytes");
+        return verify_rewrite6(input, out, Ipv6Addr::from(egress), v.src_mac());
+    }
+    verify_rewrite(input, out, v.saddr(), v.src_mac())
+}
+
+/// The upper-layer protocol and its offset, and whether the frame is a
+/// later fragment, walked here independently of the model: hop-by-hop,
+/// routing, fragment, destination options and AH headers.
+fn l4_of6(f: &[u8]) -> Option<(u8, usize, bool)> {
+    let end = (54 + usize::from(u16::from_be_bytes([f[18], f[19]]))).min(f.len());
+    let (mut next, mut off, mut later) = (f[20], 54usize, false);
+    loop {
+        let len = match next {
+            0 | 43 | 60 => (usize::from(*f.get(off + 1)?) + 1) * 8,
+            51 => (usize::from(*f.get(off + 1)?) + 2) * 4,
+            44 => {
+                later = u16::from_be_bytes([*f.get(off + 2)?, *f.get(off + 3)?]) >> 3 != 0;
+                8
+            }
+            proto => return Some((proto, off, later)),
+        };
+        if off + len > end {
+            return None;
+        }
+        next = f[off];
+        off += len;
+    }
+}
+
+/// The UDP over IPv6 checksum of an unfragmented datagram is right.
+fn udp6_ok(f: &[u8], l4: usize) -> bool {
+    let end = 54 + usize::from(u16::from_be_bytes([f[18], f[19]]));
+    let mut seg = f[l4..end].to_vec();
+    let field = u16::from_be_bytes([seg[6], seg[7]]);
+    seg[6..8].copy_from_slice(&[0, 0]);
+    let s: [u8; 16] = f[22..38].try_into().expect("16 bytes");
+    let d: [u8; 16] = f[38..54].try_into().expect("16 bytes");
+    crate::gen6::udp6_checksum(Ipv6Addr::from(s), Ipv6Addr::from(d), &seg) == field
+}
+
+/// Problems with `out` as the IPv6 rewrite of the valid, cut frame `input`
+/// towards `egress_ip` from `mac`: hop limit, source, RFC 2464 MAC, the UDP
+/// checksum (never 0, right when it was right), every other byte as it
+/// came in.
+pub fn verify_rewrite6(input: &[u8], out: &[u8], egress_ip: Ipv6Addr, mac: [u8; 6]) -> Vec<String> {
+    let mut p = Vec::new();
+    if out.len() != input.len() || out.len() < 54 {
+        p.push(format!(
+            "rewritten frame is {} bytes, the datagram {}",
+            out.len(),
+            input.len()
+        ));
+        return p;
+    }
+    let o = View(out);
+    if o.ethertype() != packet::ETH_P_IPV6 {
+        p.push(format!("ethertype {:#06x}", o.ethertype()));
+    }
+    let want_mac = [0x33, 0x33, input[50], input[51], input[52], input[53]];
+    if o.dst_mac() != want_mac {
+        p.push(format!(
+            "destination MAC {} is not RFC 2464's {}",
+            hex(&o.dst_mac()),
+            hex(&want_mac)
+        ));
+    }
+    if o.src_mac() != mac {
+        p.push(format!(
+            "source MAC {} not the uplink's {}",
+            hex(&o.src_mac()),
+            hex(&mac)
+        ));
+    }
+    if out[22..38] != egress_ip.octets() {
+        p.push(format!(
+            "source {} not the egress IP {egress_ip}",
+            hex(&out[22..38])
+        ));
+    }
+    if out[21] != input[21].wrapping_sub(1) {
+        p.push(format!("hop limit {} after {}", out[21], input[21]));
+    }
+    let Some((proto, l4, later)) = l4_of6(input) else {
+        p.push("the emitted datagram's extension headers do not walk".to_owned());
+        return p;
+    };
+    let udp_csum = (proto == packet::PROTO_UDP && !later).then_some(l4 + 6);
+    if let Some(c) = udp_csum {
+        let (ci, co) = (
+            u16::from_be_bytes([input[c], input[c + 1]]),
+            u16::from_be_bytes([out[c], out[c + 1]]),
+        );
+        if ci == 0 || co == 0 {
+            p.push(format!(
+                "UDP checksum {ci:#06x} in, {co:#06x} out: zero is invalid over IPv6"
+            ));
+        }
+        let fragmented = {
+            let mut off = 54;
+            let mut next = input[20];
+            let mut frag = false;
+            while matches!(next, 0 | 43 | 60 | 51 | 44) && off < l4 {
+                if next == 44 {
+                    let w = u16::from_be_bytes([input[off + 2], input[off + 3]]);
+                    frag |= w != 0 && w & 1 != 0;
+                }
+                let len = match next {
+                    51 => (usize::from(input[off + 1]) + 2) * 4,
+                    44 => 8,
+                    _ => (usize::from(input[off + 1]) + 1) * 8,
+                };
+                next = input[off];
+                off += len;
+            }
+            frag
+        };
+        if !fragmented && udp6_ok(input, l4) && !udp6_ok(out, l4) {
+            p.push(format!(
+                "UDP checksum {co:#06x} wrong after the rewrite (was right)"
+            ));
+        }
+    }
+    for (k, (a, b)) in input.iter().zip(out).enumerate().skip(12) {
+        let rewritten = matches!(k, 21 | 22..=37) || udp_csum.is_some_and(|c| k == c || k == c + 1);
         if !rewritten && a != b {
             p.push(format!("byte {k} changed: {a:#04x} -> {b:#04x}"));
             break;
@@ -203,9 +342,7 @@ fn independent(m: &Outcome, input: &[u8], verdict: u32, out: &[u8]) -> Vec<Strin
         return Vec::new();
     }
     let cut = &input[..bytes.len().min(input.len())];
-    let egress = View(bytes).saddr();
-    let mac = View(bytes).src_mac();
-    verify_rewrite(cut, out, egress, mac)
+    verify_emitted(cut, out, bytes)
         .into_iter()
         .map(|s| format!("independent check: {s}"))
         .collect()

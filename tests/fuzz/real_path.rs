@@ -8,7 +8,7 @@
 //! is interleaved, so that "nothing came out" is never vacuous.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use libbpf_rs::query::{LinkInfoIter, ProgInfoIter, ProgInfoQueryOptions};
@@ -17,13 +17,12 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle};
 use cilium_mcast_egress::bpf_intf::mcast_test_observed;
 use cilium_mcast_egress::datapath::{Plain, Program};
 
-use crate::check::{byte_diff, verify_rewrite, verify_tunnel};
+use crate::check::{byte_diff, verify_emitted, verify_tunnel};
 use crate::common::observer::Observer;
-use crate::common::packet::View;
 use crate::common::{sh, PodNs};
 use crate::gen::{self, Case, Gen};
 use crate::harness::{disable_ipv6, wait_oper_up, Fixture};
-use crate::model::{self, hex, reason, State, Via};
+use crate::model::{self, hex, State, Via};
 use crate::prog_run::{counters_diff, delta, drops_diff};
 use crate::report::{At, Report};
 use crate::rng::{mix, Rng};
@@ -105,8 +104,10 @@ struct RealPath<'a> {
     fx: &'a Fixture,
     observed: MapHandle,
     sender: Sender,
-    counters: BTreeMap<(u32, Ipv4Addr, u32), (u64, u64)>,
+    counters: BTreeMap<(u32, IpAddr, u32), (u64, u64)>,
     controls: u64,
+    /// Controls sent: every other one is IPv6.
+    sent_controls: u64,
 }
 
 impl RealPath<'_> {
@@ -226,20 +227,15 @@ impl RealPath<'_> {
                 problems.push(format!("handed on (first {n} bytes): {d}"));
             }
         }
-        let mut exp_drops = vec![(0u64, 0u64); 2 * (reason::MAX as usize + 1)];
+        let mut exp_drops = vec![(0u64, 0u64); model::DROP_SLOTS];
         if let Some(d) = m.drop {
-            exp_drops[d.role as usize * (reason::MAX as usize + 1) + d.reason as usize] =
-                (1, d.bytes);
+            exp_drops[d.slot()] = (1, d.bytes);
         }
         let got_drops = delta(&fx.drops(), &drops0);
         problems.extend(drops_diff(&exp_drops, &got_drops));
         for (i, (p, _)) in got_drops.iter().enumerate() {
             if *p > 0 {
-                let n = reason::MAX as usize + 1;
-                *report
-                    .drops_seen
-                    .entry(((i / n) as u32, (i % n) as u32))
-                    .or_default() += p;
+                *report.drops_seen.entry(i).or_default() += p;
             }
         }
         match (emission, got_emission) {
@@ -259,9 +255,8 @@ impl RealPath<'_> {
                     Via::Uplink(_) => {
                         let mut p: Vec<String> = byte_diff(&e.bytes, &g).into_iter().collect();
                         let cut = &input[..e.bytes.len().min(input.len())];
-                        let v = View(&e.bytes);
                         p.extend(
-                            verify_rewrite(cut, &g, v.saddr(), v.src_mac())
+                            verify_emitted(cut, &g, &e.bytes)
                                 .into_iter()
                                 .map(|s| format!("independent check: {s}")),
                         );
@@ -312,7 +307,12 @@ impl RealPath<'_> {
     /// The positive control: it must leave, and the counters so far must
     /// be exactly the model's.
     fn control(&mut self, st: &State, g: &mut Gen<'_>, no: usize, report: &mut Report) {
-        let case = g.control();
+        self.sent_controls += 1;
+        let case = if self.sent_controls % 2 == 0 {
+            g.control_v6()
+        } else {
+            g.control()
+        };
         let m = model::container(st, &case.frame, self.fx.env.lxc_a, false);
         let leaves = m
             .emitted
@@ -374,6 +374,7 @@ pub fn run(fx: &Fixture, seed: u64, frames: usize, queued: Vec<Case>, report: &m
         sender,
         counters: BTreeMap::new(),
         controls: 0,
+        sent_controls: 0,
     };
     let n_states = (frames / 500).clamp(2, 40);
     let per_state = frames.div_ceil(n_states);
