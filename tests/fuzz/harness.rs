@@ -4,12 +4,12 @@
 //! compare (verdicts and bytes, drops, counters, copies on the taps).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
-use cilium_mcast_egress::bpf_intf::{mcast_config, mcast_test_tunnel, MCAST_DROP_SLOTS};
-use cilium_mcast_egress::datapath::maps::{Codec, DropReason, Role};
+use cilium_mcast_egress::bpf_intf::{mcast_config, mcast_test_tunnel};
+use cilium_mcast_egress::datapath::maps::{DropReason, Role};
 use cilium_mcast_egress::datapath::maps::{
     EgressIface, Endpoint, Gateway, Origin, PolicyKey, PolicyKey6, PolicyValue, PolicyValue6,
 };
@@ -407,26 +407,17 @@ impl Fixture {
                 };
                 let d = self.maps.drop_count(role, reason).expect("drops");
                 v[model::drop_slot(false, ri as u32, code)] = (d.packets, d.bytes);
-                let idx = ri as u32 * MCAST_DROP_SLOTS + code;
-                let per_cpu = self
-                    .maps
-                    .drops_v6
-                    .get_percpu(&idx)
-                    .expect("IPv6 drops")
-                    .unwrap_or_default();
-                v[model::drop_slot(true, ri as u32, code)] = per_cpu
-                    .iter()
-                    .fold((0, 0), |(p, b), c| (p + c.packets, b + c.bytes));
+                let d = self.maps.drop_count_v6(role, reason).expect("IPv6 drops");
+                v[model::drop_slot(true, ri as u32, code)] = (d.packets, d.bytes);
             }
         }
         v
     }
 
-    /// Replication counters of both families: (policy, group, role) ->
-    /// (packets, bytes).
+    /// Replication counters of both families (Maps::counters lists
+    /// both): (policy, group, role) -> (packets, bytes).
     pub fn counters(&self) -> BTreeMap<(u32, IpAddr, u32), (u64, u64)> {
-        let mut out: BTreeMap<(u32, IpAddr, u32), (u64, u64)> = self
-            .maps
+        self.maps
             .counters()
             .expect("counters")
             .into_iter()
@@ -435,50 +426,16 @@ impl Fixture {
                     Role::Origin => model::ROLE_ORIGIN,
                     _ => model::ROLE_GATEWAY,
                 };
-                (
-                    (c.policy_id, IpAddr::V4(c.group), role),
-                    (c.packets, c.bytes),
-                )
+                ((c.policy_id, c.group, role), (c.packets, c.bytes))
             })
-            .collect();
-        let keys: Vec<_> = self
-            .maps
-            .counters_v6
-            .keys()
-            .map(|k| k.expect("key"))
-            .collect();
-        for k in keys {
-            let per_cpu = self
-                .maps
-                .counters_v6
-                .get_percpu(&k)
-                .expect("IPv6 counters")
-                .unwrap_or_default();
-            let sum = per_cpu
-                .iter()
-                .fold((0, 0), |(p, b), c| (p + c.packets, b + c.bytes));
-            let group = IpAddr::V6(Ipv6Addr::decode(&k.group).expect("address"));
-            out.insert((k.policy_id, group, k.role), sum);
-        }
-        out
+            .collect()
     }
 
+    /// Both families' counters (counters_retain_policies clears both).
     pub fn clear_counters(&self) {
         self.maps
             .counters_retain_policies(&BTreeSet::new())
             .expect("clearing counters");
-        let keys: Vec<_> = self
-            .maps
-            .counters_v6
-            .keys()
-            .map(|k| k.expect("key"))
-            .collect();
-        for k in &keys {
-            self.maps
-                .counters_v6
-                .delete(k)
-                .expect("clearing IPv6 counters");
-        }
     }
 
     /// Whether a copy sent `via` shows on a tap: uplinks always, tunnels
