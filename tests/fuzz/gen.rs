@@ -1142,7 +1142,7 @@ impl<'a> Gen<'a> {
                         1 => 7,
                         2 => 8,
                         3 => cur.wrapping_sub(1),
-                        4 => cur + 1,
+                        4 => cur.wrapping_add(1),
                         5 => cur.wrapping_add(r.below(64) as u16),
                         _ => r.u16(),
                     };
