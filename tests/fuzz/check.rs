@@ -150,7 +150,7 @@ fn udp6_ok(f: &[u8], l4: usize) -> bool {
     seg[6..8].copy_from_slice(&[0, 0]);
     let s: [u8; 16] = f[22..38].try_into().expect("16 bytes");
     let d: [u8; 16] = f[38..54].try_into().expect("16 bytes");
-    crate::gen6::udp6_checksum(Ipv6Addr::from(s), Ipv6Addr::from(d), &seg) == field
+    crate::common::packet::udp6_checksum(Ipv6Addr::from(s), Ipv6Addr::from(d), &seg) == field
 }
 
 /// Problems with `out` as the IPv6 rewrite of the valid, cut frame `input`
@@ -236,7 +236,7 @@ pub fn verify_rewrite6(input: &[u8], out: &[u8], egress_ip: Ipv6Addr, mac: [u8; 
         }
     }
     for (k, (a, b)) in input.iter().zip(out).enumerate().skip(12) {
-        let rewritten = matches!(k, 21 | 22..=37) || udp_csum.is_some_and(|c| k == c || k == c + 1);
+        let rewritten = matches!(k, 21..=37) || udp_csum.is_some_and(|c| k == c || k == c + 1);
         if !rewritten && a != b {
             p.push(format!("byte {k} changed: {a:#04x} -> {b:#04x}"));
             break;
@@ -346,4 +346,122 @@ fn independent(m: &Outcome, input: &[u8], verdict: u32, out: &[u8]) -> Vec<Strin
         .into_iter()
         .map(|s| format!("independent check: {s}"))
         .collect()
+}
+
+/// The egress invariant, decided from the map state and the bytes alone
+/// (not from the model): nothing a policy forbids leaves. A frame the
+/// datapath rewrote for an uplink (or one seen on an uplink) must be the
+/// datagram `input` of a pod and group that a non-excluded entry covers,
+/// naming this node as gateway, through `uplink` when it is known, with the
+/// entry's egress IP as the new source; of a group and protocol that may
+/// leave at all (IPv4: not 224.0.0.0/24, IGMP or PIM; IPv6: scope above
+/// link-local, not MLD or PIM), UDP, with a TTL or hop limit of 2 or more
+/// before, and over IPv6 a UDP checksum. `tunnel`: a pod's packet sent
+/// unchanged to another node's gateway instead, which must be covered,
+/// not excluded, and have a gateway.
+pub fn egress_invariant(
+    st: &crate::model::State,
+    input: &[u8],
+    out: &[u8],
+    uplink: Option<u32>,
+    tunnel: bool,
+) -> Vec<String> {
+    use crate::model::{GATEWAY_EXCLUDED, GATEWAY_NOT_FOUND};
+    let mut p = Vec::new();
+    if input.len() < 34 {
+        return vec![format!("{} bytes left: no datagram", input.len())];
+    }
+    let ethertype = u16::from_be_bytes([input[12], input[13]]);
+    // (gateway, egress ifindex, the egress IP's bytes) of the entry.
+    let (entry, src_ok, group_ok, proto, ttl, later, l4) = if ethertype == packet::ETH_P_IPV6 {
+        if input.len() < 54 {
+            return vec![format!("{} bytes left: no IPv6 datagram", input.len())];
+        }
+        let s: [u8; 16] = input[22..38].try_into().expect("16 bytes");
+        let g: [u8; 16] = input[38..54].try_into().expect("16 bytes");
+        let (s, g) = (Ipv6Addr::from(s), Ipv6Addr::from(g));
+        let e = st.lookup6(s, g).map(|e| {
+            (
+                e.gateway_ip,
+                e.egress_ifindex,
+                e.egress_ip.octets().to_vec(),
+            )
+        });
+        let group_ok = g.octets()[0] == 0xff && g.octets()[1] & 0x0f > 2;
+        let src_ok = out.len() >= 38 && e.as_ref().is_some_and(|e| out[22..38] == e.2[..]);
+        let (proto, l4, later) = l4_of6(input).unwrap_or((255, 0, false));
+        (e, src_ok, group_ok, proto, input[21], later, l4)
+    } else if ethertype == packet::ETH_P_IP {
+        let v = View(input);
+        let (s, g) = (v.saddr(), v.daddr());
+        let e = st.lookup(s, g).map(|e| {
+            (
+                e.gateway_ip,
+                e.egress_ifindex,
+                e.egress_ip.octets().to_vec(),
+            )
+        });
+        let group_ok = g.is_multicast() && g.octets()[..3] != [224, 0, 0];
+        let src_ok = out.len() >= 30 && e.as_ref().is_some_and(|e| out[26..30] == e.2[..]);
+        let later = u16::from_be_bytes([input[20], input[21]]) & 0x1fff != 0;
+        (
+            e,
+            src_ok,
+            group_ok,
+            v.proto(),
+            v.ttl(),
+            later,
+            14 + v.ihl_len(),
+        )
+    } else {
+        return vec![format!("ethertype {ethertype:#06x} left")];
+    };
+    let Some((gateway, ifindex, egress)) = entry else {
+        return vec!["no policy entry covers the pod and group".to_owned()];
+    };
+    if gateway == GATEWAY_EXCLUDED || gateway == GATEWAY_NOT_FOUND {
+        p.push(format!("the covering entry has no gateway ({gateway})"));
+    }
+    if !group_ok {
+        p.push("a group that never leaves".to_owned());
+    }
+    if proto != packet::PROTO_UDP {
+        p.push(format!("upper-layer protocol {proto}, not UDP"));
+    }
+    if tunnel {
+        if !st.node_ip.is_unspecified() && gateway == st.node_ip {
+            p.push("tunnelled, but this node is the gateway".to_owned());
+        }
+        return p;
+    }
+    if st.node_ip.is_unspecified() || gateway != st.node_ip {
+        p.push(format!(
+            "left an uplink, but the gateway is {gateway}, this node {}",
+            st.node_ip
+        ));
+    }
+    if uplink.is_some_and(|u| u != ifindex) {
+        p.push(format!(
+            "left ifindex {}, the entry's uplink is {ifindex}",
+            uplink.unwrap_or(0)
+        ));
+    }
+    if egress.iter().all(|b| *b == 0) || !src_ok {
+        p.push(format!(
+            "source is not the entry's egress IP {}",
+            hex(&egress)
+        ));
+    }
+    if ttl <= 1 {
+        p.push(format!("TTL / hop limit {ttl} before the gateway hop"));
+    }
+    if ethertype == packet::ETH_P_IPV6
+        && proto == packet::PROTO_UDP
+        && !later
+        && out.len() >= l4 + 8
+        && out[l4 + 6..l4 + 8] == [0, 0]
+    {
+        p.push("an IPv6 UDP checksum of zero left".to_owned());
+    }
+    p
 }

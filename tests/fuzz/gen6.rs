@@ -7,12 +7,14 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnetwork::Ipv6Network;
 
-use crate::common::packet::{fold, ones_complement_sum, raw_frame, POD_MAC};
+use crate::common::packet::{
+    group_mac6, raw_frame, udp6_checksum, udp6_folded_sum, Ext, Frame6, UdpCsum,
+};
 use crate::gen::{Class, Env, Gen, ID_A, ID_B, ID_C, ID_CTL, ID_WRONG};
 use crate::model::{Entry6, State, GATEWAY_EXCLUDED, GATEWAY_NOT_FOUND, IDENTITY_WORLD};
 use crate::model6::{
-    group_mac6, walk, ETH_P_IPV6, L3_END, NH_AH, NH_DEST_OPTS, NH_FRAGMENT, NH_HOP_BY_HOP,
-    NH_ICMPV6, NH_NONE, NH_PIM, NH_ROUTING, NH_UDP,
+    walk, ETH_P_IPV6, L3_END, NH_AH, NH_DEST_OPTS, NH_FRAGMENT, NH_HOP_BY_HOP, NH_ICMPV6, NH_NONE,
+    NH_PIM, NH_ROUTING, NH_UDP,
 };
 use crate::rng::Rng;
 
@@ -268,164 +270,23 @@ pub fn inside6(rng: &mut Rng, dst: Ipv6Network) -> Ipv6Addr {
     Ipv6Addr::from(u128::from(dst.network()) | host)
 }
 
-/// UDP over IPv6 checksum (RFC 8200 8.1) of `segment` (checksum field
-/// zero): pseudo-header of source, destination, upper-layer length and
-/// next header 17. 0 is sent as 0xffff.
-pub fn udp6_checksum(saddr: Ipv6Addr, daddr: Ipv6Addr, segment: &[u8]) -> u16 {
-    match !fold(udp6_sum(saddr, daddr, segment)) {
-        0 => 0xffff,
-        c => c,
-    }
-}
-
-/// The unfolded sum of the pseudo-header and `segment`.
-fn udp6_sum(saddr: Ipv6Addr, daddr: Ipv6Addr, segment: &[u8]) -> u32 {
-    let mut pseudo = Vec::with_capacity(40);
-    pseudo.extend_from_slice(&saddr.octets());
-    pseudo.extend_from_slice(&daddr.octets());
-    pseudo.extend_from_slice(&(segment.len() as u32).to_be_bytes());
-    pseudo.extend_from_slice(&[0, 0, 0, NH_UDP]);
-    ones_complement_sum(segment, ones_complement_sum(&pseudo, 0))
-}
-
-/// How the UDP checksum is filled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Csum6 {
-    Computed,
-    Zero,
-}
-
-/// An Ethernet + IPv6 frame, described field by field: the fixed header,
-/// extension headers (raw, their next-header byte filled in by the
-/// builder), and an upper-layer part (UDP, or raw bytes of another
-/// protocol).
-#[derive(Debug, Clone)]
-pub struct Frame6 {
-    pub dst_mac: [u8; 6],
-    pub src_mac: [u8; 6],
-    pub version: u8,
-    pub tclass: u8,
-    pub flow: u32,
-    pub saddr: Ipv6Addr,
-    pub daddr: Ipv6Addr,
-    pub hop_limit: u8,
-    /// (header type, bytes): byte 0 is overwritten with the next header.
-    pub exts: Vec<(u8, Vec<u8>)>,
-    pub proto: u8,
-    pub sport: u16,
-    pub dport: u16,
-    /// The UDP payload, or the whole upper-layer part of another protocol.
-    pub payload: Vec<u8>,
-    pub udp_csum: Csum6,
-    /// For fragments: which bytes of the UDP datagram this frame carries.
-    pub carry: Option<(usize, usize)>,
-}
-
-impl Frame6 {
-    pub fn udp(saddr: Ipv6Addr, daddr: Ipv6Addr, payload: &[u8]) -> Frame6 {
-        Frame6 {
-            dst_mac: group_mac6(daddr),
-            src_mac: POD_MAC,
-            version: 6,
-            tclass: 0,
-            flow: 0,
-            saddr,
-            daddr,
-            hop_limit: 8,
-            exts: Vec::new(),
-            proto: NH_UDP,
-            sport: 40000,
-            dport: 5001,
-            payload: payload.to_vec(),
-            udp_csum: Csum6::Computed,
-            carry: None,
-        }
-    }
-
-    pub fn udp_datagram(&self) -> Vec<u8> {
-        let len = (8 + self.payload.len()) as u16;
-        let mut d = Vec::with_capacity(len as usize);
-        d.extend_from_slice(&self.sport.to_be_bytes());
-        d.extend_from_slice(&self.dport.to_be_bytes());
-        d.extend_from_slice(&len.to_be_bytes());
-        d.extend_from_slice(&[0, 0]);
-        d.extend_from_slice(&self.payload);
-        if self.udp_csum == Csum6::Computed {
-            let c = udp6_checksum(self.saddr, self.daddr, &d);
-            d[6..8].copy_from_slice(&c.to_be_bytes());
-        }
-        d
-    }
-
-    /// The frame, and the offset of its upper-layer part.
-    pub fn build(&self) -> (Vec<u8>, usize) {
-        let l4 = if self.proto == NH_UDP {
-            let d = self.udp_datagram();
-            match self.carry {
-                Some((s, e)) => d[s..e.min(d.len())].to_vec(),
-                None => d,
-            }
-        } else {
-            self.payload.clone()
-        };
-        let mut chain = Vec::new();
-        for (i, (_, bytes)) in self.exts.iter().enumerate() {
-            let next = self.exts.get(i + 1).map_or(self.proto, |e| e.0);
-            let mut b = bytes.clone();
-            b[0] = next;
-            chain.extend_from_slice(&b);
-        }
-        let first = self.exts.first().map_or(self.proto, |e| e.0);
-        let plen = (chain.len() + l4.len()) as u16;
-        let mut f = Vec::with_capacity(L3_END + usize::from(plen));
-        f.extend_from_slice(&self.dst_mac);
-        f.extend_from_slice(&self.src_mac);
-        f.extend_from_slice(&ETH_P_IPV6.to_be_bytes());
-        let w0 = (u32::from(self.version & 0x0f) << 28)
-            | (u32::from(self.tclass) << 20)
-            | (self.flow & 0x000f_ffff);
-        f.extend_from_slice(&w0.to_be_bytes());
-        f.extend_from_slice(&plen.to_be_bytes());
-        f.extend_from_slice(&[first, self.hop_limit]);
-        f.extend_from_slice(&self.saddr.octets());
-        f.extend_from_slice(&self.daddr.octets());
-        f.extend_from_slice(&chain);
-        let l4_off = f.len();
-        f.extend_from_slice(&l4);
-        (f, l4_off)
-    }
-
-    pub fn bytes(&self) -> Vec<u8> {
-        self.build().0
-    }
-
-    /// Carry bytes [start, end) of the UDP datagram behind a fragment
-    /// header (appended to the chain) with the matching offset and M flag.
-    pub fn fragment(mut self, start: usize, end: usize, id: u32) -> Frame6 {
-        let total = 8 + self.payload.len();
-        let more = end < total;
-        self.exts
-            .push((NH_FRAGMENT, frag_hdr((start / 8) as u16, more, id)));
-        self.carry = Some((start, end));
-        self
-    }
-}
-
-/// Options of a hop-by-hop or destination options header of `len` bytes
-/// (a multiple of 8): PadN to fill, now and then a Router Alert (RFC 2711)
-/// or random bytes.
-fn options_hdr(rng: &mut Rng, len: usize, router_alert: bool) -> Vec<u8> {
-    let mut b = vec![0u8, (len / 8 - 1) as u8];
+/// A hop-by-hop (`kind` 0) or destination options header of `len` bytes
+/// (a multiple of 8): PadN to fill, a Router Alert (RFC 2711) when asked,
+/// now and then random option bytes.
+fn options_hdr(rng: &mut Rng, kind: u8, len: usize, router_alert: bool) -> Ext {
+    // The body: everything after the next-header byte.
+    let mut b = vec![(len / 8 - 1) as u8];
     if router_alert {
         // Router Alert, MLD (value 0).
         b.extend_from_slice(&[0x05, 0x02, 0x00, 0x00]);
     }
+    let body_len = len - 1;
     if rng.percent(10) {
-        let n = len - b.len();
+        let n = body_len - b.len();
         b.extend_from_slice(&rng.bytes(n));
     } else {
-        while b.len() < len {
-            let left = len - b.len();
+        while b.len() < body_len {
+            let left = body_len - b.len();
             if left == 1 {
                 b.push(0); // Pad1
             } else {
@@ -435,33 +296,29 @@ fn options_hdr(rng: &mut Rng, len: usize, router_alert: bool) -> Vec<u8> {
             }
         }
     }
-    b
-}
-
-fn frag_hdr(offset: u16, more: bool, id: u32) -> Vec<u8> {
-    let mut b = vec![0u8, 0];
-    b.extend_from_slice(&((offset << 3) | u16::from(more)).to_be_bytes());
-    b.extend_from_slice(&id.to_be_bytes());
-    b
+    Ext { kind, body: b }
 }
 
 /// A routing header (type `rtype`) with `addrs` addresses and
 /// `segments_left`.
-fn routing_hdr(rng: &mut Rng, rtype: u8, segments_left: u8, addrs: usize) -> Vec<u8> {
-    let mut b = vec![0u8, (2 * addrs) as u8, rtype, segments_left, 0, 0, 0, 0];
+fn routing_hdr(rng: &mut Rng, rtype: u8, segments_left: u8, addrs: usize) -> Ext {
+    let mut body = vec![(2 * addrs) as u8, rtype, segments_left, 0, 0, 0, 0];
     for _ in 0..addrs {
         let host = rng.u16();
-        b.extend_from_slice(&Ipv6Addr::new(0x2001, 0xdb8, 0x203, 0, 0, 0, 0, host).octets());
+        body.extend_from_slice(&Ipv6Addr::new(0x2001, 0xdb8, 0x203, 0, 0, 0, 0, host).octets());
     }
-    b
+    Ext {
+        kind: NH_ROUTING,
+        body,
+    }
 }
 
 /// An authentication header with `icv_words` words of ICV: (hdrlen + 2) * 4
 /// bytes, hdrlen = 1 + icv_words.
-fn ah_hdr(rng: &mut Rng, icv_words: usize) -> Vec<u8> {
-    let mut b = vec![0u8, (1 + icv_words) as u8, 0, 0];
-    b.extend_from_slice(&rng.bytes(8 + 4 * icv_words));
-    b
+fn ah_hdr(rng: &mut Rng, icv_words: usize) -> Ext {
+    let mut body = vec![(1 + icv_words) as u8, 0, 0];
+    body.extend_from_slice(&rng.bytes(8 + 4 * icv_words));
+    Ext { kind: NH_AH, body }
 }
 
 impl Gen<'_> {
@@ -563,15 +420,14 @@ impl Gen<'_> {
         let payload = self.rng.bytes(len);
         let mut f = Frame6::udp(s, g, &payload);
         f.hop_limit = self.hop_limit();
-        f.tclass = self.rng.u8();
-        f.flow = self.rng.u32();
+        f.flow_label = self.rng.u32();
         f.sport = self.rng.u16();
         f.dport = self.rng.u16();
         if self.rng.percent(8) {
-            f.udp_csum = Csum6::Zero;
+            f.udp_csum = UdpCsum::Zero;
         }
         if self.rng.percent(30) {
-            f.exts = self.valid_chain();
+            f.ext = self.valid_chain();
         }
         f
     }
@@ -592,30 +448,30 @@ impl Gen<'_> {
     /// A chain a router forwards: hop-by-hop first or not at all,
     /// destination options, routing with no segments left, AH, an atomic
     /// fragment; at most MAX_EXT.
-    fn valid_chain(&mut self) -> Vec<(u8, Vec<u8>)> {
+    fn valid_chain(&mut self) -> Vec<Ext> {
         let mut c = Vec::new();
         if self.rng.percent(40) {
             let len = 8 * self.rng.range(1, 3);
-            c.push((NH_HOP_BY_HOP, options_hdr(&mut self.rng, len, false)));
+            c.push(options_hdr(&mut self.rng, NH_HOP_BY_HOP, len, false));
         }
         for _ in 0..self.rng.range(0, 4) {
             match self.rng.below(4) {
                 0 => {
                     let len = 8 * self.rng.range(1, 4);
-                    c.push((NH_DEST_OPTS, options_hdr(&mut self.rng, len, false)));
+                    c.push(options_hdr(&mut self.rng, NH_DEST_OPTS, len, false));
                 }
                 1 => {
                     let n = self.rng.range(0, 3);
                     let rt = self.rng.pick(&[0, 2, 3, 4]);
-                    c.push((NH_ROUTING, routing_hdr(&mut self.rng, rt, 0, n)));
+                    c.push(routing_hdr(&mut self.rng, rt, 0, n));
                 }
                 2 => {
                     let w = self.rng.range(0, 4);
-                    c.push((NH_AH, ah_hdr(&mut self.rng, w)));
+                    c.push(ah_hdr(&mut self.rng, w));
                 }
                 _ => {
                     let id = self.rng.u32();
-                    c.push((NH_FRAGMENT, frag_hdr(0, false, id)));
+                    c.push(Ext::fragment(0, false, id));
                 }
             }
         }
@@ -660,10 +516,10 @@ impl Gen<'_> {
             d.dst_mac = group_mac6(g);
         }
         let mut muts = Vec::new();
-        if !d.exts.is_empty() {
+        if !d.ext.is_empty() {
             muts.push("v6_ext_chain_valid");
         }
-        if d.udp_csum == Csum6::Zero {
+        if d.udp_csum == UdpCsum::Zero {
             muts.push("v6_udp_csum_zero");
         }
         (Class::Ipv6Valid, d.bytes(), muts)
@@ -691,7 +547,7 @@ impl Gen<'_> {
         d.saddr = s;
         d.daddr = g;
         d.dst_mac = group_mac6(g);
-        d.udp_csum = Csum6::Computed;
+        d.udp_csum = UdpCsum::Computed;
         (Class::Ipv6Valid, d.bytes(), vec!["v6_large"])
     }
 
@@ -706,7 +562,7 @@ impl Gen<'_> {
             d.daddr = g;
             d.dst_mac = group_mac6(g);
         }
-        let (mut f, l4) = d.build();
+        let (mut f, l4) = (d.bytes(), d.l4_off());
         let mut muts = Vec::new();
         let fix_udp = self.rng.percent(50);
         for _ in 0..self.rng.range(1, 3) {
@@ -785,7 +641,7 @@ impl Gen<'_> {
                     1 => 7,
                     2 => 8,
                     3 => cur.wrapping_sub(1),
-                    4 => cur + 1,
+                    4 => cur.wrapping_add(1),
                     5 => cur.wrapping_add(r.below(64) as u16),
                     _ => r.u16(),
                 };
@@ -863,20 +719,20 @@ impl Gen<'_> {
             d.daddr = g;
             d.dst_mac = group_mac6(g);
         }
-        d.exts = self.valid_chain();
+        d.ext = self.valid_chain();
         let mut muts = vec![];
         let what = self.rng.below(11);
         match what {
             0 => {
                 // Hop-by-hop after another header.
                 let len = 8 * self.rng.range(1, 2);
-                let hbh = options_hdr(&mut self.rng, len, false);
-                if d.exts.is_empty() {
-                    d.exts
-                        .push((NH_DEST_OPTS, options_hdr(&mut self.rng, 8, false)));
+                let hbh = options_hdr(&mut self.rng, NH_HOP_BY_HOP, len, false);
+                if d.ext.is_empty() {
+                    d.ext
+                        .push(options_hdr(&mut self.rng, NH_DEST_OPTS, 8, false));
                 }
-                let at = self.rng.range(1, d.exts.len());
-                d.exts.insert(at, (NH_HOP_BY_HOP, hbh));
+                let at = self.rng.range(1, d.ext.len());
+                d.ext.insert(at, hbh);
                 muts.push("v6_hop_by_hop_not_first");
             }
             1 => {
@@ -884,25 +740,25 @@ impl Gen<'_> {
                 let n = self.rng.range(1, 3);
                 let rt = self.rng.pick(&[0, 2, 3, 4]);
                 let rh = routing_hdr(&mut self.rng, rt, sl, n);
-                let at = self.rng.range(0, d.exts.len());
-                d.exts.insert(at, (NH_ROUTING, rh));
+                let at = self.rng.range(0, d.ext.len());
+                d.ext.insert(at, rh);
                 muts.push("v6_routing_segments_left");
             }
             2 => {
                 // Exactly MAX_EXT, or one more.
                 let n = if self.rng.percent(50) { 8 } else { 9 };
-                d.exts.clear();
+                d.ext.clear();
                 if self.rng.percent(50) {
-                    d.exts
-                        .push((NH_HOP_BY_HOP, options_hdr(&mut self.rng, 8, false)));
+                    d.ext
+                        .push(options_hdr(&mut self.rng, NH_HOP_BY_HOP, 8, false));
                 }
-                while d.exts.len() < n {
+                while d.ext.len() < n {
                     let h = match self.rng.below(3) {
-                        0 => (NH_DEST_OPTS, options_hdr(&mut self.rng, 8, false)),
-                        1 => (NH_ROUTING, routing_hdr(&mut self.rng, 4, 0, 0)),
-                        _ => (NH_AH, ah_hdr(&mut self.rng, 1)),
+                        0 => options_hdr(&mut self.rng, NH_DEST_OPTS, 8, false),
+                        1 => routing_hdr(&mut self.rng, 4, 0, 0),
+                        _ => ah_hdr(&mut self.rng, 1),
                     };
-                    d.exts.push(h);
+                    d.ext.push(h);
                 }
                 muts.push(if n == 8 {
                     "v6_eight_headers"
@@ -915,9 +771,9 @@ impl Gen<'_> {
                 // datagram is cut inside the last header, or the last
                 // header's length is too large.
                 d.payload.truncate(self.rng.range(0, 16));
-                d.exts
-                    .push((NH_DEST_OPTS, options_hdr(&mut self.rng, 8, false)));
-                let (mut f, l4) = d.build();
+                d.ext
+                    .push(options_hdr(&mut self.rng, NH_DEST_OPTS, 8, false));
+                let (mut f, l4) = (d.bytes(), d.l4_off());
                 // The last extension header's length byte.
                 f[l4 - 8 + 1] = self.rng.range(2, 255) as u8;
                 muts.push("v6_chain_past_payload");
@@ -935,13 +791,13 @@ impl Gen<'_> {
             }
             6 => {
                 let w = self.rng.range(0, 6);
-                d.exts.push((NH_AH, ah_hdr(&mut self.rng, w)));
+                d.ext.push(ah_hdr(&mut self.rng, w));
                 muts.push("v6_ah");
             }
             7 => {
                 let len = 8 * self.rng.range(1, 32);
-                d.exts
-                    .push((NH_DEST_OPTS, options_hdr(&mut self.rng, len, false)));
+                d.ext
+                    .push(options_hdr(&mut self.rng, NH_DEST_OPTS, len, false));
                 muts.push("v6_dest_opts");
             }
             8 => {
@@ -949,8 +805,8 @@ impl Gen<'_> {
                 // a first fragment with M.
                 let more = self.rng.percent(50);
                 let id = self.rng.u32();
-                let at = self.rng.range(0, d.exts.len());
-                d.exts.insert(at, (NH_FRAGMENT, frag_hdr(0, more, id)));
+                let at = self.rng.range(0, d.ext.len());
+                d.ext.insert(at, Ext::fragment(0, more, id));
                 muts.push(if more {
                     "v6_frag_first_more"
                 } else {
@@ -959,7 +815,7 @@ impl Gen<'_> {
             }
             9 => {
                 // The payload length says the chain ends early.
-                let (mut f, l4) = d.build();
+                let (mut f, l4) = (d.bytes(), d.l4_off());
                 let plen = (l4 - L3_END).saturating_sub(self.rng.range(0, 16)) as u16;
                 f[18..20].copy_from_slice(&plen.to_be_bytes());
                 muts.push("v6_payload_len_inside_chain");
@@ -967,7 +823,7 @@ impl Gen<'_> {
             }
             _ => {
                 // A random next-header byte or length in the chain.
-                let (mut f, l4) = d.build();
+                let (mut f, l4) = (d.bytes(), d.l4_off());
                 if l4 > L3_END {
                     let at = self.rng.range(L3_END, l4 - 1);
                     let any = self.rng.u8();
@@ -977,10 +833,10 @@ impl Gen<'_> {
                 return (Class::Ipv6Chain, f, muts);
             }
         }
-        if d.exts.is_empty() {
+        if d.ext.is_empty() {
             muts.push("v6_no_ext");
         }
-        let (f, _) = d.build();
+        let f = d.bytes();
         (Class::Ipv6Chain, f, muts)
     }
 
@@ -1013,9 +869,8 @@ impl Gen<'_> {
             }
             _ => (0, total, "v6_atomic_fragment"),
         };
-        let id = self.rng.u32();
-        let d = d.fragment(start, end, id);
-        let (mut f, l4) = d.build();
+        let d = d.fragment(start, end);
+        let (mut f, l4) = (d.bytes(), d.l4_off());
         let mut muts = vec![what];
         if self.rng.percent(25) {
             self.mutate6(&mut f, l4, &mut muts);
@@ -1043,7 +898,7 @@ impl Gen<'_> {
             }
             1 | 2 => {
                 let t = self.rng.pick(&[130, 131, 132, 143]);
-                d.exts = vec![(NH_HOP_BY_HOP, options_hdr(&mut self.rng, 8, true))];
+                d.ext = vec![options_hdr(&mut self.rng, NH_HOP_BY_HOP, 8, true)];
                 d.proto = NH_ICMPV6;
                 let mut icmp = vec![t, 0, 0, 0];
                 icmp.extend_from_slice(&self.rng.bytes(20));
@@ -1064,8 +919,8 @@ impl Gen<'_> {
             }
             4 => {
                 let t = self.rng.pick(&[128, 129, 133, 134, 135, 136, 1, 2]);
-                d.exts = if self.rng.percent(50) {
-                    vec![(NH_HOP_BY_HOP, options_hdr(&mut self.rng, 8, true))]
+                d.ext = if self.rng.percent(50) {
+                    vec![options_hdr(&mut self.rng, NH_HOP_BY_HOP, 8, true)]
                 } else {
                     Vec::new()
                 };
@@ -1078,9 +933,9 @@ impl Gen<'_> {
             _ => {
                 // MLD behind a chain that cannot be walked: not exempt.
                 let t = self.rng.pick(&[130, 131, 132, 143]);
-                d.exts = vec![
-                    (NH_DEST_OPTS, options_hdr(&mut self.rng, 8, false)),
-                    (NH_HOP_BY_HOP, options_hdr(&mut self.rng, 8, true)),
+                d.ext = vec![
+                    options_hdr(&mut self.rng, NH_DEST_OPTS, 8, false),
+                    options_hdr(&mut self.rng, NH_HOP_BY_HOP, 8, true),
                 ];
                 d.proto = NH_ICMPV6;
                 let mut icmp = vec![t, 0, 0, 0];
@@ -1090,7 +945,7 @@ impl Gen<'_> {
             }
         };
         d.dst_mac = group_mac6(d.daddr);
-        let (mut f, l4) = d.build();
+        let (mut f, l4) = (d.bytes(), d.l4_off());
         let mut muts = vec![what];
         if self.rng.percent(20) {
             self.mutate6(&mut f, l4, &mut muts);
@@ -1121,7 +976,7 @@ impl Gen<'_> {
         d.hop_limit = self.rng.range(2, 255) as u8;
         d.sport = self.rng.u16();
         if self.rng.percent(30) {
-            d.exts = self.valid_chain();
+            d.ext = self.valid_chain();
         }
         let out = self.rng.percent(50);
         // With the first payload word w: the sum over the datagram and the
@@ -1129,10 +984,10 @@ impl Gen<'_> {
         // be 0xffff.
         d.payload[0..2].copy_from_slice(&[0, 0]);
         let mut z = d.clone();
-        z.udp_csum = Csum6::Zero;
+        z.udp_csum = UdpCsum::Zero;
         let seg = z.udp_datagram();
         let src = if out { egress } else { s };
-        let w = 0xffff - fold(udp6_sum(src, g, &seg));
+        let w = 0xffff - udp6_folded_sum(src, g, &seg);
         d.payload[0..2].copy_from_slice(&w.to_be_bytes());
         let what = if out {
             "v6_udp_csum_out_0000"

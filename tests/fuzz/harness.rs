@@ -414,6 +414,23 @@ impl Fixture {
         v
     }
 
+    /// One slot of [`Fixture::drops`].
+    pub fn drop_at(&self, slot: usize) -> (u64, u64) {
+        let n = model::reason::MAX as usize + 1;
+        let (v6, role, code) = (slot / (2 * n) == 1, (slot / n) % 2, (slot % n) as u32);
+        let role = [Role::Origin, Role::Gateway][role];
+        let Some(reason) = DropReason::from_code(code) else {
+            return (0, 0);
+        };
+        let d = if v6 {
+            self.maps.drop_count_v6(role, reason)
+        } else {
+            self.maps.drop_count(role, reason)
+        }
+        .expect("drops");
+        (d.packets, d.bytes)
+    }
+
     /// Replication counters of both families (Maps::counters lists
     /// both): (policy, group, role) -> (packets, bytes).
     pub fn counters(&self) -> BTreeMap<(u32, IpAddr, u32), (u64, u64)> {

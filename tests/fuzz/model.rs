@@ -2,7 +2,8 @@
 //! written down from the datapath's specification: the verdict, the drop
 //! and its reason, the bytes, the counters, and what leaves which device.
 //! It shares no code with bpf/: its own LPM lookup, validation and rewrite,
-//! on the test's own checksum code (tests/common/packet.rs).
+//! on the test's own checksum code (tests/common/packet.rs). IPv6 frames
+//! are model6.rs's; the types here serve both families.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;

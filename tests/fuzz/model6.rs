@@ -149,9 +149,7 @@ pub fn proto_never_egress(frame: &[u8], w: &Walk) -> bool {
     match w.proto {
         NH_PIM => true,
         NH_ICMPV6 => {
-            !w.frag.is_some_and(|f| f.offset != 0)
-                && w.l4_off < frame.len()
-                && MLD_TYPES.contains(&frame[w.l4_off])
+            !w.later_fragment() && w.l4_off < frame.len() && MLD_TYPES.contains(&frame[w.l4_off])
         }
         _ => false,
     }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use cilium_mcast_egress::datapath::Program;
 
-use crate::check::{byte_diff, compare_run, verify_emitted, verify_tunnel};
+use crate::check::{byte_diff, compare_run, egress_invariant, verify_emitted, verify_tunnel};
 use crate::gen::{self, Case, Gen};
 use crate::harness::Fixture;
 use crate::model::{self, Emitted, Outcome, State, Via};
@@ -189,7 +189,11 @@ pub fn counters_diff(
 
 /// Check the copies taken off the taps against the expected ones, in order
 /// per tap; problems with the frame number they belong to.
-fn check_copies(fx: &Fixture, expected: &[ExpectedCopy]) -> Vec<(Option<usize>, String)> {
+fn check_copies(
+    fx: &Fixture,
+    st: &State,
+    expected: &[ExpectedCopy],
+) -> Vec<(Option<usize>, String)> {
     let mut problems = Vec::new();
     let mut got: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
     for (tap, f) in fx.drain_taps() {
@@ -220,8 +224,13 @@ fn check_copies(fx: &Fixture, expected: &[ExpectedCopy]) -> Vec<(Option<usize>, 
                 continue;
             };
             let p = match &e.via {
-                Via::Uplink(_) => {
+                Via::Uplink(i) => {
                     let mut p: Vec<String> = byte_diff(&e.bytes, g).into_iter().collect();
+                    p.extend(
+                        egress_invariant(st, input, g, Some(*i), false)
+                            .into_iter()
+                            .map(|s| format!("egress invariant: {s}")),
+                    );
                     p.extend(
                         verify_emitted(input, g, &e.bytes)
                             .into_iter()
@@ -280,7 +289,22 @@ fn run_one(
         (Err(_), Some(_)) => false,
         (Ok((verdict, out)), None) => {
             report.verdict(name, verdict, m.path);
-            let p = compare_run(m, &case.frame, verdict, &out);
+            let mut p = compare_run(m, &case.frame, verdict, &out);
+            if verdict == model::REDIRECT {
+                // A redirect with the frame as it came (cut of trailing
+                // bytes) goes to the tunnel; a rewritten one to an uplink.
+                let tunnel = case.frame.starts_with(&out);
+                let inv = egress_invariant(st, &case.frame, &out, None, tunnel);
+                report.note(
+                    if tunnel {
+                        "redirects checked against the egress invariant (tunnel)"
+                    } else {
+                        "redirects checked against the egress invariant (uplink)"
+                    },
+                    1,
+                );
+                p.extend(inv.into_iter().map(|s| format!("egress invariant: {s}")));
+            }
             if !p.is_empty() {
                 report.violation(&at, &p, &m.summary());
             }
@@ -423,7 +447,7 @@ fn check_batch(
         "clone copies checked on the taps (BPF_PROG_RUN)",
         observable as u64,
     );
-    let copy_problems = check_copies(fx, &exp.copies);
+    let copy_problems = check_copies(fx, st, &exp.copies);
     for (no, p) in &copy_problems {
         let idx = no.map_or(0, |n| n - first_no);
         report.violation(

@@ -131,6 +131,15 @@ impl Report {
         eprint!("{s}");
     }
 
+    /// Which of `paths` (program, model rule) no frame took.
+    pub fn untaken(&self, paths: &[(&'static str, &'static str)]) -> Vec<String> {
+        paths
+            .iter()
+            .filter(|k| !self.paths.contains_key(*k))
+            .map(|(prog, path)| format!("{prog}: {path}"))
+            .collect()
+    }
+
     pub fn print(&self) {
         println!("fuzz: seed {:#018x}   replay: {}", self.seed, self.replay);
         let mut stage = "";
