@@ -28,28 +28,32 @@
 //! once per prefix length in use) with the LPM trie it replaced (the same
 //! programs built with it, `bpf/bench/mcast_lpm.bpf.c`), with a handful of
 //! policy entries and with thousands, in the same run. The second is every
-//! path of this build with thousands of entries. The third is where the
+//! path of this build with thousands of entries, IPv4's and then IPv6's
+//! (the same payload, 20 bytes more of header; as many entries in the IPv6
+//! trie) in the same run, so that what IPv6 costs and what IPv4 and
+//! unicast still cost are read side by side. The third is where the
 //! time of each multicast path goes: the same programs built to return at
 //! one stage of the path (`bpf/bench/mcast_stages.bpf.c`, one load per
 //! stage), timed the same way, so that each stage's cost is the difference
-//! between two rows. No hardware PMU in the VMs this runs on, so no
+//! between two rows; the IPv6 paths at the stops their instance of the flow
+//! shares with IPv4's. No hardware PMU in the VMs this runs on, so no
 //! `bpftool prog profile` or `perf`: this is the profile.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::mem::MaybeUninit;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, OpenObject, ProgramInput, ProgramMut};
 
 use cilium_mcast_egress::bpf_intf::mcast_test_tunnel;
 use cilium_mcast_egress::datapath::maps::{
-    Codec, Config, EgressIface, Endpoint, Gateway, Maps, Origin,
+    Codec, Config, EgressIface, Endpoint, Gateway, Maps, Origin, PolicyKey6, PolicyValue6,
 };
 use cilium_mcast_egress::datapath::{load_skel, Datapath, DatapathStorage, Paths, Plain, Program};
-use common::packet::Frame;
+use common::packet::{Frame, Frame6};
 use common::{ifindex, mac_of, sh, Bpffs};
 
 use common::skels::{empty as empty_skel, overlay_test as overlay_test_skel};
@@ -88,6 +92,24 @@ const REMOTE_CLONE_GROUP: Ipv4Addr = Ipv4Addr::new(232, 1, 2, 1);
 const LOCAL_CLONE_GROUP: Ipv4Addr = Ipv4Addr::new(232, 3, 1, 1);
 /// A group whose /16 has an exclusion in it, not covering it.
 const GROUP_BESIDE_EXCLUSION: Ipv4Addr = Ipv4Addr::new(232, 4, 1, 1);
+
+/// The IPv6 rows' pods (2001:db8:100::<n> mirrors 198.51.100.<n>), groups
+/// (SSM, ff3e::/96) and egress IP, which is among the pods' addresses for
+/// the reason EGRESS_IP is.
+const POD6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x11);
+const POD6_LOCAL_GW: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x12);
+const EGRESS_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0xfb);
+const GROUP6: Ipv6Addr = Ipv6Addr::new(0xff3e, 0, 0, 0, 0, 0, 1, 1);
+const LOCAL_GROUP6: Ipv6Addr = Ipv6Addr::new(0xff3e, 0, 0, 0, 0, 0, 2, 1);
+const UNICAST6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x20);
+
+/// An Ethernet + IPv6 + UDP frame as a pod sends it: no extension
+/// headers, a valid checksum.
+fn udp6_frame(saddr: Ipv6Addr, daddr: Ipv6Addr, hop_limit: u8, payload: &[u8]) -> Vec<u8> {
+    Frame6::udp(saddr, daddr, payload)
+        .hop_limit(hop_limit)
+        .bytes()
+}
 
 /// ns per run of `prog` on `frame` over `RUNS` runs in batches of `BATCH`,
 /// from the kernel's per-run average of each batch (see the module comment).
@@ -154,7 +176,7 @@ mod stage {
         match stage {
             START => "program entry (nothing done)",
             CLASSIFY => "IPv4 multicast? VLAN tag?",
-            PARSE => "IPv4 header read, never-egress groups",
+            PARSE => "header read (IPv6: ext. walk), never-egress",
             TUNNEL_GET => "received tunnel key (test map)",
             NODE => "outer source a cluster node (hash)",
             POLICY => "policy lookup (lengths array + hash)",
@@ -170,6 +192,18 @@ mod stage {
             COUNT => "per-CPU counter(s) (hash)",
             NONE => "bpf_redirect() and return (the whole path)",
             _ => "?",
+        }
+    }
+
+    /// The label of a stop on the IPv6 instance of the flow, where it
+    /// differs.
+    pub fn label6(stage: u32) -> &'static str {
+        match stage {
+            PARSE => "fixed header, extension walk, never-egress",
+            POLICY => "policy lookup (LPM trie, 256-bit key)",
+            VALIDATE => "validation: lengths, chain, UDP (copied)",
+            NONE => "emit (no stops inside) or tunnel, return",
+            _ => label(stage),
         }
     }
 }
@@ -213,6 +247,8 @@ struct StagedPath<'a> {
     path: &'static str,
     /// mcast_from_overlay, else mcast_from_container.
     overlay: bool,
+    /// The IPv6 instance of the flow (its own stop labels).
+    v6: bool,
     frame: &'a [u8],
     ifindex: u32,
     stops: &'a [u32],
@@ -275,6 +311,38 @@ impl Policies<'_> {
             .update(k.encode().as_bytes(), v.encode().as_bytes(), MapFlags::ANY)
             .expect("LPM policy entry");
     }
+
+    /// An IPv6 entry (one trie for every build), as `insert` makes them.
+    fn insert6(&self, src: Ipv6Addr, dest: ipnetwork::Ipv6Network, gateway: Gateway, uplink: u32) {
+        let here = gateway == Gateway::Node(THIS_NODE);
+        self.maps
+            .policy_v6
+            .put(
+                &PolicyKey6 {
+                    source: src,
+                    destination: dest,
+                },
+                &PolicyValue6 {
+                    egress_ip: if here {
+                        EGRESS_IP6
+                    } else {
+                        Ipv6Addr::UNSPECIFIED
+                    },
+                    gateway,
+                    egress_ifindex: if here { uplink } else { 0 },
+                    policy_id: 1,
+                    origin: Origin {
+                        node: REMOTE_GW,
+                        identity: 12345,
+                    },
+                },
+            )
+            .expect("IPv6 policy entry");
+    }
+}
+
+fn net6(addr: Ipv6Addr, prefix: u8) -> ipnetwork::Ipv6Network {
+    ipnetwork::Ipv6Network::new(addr, prefix).expect("prefix")
 }
 
 fn bench() {
@@ -346,6 +414,9 @@ fn bench() {
     for src in [POD, POD_LOCAL_GW, EGRESS_IP] {
         maps.endpoint_insert(src, &ep).unwrap();
     }
+    for src in [POD6, POD6_LOCAL_GW, EGRESS_IP6] {
+        maps.endpoints_v6.put(&src, &ep).unwrap();
+    }
     let policies = Policies {
         maps: &maps,
         lpm: &lpm.maps.mcast_bench_policy_lpm,
@@ -358,6 +429,22 @@ fn bench() {
     // probes two lengths for it, the /24 and then the /16 that matches.
     policies.insert(POD, "232.4.0.0/16", Gateway::Node(REMOTE_GW), uplink);
     policies.insert(POD, "232.4.9.0/24", Gateway::Excluded, uplink);
+    // The IPv6 twins: the group's /112 through a remote gateway, or this
+    // node; the rows measure them with the IPv4 ones' entries in place.
+    policies.insert6(
+        POD6,
+        net6(Ipv6Addr::new(0xff3e, 0, 0, 0, 0, 0, 1, 0), 112),
+        Gateway::Node(REMOTE_GW),
+        uplink,
+    );
+    for src in [POD6, POD6_LOCAL_GW, EGRESS_IP6] {
+        policies.insert6(
+            src,
+            net6(Ipv6Addr::new(0xff3e, 0, 0, 0, 0, 0, 2, 0), 112),
+            Gateway::Node(THIS_NODE),
+            uplink,
+        );
+    }
     // Other pods' entries, as a busy cluster has (BENCH_POLICY_ENTRIES
     // overrides how many).
     let extra: u32 = std::env::var("BENCH_POLICY_ENTRIES")
@@ -368,6 +455,19 @@ fn bench() {
         let pod = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 51, 100, 0)) + (i % 250));
         let dest = format!("232.{}.{}.0/24", 10 + i / 250, i % 250);
         policies.insert(pod, &dest, Gateway::Node(REMOTE_GW), uplink);
+        // As many IPv6 entries, in their own trie.
+        let pod6 = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, (i % 250) as u16);
+        let g = Ipv6Addr::new(
+            0xff3e,
+            0,
+            0,
+            0,
+            0,
+            0,
+            (10 + i / 250) as u16,
+            ((i % 250) << 8) as u16,
+        );
+        policies.insert6(pod6, net6(g, 120), Gateway::Node(REMOTE_GW), uplink);
     };
     for tunnel_test in [&ovl.maps.mcast_test_tunnel, &lpm.maps.mcast_test_tunnel] {
         let t = mcast_test_tunnel {
@@ -391,6 +491,11 @@ fn bench() {
     let clone_remote = Frame::udp(POD, REMOTE_CLONE_GROUP, &payload).bytes();
     let beside_exclusion = Frame::udp(POD, GROUP_BESIDE_EXCLUSION, &payload).bytes();
     let clone_local = Frame::udp(POD_LOCAL_GW, LOCAL_CLONE_GROUP, &payload).bytes();
+    // The same payload over IPv6: 20 bytes more of header.
+    let unicast6 = udp6_frame(POD6, UNICAST6, 64, &payload);
+    let to_remote6 = udp6_frame(POD6, GROUP6, 64, &payload);
+    let to_local6 = udp6_frame(POD6_LOCAL_GW, LOCAL_GROUP6, 255, &payload);
+    let tunnelled6 = udp6_frame(POD6, LOCAL_GROUP6, 255, &payload);
 
     let container = dp.program(Program::FromContainer);
     let to_overlay = dp.program(Program::ToOverlay);
@@ -438,13 +543,34 @@ fn bench() {
             .collect();
         (baseline, rows)
     };
+    // IPv6's policy map is an LPM trie in every build (the contract's
+    // choice): how its paths grow from few entries to many.
+    let compared6 = [
+        (
+            "IPv6 origin: multicast to a remote gateway",
+            case(container, lxc, &to_remote6, redirect),
+        ),
+        (
+            "IPv6 gateway: SNAT and redirect (overlay)",
+            case(gateway, tunnel, &tunnelled6, redirect),
+        ),
+        (
+            "IPv6 origin on the gateway: SNAT, redirect",
+            case(container, lxc, &to_local6, redirect),
+        ),
+    ];
+    let measure6 = || -> Vec<Trials> { compared6.iter().map(|(_, c)| c.measure()).collect() };
     let small_entries = maps.policies().unwrap().len();
+    let small_entries6 = maps.policy_v6.len();
     let small = measure_all();
+    let small6 = measure6();
     for i in 0..extra {
         extra_entry(i);
     }
     let large_entries = maps.policies().unwrap().len();
+    let large_entries6 = maps.policy_v6.len();
     let large = measure_all();
+    let large6 = measure6();
 
     println!();
     let probed = |group| maps.policy_lens_for(group).unwrap().lens();
@@ -504,6 +630,28 @@ fn bench() {
             l.0.median - l.1.median,
         );
     }
+    println!();
+    println!(
+        "IPv6 policy lookup: the LPM trie mcast_egw_policy_v6, {small_entries6} and \
+         {large_entries6} entries ({}-byte frames)",
+        to_remote6.len()
+    );
+    println!(
+        "{:<42} {:>24} {:>24} {:>8}",
+        "",
+        format!("{small_entries6} entries"),
+        format!("{large_entries6} entries"),
+        "growth"
+    );
+    for (i, (path, _)) in compared6.iter().enumerate() {
+        println!(
+            "{:<42} {:>24} {:>24} {:>+8.1}",
+            path,
+            cell(&small6[i]),
+            cell(&large6[i]),
+            large6[i].median - small6[i].median
+        );
+    }
 
     // --- every path of this build, many entries ----------------------------
     let mcast = Some(Goal::NsAtMost(MCAST_GOAL_NS));
@@ -548,6 +696,28 @@ fn bench() {
             ns: case(to_overlay, tunnel, &to_remote, next).measure(),
             goal: mcast,
         },
+        // IPv6, with the IPv4 rows above in the same run: the goals are
+        // IPv4's.
+        Row {
+            path: "origin: IPv6 unicast passthrough",
+            ns: case(container, lxc, &unicast6, next).measure(),
+            goal: unicast_goal,
+        },
+        Row {
+            path: "origin: IPv6 multicast to a remote gateway",
+            ns: case(container, lxc, &to_remote6, redirect).measure(),
+            goal: mcast,
+        },
+        Row {
+            path: "gateway: IPv6 SNAT and redirect (overlay)",
+            ns: case(gateway, tunnel, &tunnelled6, redirect).measure(),
+            goal: mcast,
+        },
+        Row {
+            path: "origin on the gateway: IPv6 SNAT, redirect",
+            ns: case(container, lxc, &to_local6, redirect).measure(),
+            goal: mcast,
+        },
     ];
     // --- where the time goes: each path stopped after each stage ---------
     let globals = paths.globals();
@@ -555,6 +725,7 @@ fn bench() {
         StagedPath {
             path: "origin: multicast to a remote gateway",
             overlay: false,
+            v6: false,
             frame: &to_remote,
             ifindex: lxc,
             stops: &[
@@ -573,6 +744,7 @@ fn bench() {
         StagedPath {
             path: "gateway: SNAT and redirect (from overlay)",
             overlay: true,
+            v6: false,
             frame: &tunnelled,
             ifindex: tunnel,
             stops: &[
@@ -596,6 +768,7 @@ fn bench() {
         StagedPath {
             path: "origin on the gateway: SNAT and redirect",
             overlay: false,
+            v6: false,
             frame: &to_local,
             ifindex: lxc,
             stops: &[
@@ -616,6 +789,62 @@ fn bench() {
             ],
         },
     ];
+    // The IPv6 instance of the same flow: the stops it shares with IPv4
+    // (its classification has no stop of its own, and its rewrite none).
+    let stage_paths6 = [
+        StagedPath {
+            path: "IPv6 origin: multicast to a remote gateway",
+            overlay: false,
+            v6: true,
+            frame: &to_remote6,
+            ifindex: lxc,
+            stops: &[
+                stage::START,
+                stage::PARSE,
+                stage::POLICY,
+                stage::ENDPOINT,
+                stage::CONFIG,
+                stage::VALIDATE,
+                stage::TUNNEL_KEY,
+                stage::COUNT,
+                stage::NONE,
+            ],
+        },
+        StagedPath {
+            path: "IPv6 gateway: SNAT and redirect (from overlay)",
+            overlay: true,
+            v6: true,
+            frame: &tunnelled6,
+            ifindex: tunnel,
+            stops: &[
+                stage::START,
+                stage::PARSE,
+                stage::TUNNEL_GET,
+                stage::NODE,
+                stage::POLICY,
+                stage::CONFIG,
+                stage::VALIDATE,
+                stage::NONE,
+            ],
+        },
+        StagedPath {
+            path: "IPv6 origin on the gateway: SNAT and redirect",
+            overlay: false,
+            v6: true,
+            frame: &to_local6,
+            ifindex: lxc,
+            stops: &[
+                stage::START,
+                stage::PARSE,
+                stage::POLICY,
+                stage::ENDPOINT,
+                stage::CONFIG,
+                stage::VALIDATE,
+                stage::NONE,
+            ],
+        },
+    ];
+    let stage_paths: Vec<StagedPath> = stage_paths.into_iter().chain(stage_paths6).collect();
     // One build per stop, indexed by it.
     let variants: Vec<_> = (stage::NONE..=stage::COUNT)
         .map(|stop| load_stage(&globals, stop))
@@ -679,10 +908,13 @@ fn bench() {
 
     println!();
     println!(
-        "BPF_PROG_RUN, {}-byte frames, {} policy entries, ns/pkt: median of {TRIALS} trials \
-         (min-max), each {RUNS} runs in batches of {BATCH}, the kernel's timing",
+        "BPF_PROG_RUN, {}-byte frames ({} over IPv6), {} IPv4 and {} IPv6 policy entries, \
+         ns/pkt: median of {TRIALS} trials (min-max), each {RUNS} runs in batches of {BATCH}, \
+         the kernel's timing",
         to_remote.len(),
-        maps.policies().unwrap().len()
+        to_remote6.len(),
+        maps.policies().unwrap().len(),
+        maps.policy_v6.len(),
     );
     println!(
         "{:<44} {:>9} {:>17} {:>11} {:>9}  goal",
@@ -735,7 +967,11 @@ fn bench() {
         for (stop, t) in stages {
             println!(
                 "  {:<46} {:>22} {:>+8.1} {:>+11.1}",
-                stage::label(*stop),
+                if sp.v6 {
+                    stage::label6(*stop)
+                } else {
+                    stage::label(*stop)
+                },
                 cell(t),
                 t.median - prev,
                 t.median - stage_baseline.median,

@@ -67,6 +67,14 @@ pub enum Class {
     ChecksumCorner,
     Vlan,
     Ipv6,
+    Ipv6Valid,
+    Ipv6Mutated,
+    Ipv6Chain,
+    Ipv6Fragment,
+    Ipv6NeverEgress,
+    Ipv6ChecksumCorner,
+    Ipv6Truncated,
+    Ipv6Random,
     Arp,
     OtherEthertype,
     Control,
@@ -85,7 +93,15 @@ impl Class {
             Class::NeverEgress => "224.0.0.x / IGMP / PIM",
             Class::ChecksumCorner => "checksum corners",
             Class::Vlan => "802.1Q / 802.1ad tagged",
-            Class::Ipv6 => "IPv6",
+            Class::Ipv6 => "IPv6, IPv4-looking group",
+            Class::Ipv6Valid => "IPv6 valid multicast UDP",
+            Class::Ipv6Mutated => "IPv6 mutated header",
+            Class::Ipv6Chain => "IPv6 extension chains",
+            Class::Ipv6Fragment => "IPv6 fragment",
+            Class::Ipv6NeverEgress => "IPv6 scope<=2 / MLD / PIM",
+            Class::Ipv6ChecksumCorner => "IPv6 checksum corners",
+            Class::Ipv6Truncated => "IPv6 truncated",
+            Class::Ipv6Random => "IPv6 random",
             Class::Arp => "ARP",
             Class::OtherEthertype => "other ethertype",
             Class::Control => "positive control",
@@ -150,6 +166,7 @@ fn fixed_state(env: &Env) -> State {
     st.egress_ifaces.insert(uplink2, mac2);
     st.egress_ifaces
         .insert(env.vanished, [0x02, 0, 0, 0, 0, 0x99]);
+    crate::gen6::fixed_entries(&mut st, env);
     let (here, remote) = (addr::THIS_NODE, addr::REMOTE_GW);
     let (excluded, not_found, gone) = (GATEWAY_EXCLUDED, GATEWAY_NOT_FOUND, env.vanished);
     let p = |saddr, dst: &str, gateway_ip, egress_ifindex, policy_id, node, ident| Entry {
@@ -327,6 +344,8 @@ pub fn state(rng: &mut Rng, env: &Env, idx: usize, real_path: bool) -> State {
         });
     }
 
+    crate::gen6::random_entries(rng, &mut st, env);
+
     // Cilium's groups: none, or a few of the covered ones; the flag mostly
     // follows the map, but not always (a reader sees both orders).
     let groups = if rng.percent(50) { 0 } else { rng.range(1, 5) };
@@ -343,9 +362,12 @@ pub fn state(rng: &mut Rng, env: &Env, idx: usize, real_path: bool) -> State {
 
     if real_path {
         add_working_entries(rng, &mut st, env);
+        crate::gen6::add_working_entries(rng, &mut st, env);
         add_control(&mut st, env);
+        crate::gen6::add_control(&mut st, env);
     } else if rng.percent(30) {
         add_control(&mut st, env);
+        crate::gen6::add_control(&mut st, env);
     }
     st
 }
@@ -447,10 +469,16 @@ fn inside(rng: &mut Rng, dst: Ipv4Network) -> Ipv4Addr {
 
 pub struct Gen<'a> {
     pub rng: Rng,
-    st: &'a State,
-    env: &'a Env,
+    pub(crate) st: &'a State,
+    pub(crate) env: &'a Env,
     sources: Vec<Ipv4Addr>,
 }
+
+/// The share of the frames that are IPv6 ones of the structure-aware
+/// IPv6 classes (tests/fuzz/gen6.rs), in percent: the run's budget split
+/// between the families.
+const IPV6_SHARE: u64 = 35;
+const IPV6_SHARE_REAL_PATH: u64 = 30;
 
 impl<'a> Gen<'a> {
     pub fn new(rng: Rng, st: &'a State, env: &'a Env) -> Gen<'a> {
@@ -554,6 +582,15 @@ impl<'a> Gen<'a> {
 
     /// The next case, of a class drawn with the weights of the stage.
     pub fn case(&mut self, real_path: bool) -> Case {
+        let v6 = self.rng.percent(if real_path {
+            IPV6_SHARE_REAL_PATH
+        } else {
+            IPV6_SHARE
+        });
+        if v6 {
+            let (class, frame, mutations) = self.case6(real_path);
+            return self.finish(class, frame, mutations);
+        }
         let roll = self.rng.below(1000);
         let (class, frame, mutations) = if real_path {
             match roll {
@@ -598,6 +635,16 @@ impl<'a> Gen<'a> {
     ) -> Case {
         // Frames of up to 9000 bytes: what the pod's jumbo veth carries.
         frame.truncate(MAX_FRAME);
+        if crate::model6::is_v6(&frame) {
+            let (ifindex, key) = self.placement6(&frame);
+            return Case {
+                class,
+                mutations,
+                frame,
+                ifindex,
+                key,
+            };
+        }
         let (saddr, daddr) = if frame.len() >= 34 {
             (
                 Ipv4Addr::new(frame[26], frame[27], frame[28], frame[29]),
@@ -652,6 +699,17 @@ impl<'a> Gen<'a> {
             d.dst_mac = packet::group_mac(g);
         }
         (Class::Valid, d.bytes(), Vec::new())
+    }
+
+    /// A frame of the IPv6 positive control: covered, valid, must leave.
+    pub fn control_v6(&mut self) -> Case {
+        Case {
+            class: Class::Control,
+            mutations: vec!["v6_control"],
+            frame: self.control6(),
+            ifindex: self.env.lxc_a,
+            key: Some((ID_CTL, addr::REMOTE_GW)),
+        }
     }
 
     /// A frame of the positive control: covered, valid, must leave.
@@ -929,7 +987,9 @@ impl<'a> Gen<'a> {
         let mut v6 = vec![0x60, 0, 0, 0];
         v6.extend_from_slice(&((8 + len) as u16).to_be_bytes());
         v6.extend_from_slice(&[17, 64]);
-        v6.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0b]);
+        v6.extend_from_slice(&[
+            0x20, 0x01, 0x0d, 0xb8, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0b,
+        ]);
         // ff3e::/96 SSM, with bytes that an IPv4 reading would take for a
         // covered group.
         let g = self.group().octets();
@@ -1082,7 +1142,7 @@ impl<'a> Gen<'a> {
                         1 => 7,
                         2 => 8,
                         3 => cur.wrapping_sub(1),
-                        4 => cur + 1,
+                        4 => cur.wrapping_add(1),
                         5 => cur.wrapping_add(r.below(64) as u16),
                         _ => r.u16(),
                     };

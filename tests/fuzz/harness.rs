@@ -4,14 +4,14 @@
 //! compare (verdicts and bytes, drops, counters, copies on the taps).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use cilium_mcast_egress::bpf_intf::{mcast_config, mcast_test_tunnel};
 use cilium_mcast_egress::datapath::maps::{DropReason, Role};
 use cilium_mcast_egress::datapath::maps::{
-    EgressIface, Endpoint, Gateway, Origin, PolicyKey, PolicyValue,
+    EgressIface, Endpoint, Gateway, Origin, PolicyKey, PolicyKey6, PolicyValue, PolicyValue6,
 };
 use cilium_mcast_egress::datapath::{load_skel, Datapath, Maps, Plain, Program};
 
@@ -288,12 +288,46 @@ impl Fixture {
         for g in m.cilium_groups().expect("groups") {
             m.cilium_group_delete(g).expect("group delete");
         }
+        let keys6: Vec<PolicyKey6> = m.policy_v6.keys().map(|k| k.expect("key")).collect();
+        for k in &keys6 {
+            m.policy_v6.delete(k).expect("IPv6 policy delete");
+        }
+        let eps6: Vec<_> = m.endpoints_v6.keys().map(|k| k.expect("key")).collect();
+        for a in &eps6 {
+            m.endpoints_v6.delete(a).expect("IPv6 endpoint delete");
+        }
+        let gateway_of = |ip: Ipv4Addr| match ip {
+            GATEWAY_NOT_FOUND => Gateway::NotFound,
+            GATEWAY_EXCLUDED => Gateway::Excluded,
+            ip => Gateway::Node(ip),
+        };
+        for e in st.policies6.values() {
+            m.policy_v6
+                .put(
+                    &PolicyKey6 {
+                        source: e.saddr,
+                        destination: e.dst,
+                    },
+                    &PolicyValue6 {
+                        egress_ip: e.egress_ip,
+                        gateway: gateway_of(e.gateway_ip),
+                        egress_ifindex: e.egress_ifindex,
+                        policy_id: e.policy_id,
+                        origin: Origin {
+                            node: e.origin_node,
+                            identity: e.origin_identity,
+                        },
+                    },
+                )
+                .expect("IPv6 policy insert");
+        }
+        for (a, &(ifindex, identity)) in &st.endpoints6 {
+            m.endpoints_v6
+                .put(a, &Endpoint { ifindex, identity })
+                .expect("IPv6 endpoint insert");
+        }
         for e in st.policies.values() {
-            let gateway = match e.gateway_ip {
-                GATEWAY_NOT_FOUND => Gateway::NotFound,
-                GATEWAY_EXCLUDED => Gateway::Excluded,
-                ip => Gateway::Node(ip),
-            };
+            let gateway = gateway_of(e.gateway_ip);
             m.policy_insert(
                 &PolicyKey {
                     source: e.saddr,
@@ -336,10 +370,11 @@ impl Fixture {
         self.config
             .update(0u32.as_bytes(), cfg.as_bytes(), MapFlags::ANY)
             .expect("config");
-        m.counters_retain_policies(&BTreeSet::new())
-            .expect("clearing counters");
+        self.clear_counters();
 
         assert_eq!(m.policies().expect("policies").len(), st.policies.len());
+        assert_eq!(m.policy_v6.len(), st.policies6.len());
+        assert_eq!(m.endpoints_v6.len(), st.endpoints6.len());
         assert_eq!(m.endpoints().expect("endpoints").len(), st.endpoints.len());
         assert_eq!(m.nodes().expect("nodes").len(), st.nodes.len());
         assert_eq!(
@@ -361,23 +396,44 @@ impl Fixture {
         self.last_key.set(None);
     }
 
-    /// Drops so far, by role * (MAX + 1) + reason: (packets, bytes).
+    /// Drops so far, both families (mcast_egw_drops, mcast_egw_drops_v6),
+    /// by [`model::drop_slot`]: (packets, bytes).
     pub fn drops(&self) -> Vec<(u64, u64)> {
-        let mut v = vec![(0, 0); 2 * (model::reason::MAX as usize + 1)];
+        let mut v = vec![(0, 0); model::DROP_SLOTS];
         for (ri, role) in [Role::Origin, Role::Gateway].into_iter().enumerate() {
             for code in 1..=model::reason::MAX {
                 let Some(reason) = DropReason::from_code(code) else {
                     continue;
                 };
                 let d = self.maps.drop_count(role, reason).expect("drops");
-                v[ri * (model::reason::MAX as usize + 1) + code as usize] = (d.packets, d.bytes);
+                v[model::drop_slot(false, ri as u32, code)] = (d.packets, d.bytes);
+                let d = self.maps.drop_count_v6(role, reason).expect("IPv6 drops");
+                v[model::drop_slot(true, ri as u32, code)] = (d.packets, d.bytes);
             }
         }
         v
     }
 
-    /// Replication counters: (policy, group, role) -> (packets, bytes).
-    pub fn counters(&self) -> BTreeMap<(u32, Ipv4Addr, u32), (u64, u64)> {
+    /// One slot of [`Fixture::drops`].
+    pub fn drop_at(&self, slot: usize) -> (u64, u64) {
+        let n = model::reason::MAX as usize + 1;
+        let (v6, role, code) = (slot / (2 * n) == 1, (slot / n) % 2, (slot % n) as u32);
+        let role = [Role::Origin, Role::Gateway][role];
+        let Some(reason) = DropReason::from_code(code) else {
+            return (0, 0);
+        };
+        let d = if v6 {
+            self.maps.drop_count_v6(role, reason)
+        } else {
+            self.maps.drop_count(role, reason)
+        }
+        .expect("drops");
+        (d.packets, d.bytes)
+    }
+
+    /// Replication counters of both families (Maps::counters lists
+    /// both): (policy, group, role) -> (packets, bytes).
+    pub fn counters(&self) -> BTreeMap<(u32, IpAddr, u32), (u64, u64)> {
         self.maps
             .counters()
             .expect("counters")
@@ -387,16 +443,12 @@ impl Fixture {
                     Role::Origin => model::ROLE_ORIGIN,
                     _ => model::ROLE_GATEWAY,
                 };
-                // Maps::counters() now lists both families; the model
-                // counts IPv4 groups only.
-                let std::net::IpAddr::V4(group) = c.group else {
-                    panic!("an IPv6 counter the IPv4 model has no place for: {c:?}");
-                };
-                ((c.policy_id, group, role), (c.packets, c.bytes))
+                ((c.policy_id, c.group, role), (c.packets, c.bytes))
             })
             .collect()
     }
 
+    /// Both families' counters (counters_retain_policies clears both).
     pub fn clear_counters(&self) {
         self.maps
             .counters_retain_policies(&BTreeSet::new())

@@ -2,13 +2,14 @@
 //! written down from the datapath's specification: the verdict, the drop
 //! and its reason, the bytes, the counters, and what leaves which device.
 //! It shares no code with bpf/: its own LPM lookup, validation and rewrite,
-//! on the test's own checksum code (tests/common/packet.rs).
+//! on the test's own checksum code (tests/common/packet.rs). IPv6 frames
+//! are model6.rs's; the types here serve both families.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 
 use crate::common::packet::{checksum, fold, group_mac, ones_complement_sum};
 
@@ -103,6 +104,21 @@ pub struct Entry {
     pub origin_identity: u32,
 }
 
+/// One IPv6 policy entry: key {saddr/128, dst} and its value. Gateway and
+/// origin are underlay (IPv4) nodes, as in [`Entry`].
+#[derive(Debug, Clone)]
+pub struct Entry6 {
+    pub saddr: Ipv6Addr,
+    pub dst: Ipv6Network,
+    pub egress_ip: Ipv6Addr,
+    /// A node IP, or GATEWAY_NOT_FOUND / GATEWAY_EXCLUDED.
+    pub gateway_ip: Ipv4Addr,
+    pub egress_ifindex: u32,
+    pub policy_id: u32,
+    pub origin_node: Ipv4Addr,
+    pub origin_identity: u32,
+}
+
 /// Everything the programs read: the maps, and the devices that exist
 /// (with their MTU) for bpf_check_mtu and the redirects.
 #[derive(Debug, Clone)]
@@ -118,6 +134,10 @@ pub struct State {
     pub egress_ifaces: BTreeMap<u32, [u8; 6]>,
     /// keyed like the trie: (saddr, network, prefix length)
     pub policies: BTreeMap<(Ipv4Addr, Ipv4Addr, u8), Entry>,
+    /// IPv6 pod address -> (ifindex, identity)
+    pub endpoints6: BTreeMap<Ipv6Addr, (u32, u32)>,
+    /// keyed like the trie: (saddr, network, prefix length)
+    pub policies6: BTreeMap<(Ipv6Addr, Ipv6Addr, u8), Entry6>,
     /// ifindex -> MTU of the devices present on the node.
     pub devices: BTreeMap<u32, u32>,
 }
@@ -134,6 +154,8 @@ impl Default for State {
             nodes: BTreeSet::new(),
             egress_ifaces: BTreeMap::new(),
             policies: BTreeMap::new(),
+            endpoints6: BTreeMap::new(),
+            policies6: BTreeMap::new(),
             devices: BTreeMap::new(),
         }
     }
@@ -165,6 +187,22 @@ impl State {
     /// The longest entry for (saddr, daddr): saddr exact, daddr by prefix.
     pub fn lookup(&self, saddr: Ipv4Addr, daddr: Ipv4Addr) -> Option<&Entry> {
         self.policies
+            .values()
+            .filter(|e| e.saddr == saddr && e.dst.contains(daddr))
+            .max_by_key(|e| e.dst.prefix())
+    }
+
+    pub fn insert_policy6(&mut self, e: Entry6) {
+        let dst = Ipv6Network::new(e.dst.network(), e.dst.prefix()).expect("prefix");
+        let e = Entry6 { dst, ..e };
+        self.policies6
+            .insert((e.saddr, e.dst.network(), e.dst.prefix()), e);
+    }
+
+    /// The longest IPv6 entry for (saddr, daddr), as the LPM trie looked up
+    /// with prefixlen 256 finds it: saddr exact, daddr by prefix.
+    pub fn lookup6(&self, saddr: Ipv6Addr, daddr: Ipv6Addr) -> Option<&Entry6> {
+        self.policies6
             .values()
             .filter(|e| e.saddr == saddr && e.dst.contains(daddr))
             .max_by_key(|e| e.dst.prefix())
@@ -206,6 +244,24 @@ impl State {
                 e.origin_identity
             );
         }
+        let _ = writeln!(
+            s,
+            "    endpoints6 (addr -> ifindex, identity) {:?}",
+            self.endpoints6
+        );
+        for e in self.policies6.values() {
+            let gw = match e.gateway_ip {
+                GATEWAY_NOT_FOUND => "NOT_FOUND".to_owned(),
+                GATEWAY_EXCLUDED => "EXCLUDED".to_owned(),
+                ip => ip.to_string(),
+            };
+            let _ = writeln!(
+                s,
+                "    policy6 {} -> {}: gateway {gw} egress_ip {} egress_ifindex {} policy_id {} origin {}/{}",
+                e.saddr, e.dst, e.egress_ip, e.egress_ifindex, e.policy_id, e.origin_node,
+                e.origin_identity
+            );
+        }
         s
     }
 }
@@ -228,18 +284,47 @@ pub struct Emitted {
     pub bytes: Vec<u8>,
 }
 
+/// A drop, counted in mcast_egw_drops (IPv4) or mcast_egw_drops_v6.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dropped {
+    pub v6: bool,
     pub role: u32,
     pub reason: u32,
     pub bytes: u64,
 }
 
-/// A replication counter increment.
+impl Dropped {
+    /// The slot of the drops readings: family, then role, then reason.
+    pub fn slot(&self) -> usize {
+        drop_slot(self.v6, self.role, self.reason)
+    }
+}
+
+/// Slots of a drops reading: both families, both roles, reasons 0..=MAX.
+pub const DROP_SLOTS: usize = 2 * 2 * (reason::MAX as usize + 1);
+
+pub fn drop_slot(v6: bool, role: u32, reason: u32) -> usize {
+    ((usize::from(v6) * 2 + role as usize) * (reason::MAX as usize + 1)) + reason as usize
+}
+
+/// (family, role, reason) of a drops-reading slot.
+pub fn slot_name(slot: usize) -> String {
+    let n = reason::MAX as usize + 1;
+    let (fam, role, reason) = (slot / (2 * n), (slot / n) % 2, slot % n);
+    format!(
+        "{}{}/{}",
+        if fam == 1 { "v6 " } else { "" },
+        role_name(role as u32),
+        reason_name(reason as u32)
+    )
+}
+
+/// A replication counter increment (mcast_egw_counters or
+/// mcast_egw_counters_v6, by the group's family).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Count {
     pub policy_id: u32,
-    pub group: Ipv4Addr,
+    pub group: IpAddr,
     pub role: u32,
     pub bytes: u64,
 }
@@ -258,7 +343,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn next(frame: &[u8], path: &'static str) -> Outcome {
+    pub(crate) fn next(frame: &[u8], path: &'static str) -> Outcome {
         Outcome {
             verdict: NEXT,
             out: frame.to_vec(),
@@ -271,12 +356,15 @@ impl Outcome {
 
     /// fail(reason, role, clone): counted, and the packet goes on to
     /// Cilium untouched when it was to get it anyway.
-    fn fail(frame: Vec<u8>, role: u32, reason: u32, clone: bool) -> Outcome {
+    pub(crate) fn fail(frame: Vec<u8>, role: u32, reason: u32, clone: bool) -> Outcome {
         let bytes = frame.len() as u64;
+        // The family is the frame's: an IPv6 frame is never cloned.
+        let v6 = frame.len() >= 14 && be16(&frame, 12) == 0x86dd;
         Outcome {
             verdict: if clone { NEXT } else { DROP },
             out: frame,
             drop: Some(Dropped {
+                v6,
                 role,
                 reason,
                 bytes,
@@ -287,7 +375,7 @@ impl Outcome {
         }
     }
 
-    fn drop(frame: &[u8], role: u32, reason: u32) -> Outcome {
+    pub(crate) fn drop(frame: &[u8], role: u32, reason: u32) -> Outcome {
         Outcome::fail(frame.to_vec(), role, reason, false)
     }
 
@@ -299,13 +387,7 @@ impl Outcome {
             self.out.len()
         );
         if let Some(d) = self.drop {
-            let _ = write!(
-                s,
-                ", drop {}/{} ({} bytes)",
-                role_name(d.role),
-                reason_name(d.reason),
-                d.bytes
-            );
+            let _ = write!(s, ", drop {} ({} bytes)", slot_name(d.slot()), d.bytes);
         }
         for c in &self.counted {
             let _ = write!(
@@ -332,7 +414,7 @@ pub fn hex(b: &[u8]) -> String {
     s
 }
 
-fn be16(b: &[u8], off: usize) -> u16 {
+pub(crate) fn be16(b: &[u8], off: usize) -> u16 {
     u16::from_be_bytes([b[off], b[off + 1]])
 }
 
@@ -416,6 +498,9 @@ fn not_ours(frame: &[u8], vlan_present: bool) -> Option<&'static str> {
 
 /// mcast_from_container on a frame that came in on `ifindex`.
 pub fn container(st: &State, frame: &[u8], ifindex: u32, vlan_present: bool) -> Outcome {
+    if frame.len() >= 14 && be16(frame, 12) == 0x86dd {
+        return crate::model6::container(st, frame, ifindex, vlan_present);
+    }
     if let Some(path) = not_ours(frame, vlan_present) {
         return Outcome::next(frame, path);
     }
@@ -470,7 +555,7 @@ pub fn container(st: &State, frame: &[u8], ifindex: u32, vlan_present: bool) -> 
             drop: None,
             counted: vec![Count {
                 policy_id: pol.policy_id,
-                group: daddr,
+                group: IpAddr::V4(daddr),
                 role: ROLE_ORIGIN,
                 bytes,
             }],
@@ -493,7 +578,7 @@ pub fn container(st: &State, frame: &[u8], ifindex: u32, vlan_present: bool) -> 
         drop: None,
         counted: vec![Count {
             policy_id: pol.policy_id,
-            group: daddr,
+            group: IpAddr::V4(daddr),
             role: ROLE_ORIGIN,
             bytes,
         }],
@@ -513,6 +598,9 @@ pub fn overlay(
     key: Option<(u32, Ipv4Addr)>,
     vlan_present: bool,
 ) -> Outcome {
+    if frame.len() >= 14 && be16(frame, 12) == 0x86dd {
+        return crate::model6::overlay(st, frame, key, vlan_present);
+    }
     if let Some(path) = not_ours(frame, vlan_present) {
         return Outcome::next(frame, path);
     }
@@ -566,7 +654,7 @@ fn emit(st: &State, pol: &Entry, cut: Vec<u8>, role: u32, clone: bool) -> Outcom
         return Outcome::fail(cut, ROLE_GATEWAY, reason::MTU_EXCEEDED, clone);
     }
     let rewritten = rewrite(&cut, pol.egress_ip, mac);
-    let group = addr_at(&cut, 30);
+    let group = IpAddr::V4(addr_at(&cut, 30));
     let bytes = cut.len() as u64;
     let mut counted = Vec::new();
     if role == ROLE_ORIGIN {
@@ -629,6 +717,11 @@ pub fn rewrite(cut: &[u8], egress_ip: Ipv4Addr, mac: [u8; 6]) -> Vec<u8> {
 /// pseudo-header; a result of 0 is sent as 0xffff (RFC 768). The field is
 /// not necessarily a correct checksum: it is updated all the same.
 pub fn udp_csum_update(old_csum: u16, old: [u8; 4], new: [u8; 4]) -> u16 {
+    csum_update(old_csum, &old, &new)
+}
+
+/// [`udp_csum_update`] for a field of any even length (an IPv6 address).
+pub fn csum_update(old_csum: u16, old: &[u8], new: &[u8]) -> u16 {
     let mut sum = u32::from(!old_csum);
     for w in old.chunks_exact(2) {
         sum += u32::from(!u16::from_be_bytes([w[0], w[1]]));

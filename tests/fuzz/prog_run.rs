@@ -5,16 +5,15 @@
 //! taken off the taps and checked too.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use cilium_mcast_egress::datapath::Program;
 
-use crate::check::{byte_diff, compare_run, verify_rewrite, verify_tunnel};
-use crate::common::packet::View;
+use crate::check::{byte_diff, compare_run, egress_invariant, verify_emitted, verify_tunnel};
 use crate::gen::{self, Case, Gen};
 use crate::harness::Fixture;
-use crate::model::{self, reason, Emitted, Outcome, State, Via};
+use crate::model::{self, Emitted, Outcome, State, Via};
 use crate::report::{At, Report};
 use crate::rng::{mix, Rng};
 
@@ -106,7 +105,7 @@ pub fn refusal(frame: &[u8], max_len: usize) -> Option<&'static str> {
 #[derive(Default)]
 struct Expect {
     drops: Vec<(u64, u64)>,
-    counters: BTreeMap<(u32, Ipv4Addr, u32), (u64, u64)>,
+    counters: BTreeMap<(u32, IpAddr, u32), (u64, u64)>,
     /// Copies that leave while the original goes on (clone), in order.
     copies: Vec<ExpectedCopy>,
 }
@@ -122,15 +121,14 @@ struct ExpectedCopy {
 impl Expect {
     fn new() -> Expect {
         Expect {
-            drops: vec![(0, 0); 2 * (reason::MAX as usize + 1)],
+            drops: vec![(0, 0); model::DROP_SLOTS],
             ..Expect::default()
         }
     }
 
     fn add(&mut self, m: &Outcome) {
         if let Some(d) = m.drop {
-            let e =
-                &mut self.drops[d.role as usize * (reason::MAX as usize + 1) + d.reason as usize];
+            let e = &mut self.drops[d.slot()];
             e.0 += 1;
             e.1 += d.bytes;
         }
@@ -154,14 +152,12 @@ pub fn delta(after: &[(u64, u64)], before: &[(u64, u64)]) -> Vec<(u64, u64)> {
 }
 
 pub fn drops_diff(want: &[(u64, u64)], got: &[(u64, u64)]) -> Vec<String> {
-    let n = reason::MAX as usize + 1;
     let mut p = Vec::new();
     for (i, (w, g)) in want.iter().zip(got).enumerate() {
         if w != g {
             p.push(format!(
-                "drops {}/{}: expected {} packets {} bytes, counted {} packets {} bytes",
-                model::role_name((i / n) as u32),
-                model::reason_name((i % n) as u32),
+                "drops {}: expected {} packets {} bytes, counted {} packets {} bytes",
+                model::slot_name(i),
                 w.0,
                 w.1,
                 g.0,
@@ -173,8 +169,8 @@ pub fn drops_diff(want: &[(u64, u64)], got: &[(u64, u64)]) -> Vec<String> {
 }
 
 pub fn counters_diff(
-    want: &BTreeMap<(u32, Ipv4Addr, u32), (u64, u64)>,
-    got: &BTreeMap<(u32, Ipv4Addr, u32), (u64, u64)>,
+    want: &BTreeMap<(u32, IpAddr, u32), (u64, u64)>,
+    got: &BTreeMap<(u32, IpAddr, u32), (u64, u64)>,
 ) -> Vec<String> {
     let mut p = Vec::new();
     for k in want.keys().chain(got.keys()) {
@@ -193,7 +189,11 @@ pub fn counters_diff(
 
 /// Check the copies taken off the taps against the expected ones, in order
 /// per tap; problems with the frame number they belong to.
-fn check_copies(fx: &Fixture, expected: &[ExpectedCopy]) -> Vec<(Option<usize>, String)> {
+fn check_copies(
+    fx: &Fixture,
+    st: &State,
+    expected: &[ExpectedCopy],
+) -> Vec<(Option<usize>, String)> {
     let mut problems = Vec::new();
     let mut got: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
     for (tap, f) in fx.drain_taps() {
@@ -224,11 +224,15 @@ fn check_copies(fx: &Fixture, expected: &[ExpectedCopy]) -> Vec<(Option<usize>, 
                 continue;
             };
             let p = match &e.via {
-                Via::Uplink(_) => {
+                Via::Uplink(i) => {
                     let mut p: Vec<String> = byte_diff(&e.bytes, g).into_iter().collect();
-                    let (egress, mac) = (View(&e.bytes).saddr(), View(&e.bytes).src_mac());
                     p.extend(
-                        verify_rewrite(input, g, egress, mac)
+                        egress_invariant(st, input, g, Some(*i), false)
+                            .into_iter()
+                            .map(|s| format!("egress invariant: {s}")),
+                    );
+                    p.extend(
+                        verify_emitted(input, g, &e.bytes)
                             .into_iter()
                             .map(|s| format!("independent check: {s}")),
                     );
@@ -285,7 +289,22 @@ fn run_one(
         (Err(_), Some(_)) => false,
         (Ok((verdict, out)), None) => {
             report.verdict(name, verdict, m.path);
-            let p = compare_run(m, &case.frame, verdict, &out);
+            let mut p = compare_run(m, &case.frame, verdict, &out);
+            if verdict == model::REDIRECT {
+                // A redirect with the frame as it came (cut of trailing
+                // bytes) goes to the tunnel; a rewritten one to an uplink.
+                let tunnel = case.frame.starts_with(&out);
+                let inv = egress_invariant(st, &case.frame, &out, None, tunnel);
+                report.note(
+                    if tunnel {
+                        "redirects checked against the egress invariant (tunnel)"
+                    } else {
+                        "redirects checked against the egress invariant (uplink)"
+                    },
+                    1,
+                );
+                p.extend(inv.into_iter().map(|s| format!("egress invariant: {s}")));
+            }
             if !p.is_empty() {
                 report.violation(&at, &p, &m.summary());
             }
@@ -351,6 +370,15 @@ fn corners(m: &Outcome, report: &mut Report) {
     else {
         return;
     };
+    if crate::model6::is_v6(bytes) {
+        if let Some(w) = crate::model6::walk(bytes) {
+            let at = w.l4_off + 6;
+            if w.proto == 17 && !w.later_fragment() && bytes[at..at + 2] == [0xff, 0xff] {
+                report.note("IPv6 rewrites whose UDP checksum is 0xffff", 1);
+            }
+        }
+        return;
+    }
     if bytes[24..26] == [0, 0] {
         report.note("rewrites whose IPv4 checksum is 0x0000", 1);
     }
@@ -405,11 +433,7 @@ fn check_batch(
     fx.clear_counters();
     for (i, (p, _)) in got_drops.iter().enumerate() {
         if *p > 0 {
-            let n = reason::MAX as usize + 1;
-            *report
-                .drops_seen
-                .entry(((i / n) as u32, (i % n) as u32))
-                .or_default() += p;
+            *report.drops_seen.entry(i).or_default() += p;
         }
     }
     let mut problems = drops_diff(&exp.drops, &got_drops);
@@ -423,7 +447,7 @@ fn check_batch(
         "clone copies checked on the taps (BPF_PROG_RUN)",
         observable as u64,
     );
-    let copy_problems = check_copies(fx, &exp.copies);
+    let copy_problems = check_copies(fx, st, &exp.copies);
     for (no, p) in &copy_problems {
         let idx = no.map_or(0, |n| n - first_no);
         report.violation(

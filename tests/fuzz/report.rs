@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use crate::gen::Case;
-use crate::model::{hex, reason_name, role_name, State};
+use crate::model::{hex, slot_name, State};
 
 /// Violations printed in full per stage; the rest are counted.
 const PRINTED: usize = 6;
@@ -21,8 +21,9 @@ pub struct Report {
     pub verdicts: BTreeMap<(&'static str, &'static str), u64>,
     /// (program, the rule that decided) -> frames.
     pub paths: BTreeMap<(&'static str, &'static str), u64>,
-    /// Drops read back from mcast_egw_drops: (role, reason) -> packets.
-    pub drops_seen: BTreeMap<(u32, u32), u64>,
+    /// Drops read back from mcast_egw_drops and mcast_egw_drops_v6, by
+    /// [`crate::model::drop_slot`] -> packets.
+    pub drops_seen: BTreeMap<usize, u64>,
     /// Mutated frames that still left (redirect or clone), by mutation:
     /// the cut and the rewrite ran on them.
     pub mutations_left: BTreeMap<&'static str, (u64, u64)>,
@@ -130,6 +131,15 @@ impl Report {
         eprint!("{s}");
     }
 
+    /// Which of `paths` (program, model rule) no frame took.
+    pub fn untaken(&self, paths: &[(&'static str, &'static str)]) -> Vec<String> {
+        paths
+            .iter()
+            .filter(|k| !self.paths.contains_key(*k))
+            .map(|(prog, path)| format!("{prog}: {path}"))
+            .collect()
+    }
+
     pub fn print(&self) {
         println!("fuzz: seed {:#018x}   replay: {}", self.seed, self.replay);
         let mut stage = "";
@@ -152,13 +162,9 @@ impl Report {
         for ((prog, path), n) in &self.paths {
             println!("    {prog:<36} {path:<26} {n:>10}");
         }
-        println!("  drops seen in mcast_egw_drops (both stages):");
-        for ((role, reason), n) in &self.drops_seen {
-            println!(
-                "    {:<8} {:<20} {n:>10}",
-                role_name(*role),
-                reason_name(*reason)
-            );
+        println!("  drops seen in mcast_egw_drops and mcast_egw_drops_v6 (both stages):");
+        for (slot, n) in &self.drops_seen {
+            println!("    {:<32} {n:>10}", slot_name(*slot));
         }
         println!("  mutations: frames with it / of which left through the uplink or tunnel:");
         for (m, (n, left)) in &self.mutations_left {
