@@ -92,18 +92,14 @@ impl Pod {
         Ipv4Addr::new(198, 51, 100, last)
     }
 
-    /// Its IPv6 address: 2001:db8:100::<n> for 198.51.100.<n>.
+    /// Its IPv6 address: 2001:db8:100::<n> for 198.51.100.<n>, the same
+    /// digits (pod-a1, 198.51.100.11, is 2001:db8:100::11), as the uplinks'
+    /// 2001:db8:203::10 mirrors 203.0.113.10.
     pub fn ip6(self) -> Ipv6Addr {
-        Ipv6Addr::new(
-            0x2001,
-            0xdb8,
-            0x100,
-            0,
-            0,
-            0,
-            0,
-            self.ip().octets()[3].into(),
-        )
+        let n = u16::from(self.ip().octets()[3]);
+        // The decimal digits read as hex: at most 3 digits, always valid.
+        let digits = ((n / 100) << 8) | ((n / 10 % 10) << 4) | (n % 10);
+        Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, digits)
     }
 
     /// The host side of its veth, in the node's namespace.
