@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod child;
 pub mod daemon;
 pub mod forge;
 pub mod lab_io;
