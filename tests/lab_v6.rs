@@ -454,12 +454,12 @@ lab_test!(
 );
 
 lab_test!(v6_wire_format_on_the_upstream_side, {
-    // Two groups whose low 32 bits differ above the low 23: RFC 2464's
-    // mapping keeps them apart, an RFC 1112-style one would not.
-    let second: Ipv6Addr = "ff3e::1:8000:1".parse().expect("group");
+    // Two groups whose low 32 bits differ only above the low 24: RFC
+    // 2464's mapping keeps them apart, one that kept fewer bits would not.
+    let second: Ipv6Addr = "ff3e::8100:1".parse().expect("group");
     let lab = lab_with(&[(
         "policy.yaml",
-        camera_policy("cameras6", &[PREFIX6, "ff3e::1:8000:0/112"], &[], Node::B),
+        camera_policy("cameras6", &[PREFIX6, "ff3e::8100:0/112"], &[], Node::B),
     )]);
     const COUNT: u32 = 5;
     const LEN: usize = 1316;
@@ -529,11 +529,9 @@ lab_test!(v6_wire_format_on_the_upstream_side, {
             "payload of datagram {seq} to {group}"
         );
     }
-    assert_eq!(
-        group_mac6(second),
-        [0x33, 0x33, 0x00, 0x01, 0x80, 0x01],
-        "RFC 2464 for ff3e::1:8000:1"
-    );
+    // The helper itself, against RFC 2464 by hand.
+    assert_eq!(group_mac6(GROUP6), [0x33, 0x33, 0x80, 0x00, 0x00, 0x01]);
+    assert_eq!(group_mac6(second), [0x33, 0x33, 0x81, 0x00, 0x00, 0x01]);
     assert_eq!(counter(&lab, Node::B, GROUP6, Role::Gateway).0, 5);
     assert_eq!(counter(&lab, Node::B, second, Role::Gateway).0, 5);
 });
