@@ -450,6 +450,11 @@ lab_test!(
                 "{group}"
             );
         }
+        // Untouched and uncounted: not dropped either (a datapath that took
+        // the MLDv1 report for its own would drop it as unsupported_protocol).
+        for node in [Node::A, Node::B] {
+            assert_eq!(all_drops(&lab, node), "", "IPv6 drops on {}", node.name());
+        }
     }
 );
 
