@@ -8,7 +8,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -401,6 +401,7 @@ cli_test!(counters_json_match_the_maps_after_real_runs, |fx| {
                 "policy": name(c.policy_id),
                 "policy_id": c.policy_id,
                 "group": c.group.to_string(),
+                "family": c.family().label(),
                 "role": c.role.label(),
                 "packets": c.packets,
                 "bytes": c.bytes,
@@ -417,6 +418,7 @@ cli_test!(counters_json_match_the_maps_after_real_runs, |fx| {
                 "reason": d.reason.label(),
                 "code": d.reason.code(),
                 "role": d.role.label(),
+                "family": d.family.label(),
                 "packets": d.packets,
                 "bytes": d.bytes,
             })
@@ -465,7 +467,7 @@ cli_test!(counters_json_match_the_maps_after_real_runs, |fx| {
             .as_array()
             .unwrap()
             .iter()
-            .find(|d| d["reason"] == reason && d["role"] == "origin")
+            .find(|d| d["reason"] == reason && d["role"] == "origin" && d["family"] == "ipv4")
             .map(|d| (d["packets"].as_u64().unwrap(), d["bytes"].as_u64().unwrap()))
             .unwrap_or_else(|| panic!("no drop row {reason}: {got}"))
     };
@@ -474,8 +476,8 @@ cli_test!(counters_json_match_the_maps_after_real_runs, |fx| {
     assert_eq!(drop("ttl_exceeded"), (0, 0), "zero rows are listed too");
     assert_eq!(
         got["drops"].as_array().unwrap().len(),
-        2 * DropReason::all().count(),
-        "every reason of both roles"
+        2 * 2 * DropReason::all().count(),
+        "every reason of both roles and both families"
     );
     assert!(
         suppressed > 0,
@@ -508,9 +510,13 @@ cli_test!(
             "{text}"
         );
         let drops = blocks.next().expect("drops table");
-        let rows = assert_aligned(drops, &["Drop reason", "Role", "Packets", "Bytes"]);
+        let rows = assert_aligned(
+            drops,
+            &["Drop reason", "Role", "Family", "Packets", "Bytes"],
+        );
         let reasons: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
         assert_eq!(reasons, ["no_gateway", "spoofed_source"], "{text}");
+        assert!(rows.iter().all(|r| r[2] == "ipv4"), "{text}");
         let suppressed = fx.maps.events_suppressed().unwrap();
         assert!(
             text.contains(&format!(
@@ -518,6 +524,185 @@ cli_test!(
             )),
             "{text}"
         );
+    }
+);
+
+// --- IPv6 counters and drops ---------------------------------------------------
+
+/// An IPv6 group as wide as they come: its column must fit it.
+const WIDE_GROUP: &str = "ff3e:1234:5678:9abc:def0:1234:8000:1";
+
+/// (policy id, group, role, packets, bytes).
+type Counter6 = (u32, Ipv6Addr, Role, u64, u64);
+/// (role, reason, packets, bytes).
+type Drop6 = (Role, DropReason, u64, u64);
+
+/// The IPv6 counters and drops written into the pinned `_v6` maps, beside
+/// the IPv4 ones of real runs.
+fn ipv6_counts(fx: &Fx) -> ([Counter6; 3], [Drop6; 2]) {
+    let counters = [
+        (
+            P_CAMERAS,
+            "ff3e::8000:1".parse().unwrap(),
+            Role::Origin,
+            40,
+            40 * 110,
+        ),
+        (
+            P_CAMERAS,
+            WIDE_GROUP.parse().unwrap(),
+            Role::Gateway,
+            3,
+            3 * 1400,
+        ),
+        (
+            P_UNNAMED,
+            "ff3e::1:8000:1".parse().unwrap(),
+            Role::Origin,
+            7,
+            7 * 90,
+        ),
+    ];
+    let drops = [
+        (Role::Gateway, DropReason::TTL_EXCEEDED, 9, 9 * 90),
+        (Role::Origin, DropReason::MALFORMED, 2, 2 * 70),
+    ];
+    let paths = fx.paths();
+    for (id, group, role, p, b) in counters {
+        common::counters::put_counter_v6(&paths, id, group, role, p, b);
+    }
+    for (role, reason, p, b) in drops {
+        common::counters::put_drop_v6(&paths, role, reason, p, b);
+    }
+    (counters, drops)
+}
+
+cli_test!(
+    counters_json_lists_ipv6_groups_and_drops_with_their_family,
+    |fx| {
+        fx.traffic();
+        let (counters6, drops6) = ipv6_counts(&fx);
+        let got = cli_json(&["counters", "--bpffs-root", fx.root(), "-o", "json"]);
+        let rows = got["counters"].as_array().unwrap();
+        assert_eq!(rows.len(), 3 + 3, "IPv4's three and IPv6's three: {got}");
+        for (id, group, role, packets, bytes) in counters6 {
+            let row = rows
+                .iter()
+                .find(|c| c["group"] == group.to_string() && c["role"] == role.label())
+                .unwrap_or_else(|| panic!("no row for {group}: {got}"));
+            assert_eq!(row["policy_id"], id, "{row}");
+            assert_eq!(row["family"], "ipv6", "{row}");
+            assert_eq!(row["packets"], packets, "{row}");
+            assert_eq!(row["bytes"], bytes, "{row}");
+        }
+        assert_eq!(
+            rows.iter().filter(|c| c["family"] == "ipv4").count(),
+            3,
+            "{got}"
+        );
+        // Sorted by policy, then group: a policy's IPv4 groups first.
+        let cameras: Vec<&str> = rows
+            .iter()
+            .filter(|c| c["policy"] == "cameras")
+            .map(|c| c["family"].as_str().unwrap())
+            .collect();
+        assert_eq!(cameras, ["ipv4", "ipv6", "ipv6"], "{got}");
+        assert_eq!(
+            rows.iter()
+                .find(|c| c["group"] == "ff3e::1:8000:1")
+                .unwrap()["policy"],
+            "42"
+        );
+
+        let drops = got["drops"].as_array().unwrap();
+        let drop = |family: &str, role: Role, reason: DropReason| {
+            drops
+                .iter()
+                .find(|d| {
+                    d["family"] == family
+                        && d["role"] == role.label()
+                        && d["reason"] == reason.label()
+                })
+                .map(|d| (d["packets"].as_u64().unwrap(), d["bytes"].as_u64().unwrap()))
+                .unwrap_or_else(|| panic!("no drop row {family} {reason:?}: {got}"))
+        };
+        for (role, reason, packets, bytes) in drops6 {
+            assert_eq!(drop("ipv6", role, reason), (packets, bytes));
+            assert_eq!(
+                drop("ipv4", role, reason),
+                (0, 0),
+                "the IPv4 map is another"
+            );
+        }
+        assert_eq!(
+            drop("ipv6", Role::Origin, DropReason::NO_GATEWAY),
+            (0, 0),
+            "IPv4's real drops are not IPv6's"
+        );
+        assert_eq!(
+            drop("ipv4", Role::Origin, DropReason::NO_GATEWAY).0,
+            u64::from(N_NO_GW)
+        );
+
+        // A policy gone takes its counters of both families with it.
+        let keep = [P_LOCAL].into_iter().collect();
+        assert_eq!(fx.maps.counters_retain_policies(&keep).unwrap(), 1 + 3);
+        let left: Vec<(u32, &str)> = fx
+            .maps
+            .counters()
+            .unwrap()
+            .iter()
+            .map(|c| (c.policy_id, c.family().label()))
+            .collect();
+        assert_eq!(left, [(P_LOCAL, "ipv4"), (P_LOCAL, "ipv4")]);
+    }
+);
+
+cli_test!(
+    counters_text_fits_ipv6_groups_and_names_the_family_of_drops,
+    |fx| {
+        fx.traffic();
+        ipv6_counts(&fx);
+        let text = cli_ok(&["counters", "--bpffs-root", fx.root()]);
+        let mut blocks = text.split("\n\n");
+        let counters = blocks.next().expect("counters table");
+        let rows = assert_aligned(counters, &["Policy", "Group", "Role", "Packets", "Bytes"]);
+        assert_eq!(rows.len(), 6, "{text}");
+        for want in [
+            ["cameras", "ff3e::8000:1", "origin", "40", "4400"],
+            ["cameras", WIDE_GROUP, "gateway", "3", "4200"],
+            ["42", "ff3e::1:8000:1", "origin", "7", "630"],
+        ] {
+            assert!(
+                rows.contains(&want.map(String::from).to_vec()),
+                "{want:?}:\n{text}"
+            );
+        }
+        // The widest address sets the column: three spaces after it.
+        assert!(
+            counters.contains(&format!(" {WIDE_GROUP}   gateway ")),
+            "{text}"
+        );
+        let drops = blocks.next().expect("drops table");
+        let rows = assert_aligned(
+            drops,
+            &["Drop reason", "Role", "Family", "Packets", "Bytes"],
+        );
+        let got: Vec<[&str; 3]> = rows
+            .iter()
+            .map(|r| [r[0].as_str(), r[1].as_str(), r[2].as_str()])
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ["no_gateway", "origin", "ipv4"],
+                ["spoofed_source", "origin", "ipv4"],
+                ["malformed", "origin", "ipv6"],
+                ["ttl_exceeded", "gateway", "ipv6"],
+            ],
+            "{text}"
+        );
+        assert_eq!(rows[3][3..], ["9".to_string(), "810".to_string()], "{text}");
     }
 );
 
@@ -1129,6 +1314,7 @@ fn monitor_json_reports_a_spoofed_source_on_the_lab() {
     assert_eq!(e["reason"], "spoofed_source", "{e}");
     assert_eq!(e["code"], 2, "{e}");
     assert_eq!(e["role"], "origin", "{e}");
+    assert_eq!(e["family"], "ipv4", "a 40-byte record: {e}");
     assert_eq!(e["source"], "198.51.100.11", "{e}");
     assert_eq!(e["group"], "232.1.1.1", "{e}");
     assert_eq!(e["device"], "lxca2", "{e}");

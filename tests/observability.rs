@@ -7,11 +7,13 @@
 
 mod common;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::process::Command;
 use std::time::Duration;
 
-use cilium_mcast_egress::datapath::maps::{DropReason, Gateway, Maps, Role, COUNTERS_MAP};
+use cilium_mcast_egress::datapath::maps::{
+    DropReason, Family, Gateway, Maps, Role, COUNTERS_MAP, COUNTERS_V6_MAP,
+};
 use cilium_mcast_egress::datapath::Paths;
 use common::daemon::{self, sample, Daemon, Running};
 use common::lab_io::{pod_socket, send_stream, Receiver};
@@ -40,6 +42,7 @@ fn packets(scrape: &str, role: &str, egress_ip: &str) -> (f64, f64) {
         ("group", "232.1.0.0/16"),
         ("role", role),
         ("egress_ip", egress_ip),
+        ("family", "ipv4"),
     ];
     (
         sample(scrape, "cilium_mcast_egress_packets_total", &labels).unwrap_or(0.0),
@@ -176,7 +179,11 @@ fn scrape_counts_every_datagram_drops_and_survives_a_restart() {
         sample(
             &scrape(&lab, Node::B),
             "cilium_mcast_egress_drops_total",
-            &[("reason", "ttl_exceeded"), ("role", "gateway")],
+            &[
+                ("reason", "ttl_exceeded"),
+                ("role", "gateway"),
+                ("family", "ipv4"),
+            ],
         ) == Some(30.0)
     });
     // Every reason has a series, zero or not.
@@ -184,7 +191,11 @@ fn scrape_counts_every_datagram_drops_and_survives_a_restart() {
         sample(
             &b,
             "cilium_mcast_egress_drops_total",
-            &[("reason", "spoofed_source"), ("role", "origin")]
+            &[
+                ("reason", "spoofed_source"),
+                ("role", "origin"),
+                ("family", "ipv4")
+            ]
         ),
         Some(0.0)
     );
@@ -243,19 +254,26 @@ fn quiet_node_scrape_has_drops_policy_sync_and_gateway_gauges() {
         let (status, m) = http_get("/metrics").expect("/metrics answers");
         assert_eq!(status, 200, "{m}");
 
-        // Every reason of the generated enum, for both roles, at 0.
-        for role in Role::ALL {
-            for reason in DropReason::all() {
-                for name in [
-                    "cilium_mcast_egress_drops_total",
-                    "cilium_mcast_egress_drop_bytes_total",
-                ] {
-                    let labels = [("reason", reason.label()), ("role", role.label())];
-                    assert_eq!(
-                        sample(&m, name, &labels),
-                        Some(0.0),
-                        "{name}{labels:?}:\n{m}"
-                    );
+        // Every reason of the generated enum, for both roles and both
+        // families, at 0.
+        for family in Family::ALL {
+            for role in Role::ALL {
+                for reason in DropReason::all() {
+                    for name in [
+                        "cilium_mcast_egress_drops_total",
+                        "cilium_mcast_egress_drop_bytes_total",
+                    ] {
+                        let labels = [
+                            ("reason", reason.label()),
+                            ("role", role.label()),
+                            ("family", family.label()),
+                        ];
+                        assert_eq!(
+                            sample(&m, name, &labels),
+                            Some(0.0),
+                            "{name}{labels:?}:\n{m}"
+                        );
+                    }
                 }
             }
         }
@@ -345,6 +363,71 @@ fn quiet_node_scrape_has_drops_policy_sync_and_gateway_gauges() {
         assert!(
             !m.contains("cilium_mcast_egress_packets_total"),
             "packets_total without a sample:\n{m}"
+        );
+
+        // IPv6 counts, as the datapath keeps them in the `_v6` maps: in
+        // the next scrape, labelled with their family.
+        let paths = Paths::new(ours.path());
+        let cameras = Maps::open_pinned(&paths)
+            .expect("maps")
+            .policies()
+            .expect("policies")[0]
+            .1
+            .policy_id;
+        let group: Ipv6Addr = "ff3e::8000:1".parse().unwrap();
+        common::counters::put_counter_v6(&paths, cameras, group, Role::Origin, 12, 12 * 110);
+        // A policy id no policy has: not exported.
+        common::counters::put_counter_v6(&paths, cameras + 1000, group, Role::Origin, 5, 500);
+        common::counters::put_drop_v6(&paths, Role::Gateway, DropReason::TTL_EXCEEDED, 9, 810);
+        let (status, m) = http_get("/metrics").expect("/metrics answers");
+        assert_eq!(status, 200, "{m}");
+        // `cameras` has no IPv6 prefix: its IPv6 groups count under
+        // `other`, apart from IPv4's.
+        let labels = [
+            ("policy", "cameras"),
+            ("group", "other"),
+            ("role", "origin"),
+            ("egress_ip", ""),
+            ("family", "ipv6"),
+        ];
+        assert_eq!(
+            sample(&m, "cilium_mcast_egress_packets_total", &labels),
+            Some(12.0),
+            "{m}"
+        );
+        assert_eq!(
+            sample(&m, "cilium_mcast_egress_bytes_total", &labels),
+            Some(1320.0),
+            "{m}"
+        );
+        assert_eq!(
+            m.lines()
+                .filter(|l| l.starts_with("cilium_mcast_egress_packets_total{"))
+                .count(),
+            1,
+            "{m}"
+        );
+        let drop = |family: &str| {
+            sample(
+                &m,
+                "cilium_mcast_egress_drops_total",
+                &[
+                    ("reason", "ttl_exceeded"),
+                    ("role", "gateway"),
+                    ("family", family),
+                ],
+            )
+        };
+        assert_eq!(drop("ipv6"), Some(9.0), "{m}");
+        assert_eq!(drop("ipv4"), Some(0.0), "{m}");
+        assert_eq!(
+            sample(
+                &m,
+                "cilium_mcast_egress_map_entries",
+                &[("map", COUNTERS_V6_MAP)]
+            ),
+            Some(2.0),
+            "{m}"
         );
     });
 }

@@ -18,7 +18,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use serde::Serialize;
 
 use super::{check_datapath, classify, clock_ns, format_utc, ifname, CliError, Output, Result};
-use crate::datapath::maps::{DropEvent, EVENTS_MAP};
+use crate::datapath::maps::{DropEvent, EventError, EVENTS_MAP};
 use crate::datapath::{DatapathError, Paths};
 
 /// How long one poll of the ring buffer may block: the exit conditions
@@ -50,11 +50,15 @@ pub struct EventRow {
     pub code: u32,
     /// `origin` or `gateway`.
     pub role: &'static str,
+    /// `ipv4` or `ipv6`.
+    pub family: &'static str,
     pub source: String,
     pub group: String,
-    /// `udp`, `tcp`, ... or the number.
+    /// `udp`, `tcp`, ... or the number; for IPv6 the upper-layer protocol
+    /// behind the extension headers.
     pub protocol: String,
     pub protocol_number: u8,
+    /// The TTL of an IPv4 packet, the hop limit of an IPv6 one.
     pub ttl: u8,
     /// Bytes of the packet, Ethernet header included.
     pub length: u32,
@@ -71,6 +75,12 @@ pub fn protocol_name(proto: u8) -> String {
         2 => "igmp".into(),
         6 => "tcp".into(),
         17 => "udp".into(),
+        43 => "ipv6-route".into(),
+        44 => "ipv6-frag".into(),
+        51 => "ah".into(),
+        58 => "ipv6-icmp".into(),
+        59 => "ipv6-nonxt".into(),
+        60 => "ipv6-opts".into(),
         103 => "pim".into(),
         n => n.to_string(),
     }
@@ -87,6 +97,7 @@ impl EventRow {
             reason: e.reason.label(),
             code: e.reason.code(),
             role: e.role.label(),
+            family: e.family().label(),
             source: e.source.to_string(),
             group: e.group.to_string(),
             protocol: protocol_name(e.proto),
@@ -104,8 +115,12 @@ impl EventRow {
             Some(name) => format!("device {name}"),
             None => format!("ifindex {}", self.ifindex),
         };
+        let ttl = match self.family {
+            "ipv6" => "hop limit",
+            _ => "ttl",
+        };
         format!(
-            "{} xx drop ({}) {}, {device}: {} -> {} {}, ttl {}, {} bytes",
+            "{} xx drop ({}) {}, {device}: {} -> {} {}, {ttl} {}, {} bytes",
             self.time,
             self.reason,
             self.role,
@@ -155,6 +170,8 @@ struct Sink<'w> {
     stale: u64,
     /// Of a layout this build does not know.
     undecodable: u64,
+    /// Why the first of those could not be read.
+    first_undecodable: Option<EventError>,
     error: Option<CliError>,
 }
 
@@ -167,9 +184,13 @@ impl Sink<'_> {
         if self.done() {
             return STOP_CONSUMING;
         }
-        let Some(event) = DropEvent::decode(data) else {
-            self.undecodable += 1;
-            return 0;
+        let event = match DropEvent::decode(data) {
+            Ok(event) => event,
+            Err(e) => {
+                self.undecodable += 1;
+                self.first_undecodable.get_or_insert(e);
+                return 0;
+            }
         };
         if event.timestamp_ns < self.started_ns {
             self.stale += 1;
@@ -238,6 +259,7 @@ pub fn run(paths: &Paths, output: Output, limits: Limits, out: &mut dyn Write) -
         printed: 0,
         stale: 0,
         undecodable: 0,
+        first_undecodable: None,
         error: None,
     });
 
@@ -286,9 +308,9 @@ pub fn run(paths: &Paths, output: Output, limits: Limits, out: &mut dyn Write) -
             sink.stale
         );
     }
-    if sink.undecodable > 0 {
+    if let Some(first) = &sink.first_undecodable {
         eprintln!(
-            "Ignored {} events of an unknown layout (a datapath of another version?).",
+            "Ignored {} events of an unknown layout (a datapath of another version?); the first: {first}.",
             sink.undecodable
         );
     }
@@ -330,6 +352,37 @@ mod tests {
         assert!(row.text().contains(", ifindex 7: "), "{}", row.text());
     }
 
+    fn event6() -> DropEvent {
+        DropEvent {
+            timestamp_ns: 5_000_000_000,
+            source: "2001:db8:100::11".parse().unwrap(),
+            group: "ff3e::8000:1".parse().unwrap(),
+            ifindex: 7,
+            reason: DropReason::TTL_EXCEEDED,
+            role: Role::Gateway,
+            len: 90,
+            proto: 17,
+            ttl: 1,
+        }
+    }
+
+    #[test]
+    fn text_line_of_an_ipv6_drop_has_its_hop_limit() {
+        let offset = 1_735_689_600_000_000_000i128 - 5_000_000_000;
+        let row = EventRow::new(&event6(), offset, Some("cilium_vxlan".into()));
+        assert_eq!(
+            row.text(),
+            "2025-01-01T00:00:00.000Z xx drop (ttl_exceeded) gateway, device cilium_vxlan: \
+             2001:db8:100::11 -> ff3e::8000:1 udp, hop limit 1, 90 bytes"
+        );
+        let v = serde_json::to_value(&row).unwrap();
+        assert_eq!(v["family"], "ipv6");
+        assert_eq!(v["source"], "2001:db8:100::11");
+        assert_eq!(v["group"], "ff3e::8000:1");
+        assert_eq!(v["ttl"], 1);
+        assert_eq!(protocol_name(58), "ipv6-icmp");
+    }
+
     #[test]
     fn json_object() {
         let row = EventRow::new(&event(), 0, Some("lxca2".into()));
@@ -337,6 +390,7 @@ mod tests {
         assert_eq!(v["reason"], "spoofed_source");
         assert_eq!(v["code"], 2);
         assert_eq!(v["role"], "origin");
+        assert_eq!(v["family"], "ipv4");
         assert_eq!(v["source"], "198.51.100.11");
         assert_eq!(v["group"], "232.1.1.1");
         assert_eq!(v["protocol"], "udp");
@@ -360,9 +414,11 @@ mod tests {
             printed: 0,
             stale: 0,
             undecodable: 0,
+            first_undecodable: None,
             error: None,
         };
         assert_eq!(sink.take(&[0u8; 3]), 0, "another layout is skipped");
+        assert_eq!(sink.first_undecodable, Some(EventError::Size(3)));
         let raw = |ts: u64| {
             let e = crate::bpf_intf::mcast_drop_event {
                 timestamp_ns: ts,
@@ -379,6 +435,16 @@ mod tests {
             crate::datapath::Plain::as_bytes(&e).to_vec()
         };
         assert_eq!(sink.take(&raw(3_000_000_000)), 0, "stale: skipped");
+        let stale6 = crate::bpf_intf::mcast_drop_event6 {
+            timestamp_ns: 3_500_000_000,
+            reason: DropReason::MALFORMED.code(),
+            ..Default::default()
+        };
+        assert_eq!(
+            sink.take(crate::datapath::Plain::as_bytes(&stale6)),
+            0,
+            "an IPv6 record is read, and stale: skipped"
+        );
         assert_eq!(
             sink.take(&raw(4_500_000_000)),
             STOP_CONSUMING,
@@ -389,7 +455,7 @@ mod tests {
             STOP_CONSUMING,
             "left in the ring"
         );
-        assert_eq!((sink.printed, sink.stale, sink.undecodable), (1, 1, 1));
+        assert_eq!((sink.printed, sink.stale, sink.undecodable), (1, 2, 1));
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text.lines().count(), 1);
         assert!(text.contains("\"no_gateway\""), "{text}");

@@ -2,8 +2,12 @@
 
 use super::*;
 
-/// `packets_total` and `bytes_total`, from `mcast_egw_counters`, labelled
-/// by the last resolution.
+/// The labels of one replication series: policy, group label, role,
+/// egress_ip label, family.
+type Series = (String, String, Role, String, Family);
+
+/// `packets_total` and `bytes_total`, from `mcast_egw_counters` and
+/// `mcast_egw_counters_v6`, labelled by the last resolution.
 pub(super) struct Replication {
     pub(super) reader: Arc<dyn MapReader>,
     pub(super) view: Arc<RwLock<View>>,
@@ -23,7 +27,7 @@ impl Replication {
         view: Arc<RwLock<View>>,
         failure: Arc<Failure>,
     ) -> prometheus::Result<Replication> {
-        let labels = &["policy", "group", "role", "egress_ip"];
+        let labels = &["policy", "group", "role", "egress_ip", "family"];
         Ok(Replication {
             reader,
             view,
@@ -63,33 +67,31 @@ impl Collector for Replication {
             }
         };
         let view = self.view.read().unwrap_or_else(PoisonError::into_inner);
-        let present: BTreeSet<(u32, Ipv4Addr, Role)> = counters
+        let present: BTreeSet<(u32, IpAddr, Role)> = counters
             .iter()
             .map(|c| (c.policy_id, c.group, c.role))
             .collect();
         sticky.retain(|k, _| present.contains(k));
-        let mut rows: BTreeMap<(String, String, Role, String), (u64, u64)> = BTreeMap::new();
+        // Counters of groups outside every prefix of their policy share its
+        // `other` series, one per family.
+        let mut rows: BTreeMap<Series, (u64, u64)> = BTreeMap::new();
         for c in counters {
             // Counters of policies that no longer exist are not exported.
             let Some(name) = view.names.get(&c.policy_id) else {
                 continue;
             };
+            let family = c.family();
             let (group, egress) = sticky
                 .entry((c.policy_id, c.group, c.role))
                 .or_insert_with(|| {
-                    let egress = match c.role {
-                        Role::Gateway => view
-                            .egress
-                            .get(&c.policy_id)
-                            .map(|ip| ip.to_string())
-                            .unwrap_or_default(),
-                        Role::Origin => String::new(),
-                    };
-                    (view.group_label(c.policy_id, c.group), egress)
+                    (
+                        view.group_label(c.policy_id, c.group),
+                        view.egress_label(c.policy_id, family, c.role),
+                    )
                 })
                 .clone();
             let row = rows
-                .entry((name.clone(), group, c.role, egress))
+                .entry((name.clone(), group, c.role, egress, family))
                 .or_default();
             row.0 += c.packets;
             row.1 += c.bytes;
@@ -97,12 +99,13 @@ impl Collector for Replication {
         drop(view);
         self.packets.reset();
         self.bytes.reset();
-        for ((policy, group, role, egress), (p, b)) in &rows {
+        for ((policy, group, role, egress, family), (p, b)) in &rows {
             let l = [
                 policy.as_str(),
                 group.as_str(),
                 role.label(),
                 egress.as_str(),
+                family.label(),
             ];
             self.packets.with_label_values(&l).inc_by(*p);
             self.bytes.with_label_values(&l).inc_by(*b);
@@ -113,8 +116,9 @@ impl Collector for Replication {
     }
 }
 
-/// `drops_total` and `drop_bytes_total` for every role and every reason
-/// of the generated enum, and `monitor_events_suppressed_total`.
+/// `drops_total` and `drop_bytes_total` for every family, every role and
+/// every reason of the generated enum (from `mcast_egw_drops` and
+/// `mcast_egw_drops_v6`), and `monitor_events_suppressed_total`.
 pub(super) struct Drops {
     pub(super) reader: Arc<dyn MapReader>,
     pub(super) failure: Arc<Failure>,
@@ -130,7 +134,7 @@ impl Drops {
         reader: Arc<dyn MapReader>,
         failure: Arc<Failure>,
     ) -> prometheus::Result<Drops> {
-        let labels = &["reason", "role"];
+        let labels = &["reason", "role", "family"];
         Ok(Drops {
             reader,
             failure,
@@ -185,15 +189,17 @@ impl Collector for Drops {
         self.bytes.reset();
         // A series for every reason before the first drop, so that an
         // alert on its rate works from the start.
-        for role in Role::ALL {
-            for reason in DropReason::all() {
-                let l = [reason.label(), role.label()];
-                self.packets.with_label_values(&l);
-                self.bytes.with_label_values(&l);
+        for family in Family::ALL {
+            for role in Role::ALL {
+                for reason in DropReason::all() {
+                    let l = [reason.label(), role.label(), family.label()];
+                    self.packets.with_label_values(&l);
+                    self.bytes.with_label_values(&l);
+                }
             }
         }
         for d in counts {
-            let l = [d.reason.label(), d.role.label()];
+            let l = [d.reason.label(), d.role.label(), d.family.label()];
             self.packets.with_label_values(&l).inc_by(d.packets);
             self.bytes.with_label_values(&l).inc_by(d.bytes);
         }
@@ -206,8 +212,9 @@ impl Collector for Drops {
     }
 }
 
-/// How full the capacity-bound maps are: `map_entries`, `map_capacity`,
-/// and `policy_entries`, `endpoints`, `nodes` on their own.
+/// How full the capacity-bound maps are: `map_entries`, `map_capacity`
+/// (every map `table.rs` marks, both families'), and `policy_entries`
+/// (both policy maps), `endpoints`, `nodes` on their own.
 pub(super) struct MapFill {
     pub(super) reader: Arc<dyn MapReader>,
     pub(super) failure: Arc<Failure>,
@@ -236,9 +243,12 @@ impl MapFill {
             )?,
             policy_entries: IntGauge::with_opts(opts(
                 "policy_entries",
-                "Entries in the policy map on this node",
+                "Entries in the policy maps (IPv4 and IPv6) on this node",
             ))?,
-            endpoints: IntGauge::with_opts(opts("endpoints", "Endpoints of this node"))?,
+            endpoints: IntGauge::with_opts(opts(
+                "endpoints",
+                "Endpoints of this node with an IPv4 address (mcast_egw_endpoints)",
+            ))?,
             nodes: IntGauge::with_opts(opts("nodes", "Cluster nodes known"))?,
         })
     }
@@ -275,7 +285,7 @@ impl Collector for MapFill {
             self.entries.with_label_values(&[map]).set(n);
             self.capacity.with_label_values(&[map]).set(i64::from(cap));
             match map {
-                POLICY_MAP => self.policy_entries.set(n),
+                POLICY_MAP | POLICY_V6_MAP => self.policy_entries.add(n),
                 ENDPOINTS_MAP => self.endpoints.set(n),
                 NODES_MAP => self.nodes.set(n),
                 _ => {}

@@ -10,14 +10,16 @@
 //!
 //! The replication counters' `group` label is the policy's destination
 //! prefix that covers the group (`232.1.0.0/16`, or `232.1.1.1/32` for a
-//! policy that names a single group): label sets are bounded by the
-//! policies, never by traffic.
+//! policy that names a single group; `ff3e::8000:0/112` for an IPv6 one):
+//! label sets are bounded by the policies, never by traffic. Replication
+//! counters and drops carry a `family` label (`ipv4`, `ipv6`): the two
+//! instances of the counter and drop maps.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::IpNetwork;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
@@ -26,8 +28,8 @@ use prometheus::{
 };
 
 use crate::datapath::maps::{
-    Counter, DropCount, DropReason, Gateway, Maps, Role, ENDPOINTS_MAP, NODES_MAP, POLICY_MAP,
-    POLICY_NAMES_MAP,
+    Counter, DropCount, DropReason, Family, Gateway, Maps, PolicyKey6, PolicyValue6, Role,
+    ENDPOINTS_MAP, NODES_MAP, POLICY_MAP, POLICY_NAMES_MAP, POLICY_V6_MAP,
 };
 use crate::datapath::DatapathError;
 use crate::resolve::{Desired, Severity, Subject};
@@ -51,8 +53,9 @@ pub enum MetricsError {
 /// What the collectors read at scrape time: the pinned maps in the
 /// daemon, numbers held in memory in tests.
 pub(crate) trait MapReader: Send + Sync {
+    /// Both families'.
     fn counters(&self) -> crate::datapath::Result<Vec<Counter>>;
-    /// Every role and reason, zeros included.
+    /// Every family, role and reason, zeros included.
     fn drops(&self) -> crate::datapath::Result<Vec<DropCount>>;
     fn events_suppressed(&self) -> crate::datapath::Result<u64>;
     /// (map name, entries, capacity).
@@ -101,23 +104,93 @@ impl Failure {
 #[derive(Debug, Default, Clone)]
 struct View {
     names: BTreeMap<u32, String>,
-    /// Destination prefixes per policy id, most specific first.
-    prefixes: BTreeMap<u32, Vec<Ipv4Network>>,
-    /// Egress IP per policy id, where this node is the gateway.
-    egress: BTreeMap<u32, Ipv4Addr>,
+    /// Destination prefixes of both families per policy id, most specific
+    /// first.
+    prefixes: BTreeMap<u32, Vec<IpNetwork>>,
+    /// Egress IP per policy id and family, where this node is the gateway.
+    egress: BTreeMap<(u32, Family), IpAddr>,
 }
 
 impl View {
-    fn group_label(&self, policy_id: u32, group: Ipv4Addr) -> String {
+    /// The labels of a resolution: policy names, the destination prefixes
+    /// of the entries (not the exclusions), the egress IPs of the policies
+    /// this node is the gateway of.
+    fn of(desired: &Desired) -> View {
+        let mut view = View::default();
+        for (name, id) in &desired.policy_ids {
+            view.names.insert(*id, name.clone());
+            if let Some(ip) = desired.local_gateway_for.get(name) {
+                view.egress.insert((*id, Family::Ipv4), (*ip).into());
+            }
+        }
+        for (key, value) in &desired.policies {
+            view.add_prefix(value.policy_id, key.destination.into(), value.gateway);
+        }
+        // The resolution has no IPv6 entries yet (the controller's half of
+        // issue 13): none to label by. Theirs go here.
+        view.add_entries_v6(std::iter::empty(), desired.config.node_ip);
+        view.finish();
+        view
+    }
+
+    fn add_prefix(&mut self, policy_id: u32, destination: IpNetwork, gateway: Gateway) {
+        if gateway == Gateway::Excluded {
+            return;
+        }
+        let list = self.prefixes.entry(policy_id).or_default();
+        if !list.contains(&destination) {
+            list.push(destination);
+        }
+    }
+
+    /// IPv6 entries: their prefixes, and the egress IPv6 of the policies
+    /// whose gateway is this node (`node_ip`), `::` where it could not be
+    /// derived, as the datapath has it.
+    fn add_entries_v6<'a>(
+        &mut self,
+        entries: impl IntoIterator<Item = (&'a PolicyKey6, &'a PolicyValue6)>,
+        node_ip: Ipv4Addr,
+    ) {
+        for (key, value) in entries {
+            self.add_prefix(value.policy_id, key.destination.into(), value.gateway);
+            if value.gateway == Gateway::Node(node_ip) {
+                self.egress
+                    .insert((value.policy_id, Family::Ipv6), value.egress_ip.into());
+            }
+        }
+    }
+
+    /// Most specific prefix first: a group's label is the longest prefix
+    /// of its policy that covers it.
+    fn finish(&mut self) {
+        for list in self.prefixes.values_mut() {
+            list.sort_by(|a, b| b.prefix().cmp(&a.prefix()).then(a.cmp(b)));
+        }
+    }
+
+    fn group_label(&self, policy_id: u32, group: IpAddr) -> String {
         self.prefixes
             .get(&policy_id)
             .and_then(|ps| ps.iter().find(|p| p.contains(group)))
             .map_or_else(|| "other".to_owned(), |p| p.to_string())
     }
+
+    /// The `egress_ip` label of a counter of `role`: the gateway's egress
+    /// IP of the group's family, empty on the origin.
+    fn egress_label(&self, policy_id: u32, family: Family, role: Role) -> String {
+        match role {
+            Role::Gateway => self
+                .egress
+                .get(&(policy_id, family))
+                .map(|ip| ip.to_string())
+                .unwrap_or_default(),
+            Role::Origin => String::new(),
+        }
+    }
 }
 
 /// (policy id, group, role) -> (group label, egress_ip label).
-type StickyLabels = BTreeMap<(u32, Ipv4Addr, Role), (String, String)>;
+type StickyLabels = BTreeMap<(u32, IpAddr, Role), (String, String)>;
 
 fn opts(name: &str, help: &str) -> Opts {
     Opts::new(name, help).namespace(NS)
@@ -274,26 +347,7 @@ impl Metrics {
 
     /// Take the labels from a resolution.
     pub fn observe(&self, desired: &Desired) {
-        let mut view = View::default();
-        for (name, id) in &desired.policy_ids {
-            view.names.insert(*id, name.clone());
-            if let Some(ip) = desired.local_gateway_for.get(name) {
-                view.egress.insert(*id, *ip);
-            }
-        }
-        for (key, value) in &desired.policies {
-            if value.gateway == Gateway::Excluded {
-                continue;
-            }
-            let list = view.prefixes.entry(value.policy_id).or_default();
-            if !list.contains(&key.destination) {
-                list.push(key.destination);
-            }
-        }
-        for list in view.prefixes.values_mut() {
-            list.sort_by(|a, b| b.prefix().cmp(&a.prefix()).then(a.cmp(b)));
-        }
-
+        let view = View::of(desired);
         self.invalid.reset();
         for p in &desired.problems {
             if let (Some(policy), Severity::Invalid) = (p.policy_name(), p.severity) {

@@ -1,5 +1,10 @@
+use std::net::Ipv6Addr;
+
 use super::*;
-use crate::datapath::maps::{Origin, PolicyKey, PolicyValue, COUNTERS_MAP};
+use crate::datapath::maps::{
+    spec, Origin, PolicyKey, PolicyValue, COUNTERS_MAP, COUNTERS_V6_MAP, DROPS_V6_MAP,
+    ENDPOINTS_V6_MAP,
+};
 use crate::resolve::{Problem, Subject};
 
 /// A node's maps held in memory: nothing replicated or dropped until a
@@ -7,6 +12,8 @@ use crate::resolve::{Problem, Subject};
 #[derive(Default)]
 pub(crate) struct FakeMaps {
     pub(crate) counters: Mutex<Vec<Counter>>,
+    /// Drops with packets; none at all by default.
+    pub(crate) drops: Mutex<Vec<DropCount>>,
     pub(crate) fail: bool,
     /// The thread of the last read, and whether it was inside a tokio
     /// runtime: where a scrape reads the maps.
@@ -35,11 +42,11 @@ impl MapReader for FakeMaps {
         Ok(lock(&self.counters).clone())
     }
 
-    // No rows at all, not even zeros: the collector has a series for
-    // every reason on its own.
+    // By default no rows at all, not even zeros: the collector has a
+    // series for every reason on its own.
     fn drops(&self) -> crate::datapath::Result<Vec<DropCount>> {
         self.check()?;
-        Ok(Vec::new())
+        Ok(lock(&self.drops).clone())
     }
 
     fn events_suppressed(&self) -> crate::datapath::Result<u64> {
@@ -54,6 +61,9 @@ impl MapReader for FakeMaps {
             (ENDPOINTS_MAP, 0, 1024),
             (NODES_MAP, 0, 1024),
             (COUNTERS_MAP, 0, 65536),
+            (POLICY_V6_MAP, 0, 16384),
+            (ENDPOINTS_V6_MAP, 0, 1024),
+            (COUNTERS_V6_MAP, 0, 65536),
         ])
     }
 }
@@ -136,19 +146,25 @@ fn zero_samples_encode_every_family() {
             .iter()
             .find(|f| f.name() == format!("{NS}_{name}"))
             .unwrap();
-        assert_eq!(family.get_metric().len(), Role::ALL.len() * reasons);
+        assert_eq!(
+            family.get_metric().len(),
+            Family::ALL.len() * Role::ALL.len() * reasons
+        );
         assert!(family
             .get_metric()
             .iter()
             .all(|m| m.get_counter().get_value() == 0.0));
-        for role in Role::ALL {
-            for reason in DropReason::all() {
-                let series = format!(
-                    "{NS}_{name}{{reason=\"{}\",role=\"{}\"}} 0\n",
-                    reason.label(),
-                    role.label()
-                );
-                assert!(text.contains(&series), "{series}:\n{text}");
+        for f in Family::ALL {
+            for role in Role::ALL {
+                for reason in DropReason::all() {
+                    let series = format!(
+                        "{NS}_{name}{{family=\"{}\",reason=\"{}\",role=\"{}\"}} 0\n",
+                        f.label(),
+                        reason.label(),
+                        role.label()
+                    );
+                    assert!(text.contains(&series), "{series}:\n{text}");
+                }
             }
         }
     }
@@ -259,7 +275,7 @@ fn replication_counters_keep_the_labels_they_were_first_seen_with() {
     let metrics = Metrics::with_reader(maps.clone(), SourceStats::new()).unwrap();
     let counter = Counter {
         policy_id: 1,
-        group: Ipv4Addr::new(232, 1, 1, 1),
+        group: Ipv4Addr::new(232, 1, 1, 1).into(),
         role: Role::Gateway,
         packets: 10,
         bytes: 1000,
@@ -269,7 +285,7 @@ fn replication_counters_keep_the_labels_they_were_first_seen_with() {
     metrics.observe(&desired);
     let series = |group: &str| {
         format!(
-            "{NS}_packets_total{{egress_ip=\"203.0.113.10\",group=\"{group}\",policy=\"cameras\",role=\"gateway\"}} 10\n"
+            "{NS}_packets_total{{egress_ip=\"203.0.113.10\",family=\"ipv4\",group=\"{group}\",policy=\"cameras\",role=\"gateway\"}} 10\n"
         )
     };
     assert!(scrape(&metrics).contains(&series("232.1.0.0/16")));
@@ -302,4 +318,197 @@ fn an_unencodable_family_fails_the_whole_scrape() {
     let metrics = metrics(FakeMaps::default());
     add_unencodable_family(&metrics);
     assert!(matches!(metrics.render(), Err(MetricsError::Encode(_))));
+}
+
+/// This node (192.0.2.10) is the gateway of `cameras` for both families:
+/// its IPv4 entry and two IPv6 ones, ff3e::8000:0/112 leaving with
+/// 2001:db8:203::10, and an excluded ff3e::8000:ff00/120.
+fn dual_stack_view(metrics: &Metrics) {
+    let mut desired = gateway_of_cameras();
+    desired.config.node_ip = Ipv4Addr::new(192, 0, 2, 10);
+    metrics.observe(&desired);
+    let pod: Ipv6Addr = "2001:db8:100::11".parse().unwrap();
+    let v6 = |dest: &str, gateway: Gateway| {
+        (
+            PolicyKey6 {
+                source: pod,
+                destination: dest.parse().unwrap(),
+            },
+            PolicyValue6 {
+                egress_ip: "2001:db8:203::10".parse().unwrap(),
+                gateway,
+                egress_ifindex: 3,
+                policy_id: 1,
+                origin: Origin::default(),
+            },
+        )
+    };
+    let entries = [
+        v6(
+            "ff3e::8000:0/112",
+            Gateway::Node(Ipv4Addr::new(192, 0, 2, 10)),
+        ),
+        v6("ff3e::8000:ff00/120", Gateway::Excluded),
+    ];
+    // What observe() does once the resolution carries IPv6 entries.
+    let mut view = View::of(&desired);
+    view.add_entries_v6(entries.iter().map(|(k, v)| (k, v)), desired.config.node_ip);
+    view.finish();
+    *metrics.view.write().unwrap() = view;
+}
+
+fn counter(group: &str, role: Role, packets: u64) -> Counter {
+    Counter {
+        policy_id: 1,
+        group: group.parse().unwrap(),
+        role,
+        packets,
+        bytes: packets * 100,
+    }
+}
+
+#[test]
+fn ipv6_counters_are_labelled_by_their_prefix_egress_ip_and_family() {
+    let maps = Arc::new(FakeMaps::default());
+    let metrics = Metrics::with_reader(maps.clone(), SourceStats::new()).unwrap();
+    dual_stack_view(&metrics);
+    *lock(&maps.counters) = vec![
+        counter("232.1.1.1", Role::Gateway, 10),
+        counter("ff3e::8000:1", Role::Gateway, 7),
+        counter("ff3e::8000:2", Role::Gateway, 3),
+        counter("ff3e::8000:1", Role::Origin, 20),
+        // Outside every prefix of the policy: its family's `other`.
+        counter("ff3e::1:1", Role::Origin, 4),
+        counter("232.200.0.1", Role::Origin, 5),
+    ];
+    let text = scrape(&metrics);
+    let series = |name: &str, labels: &str, value: u64| {
+        let line = format!("{NS}_{name}{{{labels}}} {value}\n");
+        assert!(text.contains(&line), "{line}:\n{text}");
+    };
+    series(
+        "packets_total",
+        "egress_ip=\"203.0.113.10\",family=\"ipv4\",group=\"232.1.0.0/16\",policy=\"cameras\",role=\"gateway\"",
+        10,
+    );
+    // Two groups of one prefix: one series, their sum.
+    series(
+        "packets_total",
+        "egress_ip=\"2001:db8:203::10\",family=\"ipv6\",group=\"ff3e::8000:0/112\",policy=\"cameras\",role=\"gateway\"",
+        10,
+    );
+    series(
+        "bytes_total",
+        "egress_ip=\"2001:db8:203::10\",family=\"ipv6\",group=\"ff3e::8000:0/112\",policy=\"cameras\",role=\"gateway\"",
+        1000,
+    );
+    series(
+        "packets_total",
+        "egress_ip=\"\",family=\"ipv6\",group=\"ff3e::8000:0/112\",policy=\"cameras\",role=\"origin\"",
+        20,
+    );
+    series(
+        "packets_total",
+        "egress_ip=\"\",family=\"ipv6\",group=\"other\",policy=\"cameras\",role=\"origin\"",
+        4,
+    );
+    series(
+        "packets_total",
+        "egress_ip=\"\",family=\"ipv4\",group=\"other\",policy=\"cameras\",role=\"origin\"",
+        5,
+    );
+    // The excluded prefix labels nothing; one series per (policy, group
+    // label, role, family), never one per group.
+    assert!(!text.contains("ff3e::8000:ff00/120"), "{text}");
+    let packets = text
+        .lines()
+        .filter(|l| l.starts_with(&format!("{NS}_packets_total{{")))
+        .count();
+    assert_eq!(packets, 5, "{text}");
+}
+
+#[test]
+fn drops_of_both_maps_carry_their_family() {
+    let maps = Arc::new(FakeMaps::default());
+    let metrics = Metrics::with_reader(maps.clone(), SourceStats::new()).unwrap();
+    let drop = |family, role, reason, packets: u64| DropCount {
+        family,
+        role,
+        reason,
+        packets,
+        bytes: packets * 90,
+    };
+    *lock(&maps.drops) = vec![
+        drop(Family::Ipv4, Role::Origin, DropReason::SPOOFED_SOURCE, 2),
+        drop(Family::Ipv6, Role::Gateway, DropReason::TTL_EXCEEDED, 30),
+        drop(Family::Ipv6, Role::Origin, DropReason::SPOOFED_SOURCE, 5),
+    ];
+    let text = scrape(&metrics);
+    let value = |name: &str, family: &str, reason: &str, role: &str| {
+        let head =
+            format!("{NS}_{name}{{family=\"{family}\",reason=\"{reason}\",role=\"{role}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&head))
+            .unwrap_or_else(|| panic!("{head}:\n{text}"))
+            .to_owned()
+    };
+    assert_eq!(
+        value("drops_total", "ipv4", "spoofed_source", "origin"),
+        "2"
+    );
+    assert_eq!(
+        value("drops_total", "ipv6", "spoofed_source", "origin"),
+        "5"
+    );
+    assert_eq!(
+        value("drops_total", "ipv6", "ttl_exceeded", "gateway"),
+        "30"
+    );
+    assert_eq!(
+        value("drop_bytes_total", "ipv6", "ttl_exceeded", "gateway"),
+        "2700"
+    );
+    assert_eq!(value("drops_total", "ipv4", "ttl_exceeded", "gateway"), "0");
+}
+
+#[test]
+fn fill_levels_cover_the_ipv6_maps_and_policy_entries_both_families() {
+    for map in [POLICY_V6_MAP, ENDPOINTS_V6_MAP, COUNTERS_V6_MAP] {
+        assert!(spec(map).unwrap().fill_level, "{map}");
+    }
+    // A fixed-size array, like mcast_egw_drops: always full, no level.
+    assert!(!spec(DROPS_V6_MAP).unwrap().fill_level);
+
+    struct Filled;
+    impl MapReader for Filled {
+        fn counters(&self) -> crate::datapath::Result<Vec<Counter>> {
+            Ok(Vec::new())
+        }
+        fn drops(&self) -> crate::datapath::Result<Vec<DropCount>> {
+            Ok(Vec::new())
+        }
+        fn events_suppressed(&self) -> crate::datapath::Result<u64> {
+            Ok(0)
+        }
+        fn fill_levels(&self) -> crate::datapath::Result<Vec<(&'static str, usize, u32)>> {
+            Ok(vec![
+                (POLICY_MAP, 3, 16384),
+                (POLICY_V6_MAP, 4, 16384),
+                (ENDPOINTS_MAP, 2, 1024),
+                (ENDPOINTS_V6_MAP, 2, 1024),
+                (COUNTERS_V6_MAP, 6, 16384),
+            ])
+        }
+    }
+    let metrics = Metrics::with_reader(Arc::new(Filled), SourceStats::new()).unwrap();
+    let text = scrape(&metrics);
+    for line in [
+        format!("{NS}_policy_entries 7\n"),
+        format!("{NS}_endpoints 2\n"),
+        format!("{NS}_map_entries{{map=\"{COUNTERS_V6_MAP}\"}} 6\n"),
+        format!("{NS}_map_capacity{{map=\"{COUNTERS_V6_MAP}\"}} 16384\n"),
+        format!("{NS}_map_entries{{map=\"{POLICY_V6_MAP}\"}} 4\n"),
+    ] {
+        assert!(text.contains(&line), "{line}:\n{text}");
+    }
 }

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod child;
+pub mod counters;
 pub mod daemon;
 pub mod forge;
 pub mod lab_io;

@@ -2,9 +2,9 @@
 //! `enum mcast_role` and `enum mcast_drop_reason`, their stable labels, and
 //! the drop events of `mcast_egw_events`.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
-use super::codec::from_be;
+use super::codec::{from_be, from_be6};
 use crate::bpf_intf as intf;
 use crate::bpf_intf::{mcast_drop_reason as RawDrop, mcast_role as RawRole};
 use crate::datapath::Plain;
@@ -101,44 +101,132 @@ impl DropReason {
     }
 }
 
-/// One drop as the datapath reported it on `mcast_egw_events`.
+/// The address family of a packet: which instance of the counter and drop
+/// maps counted it, and which layout its drop event has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    Ipv4,
+    Ipv6,
+}
+
+impl Family {
+    pub const ALL: [Family; 2] = [Family::Ipv4, Family::Ipv6];
+
+    /// The stable label, for metrics and the CLI.
+    pub fn label(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "ipv4",
+            Family::Ipv6 => "ipv6",
+        }
+    }
+
+    pub fn of(addr: IpAddr) -> Family {
+        match addr {
+            IpAddr::V4(_) => Family::Ipv4,
+            IpAddr::V6(_) => Family::Ipv6,
+        }
+    }
+}
+
+/// One drop as the datapath reported it on `mcast_egw_events`: an IPv4
+/// (`struct mcast_drop_event`) or an IPv6 packet (`struct
+/// mcast_drop_event6`); the addresses say which.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DropEvent {
     /// `bpf_ktime_get_ns()`: monotonic, since boot.
     pub timestamp_ns: u64,
-    pub source: Ipv4Addr,
-    pub group: Ipv4Addr,
+    pub source: IpAddr,
+    pub group: IpAddr,
     pub ifindex: u32,
     pub reason: DropReason,
     pub role: Role,
     pub len: u32,
+    /// The upper-layer protocol; for IPv6 the one behind the extension
+    /// headers.
     pub proto: u8,
+    /// The TTL of an IPv4 packet, the hop limit of an IPv6 one.
     pub ttl: u8,
 }
 
+/// Why a ring buffer record is not a drop event this build can read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    #[error(
+        "a record of {0} bytes: neither an IPv4 drop event ({v4} bytes) nor an IPv6 one ({v6} bytes)",
+        v4 = DropEvent::SIZE_V4,
+        v6 = DropEvent::SIZE_V6
+    )]
+    Size(usize),
+    #[error("a drop event with unknown reason code {0}")]
+    Reason(u32),
+    #[error("a drop event with unknown role {0}")]
+    Role(u32),
+}
+
 impl DropEvent {
-    /// Decode a ring buffer record; None for one of another layout.
-    pub fn decode(bytes: &[u8]) -> Option<DropEvent> {
-        if bytes.len() != std::mem::size_of::<intf::mcast_drop_event>() {
-            return None;
+    /// Bytes of an IPv4 drop event record.
+    pub const SIZE_V4: usize = std::mem::size_of::<intf::mcast_drop_event>();
+    /// Bytes of an IPv6 drop event record.
+    pub const SIZE_V6: usize = std::mem::size_of::<intf::mcast_drop_event6>();
+
+    /// Decode a ring buffer record. Both layouts share the one ring
+    /// buffer and are told apart by their size, which the ring buffer
+    /// keeps exactly (a record is never padded). A record of another
+    /// size, or with a reason or role this build does not know (a
+    /// datapath of another version), is an error, never a guess.
+    pub fn decode(bytes: &[u8]) -> Result<DropEvent, EventError> {
+        let wrong_size = EventError::Size(bytes.len());
+        match bytes.len() {
+            Self::SIZE_V4 => {
+                let e = intf::mcast_drop_event::from_bytes(bytes).ok_or(wrong_size)?;
+                let (reason, role) = known(e.reason, e.role)?;
+                Ok(DropEvent {
+                    timestamp_ns: e.timestamp_ns,
+                    source: from_be(e.saddr).into(),
+                    group: from_be(e.daddr).into(),
+                    ifindex: e.ifindex,
+                    reason,
+                    role,
+                    len: e.len,
+                    proto: e.proto,
+                    ttl: e.ttl,
+                })
+            }
+            Self::SIZE_V6 => {
+                let e = intf::mcast_drop_event6::from_bytes(bytes).ok_or(wrong_size)?;
+                let (reason, role) = known(e.reason, e.role)?;
+                Ok(DropEvent {
+                    timestamp_ns: e.timestamp_ns,
+                    source: from_be6(&e.saddr).into(),
+                    group: from_be6(&e.daddr).into(),
+                    ifindex: e.ifindex,
+                    reason,
+                    role,
+                    len: e.len,
+                    proto: e.proto,
+                    ttl: e.hop_limit,
+                })
+            }
+            _ => Err(wrong_size),
         }
-        let e = intf::mcast_drop_event::from_bytes(bytes)?;
-        Some(DropEvent {
-            timestamp_ns: e.timestamp_ns,
-            source: from_be(e.saddr),
-            group: from_be(e.daddr),
-            ifindex: e.ifindex,
-            reason: DropReason::from_code(e.reason)?,
-            role: Role::from_raw(e.role)?,
-            len: e.len,
-            proto: e.proto,
-            ttl: e.ttl,
-        })
     }
+
+    pub fn family(&self) -> Family {
+        Family::of(self.source)
+    }
+}
+
+/// The reason and role codes of an event, if this build knows them.
+fn known(reason: u32, role: u32) -> Result<(DropReason, Role), EventError> {
+    Ok((
+        DropReason::from_code(reason).ok_or(EventError::Reason(reason))?,
+        Role::from_raw(role).ok_or(EventError::Role(role))?,
+    ))
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::codec::be6;
     use super::*;
 
     #[test]
@@ -171,5 +259,132 @@ mod tests {
         assert_eq!(Role::from_raw(2), None);
         assert_eq!(Role::Origin.label(), "origin");
         assert_eq!(Role::Gateway.label(), "gateway");
+    }
+
+    fn raw_v4() -> intf::mcast_drop_event {
+        intf::mcast_drop_event {
+            timestamp_ns: 5_000_000_000,
+            saddr: u32::from_ne_bytes([198, 51, 100, 11]),
+            daddr: u32::from_ne_bytes([232, 1, 1, 1]),
+            ifindex: 7,
+            reason: DropReason::SPOOFED_SOURCE.code(),
+            role: Role::Origin.raw(),
+            len: 50,
+            proto: 17,
+            ttl: 8,
+            ..Default::default()
+        }
+    }
+
+    fn raw_v6() -> intf::mcast_drop_event6 {
+        let src: std::net::Ipv6Addr = "2001:db8:100::11".parse().unwrap();
+        let grp: std::net::Ipv6Addr = "ff3e::8000:1".parse().unwrap();
+        intf::mcast_drop_event6 {
+            timestamp_ns: 6_000_000_000,
+            saddr: be6(src),
+            daddr: be6(grp),
+            ifindex: 9,
+            reason: DropReason::TTL_EXCEEDED.code(),
+            role: Role::Gateway.raw(),
+            len: 90,
+            proto: 17,
+            hop_limit: 1,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn event_sizes_are_the_contracts() {
+        assert_eq!(DropEvent::SIZE_V4, 40);
+        assert_eq!(DropEvent::SIZE_V6, 64);
+    }
+
+    #[test]
+    fn a_40_byte_record_is_an_ipv4_event() {
+        let raw = raw_v4();
+        let bytes = raw.as_bytes();
+        assert_eq!(bytes.len(), 40);
+        let e = DropEvent::decode(bytes).unwrap();
+        assert_eq!(
+            e,
+            DropEvent {
+                timestamp_ns: 5_000_000_000,
+                source: "198.51.100.11".parse().unwrap(),
+                group: "232.1.1.1".parse().unwrap(),
+                ifindex: 7,
+                reason: DropReason::SPOOFED_SOURCE,
+                role: Role::Origin,
+                len: 50,
+                proto: 17,
+                ttl: 8,
+            }
+        );
+        assert_eq!(e.family(), Family::Ipv4);
+    }
+
+    #[test]
+    fn a_64_byte_record_is_an_ipv6_event_with_its_hop_limit() {
+        let raw = raw_v6();
+        let bytes = raw.as_bytes();
+        assert_eq!(bytes.len(), 64);
+        // The addresses' bytes sit where the C struct has them, in
+        // network order: the decoder must not swap them.
+        assert_eq!(&bytes[8..12], &[0x20, 0x01, 0x0d, 0xb8]);
+        assert_eq!(&bytes[24..26], &[0xff, 0x3e]);
+        let e = DropEvent::decode(bytes).unwrap();
+        assert_eq!(
+            e,
+            DropEvent {
+                timestamp_ns: 6_000_000_000,
+                source: "2001:db8:100::11".parse().unwrap(),
+                group: "ff3e::8000:1".parse().unwrap(),
+                ifindex: 9,
+                reason: DropReason::TTL_EXCEEDED,
+                role: Role::Gateway,
+                len: 90,
+                proto: 17,
+                ttl: 1,
+            }
+        );
+        assert_eq!(e.family(), Family::Ipv6);
+    }
+
+    #[test]
+    fn records_of_other_sizes_are_errors_not_guesses() {
+        let v6 = raw_v6();
+        let long = [v6.as_bytes(), &[0u8; 8]].concat();
+        for n in [0usize, 3, 8, 39, 41, 48, 63, 65, 72] {
+            let bytes = &long[..n];
+            assert_eq!(DropEvent::decode(bytes), Err(EventError::Size(n)), "{n}");
+        }
+        let msg = EventError::Size(41).to_string();
+        assert!(
+            msg.contains("41 bytes") && msg.contains("(40 bytes)"),
+            "{msg}"
+        );
+        assert!(msg.contains("(64 bytes)"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_reasons_and_roles_are_errors() {
+        let mut v4 = raw_v4();
+        v4.reason = DropReason::MAX;
+        assert_eq!(
+            DropEvent::decode(v4.as_bytes()),
+            Err(EventError::Reason(DropReason::MAX))
+        );
+        v4.reason = 0;
+        assert_eq!(DropEvent::decode(v4.as_bytes()), Err(EventError::Reason(0)));
+        let mut v6 = raw_v6();
+        v6.role = 2;
+        assert_eq!(DropEvent::decode(v6.as_bytes()), Err(EventError::Role(2)));
+    }
+
+    #[test]
+    fn family_labels() {
+        assert_eq!(Family::Ipv4.label(), "ipv4");
+        assert_eq!(Family::Ipv6.label(), "ipv6");
+        assert_eq!(Family::of("ff3e::1".parse().unwrap()), Family::Ipv6);
+        assert_eq!(Family::of("232.1.1.1".parse().unwrap()), Family::Ipv4);
     }
 }

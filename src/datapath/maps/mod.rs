@@ -11,15 +11,15 @@ mod table;
 mod typed;
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnetwork::{Ipv4Network, Ipv6Network};
 
 use super::Result;
 use crate::bpf_intf as intf;
-use codec::{be, from_be};
+use codec::{be, from_be, from_be6};
 
-pub use drops::{DropEvent, DropReason, Role};
+pub use drops::{DropEvent, DropReason, EventError, Family, Role};
 pub use table::*;
 pub use typed::{no_guard, Changes, Codec, Reconcile, Store, TypedMap};
 
@@ -263,19 +263,29 @@ pub struct Status {
     pub syncs: u64,
 }
 
-/// Packets and bytes of one (policy, group, role), summed over CPUs.
+/// Packets and bytes of one (policy, group, role), summed over CPUs: from
+/// `mcast_egw_counters` for an IPv4 group, `mcast_egw_counters_v6` for an
+/// IPv6 one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Counter {
     pub policy_id: u32,
-    pub group: Ipv4Addr,
+    pub group: IpAddr,
     pub role: Role,
     pub packets: u64,
     pub bytes: u64,
 }
 
-/// Drops of one (role, reason), summed over CPUs.
+impl Counter {
+    pub fn family(&self) -> Family {
+        Family::of(self.group)
+    }
+}
+
+/// Drops of one (family, role, reason), summed over CPUs: from
+/// `mcast_egw_drops` or `mcast_egw_drops_v6`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DropCount {
+    pub family: Family,
     pub role: Role,
     pub reason: DropReason,
     pub packets: u64,
@@ -285,6 +295,60 @@ pub struct DropCount {
 /// Every entry of `map` sorted by key: what the CLI and the tests list.
 fn sorted<K: Codec + Ord, V: Codec>(map: &TypedMap<K, V>) -> Result<Vec<(K, V)>> {
     Ok(map.entries()?.into_iter().collect())
+}
+
+/// Append the entries of a counter map to `out`, summed over CPUs; `key`
+/// gives a key's (policy id, role code, group).
+fn read_counters<K: Codec>(
+    map: &TypedMap<K, intf::mcast_counter_val>,
+    out: &mut Vec<Counter>,
+    key: fn(&K) -> (u32, u32, IpAddr),
+) -> Result<()> {
+    for k in map.keys() {
+        let k = k?;
+        let (policy_id, role, group) = key(&k);
+        let Some(role) = Role::from_raw(role) else {
+            continue;
+        };
+        // A key deleted since the walk saw it has no value: skipped.
+        if let Some(per_cpu) = map.get_percpu(&k)? {
+            let (packets, bytes) = sum(&per_cpu);
+            out.push(Counter {
+                policy_id,
+                group,
+                role,
+                packets,
+                bytes,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Delete the entries of `map` whose policy id (`policy_id(key)`) is not in
+/// `keep`; how many went.
+fn retain_counters<K: Codec + Copy>(
+    map: &TypedMap<K, intf::mcast_counter_val>,
+    keep: &std::collections::BTreeSet<u32>,
+    policy_id: fn(&K) -> u32,
+) -> Result<usize> {
+    let mut stale = Vec::new();
+    for key in map.keys() {
+        let k = key?;
+        if !keep.contains(&policy_id(&k)) {
+            stale.push(k);
+        }
+    }
+    for k in &stale {
+        map.delete(k)?;
+    }
+    Ok(stale.len())
+}
+
+/// The index of (role, reason) in `mcast_egw_drops` and
+/// `mcast_egw_drops_v6`: `role * MCAST_DROP_SLOTS + reason`.
+pub fn drop_slot(role: Role, reason: DropReason) -> u32 {
+    role.raw() * intf::MCAST_DROP_SLOTS + reason.code()
 }
 
 /// Packets and bytes summed over CPUs.
@@ -521,64 +585,71 @@ impl Maps {
 
     // --- counters ----------------------------------------------------------
 
-    /// Replication counters, summed over CPUs, sorted by policy, group, role.
+    /// Replication counters of both families, summed over CPUs, sorted by
+    /// policy, group (IPv4 groups before IPv6 ones), role.
     pub fn counters(&self) -> Result<Vec<Counter>> {
         let mut out = Vec::new();
-        for key in self.counters.keys() {
-            let k = key?;
-            let Some(role) = Role::from_raw(k.role) else {
-                continue;
-            };
-            if let Some(per_cpu) = self.counters.get_percpu(&k)? {
-                let (packets, bytes) = sum(&per_cpu);
-                out.push(Counter {
-                    policy_id: k.policy_id,
-                    group: from_be(k.group),
-                    role,
-                    packets,
-                    bytes,
-                });
-            }
-        }
+        read_counters(&self.counters, &mut out, |k| {
+            (k.policy_id, k.role, from_be(k.group).into())
+        })?;
+        read_counters(&self.counters_v6, &mut out, |k| {
+            (k.policy_id, k.role, from_be6(&k.group).into())
+        })?;
         out.sort_by_key(|c| (c.policy_id, c.group, c.role));
         Ok(out)
     }
 
-    /// Remove the counters of policies not in `keep` (policy ids); returns
-    /// how many entries went. Their series leave the metrics with them.
+    /// Remove the counters of policies not in `keep` (policy ids), of both
+    /// families (a policy's id is the same in both); returns how many
+    /// entries went. Their series leave the metrics with them.
     pub fn counters_retain_policies(
         &self,
         keep: &std::collections::BTreeSet<u32>,
     ) -> Result<usize> {
-        let mut stale = Vec::new();
-        for key in self.counters.keys() {
-            let k = key?;
-            if !keep.contains(&k.policy_id) {
-                stale.push(k);
-            }
-        }
-        for k in &stale {
-            self.counters.delete(k)?;
-        }
-        Ok(stale.len())
+        Ok(retain_counters(&self.counters, keep, |k| k.policy_id)?
+            + retain_counters(&self.counters_v6, keep, |k| k.policy_id)?)
     }
 
-    /// Drops of every role and reason (zeros included), summed over CPUs.
+    /// Drops of every family, role and reason (zeros included), summed
+    /// over CPUs: IPv4's, then IPv6's.
     pub fn drops(&self) -> Result<Vec<DropCount>> {
         let mut out = Vec::new();
-        for role in Role::ALL {
-            for reason in DropReason::all() {
-                out.push(self.drop_count(role, reason)?);
+        for family in Family::ALL {
+            for role in Role::ALL {
+                for reason in DropReason::all() {
+                    out.push(self.drop_count_of(family, role, reason)?);
+                }
             }
         }
         Ok(out)
     }
 
-    /// Drops of one role and reason.
+    /// Drops of IPv4 packets of one role and reason.
     pub fn drop_count(&self, role: Role, reason: DropReason) -> Result<DropCount> {
-        let idx = role.raw() * intf::MCAST_DROP_SLOTS + reason.code();
-        let (packets, bytes) = sum(&self.drops.get_percpu(&idx)?.unwrap_or_default());
+        self.drop_count_of(Family::Ipv4, role, reason)
+    }
+
+    /// Drops of IPv6 packets of one role and reason.
+    pub fn drop_count_v6(&self, role: Role, reason: DropReason) -> Result<DropCount> {
+        self.drop_count_of(Family::Ipv6, role, reason)
+    }
+
+    /// Drops of one family, role and reason.
+    pub fn drop_count_of(
+        &self,
+        family: Family,
+        role: Role,
+        reason: DropReason,
+    ) -> Result<DropCount> {
+        let map = match family {
+            Family::Ipv4 => &self.drops,
+            Family::Ipv6 => &self.drops_v6,
+        };
+        let (packets, bytes) = sum(&map
+            .get_percpu(&drop_slot(role, reason))?
+            .unwrap_or_default());
         Ok(DropCount {
+            family,
             role,
             reason,
             packets,
