@@ -10,7 +10,7 @@ mod common;
 use std::net::{Ipv6Addr, UdpSocket};
 use std::time::Duration;
 
-use cilium_mcast_egress::datapath::maps::{DropReason, Role};
+use cilium_mcast_egress::datapath::maps::{DropReason, Family, Role};
 use common::child::{capture, read_fields};
 use common::forge::contains;
 use common::lab_io::{
@@ -57,17 +57,15 @@ fn drops(lab: &Lab, node: Node, role: Role, reason: DropReason) -> u64 {
 /// Every IPv6 drop counted on `node`, as "role/reason=packets", for
 /// messages.
 fn all_drops(lab: &Lab, node: Node) -> String {
-    let maps = lab.maps(node).expect("maps");
-    let mut out = Vec::new();
-    for role in Role::ALL {
-        for reason in DropReason::all() {
-            let n = demo::drops6(&maps, role, reason).expect("drops");
-            if n > 0 {
-                out.push(format!("{}/{}={n}", role.label(), reason.label()));
-            }
-        }
-    }
-    out.join(" ")
+    lab.maps(node)
+        .expect("maps")
+        .drops()
+        .expect("drops")
+        .iter()
+        .filter(|d| d.family == Family::Ipv6 && d.packets > 0)
+        .map(|d| format!("{}/{}={}", d.role.label(), d.reason.label(), d.packets))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Every datagram of a stream arrived, in order, from `source`, with hop

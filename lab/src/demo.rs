@@ -3,12 +3,12 @@
 //! receiver upstream for each (IGMPv3 and MLDv2 joins), and a short summary
 //! of what arrived and what the datapath counted.
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use super::{addr, Lab, LabConfig, LabError, Node, Pod, Result};
-use cilium_mcast_egress::datapath::maps::{Codec, DropReason, Maps, Role};
+use cilium_mcast_egress::datapath::maps::{DropReason, Maps, Role};
 
 /// The example policy, embedded so that the demo needs nothing but the
 /// binary: pods `app=camera` to 232.1.0.0/16 and ff3e::8000:0/112 through
@@ -261,26 +261,11 @@ pub fn counted(
     group: IpAddr,
     role: Role,
 ) -> cilium_mcast_egress::datapath::Result<(u64, u64)> {
-    match group {
-        IpAddr::V4(g) => Ok(maps
-            .counters()?
-            .iter()
-            .filter(|c| c.group == g && c.role == role)
-            .fold((0, 0), |(p, b), c| (p + c.packets, b + c.bytes))),
-        IpAddr::V6(g) => {
-            let mut total = (0u64, 0u64);
-            for key in maps.counters_v6.keys() {
-                let k = key?;
-                if Ipv6Addr::decode(&k.group)? != g || Role::from_raw(k.role) != Some(role) {
-                    continue;
-                }
-                for v in maps.counters_v6.get_percpu(&k)?.unwrap_or_default() {
-                    total = (total.0 + v.packets, total.1 + v.bytes);
-                }
-            }
-            Ok(total)
-        }
-    }
+    Ok(maps
+        .counters()?
+        .iter()
+        .filter(|c| c.group == group && c.role == role)
+        .fold((0, 0), |(p, b), c| (p + c.packets, b + c.bytes)))
 }
 
 /// IPv6 drops counted for `role` and `reason` (`mcast_egw_drops_v6`).
@@ -289,19 +274,7 @@ pub fn drops6(
     role: Role,
     reason: DropReason,
 ) -> cilium_mcast_egress::datapath::Result<u64> {
-    use cilium_mcast_egress::bpf_intf as intf;
-    let raw_role = match role {
-        Role::Origin => intf::mcast_role::MCAST_ROLE_ORIGIN,
-        Role::Gateway => intf::mcast_role::MCAST_ROLE_GATEWAY,
-    } as u32;
-    let idx = raw_role * intf::MCAST_DROP_SLOTS + reason.code();
-    Ok(maps
-        .drops_v6
-        .get_percpu(&idx)?
-        .unwrap_or_default()
-        .iter()
-        .map(|v| v.packets)
-        .sum())
+    Ok(maps.drop_count_v6(role, reason)?.packets)
 }
 
 fn show<T: std::fmt::Display>(v: &Option<T>) -> String {
