@@ -9,14 +9,16 @@
 //! name, or the map is not read at all.
 
 use std::mem::{offset_of, size_of};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
+
+use std::net::IpAddr;
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
 
 use crate::cilium_compat::{
     endpoint_info, endpoint_key, mcast_group_v4, CILIUM_IDENTITY_HEALTH, ENDPOINT_F_HOST,
-    ENDPOINT_KEY_IPV4,
+    ENDPOINT_KEY_IPV4, ENDPOINT_KEY_IPV6,
 };
 use crate::datapath::maps::Endpoint;
 use crate::datapath::{map_btf_layout, Plain};
@@ -54,6 +56,36 @@ impl endpoint_key {
     pub fn ipv4_addr(&self) -> Option<Ipv4Addr> {
         (u32::from(self.family) == ENDPOINT_KEY_IPV4)
             .then(|| Ipv4Addr::from(self.ip4.to_ne_bytes()))
+    }
+
+    /// The key of an IPv6 address: in Cilium `ip4` and its padding share
+    /// their 16 bytes with `union v6addr ip6`, so the address fills them.
+    pub fn ipv6(ip: Ipv6Addr) -> Self {
+        let o = ip.octets();
+        let word = |i: usize| u32::from_ne_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
+        endpoint_key {
+            ip4: word(0),
+            pad1: word(4),
+            pad2: word(8),
+            pad3: word(12),
+            family: ENDPOINT_KEY_IPV6 as u8,
+            ..Default::default()
+        }
+    }
+
+    /// The address of an IPv6 key (the first 16 bytes); None for any
+    /// other family.
+    pub fn ipv6_addr(&self) -> Option<Ipv6Addr> {
+        (u32::from(self.family) == ENDPOINT_KEY_IPV6).then(|| {
+            let mut o = [0u8; 16];
+            for (chunk, word) in o
+                .chunks_exact_mut(4)
+                .zip([self.ip4, self.pad1, self.pad2, self.pad3])
+            {
+                chunk.copy_from_slice(&word.to_ne_bytes());
+            }
+            Ipv6Addr::from(o)
+        })
     }
 }
 /// The host side of the health endpoint's veth in Cilium's veth mode.
@@ -151,16 +183,23 @@ fn check_fields(
 pub enum LxcEntry {
     /// A pod of this node: its IPv4 address, host-side ifindex and identity.
     Pod(Ipv4Addr, Endpoint),
+    /// A pod's IPv6 address (an entry of family 2), ifindex and identity.
+    Pod6(Ipv6Addr, Endpoint),
     /// Cilium's health endpoint, by the ifindex of its host-side veth.
     Health { ifindex: u32 },
-    /// A host address, an IPv6 entry or one we cannot read.
+    /// A host address or an entry we cannot read.
     Other,
 }
 
 /// Classify one entry of `cilium_lxc` from its raw key and value.
 pub fn classify(key: &[u8], value: &[u8]) -> LxcEntry {
-    let Some(ip) = endpoint_key::from_bytes(key).and_then(|k| k.ipv4_addr()) else {
+    let Some(key) = endpoint_key::from_bytes(key) else {
         return LxcEntry::Other;
+    };
+    let ip = match (key.ipv4_addr(), key.ipv6_addr()) {
+        (Some(ip), _) => IpAddr::V4(ip),
+        (None, Some(ip)) => IpAddr::V6(ip),
+        (None, None) => return LxcEntry::Other,
     };
     let Some(info) = endpoint_info::from_bytes(value) else {
         return LxcEntry::Other;
@@ -173,20 +212,23 @@ pub fn classify(key: &[u8], value: &[u8]) -> LxcEntry {
             ifindex: info.ifindex,
         };
     }
-    LxcEntry::Pod(
-        ip,
-        Endpoint {
-            ifindex: info.ifindex,
-            identity: info.sec_id,
-        },
-    )
+    let ep = Endpoint {
+        ifindex: info.ifindex,
+        identity: info.sec_id,
+    };
+    match ip {
+        IpAddr::V4(ip) => LxcEntry::Pod(ip, ep),
+        IpAddr::V6(ip) => LxcEntry::Pod6(ip, ep),
+    }
 }
 
 /// One read of `cilium_lxc`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LxcRead {
-    /// The pods, sorted by address.
+    /// The pods' IPv4 addresses, sorted by address.
     pub pods: Vec<(Ipv4Addr, Endpoint)>,
+    /// The pods' IPv6 addresses, sorted by address.
+    pub pods_v6: Vec<(Ipv6Addr, Endpoint)>,
     /// Host-side ifindexes of Cilium's health endpoint.
     pub health_ifindexes: Vec<u32>,
 }
@@ -213,8 +255,9 @@ pub fn read_lxc(globals: &Path) -> Result<LxcRead, CiliumMapError> {
     check_fields(&path, &map, &LXC_KEY_FIELDS, &LXC_VALUE_FIELDS)?;
     let mut out = LxcRead::default();
     for key in map.keys() {
-        let is_ipv4 = endpoint_key::from_bytes(&key).is_some_and(|k| k.ipv4_addr().is_some());
-        if !is_ipv4 {
+        let is_pod_family = endpoint_key::from_bytes(&key)
+            .is_some_and(|k| k.ipv4_addr().is_some() || k.ipv6_addr().is_some());
+        if !is_pod_family {
             continue;
         }
         let Some(value) =
@@ -228,11 +271,13 @@ pub fn read_lxc(globals: &Path) -> Result<LxcRead, CiliumMapError> {
         };
         match classify(&key, &value) {
             LxcEntry::Pod(ip, ep) => out.pods.push((ip, ep)),
+            LxcEntry::Pod6(ip, ep) => out.pods_v6.push((ip, ep)),
             LxcEntry::Health { ifindex } => out.health_ifindexes.push(ifindex),
             LxcEntry::Other => {}
         }
     }
     out.pods.sort_by_key(|(ip, _)| *ip);
+    out.pods_v6.sort_by_key(|(ip, _)| *ip);
     out.health_ifindexes.sort_unstable();
     out.health_ifindexes.dedup();
     Ok(out)
@@ -240,7 +285,7 @@ pub fn read_lxc(globals: &Path) -> Result<LxcRead, CiliumMapError> {
 
 /// The pods of this node from Cilium's endpoint map under `globals`: IPv4
 /// address → (host-side ifindex, security identity). Host entries, IPv6
-/// entries and the health endpoint are skipped.
+/// entries (see [`read_lxc`]) and the health endpoint are skipped.
 pub fn read_endpoints(globals: &Path) -> Result<Vec<(Ipv4Addr, Endpoint)>, CiliumMapError> {
     read_lxc(globals).map(|r| r.pods)
 }
@@ -320,11 +365,50 @@ mod tests {
     }
 
     #[test]
-    fn host_ipv6_and_short_entries_are_skipped() {
+    fn ipv6_entries_are_pods_too() {
+        let ip: Ipv6Addr = "2001:db8:100::11".parse().unwrap();
+        let key = endpoint_key::ipv6(ip);
+        let k = key.as_bytes().to_vec();
+        // Cilium's layout: the 16-byte address at 0, the family at 16.
+        assert_eq!(&k[..16], &ip.octets());
+        assert_eq!(k[16], 2);
+        let value = endpoint_info {
+            ifindex: 7,
+            sec_id: 4001,
+            ..Default::default()
+        };
+        let v = value.as_bytes().to_vec();
+        let ep = Endpoint {
+            ifindex: 7,
+            identity: 4001,
+        };
+        assert_eq!(classify(&k, &v), LxcEntry::Pod6(ip, ep));
+        // Host IPv6 addresses and the health endpoint as for IPv4.
+        let host = endpoint_info {
+            flags: ENDPOINT_F_HOST,
+            ..value
+        };
+        assert_eq!(classify(&k, host.as_bytes()), LxcEntry::Other);
+        let health = endpoint_info {
+            sec_id: IDENTITY_HEALTH,
+            ..value
+        };
+        assert_eq!(
+            classify(&k, health.as_bytes()),
+            LxcEntry::Health { ifindex: 7 }
+        );
+        // An unknown family is nobody's.
+        let mut odd = k.clone();
+        odd[16] = 3;
+        assert_eq!(classify(&odd, &v), LxcEntry::Other);
+    }
+
+    #[test]
+    fn host_and_short_entries_are_skipped() {
         let ip = Ipv4Addr::new(198, 51, 100, 11);
         let (k, v) = entry(ip, IPV4, 7, ENDPOINT_F_HOST, 1);
         assert_eq!(classify(&k, &v), LxcEntry::Other);
-        let (k, v) = entry(ip, 2, 7, 0, 4001);
+        let (k, v) = entry(ip, 3, 7, 0, 4001);
         assert_eq!(classify(&k, &v), LxcEntry::Other);
         let (k, v) = entry(ip, IPV4, 0, 0, 4001);
         assert_eq!(classify(&k, &v), LxcEntry::Other);

@@ -1,11 +1,13 @@
 //! This node's network devices, through rtnetlink: the interfaces and
 //! addresses resolution needs, the default-route device, and a stream of
-//! change notifications (links, IPv4 addresses, IPv4 routes).
+//! change notifications (links, IPv4 and IPv6 addresses, IPv4 routes).
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::{Stream, StreamExt, TryStreamExt};
-use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage,
+};
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
 use rtnetlink::packet_route::route::RouteAttribute;
 use rtnetlink::packet_route::AddressFamily;
@@ -50,7 +52,8 @@ async fn link_dump(handle: &Handle) -> Result<Vec<LinkMessage>, NodeError> {
         })
 }
 
-/// Every interface with its MAC and IPv4 addresses (primary first).
+/// Every interface with its MAC, its IPv4 addresses (primary first) and its
+/// IPv6 addresses usable as a source (see [`usable_ipv6`]).
 pub async fn interfaces(handle: &Handle) -> Result<Vec<Interface>, NodeError> {
     let mut out = Vec::new();
     for msg in link_dump(handle).await? {
@@ -69,6 +72,7 @@ pub async fn interfaces(handle: &Handle) -> Result<Vec<Interface>, NodeError> {
                 ifindex: msg.header.index,
                 mac,
                 ipv4: Vec::new(),
+                ipv6: Vec::new(),
             });
         }
     }
@@ -82,6 +86,15 @@ pub async fn interfaces(handle: &Handle) -> Result<Vec<Interface>, NodeError> {
             source,
         })?
     {
+        if msg.header.family == AddressFamily::Inet6 {
+            if let (Some(ip), Some(iface)) = (
+                usable_ipv6(&msg),
+                out.iter_mut().find(|i| i.ifindex == msg.header.index),
+            ) {
+                iface.ipv6.push(ip);
+            }
+            continue;
+        }
         if msg.header.family != AddressFamily::Inet {
             continue;
         }
@@ -105,6 +118,39 @@ pub async fn interfaces(handle: &Handle) -> Result<Vec<Interface>, NodeError> {
     }
     out.sort_by_key(|i| i.ifindex);
     Ok(out)
+}
+
+/// The address of an IPv6 address message, unless it cannot be a source:
+/// still tentative (duplicate address detection running: the kernel
+/// refuses to send from it) or DAD failed (another host has it). The
+/// flags are in the header's byte and, for those that do not fit it, in
+/// IFA_FLAGS; either may say so.
+pub fn usable_ipv6(msg: &AddressMessage) -> Option<Ipv6Addr> {
+    let header_unusable = msg
+        .header
+        .flags
+        .intersects(AddressHeaderFlags::Tentative | AddressHeaderFlags::Dadfailed);
+    let attr_unusable = msg.attributes.iter().any(|a| match a {
+        AddressAttribute::Flags(f) => {
+            f.intersects(AddressFlags::Tentative | AddressFlags::Dadfailed)
+        }
+        _ => false,
+    });
+    if header_unusable || attr_unusable {
+        return None;
+    }
+    // As for IPv4: IFA_LOCAL, when present, is the interface's own address
+    // and IFA_ADDRESS the peer's (an address added with `peer`).
+    let local = msg.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Local(IpAddr::V6(ip)) => Some(*ip),
+        _ => None,
+    });
+    local.or_else(|| {
+        msg.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Address(IpAddr::V6(ip)) => Some(*ip),
+            _ => None,
+        })
+    })
 }
 
 /// Whether a link is a netkit device (link info kind "netkit"). With
@@ -201,13 +247,15 @@ pub async fn default_route_ifindex(handle: &Handle) -> Result<Option<u32>, NodeE
     Ok(best.map(|(_, oif)| oif))
 }
 
-/// A stream that yields whenever a link, an IPv4 address or an IPv4 route
-/// of this network namespace changes. Its connection runs on the current
+/// A stream that yields whenever a link, an IPv4 or IPv6 address or an IPv4
+/// route of this network namespace changes (an IPv6 address that finishes
+/// DAD becomes a usable egress source). Its connection runs on the current
 /// tokio runtime.
 pub fn changes() -> Result<impl Stream<Item = ()>, NodeError> {
     let (conn, handle, messages) = rtnetlink::new_multicast_connection(&[
         MulticastGroup::Link,
         MulticastGroup::Ipv4Ifaddr,
+        MulticastGroup::Ipv6Ifaddr,
         MulticastGroup::Ipv4Route,
     ])?;
     tokio::spawn(conn);
@@ -236,6 +284,57 @@ mod tests {
         let mut buf = vec![0u8; msg.buffer_len()];
         msg.emit(&mut buf);
         LinkMessage::parse(buf.as_slice()).unwrap()
+    }
+
+    /// An IPv6 address message as the kernel would send it, parsed back.
+    fn address(ip: &str, header: AddressHeaderFlags, attr: Option<AddressFlags>) -> AddressMessage {
+        let mut msg = AddressMessage::default();
+        msg.header.family = AddressFamily::Inet6;
+        msg.header.prefix_len = 64;
+        msg.header.index = 7;
+        msg.header.flags = header;
+        let ip: Ipv6Addr = ip.parse().unwrap();
+        msg.attributes
+            .push(AddressAttribute::Address(IpAddr::V6(ip)));
+        if let Some(f) = attr {
+            msg.attributes.push(AddressAttribute::Flags(f));
+        }
+        let mut buf = vec![0u8; msg.buffer_len()];
+        msg.emit(&mut buf);
+        AddressMessage::parse(buf.as_slice()).unwrap()
+    }
+
+    #[test]
+    fn tentative_and_dad_failed_ipv6_addresses_are_not_sources() {
+        let none = AddressHeaderFlags::empty();
+        let ok: Ipv6Addr = "2001:db8:203::10".parse().unwrap();
+        assert_eq!(
+            usable_ipv6(&address("2001:db8:203::10", none, None)),
+            Some(ok)
+        );
+        assert_eq!(
+            usable_ipv6(&address(
+                "2001:db8:203::10",
+                AddressHeaderFlags::Permanent,
+                Some(AddressFlags::Permanent | AddressFlags::Nodad)
+            )),
+            Some(ok)
+        );
+        for (header, attr) in [
+            (AddressHeaderFlags::Tentative, None),
+            (AddressHeaderFlags::Dadfailed, None),
+            (none, Some(AddressFlags::Tentative)),
+            (
+                none,
+                Some(AddressFlags::Dadfailed | AddressFlags::Permanent),
+            ),
+        ] {
+            assert_eq!(
+                usable_ipv6(&address("2001:db8:203::10", header, attr)),
+                None,
+                "{header:?} {attr:?}"
+            );
+        }
     }
 
     #[test]

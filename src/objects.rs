@@ -3,7 +3,7 @@
 //!
 //! The sources keep nothing else. A `CiliumEndpoint` is reduced as it
 //! arrives to what resolution uses (its name, the hash of its uid, its IPv4
-//! addresses, its node and its identity), and the identity, which most
+//! and IPv6 addresses, its node and its identity), and the identity, which most
 //! endpoints share with many others, is held once for all of them with its
 //! labels already in the form selectors match. A snapshot is a list of
 //! shared pointers to these, so publishing one, holding it for the next
@@ -14,7 +14,7 @@
 //! equal to what is held: such an event changes nothing and wakes nothing.
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -71,6 +71,8 @@ pub struct Endpoint {
     pub uid_hash: Option<u32>,
     /// Its IPv4 addresses, each once, in the order listed.
     pub ipv4: Box<[Ipv4Addr]>,
+    /// Its IPv6 addresses, each once, in the order listed.
+    pub ipv6: Box<[Ipv6Addr]>,
     /// The IP of the node it runs on.
     pub node_ip: Option<Ipv4Addr>,
     /// `None` when it has no security identity with labels yet: no policy
@@ -83,18 +85,9 @@ impl Endpoint {
     pub fn new(cep: &CiliumEndpoint, identities: &mut Identities) -> Endpoint {
         let status = &cep.status;
         let networking = status.networking.as_ref();
-        let mut ipv4: Vec<Ipv4Addr> = Vec::new();
-        for ip in networking
-            .into_iter()
-            .flat_map(|n| &n.addressing)
-            .filter_map(|a| a.ipv4.as_deref())
-        {
-            if let Ok(ip) = ip.parse() {
-                if !ipv4.contains(&ip) {
-                    ipv4.push(ip);
-                }
-            }
-        }
+        let addressing = networking.into_iter().flat_map(|n| &n.addressing);
+        let ipv4 = unique(addressing.clone().filter_map(|a| a.ipv4.as_deref()));
+        let ipv6 = unique(addressing.filter_map(|a| a.ipv6.as_deref()));
         Endpoint {
             namespace: cep.metadata.namespace.as_deref().unwrap_or_default().into(),
             name: cep.metadata.name.as_deref().unwrap_or_default().into(),
@@ -105,6 +98,7 @@ impl Endpoint {
                 .filter(|u| !u.is_empty())
                 .map(|u| fnv32a(u.as_bytes())),
             ipv4: ipv4.into(),
+            ipv6: ipv6.into(),
             node_ip: networking
                 .and_then(|n| n.node.as_deref())
                 .and_then(|n| n.parse().ok()),
@@ -130,6 +124,17 @@ impl Endpoint {
     pub fn id(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
     }
+}
+
+/// The addresses of one family that parse, each once, in the order listed.
+fn unique<'a, A: std::str::FromStr + PartialEq>(texts: impl Iterator<Item = &'a str>) -> Vec<A> {
+    let mut out: Vec<A> = Vec::new();
+    for ip in texts.filter_map(|t| t.parse().ok()) {
+        if !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
+    out
 }
 
 /// A security identity as resolution reads it.
@@ -308,6 +313,11 @@ mod tests {
             &*e.ipv4,
             &[Ipv4Addr::new(198, 51, 100, 1)],
             "each address once"
+        );
+        assert_eq!(
+            &*e.ipv6,
+            &["2001:db8::1".parse::<Ipv6Addr>().unwrap()],
+            "IPv6 too, each once"
         );
         assert_eq!(e.node_ip, Some(Ipv4Addr::new(192, 0, 2, 10)));
         assert_eq!(e.uid_hash, Some(fnv32a(b"uid-a")));

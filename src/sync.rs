@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use crate::datapath::maps::{
-    no_guard, Endpoint, Gateway, Maps, PolicyKey, PolicyLens, PolicyValue, Reconcile, Store,
+    no_guard, Codec, Endpoint, Gateway, Maps, PolicyKeyOf, PolicyLens, PolicyValueOf, Reconcile,
+    Store, TypedMap,
 };
 use crate::datapath::DatapathError;
 use crate::resolve::Desired;
@@ -44,12 +45,14 @@ impl Fit {
 /// address. A pod's entries go in together or not at all, so an exclusion
 /// never goes missing while the prefix around it is written: the map never
 /// lets out a group policy excludes, full or not. A pod that does not fit
-/// is skipped and a smaller one after it may still be written.
-pub fn fit_policies<'a>(
-    policies: &'a BTreeMap<PolicyKey, PolicyValue>,
-    own: Option<&BTreeSet<Ipv4Addr>>,
+/// is skipped and a smaller one after it may still be written. Either
+/// family: each fits its own map.
+#[allow(clippy::type_complexity)]
+pub fn fit_policies<'a, A: Copy + Ord, N: Copy + Ord>(
+    policies: &'a BTreeMap<PolicyKeyOf<A, N>, PolicyValueOf<A>>,
+    own: Option<&BTreeSet<A>>,
     capacity: usize,
-) -> (Cow<'a, BTreeMap<PolicyKey, PolicyValue>>, Fit) {
+) -> (Cow<'a, BTreeMap<PolicyKeyOf<A, N>, PolicyValueOf<A>>>, Fit) {
     let mut fit = Fit {
         needed: policies.len(),
         capacity,
@@ -59,7 +62,7 @@ pub fn fit_policies<'a>(
         return (Cow::Borrowed(policies), fit);
     }
     // Each pod's entries are contiguous: the key starts with the source.
-    let mut pods: Vec<(bool, Ipv4Addr, usize)> = Vec::new();
+    let mut pods: Vec<(bool, A, usize)> = Vec::new();
     for key in policies.keys() {
         match pods.last_mut() {
             Some((_, source, n)) if *source == key.source => *n += 1,
@@ -93,26 +96,27 @@ pub fn fit_policies<'a>(
 }
 
 /// Exclusions narrow the prefixes around them: written first, removed last.
-fn is_exclusion(v: &PolicyValue) -> bool {
+fn is_exclusion<A>(v: &PolicyValueOf<A>) -> bool {
     v.gateway == Gateway::Excluded
 }
 
-/// Bring the policy map from `current` to `desired` without ever letting
-/// out more than either allows: the generic reconcile, with exclusions as
-/// its guards (written before the entries around them, removed after).
-fn apply_policies(
-    store: &impl Store<PolicyKey, PolicyValue>,
-    current: &BTreeMap<PolicyKey, PolicyValue>,
-    desired: &BTreeMap<PolicyKey, PolicyValue>,
+/// Bring a policy map of either family from `current` to `desired` without
+/// ever letting out more than either allows: the generic reconcile, with
+/// exclusions as its guards (written before the entries around them,
+/// removed after).
+fn apply_policies<K: Ord + Clone, A: Clone + PartialEq>(
+    store: &impl Store<K, PolicyValueOf<A>>,
+    current: &BTreeMap<K, PolicyValueOf<A>>,
+    desired: &BTreeMap<K, PolicyValueOf<A>>,
     capacity: usize,
 ) -> Result<SyncStats, DatapathError> {
     Reconcile::new(current, desired, capacity, is_exclusion).run(store)
 }
 
 /// Apply a resolution: nodes and uplinks first (policies refer to them),
-/// then the config and the policy entries, then the stale nodes and
-/// uplinks last. `desired.policies` must fit the policy map (see
-/// [`fit_policies`]).
+/// then the config and the policy entries (IPv4, then IPv6), then the stale
+/// nodes and uplinks last. `desired.policies` and `desired.policies_v6`
+/// must fit their maps (see [`fit_policies`]).
 pub fn apply(maps: &Maps, desired: &Desired) -> Result<SyncStats, DatapathError> {
     let mut stats = SyncStats::default();
 
@@ -145,6 +149,13 @@ pub fn apply(maps: &Maps, desired: &Desired) -> Result<SyncStats, DatapathError>
         &current,
         &desired.policies,
         maps.policy_capacity() as usize,
+    )?;
+    // IPv6: an LPM trie, which finds every prefix length by itself.
+    stats += apply_policies(
+        &maps.policy_v6,
+        &maps.policy_v6.entries()?,
+        &desired.policies_v6,
+        maps.policy_v6.capacity() as usize,
     )?;
 
     ifaces.finish(&maps.egress_ifaces)?;
@@ -190,15 +201,15 @@ pub fn apply_names(
     maps.policy_names.reconcile(desired, no_guard)
 }
 
-/// Turn `mcast_egw_endpoints` from `current` (what it holds) into
-/// `desired` (this node's endpoints).
-pub fn apply_endpoints(
-    maps: &Maps,
-    current: &BTreeMap<Ipv4Addr, Endpoint>,
-    desired: &BTreeMap<Ipv4Addr, Endpoint>,
+/// Turn an endpoint map (`mcast_egw_endpoints`, `mcast_egw_endpoints_v6`)
+/// from `current` (what it holds) into `desired` (this node's endpoints).
+pub fn apply_endpoints<A: Codec + Ord + Clone>(
+    map: &TypedMap<A, Endpoint>,
+    current: &BTreeMap<A, Endpoint>,
+    desired: &BTreeMap<A, Endpoint>,
 ) -> Result<SyncStats, DatapathError> {
-    let capacity = maps.endpoints.capacity() as usize;
-    Reconcile::new(current, desired, capacity, no_guard).run(&maps.endpoints)
+    let capacity = map.capacity() as usize;
+    Reconcile::new(current, desired, capacity, no_guard).run(map)
 }
 
 /// Keep the mirror of Cilium's in-cluster multicast groups in step. The
@@ -222,8 +233,9 @@ pub fn apply_cilium_groups(maps: &Maps, groups: &[Ipv4Addr]) -> Result<SyncStats
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datapath::maps::Origin;
-    use ipnetwork::Ipv4Network;
+    use crate::datapath::maps::{Origin, PolicyKey, PolicyKey6, PolicyValue, PolicyValue6};
+    use ipnetwork::{Ipv4Network, Ipv6Network};
+    use std::net::Ipv6Addr;
 
     fn entry(source: [u8; 4], prefix: &str, gateway: Gateway) -> (PolicyKey, PolicyValue) {
         (
@@ -303,15 +315,15 @@ mod tests {
     }
 
     /// The writes and deletes in the order made, against a map of
-    /// `capacity` that refuses what would not fit.
-    struct Recorder {
-        held: std::cell::RefCell<BTreeMap<PolicyKey, PolicyValue>>,
-        ops: std::cell::RefCell<Vec<(char, PolicyKey)>>,
+    /// `capacity` that refuses what would not fit; either family.
+    struct Recorder<K, V> {
+        held: std::cell::RefCell<BTreeMap<K, V>>,
+        ops: std::cell::RefCell<Vec<(char, K)>>,
         capacity: usize,
     }
 
-    impl Recorder {
-        fn new(held: &BTreeMap<PolicyKey, PolicyValue>, capacity: usize) -> Recorder {
+    impl<K: Ord + Copy, V: Copy> Recorder<K, V> {
+        fn new(held: &BTreeMap<K, V>, capacity: usize) -> Recorder<K, V> {
             Recorder {
                 held: held.clone().into(),
                 ops: Vec::new().into(),
@@ -319,13 +331,13 @@ mod tests {
             }
         }
 
-        fn ops(&self) -> Vec<(char, PolicyKey)> {
+        fn ops(&self) -> Vec<(char, K)> {
             self.ops.borrow().clone()
         }
     }
 
-    impl Store<PolicyKey, PolicyValue> for Recorder {
-        fn put(&self, key: &PolicyKey, value: &PolicyValue) -> Result<(), DatapathError> {
+    impl<K: Ord + Copy, V: Copy> Store<K, V> for Recorder<K, V> {
+        fn put(&self, key: &K, value: &V) -> Result<(), DatapathError> {
             let mut held = self.held.borrow_mut();
             if !held.contains_key(key) && held.len() >= self.capacity {
                 return Err(DatapathError::Map {
@@ -338,7 +350,7 @@ mod tests {
             self.ops.borrow_mut().push(('+', *key));
             Ok(())
         }
-        fn delete(&self, key: &PolicyKey) -> Result<bool, DatapathError> {
+        fn delete(&self, key: &K) -> Result<bool, DatapathError> {
             let existed = self.held.borrow_mut().remove(key).is_some();
             self.ops.borrow_mut().push(('-', *key));
             Ok(existed)
@@ -423,6 +435,85 @@ mod tests {
             "{:?}",
             rec.ops()
         );
+    }
+
+    fn entry6(source: &str, prefix: &str, gateway: Gateway) -> (PolicyKey6, PolicyValue6) {
+        (
+            PolicyKey6 {
+                source: source.parse().unwrap(),
+                destination: prefix.parse::<Ipv6Network>().unwrap(),
+            },
+            PolicyValue6 {
+                egress_ip: Ipv6Addr::UNSPECIFIED,
+                gateway,
+                egress_ifindex: 0,
+                policy_id: 7,
+                origin: Origin::default(),
+            },
+        )
+    }
+
+    /// The IPv6 map fits as the IPv4 one does: own pods first, pods whole.
+    #[test]
+    fn a_full_ipv6_map_keeps_own_pods_first_and_pods_whole() {
+        let (remote_a, remote_b, own) = ("2001:db8::1", "2001:db8::2", "2001:db8::200");
+        let all: BTreeMap<_, _> = [
+            entry6(remote_a, "ff3e::/96", GW),
+            entry6(remote_a, "ff3e::ff00/120", Gateway::Excluded),
+            entry6(remote_b, "ff3e::/96", GW),
+            entry6(own, "ff3e::/96", GW),
+            entry6(own, "ff3e::ff00/120", Gateway::Excluded),
+        ]
+        .into();
+        let own_set: BTreeSet<Ipv6Addr> = [own.parse().unwrap()].into();
+        let (fitted, fit) = fit_policies(&all, Some(&own_set), 3);
+        let sources: BTreeSet<Ipv6Addr> = fitted.keys().map(|k| k.source).collect();
+        assert_eq!(
+            sources,
+            [own.parse().unwrap(), remote_b.parse().unwrap()].into()
+        );
+        assert_eq!(
+            (fit.left_out, fit.pods_left_out, fit.own_pods_left_out),
+            (2, 1, 0)
+        );
+        let (fitted, _) = fit_policies(&all, Some(&own_set), 5);
+        assert!(matches!(fitted, Cow::Borrowed(_)));
+    }
+
+    /// Make-before-break on the IPv6 map: no state on the way lets an
+    /// excluded group out, whatever the capacity.
+    #[test]
+    fn ipv6_exclusions_go_in_first_and_out_last() {
+        let pod: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        let excluded_group: Ipv6Addr = "ff3e::ff01".parse().unwrap();
+        let old: BTreeMap<_, _> = [
+            entry6("2001:db8::1", "ff3e::/96", GW),
+            entry6("2001:db8::1", "ff3e::ff00/120", Gateway::Excluded),
+        ]
+        .into();
+        let new: BTreeMap<_, _> = [entry6("2001:db8::1", "ff3e::1:0/112", GW)].into();
+        let lets_out = |entries: &BTreeMap<PolicyKey6, PolicyValue6>| {
+            entries
+                .iter()
+                .filter(|(k, _)| k.source == pod && k.destination.contains(excluded_group))
+                .max_by_key(|(k, _)| k.destination.prefix())
+                .is_some_and(|(_, v)| v.gateway != Gateway::Excluded)
+        };
+        for (from, to) in [(&BTreeMap::new(), &old), (&old, &new)] {
+            for capacity in [2, 3, 8] {
+                let rec = Recorder::new(from, capacity);
+                apply_policies(&rec, from, to, capacity).unwrap();
+                assert_eq!(*rec.held.borrow(), *to, "capacity {capacity}");
+                let mut state = from.clone();
+                for (op, key) in rec.ops() {
+                    match op {
+                        '+' => state.insert(key, to[&key]),
+                        _ => state.remove(&key),
+                    };
+                    assert!(!lets_out(&state), "capacity {capacity}: {:?}", rec.ops());
+                }
+            }
+        }
     }
 
     #[test]

@@ -543,6 +543,7 @@ fn interface(name: &str) -> Interface {
         ifindex: ifindex_of(name).unwrap(),
         mac: common::mac_of(name),
         ipv4: Vec::new(),
+        ipv6: Vec::new(),
     }
 }
 

@@ -1,6 +1,6 @@
-//! `policy list`: every entry of `mcast_egw_policy_hash_v4`, laid out as
-//! `cilium-dbg bpf egress list` lays out Cilium's egress policy map, with
-//! the policy's name added.
+//! `policy list`: every entry of `mcast_egw_policy_hash_v4` and then of
+//! `mcast_egw_policy_v6`, laid out as `cilium-dbg bpf egress list` lays out
+//! Cilium's egress policy maps, with the policy's name added.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -8,7 +8,7 @@ use std::io::Write;
 use serde::Serialize;
 
 use super::{open_maps, policy_label, write_json, Output, Result, Table};
-use crate::datapath::maps::{Gateway, PolicyKey, PolicyValue};
+use crate::datapath::maps::{Gateway, PolicyKeyOf, PolicyValueOf};
 use crate::datapath::Paths;
 
 /// How `cilium-dbg` spells the gateway sentinels.
@@ -41,8 +41,11 @@ pub fn gateway_label(gateway: Gateway) -> String {
     }
 }
 
-/// The rows for `entries`, in the order given.
-pub fn rows(entries: &[(PolicyKey, PolicyValue)], names: &BTreeMap<u32, String>) -> Vec<PolicyRow> {
+/// The rows for `entries` of either family, in the order given.
+pub fn rows<A: std::fmt::Display, N: std::fmt::Display>(
+    entries: &[(PolicyKeyOf<A, N>, PolicyValueOf<A>)],
+    names: &BTreeMap<u32, String>,
+) -> Vec<PolicyRow> {
     entries
         .iter()
         .map(|(k, v)| PolicyRow {
@@ -95,16 +98,19 @@ pub fn render(rows: &[PolicyRow], output: Output, out: &mut dyn Write) -> Result
 pub fn list(paths: &Paths, output: Output, out: &mut dyn Write) -> Result<()> {
     let maps = open_maps(paths)?;
     let entries = maps.policies()?;
+    let entries_v6: Vec<_> = maps.policy_v6.entries()?.into_iter().collect();
     let names = maps.policy_names()?;
-    super::ignore_broken_pipe(render(&rows(&entries, &names), output, out))
+    let mut all = rows(&entries, &names);
+    all.extend(rows(&entries_v6, &names));
+    super::ignore_broken_pipe(render(&all, output, out))
 }
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     use super::*;
-    use crate::datapath::maps::Origin;
+    use crate::datapath::maps::{Origin, PolicyKey, PolicyKey6, PolicyValue, PolicyValue6};
 
     fn entry(src: &str, dst: &str, gateway: Gateway, policy_id: u32) -> (PolicyKey, PolicyValue) {
         (
@@ -175,5 +181,66 @@ mod tests {
                 "origin_identity": 0,
             }])
         );
+    }
+
+    #[test]
+    fn ipv6_entries_list_in_the_same_columns() {
+        let v6 = |dst: &str, gateway, egress: &str| {
+            (
+                PolicyKey6 {
+                    source: "2001:db8:100::11".parse().unwrap(),
+                    destination: dst.parse().unwrap(),
+                },
+                PolicyValue6 {
+                    egress_ip: egress.parse::<Ipv6Addr>().unwrap(),
+                    gateway,
+                    egress_ifindex: 4,
+                    policy_id: 1,
+                    origin: Origin {
+                        node: [192, 0, 2, 11].into(),
+                        identity: 51234,
+                    },
+                },
+            )
+        };
+        let entries = [
+            v6(
+                "ff3e::8000:0/96",
+                Gateway::Node([192, 0, 2, 12].into()),
+                "2001:db8:203::10",
+            ),
+            v6("ff3e::8000:ff00/120", Gateway::Excluded, "::"),
+        ];
+        let names = [(1, "cameras".to_owned())].into();
+        let mut all = rows(
+            &[entry(
+                "198.51.100.11",
+                "232.1.0.0/16",
+                Gateway::Node([192, 0, 2, 12].into()),
+                1,
+            )],
+            &names,
+        );
+        all.extend(rows(&entries, &names));
+        let mut out = Vec::new();
+        render(&all, Output::Text, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert_eq!(
+            lines[2],
+            "2001:db8:100::11   ff3e::8000:0/96       2001:db8:203::10   192.0.2.12      cameras"
+        );
+        assert_eq!(
+            lines[3],
+            "2001:db8:100::11   ff3e::8000:ff00/120   ::                 Excluded CIDR   cameras"
+        );
+        let v = serde_json::to_value(rows(&entries[..1], &names)).unwrap();
+        assert_eq!(v[0]["source_ip"], "2001:db8:100::11");
+        assert_eq!(v[0]["destination_cidr"], "ff3e::8000:0/96");
+        assert_eq!(v[0]["egress_ip"], "2001:db8:203::10");
+        assert_eq!(v[0]["gateway_ip"], "192.0.2.12");
+        assert_eq!(v[0]["origin_node_ip"], "192.0.2.11");
+        assert_eq!(v[0]["egress_ifindex"], 4);
     }
 }

@@ -5,12 +5,12 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::datapath::maps::{Status, POLICY_MAP, POLICY_NAMES_MAP};
+use crate::datapath::maps::{Status, POLICY_MAP, POLICY_NAMES_MAP, POLICY_V6_MAP};
 use crate::datapath::Maps;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::objects::Objects;
-use crate::resolve::{self, LocalNode, Problem, Severity, Subject};
+use crate::resolve::{self, LocalNode, LocalPods, Problem, Severity, Subject};
 use crate::sync;
 
 use super::Once;
@@ -32,7 +32,7 @@ pub(super) struct Inputs {
     /// Held, so that its address cannot be reused by a later snapshot.
     pub objects: Arc<Objects>,
     pub local: LocalNode,
-    pub local_pods: Option<BTreeSet<Ipv4Addr>>,
+    pub local_pods: Option<LocalPods>,
 }
 
 impl PartialEq for Inputs {
@@ -144,17 +144,38 @@ impl Policies {
             resolve::retain_node_local(&mut desired, local_pods);
         }
         // What fits the maps, in the order that must win when not all does.
+        let pods = inputs.local_pods.as_ref();
         let (policies, policy_fit) = sync::fit_policies(
             &desired.policies,
-            inputs.local_pods.as_ref(),
+            pods.map(|p| &p.v4),
             env.maps.policy_capacity() as usize,
         );
         let policies = match policies {
             std::borrow::Cow::Borrowed(_) => None,
             std::borrow::Cow::Owned(fitted) => Some(fitted),
         };
-        let policies = policies.as_ref().unwrap_or(&desired.policies);
-        let here: BTreeSet<u32> = policies.values().map(|v| v.policy_id).collect();
+        let (policies_v6, policy_v6_fit) = sync::fit_policies(
+            &desired.policies_v6,
+            pods.map(|p| &p.v6),
+            env.maps.policy_v6.capacity() as usize,
+        );
+        let policies_v6 = match policies_v6 {
+            std::borrow::Cow::Borrowed(_) => None,
+            std::borrow::Cow::Owned(fitted) => Some(fitted),
+        };
+        let mut here: BTreeSet<u32> = policies
+            .as_ref()
+            .unwrap_or(&desired.policies)
+            .values()
+            .map(|v| v.policy_id)
+            .collect();
+        here.extend(
+            policies_v6
+                .as_ref()
+                .unwrap_or(&desired.policies_v6)
+                .values()
+                .map(|v| v.policy_id),
+        );
         let (names, names_fit) = sync::fit_names(
             &desired.policy_ids,
             &here,
@@ -162,20 +183,31 @@ impl Policies {
         );
         let mut problems = desired.problems.clone();
         problems.extend(shortfall(POLICY_MAP, &policy_fit));
+        problems.extend(shortfall(POLICY_V6_MAP, &policy_v6_fit));
         problems.extend(shortfall(POLICY_NAMES_MAP, &names_fit));
         problems.sort();
         self.report_problems(&problems);
-        env.health.set_shortfall(policy_fit.short().then(|| {
-            format!(
-                "{} of the {} policy entries this node needs do not fit \
-                 {POLICY_MAP} (capacity {})",
-                policy_fit.left_out, policy_fit.needed, policy_fit.capacity
-            )
-        }));
+        let short: Vec<String> = [(POLICY_MAP, &policy_fit), (POLICY_V6_MAP, &policy_v6_fit)]
+            .into_iter()
+            .filter(|(_, fit)| fit.short())
+            .map(|(map, fit)| {
+                format!(
+                    "{} of the {} policy entries this node needs do not fit \
+                     {map} (capacity {})",
+                    fit.left_out, fit.needed, fit.capacity
+                )
+            })
+            .collect();
+        env.health
+            .set_shortfall((!short.is_empty()).then(|| short.join("; ")));
         env.metrics.observe_fit(POLICY_MAP, &policy_fit);
+        env.metrics.observe_fit(POLICY_V6_MAP, &policy_v6_fit);
         env.metrics.observe_fit(POLICY_NAMES_MAP, &names_fit);
-        if policy_fit.short() {
-            desired.policies = policies.clone();
+        if let Some(fitted) = policies {
+            desired.policies = fitted;
+        }
+        if let Some(fitted) = policies_v6 {
+            desired.policies_v6 = fitted;
         }
         env.metrics.observe(&desired);
         Resolved { desired, names }
@@ -208,6 +240,7 @@ impl Policies {
                         written = s.written,
                         removed = s.removed,
                         entries = policies.len(),
+                        entries_v6 = desired.policies_v6.len(),
                         elapsed_us = started.elapsed().as_micros() as u64,
                         "policy maps synced"
                     );
@@ -222,6 +255,7 @@ impl Policies {
                     tracing::info!(
                         policies = desired.policy_ids.len(),
                         entries = policies.len(),
+                        entries_v6 = desired.policies_v6.len(),
                         nodes = desired.nodes.len(),
                         gateway_for = ?desired.local_gateway_for.keys().collect::<Vec<_>>(),
                         "first sync done"
@@ -309,7 +343,7 @@ fn shortfall(map: &str, fit: &sync::Fit) -> Option<Problem> {
     if !fit.short() {
         return None;
     }
-    let (severity, what, flag) = if map == POLICY_MAP {
+    let (severity, what, flag) = if map == POLICY_MAP || map == POLICY_V6_MAP {
         (
             Severity::Invalid,
             format!(

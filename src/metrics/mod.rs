@@ -126,9 +126,7 @@ impl View {
         for (key, value) in &desired.policies {
             view.add_prefix(value.policy_id, key.destination.into(), value.gateway);
         }
-        // The resolution has no IPv6 entries yet (the controller's half of
-        // issue 13): none to label by. Theirs go here.
-        view.add_entries_v6(std::iter::empty(), desired.config.node_ip);
+        view.add_entries_v6(&desired.policies_v6, desired.config.node_ip);
         view.finish();
         view
     }
@@ -260,7 +258,7 @@ impl Metrics {
         let gateway = IntGaugeVec::new(
             opts(
                 "gateway",
-                "1 for each policy whose gateway is this node, with the egress IP it uses",
+                "1 for each policy whose gateway is this node and each egress IP it uses (one per family)",
             ),
             &["policy", "egress_ip"],
         )?;
@@ -363,7 +361,15 @@ impl Metrics {
                 .any(|p| matches!(p.subject, Subject::Node(_))),
         ));
         self.gateway.reset();
-        for (name, ip) in &desired.local_gateway_for {
+        let v4 = desired
+            .local_gateway_for
+            .iter()
+            .map(|(n, ip)| (n, IpAddr::from(*ip)));
+        let v6 = desired
+            .local_gateway_for_v6
+            .iter()
+            .map(|(n, ip)| (n, IpAddr::from(*ip)));
+        for (name, ip) in v4.chain(v6) {
             self.gateway
                 .with_label_values(&[name.as_str(), &ip.to_string()])
                 .set(1);

@@ -3,15 +3,42 @@
 
 use super::*;
 
-/// What this node egresses through as a gateway of one `egressGateways`
-/// entry.
+/// What this node egresses one family through as a gateway of one
+/// `egressGateways` entry.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Egress {
-    /// 0.0.0.0 when it could not be derived.
-    pub(super) ip: Ipv4Addr,
+pub(super) struct EgressOf<A> {
+    /// Unspecified when it could not be derived.
+    pub(super) ip: A,
     /// 0 when it could not be derived.
     pub(super) ifindex: u32,
     pub(super) mac: [u8; 6],
+}
+
+impl<A> EgressOf<A> {
+    fn on(iface: &Interface, ip: A) -> Self {
+        EgressOf {
+            ip,
+            ifindex: iface.ifindex,
+            mac: iface.mac,
+        }
+    }
+
+    fn none(unspecified: A) -> Self {
+        EgressOf {
+            ip: unspecified,
+            ifindex: 0,
+            mac: [0; 6],
+        }
+    }
+}
+
+/// What this node egresses through as a gateway of one `egressGateways`
+/// entry, per family: the two can differ (an IPv6 `egressIP` on another
+/// device than the IPv4 default route).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Egress {
+    pub(super) v4: EgressOf<Ipv4Addr>,
+    pub(super) v6: EgressOf<Ipv6Addr>,
 }
 
 /// One resolved gateway of a policy.
@@ -64,21 +91,33 @@ pub(super) fn resolve_gateways(
                 };
             };
             let egress = (!local.name.is_empty() && node.name == local.name).then(|| {
-                derive_egress(spec, local).unwrap_or_else(|why| {
+                // Each family is said only when the policy has groups of it:
+                // an IPv4-only uplink is no fault of an IPv4-only policy.
+                let mut warn = |family: &str, why: String| {
                     problems.push(Problem::for_policy(
                         &policy.name,
                         Severity::Warning,
                         format!(
-                            "this node is the gateway of {which} but its egress IP cannot be \
-                             derived: {why}; multicast through it is dropped (no_egress_ip)"
+                            "this node is the gateway of {which} but its egress {family} \
+                             cannot be derived: {why}; {}multicast through it is dropped \
+                             (no_egress_ip)",
+                            if family == "IPv6" { "IPv6 " } else { "" }
                         ),
-                    ));
-                    Egress {
-                        ip: Ipv4Addr::UNSPECIFIED,
-                        ifindex: 0,
-                        mac: [0; 6],
+                    ))
+                };
+                let v4 = derive_egress(spec, local).unwrap_or_else(|why| {
+                    if !policy.v4.destinations.is_empty() {
+                        warn("IP", why);
                     }
-                })
+                    EgressOf::none(Ipv4Addr::UNSPECIFIED)
+                });
+                let v6 = derive_egress_v6(spec, local).unwrap_or_else(|why| {
+                    if !policy.v6.destinations.is_empty() {
+                        warn("IPv6", why);
+                    }
+                    EgressOf::none(Ipv6Addr::UNSPECIFIED)
+                });
+                Egress { v4, v6 }
             });
             ResolvedGateway {
                 ip: node.ip,
@@ -90,26 +129,49 @@ pub(super) fn resolve_gateways(
     gateways
 }
 
+/// The device a gateway egresses through when neither `interface` nor
+/// `egressIP` says: the IPv4 default route's, as Cilium picks it.
+fn default_route_device(local: &LocalNode) -> Result<&Interface, String> {
+    let ifindex = local
+        .default_route_ifindex
+        .ok_or_else(|| "this node has no IPv4 default route".to_string())?;
+    local
+        .interfaces
+        .iter()
+        .find(|i| i.ifindex == ifindex)
+        .ok_or_else(|| format!("the default-route device (ifindex {ifindex}) is not known"))
+}
+
+fn named_device<'a>(local: &'a LocalNode, name: &str) -> Result<&'a Interface, String> {
+    local
+        .interfaces
+        .iter()
+        .find(|i| i.name == name)
+        .ok_or_else(|| format!("interface {name} does not exist on this node"))
+}
+
+fn device_holding_v4(local: &LocalNode, ip: Ipv4Addr) -> Result<&Interface, String> {
+    local
+        .interfaces
+        .iter()
+        .find(|i| i.ipv4.contains(&ip))
+        .ok_or_else(|| format!("no interface of this node holds egressIP {ip}"))
+}
+
 /// Egress IP and device on the gateway node itself, the way Cilium derives
 /// them: `interface` -> its first IPv4; `egressIP` -> the device holding
 /// it; neither -> the first IPv4 of the default-route device.
-pub(super) fn derive_egress(spec: &GatewaySpec, local: &LocalNode) -> Result<Egress, String> {
-    let from = |iface: &Interface, ip: Ipv4Addr| Egress {
-        ip,
-        ifindex: iface.ifindex,
-        mac: iface.mac,
-    };
+pub(super) fn derive_egress(
+    spec: &GatewaySpec,
+    local: &LocalNode,
+) -> Result<EgressOf<Ipv4Addr>, String> {
     if let Some(name) = &spec.interface {
-        let iface = local
-            .interfaces
-            .iter()
-            .find(|i| &i.name == name)
-            .ok_or_else(|| format!("interface {name} does not exist on this node"))?;
+        let iface = named_device(local, name)?;
         let ip = iface
             .ipv4
             .first()
             .ok_or_else(|| format!("interface {name} has no IPv4 address"))?;
-        return Ok(from(iface, *ip));
+        return Ok(EgressOf::on(iface, *ip));
     }
     if let Some(ip) = spec.egress_ip {
         let IpAddr::V4(ip) = ip else {
@@ -117,26 +179,57 @@ pub(super) fn derive_egress(spec: &GatewaySpec, local: &LocalNode) -> Result<Egr
                 "egressIP {ip} is IPv6 and IPv4 multicast needs an IPv4 source"
             ));
         };
-        let iface = local
-            .interfaces
-            .iter()
-            .find(|i| i.ipv4.contains(&ip))
-            .ok_or_else(|| format!("no interface of this node holds egressIP {ip}"))?;
-        return Ok(from(iface, ip));
+        return Ok(EgressOf::on(device_holding_v4(local, ip)?, ip));
     }
-    let ifindex = local
-        .default_route_ifindex
-        .ok_or_else(|| "this node has no IPv4 default route".to_string())?;
-    let iface = local
-        .interfaces
-        .iter()
-        .find(|i| i.ifindex == ifindex)
-        .ok_or_else(|| format!("the default-route device (ifindex {ifindex}) is not known"))?;
+    let iface = default_route_device(local)?;
     let ip = iface.ipv4.first().ok_or_else(|| {
         format!(
             "the default-route device {} has no IPv4 address",
             iface.name
         )
     })?;
-    Ok(from(iface, *ip))
+    Ok(EgressOf::on(iface, *ip))
+}
+
+/// Whether an IPv6 address can be the source of what leaves the cluster:
+/// global scope (RFC 4291 2.4), so neither link-local, loopback, multicast
+/// nor unspecified. Unique local addresses are global in scope.
+fn is_global(ip: &Ipv6Addr) -> bool {
+    !(ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_multicast()
+        // fe80::/10 (`is_unicast_link_local`, newer than our MSRV).
+        || (ip.segments()[0] & 0xffc0) == 0xfe80
+        || ip.to_ipv4_mapped().is_some())
+}
+
+/// The egress IPv6 and device on the gateway node itself: the `egressIP`
+/// when it is IPv6, on the device holding it; otherwise the first global
+/// IPv6 of the device IPv4 egresses through (`interface`, the device
+/// holding an IPv4 `egressIP`, or the default-route device).
+pub(super) fn derive_egress_v6(
+    spec: &GatewaySpec,
+    local: &LocalNode,
+) -> Result<EgressOf<Ipv6Addr>, String> {
+    if let Some(IpAddr::V6(ip)) = spec.egress_ip {
+        let iface = local
+            .interfaces
+            .iter()
+            .find(|i| i.ipv6.contains(&ip))
+            .ok_or_else(|| format!("no interface of this node holds egressIP {ip}"))?;
+        return Ok(EgressOf::on(iface, ip));
+    }
+    let iface = match (&spec.interface, spec.egress_ip) {
+        (Some(name), _) => named_device(local, name)?,
+        (None, Some(IpAddr::V4(ip))) => device_holding_v4(local, ip)?,
+        _ => default_route_device(local)?,
+    };
+    let ip = iface.ipv6.iter().find(|ip| is_global(ip)).ok_or_else(|| {
+        format!(
+            "{} has no global IPv6 address (link-local, tentative and DAD-failed ones \
+             cannot be a source)",
+            iface.name
+        )
+    })?;
+    Ok(EgressOf::on(iface, *ip))
 }

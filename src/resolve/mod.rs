@@ -8,6 +8,7 @@
 //! with one key), we pick deterministically and say so in a [`Problem`].
 
 mod cidr;
+mod family;
 mod fnv;
 mod gateways;
 mod model;
@@ -17,17 +18,16 @@ mod selector;
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
-
-use ipnetwork::Ipv4Network;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub use fnv::fnv32a;
 pub use model::*;
 pub use selector::{endpoint_labels, LabelMap};
 
+use self::family::{Entries, Family, Key, Prefix, Value, V4, V6};
 use self::gateways::{resolve_gateways, ResolvedGateway};
 use self::policy::{GatewaySpec, Policy};
-use crate::datapath::maps::{Config, EgressIface, Gateway, Origin, PolicyKey, PolicyValue};
+use crate::datapath::maps::{Config, EgressIface, Gateway, Origin, PolicyValueOf};
 use crate::objects::{self, Objects};
 
 /// Keep only the entries this node's datapath can use: those of pods behind
@@ -37,29 +37,31 @@ use crate::objects::{self, Objects};
 /// the last point before the cluster's edge and enforces the exclusions
 /// itself: without them a copy for an excluded group (a stale or forged
 /// origin) would match the covering prefix and leave. Every other node's
-/// pods would only grow the trie every packet walks.
-pub fn retain_node_local(desired: &mut Desired, local_pods: &BTreeSet<Ipv4Addr>) {
+/// pods would only grow the trie every packet walks. Both families.
+pub fn retain_node_local(desired: &mut Desired, local_pods: &LocalPods) {
+    retain::<V4>(desired, local_pods);
+    retain::<V6>(desired, local_pods);
+}
+
+fn retain<F: Family>(desired: &mut Desired, local_pods: &LocalPods) {
     let this = desired.config.node_ip;
-    let served: BTreeMap<Ipv4Addr, Vec<Ipv4Network>> = if this.is_unspecified() {
-        BTreeMap::new()
-    } else {
-        let mut served: BTreeMap<Ipv4Addr, Vec<Ipv4Network>> = BTreeMap::new();
-        for (key, value) in &desired.policies {
+    let pods = F::local_pods(local_pods);
+    let entries = F::entries(desired);
+    let mut served: BTreeMap<F::Addr, Vec<F::Net>> = BTreeMap::new();
+    if !this.is_unspecified() {
+        for (key, value) in entries.iter() {
             if value.gateway == Gateway::Node(this) {
                 served.entry(key.source).or_default().push(key.destination);
             }
         }
+    }
+    let inside_served = |key: &Key<F>| {
         served
+            .get(&key.source)
+            .is_some_and(|prefixes| prefixes.iter().any(|p| p.strictly_covers(&key.destination)))
     };
-    let inside_served = |key: &PolicyKey| {
-        served.get(&key.source).is_some_and(|prefixes| {
-            prefixes.iter().any(|p| {
-                p.prefix() < key.destination.prefix() && p.contains(key.destination.network())
-            })
-        })
-    };
-    desired.policies.retain(|key, value| {
-        local_pods.contains(&key.source)
+    entries.retain(|key, value| {
+        pods.contains(&key.source)
             || (!this.is_unspecified() && value.gateway == Gateway::Node(this))
             || (value.gateway == Gateway::Excluded && inside_served(key))
     });
@@ -80,7 +82,7 @@ pub fn resolve(objects: &Objects, local: &LocalNode) -> Desired {
 pub fn resolve_for_node(
     objects: &Objects,
     local: &LocalNode,
-    local_pods: Option<&BTreeSet<Ipv4Addr>>,
+    local_pods: Option<&LocalPods>,
 ) -> Desired {
     let mut problems = Vec::new();
     let cluster = Cluster::new(&objects.nodes);
@@ -107,16 +109,10 @@ pub fn resolve_for_node(
         ..Desired::default()
     };
 
-    // Which policy (index into `policies`) owns each key, and per (loser,
-    // winner) how many keys the loser lost and one of them.
-    let mut owners: BTreeMap<PolicyKey, usize> = BTreeMap::new();
-    let this = desired.config.node_ip;
-    let may_keep = |key: &PolicyKey, value: &PolicyValue| {
-        local_pods.is_none_or(|pods| pods.contains(&key.source))
-            || value.gateway == Gateway::Excluded
-            || (!this.is_unspecified() && value.gateway == Gateway::Node(this))
-    };
-    let mut overlaps: BTreeMap<(usize, usize), (usize, PolicyKey)> = BTreeMap::new();
+    // Which policy (index into `policies`) owns each key, per family; and
+    // per (loser, winner) how many keys the loser lost and one of them.
+    let mut owners = Owners::default();
+    let mut overlaps: BTreeMap<(usize, usize), (usize, String)> = BTreeMap::new();
 
     for (index, policy) in policies.iter().enumerate() {
         let Some(&policy_id) = policy_ids.get(&policy.name) else {
@@ -124,46 +120,45 @@ pub fn resolve_for_node(
         };
         let gateways = resolve_gateways(policy, &cluster, local, &mut problems);
         for egress in gateways.iter().filter_map(|g| g.egress) {
-            desired
-                .local_gateway_for
-                .entry(policy.name.clone())
-                .or_insert(egress.ip);
-            if egress.ifindex != 0 {
+            // Each family's egress IP and uplink count for the policies
+            // that have groups of it.
+            let (v4, v6) = (
+                !policy.v4.destinations.is_empty(),
+                !policy.v6.destinations.is_empty(),
+            );
+            if v4 {
                 desired
-                    .egress_ifaces
-                    .insert(egress.ifindex, EgressIface { mac: egress.mac });
+                    .local_gateway_for
+                    .entry(policy.name.clone())
+                    .or_insert(egress.v4.ip);
+            }
+            if v6 {
+                desired
+                    .local_gateway_for_v6
+                    .entry(policy.name.clone())
+                    .or_insert(egress.v6.ip);
+            }
+            for (used, ifindex, mac) in [
+                (v4, egress.v4.ifindex, egress.v4.mac),
+                (v6, egress.v6.ifindex, egress.v6.mac),
+            ] {
+                if used && ifindex != 0 {
+                    desired.egress_ifaces.insert(ifindex, EgressIface { mac });
+                }
             }
         }
-        let entries = policy_entries(
+        let claim = Claim {
+            index,
             policy,
             policy_id,
-            &gateways,
-            &endpoints,
-            &cluster,
-            &mut problems,
-        );
-        for (key, value) in entries {
-            match owners.get(&key) {
-                // An exclusion is never overridden by another policy's
-                // destination: what one policy keeps in, stays in.
-                Some(_) if value.gateway == Gateway::Excluded => {
-                    owners.insert(key, index);
-                    desired.policies.insert(key, value);
-                }
-                // Owned here, but of no use to this node: a winner all the
-                // same, never held.
-                None if !may_keep(&key, &value) => {
-                    owners.insert(key, index);
-                }
-                Some(&winner) => {
-                    overlaps.entry((index, winner)).or_insert((0, key)).0 += 1;
-                }
-                None => {
-                    owners.insert(key, index);
-                    desired.policies.insert(key, value);
-                }
-            }
-        }
+            gateways: &gateways,
+            endpoints: &endpoints,
+            cluster: &cluster,
+            this: desired.config.node_ip,
+            local_pods,
+        };
+        claim.run::<V4>(&mut owners.v4, &mut desired, &mut overlaps, &mut problems);
+        claim.run::<V6>(&mut owners.v6, &mut desired, &mut overlaps, &mut problems);
     }
 
     for ((loser, winner), (count, example)) in overlaps {
@@ -171,7 +166,7 @@ pub fn resolve_for_node(
             &policies[loser].name,
             Severity::Warning,
             format!(
-                "{count} {} the same pod and group prefix as policy {} (e.g. {} -> {}); \
+                "{count} {} the same pod and group prefix as policy {} (e.g. {example}); \
                  the lexically first policy name wins, this policy's are ignored",
                 if count == 1 {
                     "entry has"
@@ -179,8 +174,6 @@ pub fn resolve_for_node(
                     "entries have"
                 },
                 policies[winner].name,
-                example.source,
-                example.destination,
             ),
         ));
     }
@@ -190,6 +183,82 @@ pub fn resolve_for_node(
     desired.policy_ids = policy_ids;
     desired.problems = problems;
     desired
+}
+
+/// Which policy (index) owns each key, per family.
+#[derive(Default)]
+struct Owners {
+    v4: BTreeMap<Key<V4>, usize>,
+    v6: BTreeMap<Key<V6>, usize>,
+}
+
+/// One policy claiming its entries of each family.
+struct Claim<'a> {
+    index: usize,
+    policy: &'a Policy,
+    policy_id: u32,
+    gateways: &'a [ResolvedGateway],
+    endpoints: &'a [Selectable<'a>],
+    cluster: &'a Cluster<'a>,
+    /// This node's IP (unspecified when unknown).
+    this: Ipv4Addr,
+    local_pods: Option<&'a LocalPods>,
+}
+
+impl Claim<'_> {
+    /// Claim the policy's entries of family `F`: a key no earlier policy
+    /// owns is this one's; one owned already is an overlap, except that an
+    /// exclusion always wins. Entries of no use to this node are owned but
+    /// never held.
+    fn run<F: Family>(
+        &self,
+        owners: &mut BTreeMap<Key<F>, usize>,
+        desired: &mut Desired,
+        overlaps: &mut BTreeMap<(usize, usize), (usize, String)>,
+        problems: &mut Vec<Problem>,
+    ) {
+        let this = self.this;
+        let may_keep = |key: &Key<F>, value: &Value<F>| {
+            self.local_pods
+                .is_none_or(|pods| F::local_pods(pods).contains(&key.source))
+                || value.gateway == Gateway::Excluded
+                || (!this.is_unspecified() && value.gateway == Gateway::Node(this))
+        };
+        let entries = policy_entries::<F>(
+            self.policy,
+            self.policy_id,
+            self.gateways,
+            self.endpoints,
+            self.cluster,
+            problems,
+        );
+        let held = F::entries(desired);
+        for (key, value) in entries {
+            match owners.get(&key) {
+                // An exclusion is never overridden by another policy's
+                // destination: what one policy keeps in, stays in.
+                Some(_) if value.gateway == Gateway::Excluded => {
+                    owners.insert(key, self.index);
+                    held.insert(key, value);
+                }
+                // Owned here, but of no use to this node: a winner all the
+                // same, never held.
+                None if !may_keep(&key, &value) => {
+                    owners.insert(key, self.index);
+                }
+                Some(&winner) => {
+                    overlaps
+                        .entry((self.index, winner))
+                        .or_insert_with(|| (0, format!("{} -> {}", key.source, key.destination)))
+                        .0 += 1;
+                }
+                None => {
+                    owners.insert(key, self.index);
+                    held.insert(key, value);
+                }
+            }
+        }
+    }
 }
 
 /// This node's IP: the first IPv4 InternalIP of the `CiliumNode` named
@@ -394,12 +463,11 @@ impl Endpoints {
     }
 }
 
-/// The endpoints that can be selected at all: with an identity and an IPv4
+/// The endpoints that can be selected at all: with an identity and an
 /// address, sorted by namespace and name (the sources' order, checked
 /// here), so that when two endpoints claim one address the same one wins
-/// every time; and those skipped for want of an identity. One without an
-/// IPv4 address is not ours (IPv6 multicast is not supported yet) and is
-/// left out silently.
+/// every time; and those skipped for want of an identity. One without any
+/// address has nothing to send from and is left out silently.
 fn endpoints(all: &[std::sync::Arc<objects::Endpoint>]) -> (Vec<Selectable<'_>>, Endpoints) {
     let mut without_identity = Endpoints::default();
     let mut endpoints: Vec<Selectable> = all
@@ -409,7 +477,8 @@ fn endpoints(all: &[std::sync::Arc<objects::Endpoint>]) -> (Vec<Selectable<'_>>,
                 without_identity.add(endpoint.id());
                 return None;
             };
-            (!endpoint.ipv4.is_empty()).then_some(Selectable { endpoint, identity })
+            (!endpoint.ipv4.is_empty() || !endpoint.ipv6.is_empty())
+                .then_some(Selectable { endpoint, identity })
         })
         .collect();
     fn key<'a>(s: &Selectable<'a>) -> ((&'a str, &'a str), Option<u32>) {
@@ -427,19 +496,24 @@ struct Selectable<'a> {
     identity: &'a objects::Identity,
 }
 
-/// The entries one policy asks for: every selected endpoint's IPv4 with
-/// every destination (and excluded) prefix.
-fn policy_entries(
+/// The entries of family `F` one policy asks for: every selected
+/// endpoint's address of that family with every destination (and excluded)
+/// prefix of that family.
+fn policy_entries<F: Family>(
     policy: &Policy,
     policy_id: u32,
     gateways: &[ResolvedGateway],
     endpoints: &[Selectable],
     cluster: &Cluster,
     problems: &mut Vec<Problem>,
-) -> BTreeMap<PolicyKey, PolicyValue> {
+) -> Entries<F> {
+    let cidrs = F::cidrs(policy);
+    if cidrs.destinations.is_empty() && cidrs.excluded.is_empty() {
+        return Entries::<F>::new();
+    }
     let no_labels = LabelMap::new();
-    let excluded = PolicyValue {
-        egress_ip: Ipv4Addr::UNSPECIFIED,
+    let excluded = PolicyValueOf {
+        egress_ip: F::UNSPECIFIED,
         gateway: Gateway::Excluded,
         egress_ifindex: 0,
         policy_id,
@@ -474,32 +548,41 @@ fn policy_entries(
                 continue;
             }
         };
+        // Checked after the gateway, so that the finding about endpoints
+        // without a uid is the same from either family's pass (and said
+        // once).
+        if F::sources(endpoint).is_empty() {
+            continue;
+        }
         let origin = Origin {
             node: endpoint.node_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
             identity: identity.id,
         };
         let value = match gateway.ip {
-            None => PolicyValue {
-                egress_ip: Ipv4Addr::UNSPECIFIED,
+            None => PolicyValueOf {
+                egress_ip: F::UNSPECIFIED,
                 gateway: Gateway::NotFound,
                 egress_ifindex: 0,
                 policy_id,
                 origin,
             },
-            Some(ip) => PolicyValue {
-                egress_ip: gateway.egress.map_or(Ipv4Addr::UNSPECIFIED, |e| e.ip),
-                gateway: Gateway::Node(ip),
-                egress_ifindex: gateway.egress.map_or(0, |e| e.ifindex),
-                policy_id,
-                origin,
-            },
+            Some(ip) => {
+                let egress = gateway.egress.map(|e| F::egress(&e));
+                PolicyValueOf {
+                    egress_ip: egress.map_or(F::UNSPECIFIED, |e| e.ip),
+                    gateway: Gateway::Node(ip),
+                    egress_ifindex: egress.map_or(0, |e| e.ifindex),
+                    policy_id,
+                    origin,
+                }
+            }
         };
-        for &source in &endpoint.ipv4 {
+        for &source in F::sources(endpoint) {
             // The first endpoint (by name) claiming an address keeps it:
             // two endpoints with one address is a stale object.
-            for &destination in &policy.destinations {
+            for &destination in &cidrs.destinations {
                 entries
-                    .entry(PolicyKey {
+                    .entry(Key::<F> {
                         source,
                         destination,
                     })
@@ -507,9 +590,9 @@ fn policy_entries(
             }
             // An excluded prefix equal to a destination wins, as in Cilium,
             // which writes the excluded entries last.
-            for &destination in &policy.excluded {
+            for &destination in &cidrs.excluded {
                 entries.insert(
-                    PolicyKey {
+                    Key::<F> {
                         source,
                         destination,
                     },

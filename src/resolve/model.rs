@@ -1,9 +1,11 @@
 //! Inputs and output of resolution.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use crate::datapath::maps::{Config, EgressIface, PolicyKey, PolicyValue};
+use crate::datapath::maps::{
+    Config, EgressIface, PolicyKey, PolicyKey6, PolicyValue, PolicyValue6,
+};
 
 /// A network interface of this node, as resolution needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,6 +15,27 @@ pub struct Interface {
     pub mac: [u8; 6],
     /// IPv4 addresses in the order the kernel lists them (primary first).
     pub ipv4: Vec<Ipv4Addr>,
+    /// IPv6 addresses in the order the kernel lists them, of any scope,
+    /// without those not usable as a source yet or ever (tentative, DAD
+    /// failed). Resolution picks the global ones.
+    pub ipv6: Vec<Ipv6Addr>,
+}
+
+/// The pods behind this node's veths (from Cilium's endpoint map), per
+/// family: whose origin entries this node keeps.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LocalPods {
+    pub v4: BTreeSet<Ipv4Addr>,
+    pub v6: BTreeSet<Ipv6Addr>,
+}
+
+impl From<BTreeSet<Ipv4Addr>> for LocalPods {
+    fn from(v4: BTreeSet<Ipv4Addr>) -> Self {
+        LocalPods {
+            v4,
+            v6: BTreeSet::new(),
+        }
+    }
 }
 
 /// What resolution knows about the node it runs on.
@@ -102,6 +125,8 @@ impl Problem {
 pub struct Desired {
     /// Entries of `mcast_egw_policy_hash_v4`.
     pub policies: BTreeMap<PolicyKey, PolicyValue>,
+    /// Entries of `mcast_egw_policy_v6`.
+    pub policies_v6: BTreeMap<PolicyKey6, PolicyValue6>,
     /// Entries of `mcast_egw_nodes`: every node's InternalIP.
     pub nodes: BTreeSet<Ipv4Addr>,
     /// `mcast_egw_config`.
@@ -111,9 +136,12 @@ pub struct Desired {
     pub egress_ifaces: BTreeMap<u32, EgressIface>,
     /// Policy name -> the `policy_id` in its entries (labels counters).
     pub policy_ids: BTreeMap<String, u32>,
-    /// Policies for which this node is a gateway, with the egress IP used
-    /// (0.0.0.0 when it could not be derived).
+    /// Policies with IPv4 destinations for which this node is a gateway,
+    /// with the egress IP used (0.0.0.0 when it could not be derived).
     pub local_gateway_for: BTreeMap<String, Ipv4Addr>,
+    /// Policies with IPv6 destinations for which this node is a gateway,
+    /// with the egress IPv6 used (:: when it could not be derived).
+    pub local_gateway_for_v6: BTreeMap<String, Ipv6Addr>,
     /// Invalid input and warnings, sorted.
     pub problems: Vec<Problem>,
     /// `CiliumEndpoint`s skipped because they have no security identity

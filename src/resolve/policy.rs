@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::cidr::{self, Cidr};
@@ -33,12 +33,56 @@ pub(super) struct Policy {
     /// endpoint selectors, not paired with their rule: when any is set, an
     /// endpoint is selected only if its node matches one of them.
     pub node_selectors: Vec<Selector>,
-    /// Canonical IPv4 multicast prefixes, at least one.
-    pub destinations: Vec<Ipv4Network>,
-    /// Canonical IPv4 multicast prefixes carved out.
-    pub excluded: Vec<Ipv4Network>,
+    /// Canonical IPv4 multicast prefixes.
+    pub v4: Cidrs<Ipv4Network>,
+    /// Canonical IPv6 multicast prefixes. Between the two families, at
+    /// least one destination.
+    pub v6: Cidrs<Ipv6Network>,
     /// At least one.
     pub gateways: Vec<GatewaySpec>,
+}
+
+/// The multicast prefixes of one family in a policy.
+#[derive(Debug, Clone)]
+pub(super) struct Cidrs<N> {
+    pub destinations: Vec<N>,
+    /// Carved out of the destinations.
+    pub excluded: Vec<N>,
+}
+
+impl<N> Default for Cidrs<N> {
+    fn default() -> Self {
+        Cidrs {
+            destinations: Vec::new(),
+            excluded: Vec::new(),
+        }
+    }
+}
+
+fn push_unique<T: PartialEq>(list: &mut Vec<T>, item: T) {
+    if !list.contains(&item) {
+        list.push(item);
+    }
+}
+
+/// Both families' prefixes, sorted into their lists.
+#[derive(Debug, Default)]
+struct Prefixes {
+    v4: Vec<Ipv4Network>,
+    v6: Vec<Ipv6Network>,
+}
+
+impl Prefixes {
+    fn add(&mut self, net: IpNetwork) {
+        match net {
+            IpNetwork::V4(net) => push_unique(&mut self.v4, net),
+            IpNetwork::V6(net) => push_unique(&mut self.v6, net),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.v4.is_empty() && self.v6.is_empty()
+    }
 }
 
 /// Collects findings about one policy.
@@ -95,8 +139,14 @@ pub(super) fn parse(
         name,
         endpoint_selectors,
         node_selectors,
-        destinations,
-        excluded,
+        v4: Cidrs {
+            destinations: destinations.v4,
+            excluded: excluded.v4,
+        },
+        v6: Cidrs {
+            destinations: destinations.v6,
+            excluded: excluded.v6,
+        },
         gateways,
     })
 }
@@ -105,16 +155,14 @@ pub(super) fn parse(
 /// multicast at all (any multicast entry, usable or not, or an entry we
 /// cannot read: Cilium rejects the whole policy for that, so it is worth
 /// saying).
-fn destination_cidrs(cidrs: &[String], findings: &mut Findings) -> (Vec<Ipv4Network>, bool) {
-    let mut usable = Vec::new();
+fn destination_cidrs(cidrs: &[String], findings: &mut Findings) -> (Prefixes, bool) {
+    let mut usable = Prefixes::default();
     let mut ours = false;
     for text in cidrs {
         match cidr::classify(text) {
             Ok(Cidr::Multicast(net)) => {
                 ours = true;
-                if !usable.contains(&net) {
-                    usable.push(net);
-                }
+                usable.add(net);
             }
             Ok(Cidr::NonCanonical { canonical }) => {
                 ours = true;
@@ -126,13 +174,14 @@ fn destination_cidrs(cidrs: &[String], findings: &mut Findings) -> (Vec<Ipv4Netw
                     ),
                 );
             }
-            Ok(Cidr::Ipv6Multicast) => {
+            Ok(Cidr::NeverLeaves(_)) => {
                 ours = true;
                 findings.push(
-                    Severity::Invalid,
+                    Severity::Warning,
                     format!(
-                        "destinationCIDRs entry {text} is IPv6: IPv6 multicast is not yet \
-                         supported: entry skipped"
+                        "destinationCIDRs entry {text} never leaves the node: its groups' \
+                         scope is interface-local, link-local or reserved (below site, \
+                         RFC 4291 2.7); entry skipped"
                     ),
                 );
             }
@@ -149,15 +198,11 @@ fn destination_cidrs(cidrs: &[String], findings: &mut Findings) -> (Vec<Ipv4Netw
 }
 
 /// The excluded multicast prefixes; others only concern Cilium.
-fn excluded_cidrs(cidrs: &[String], findings: &mut Findings) -> Vec<Ipv4Network> {
-    let mut usable = Vec::new();
+fn excluded_cidrs(cidrs: &[String], findings: &mut Findings) -> Prefixes {
+    let mut usable = Prefixes::default();
     for text in cidrs {
         match cidr::classify(text) {
-            Ok(Cidr::Multicast(net)) => {
-                if !usable.contains(&net) {
-                    usable.push(net);
-                }
-            }
+            Ok(Cidr::Multicast(net)) => usable.add(net),
             Ok(Cidr::NonCanonical { canonical }) => findings.push(
                 Severity::Invalid,
                 format!(
@@ -165,7 +210,8 @@ fn excluded_cidrs(cidrs: &[String], findings: &mut Findings) -> Vec<Ipv4Network>
                      did you mean {canonical}?): entry skipped, its groups are not excluded"
                 ),
             ),
-            Ok(Cidr::Ipv6Multicast | Cidr::NotOurs) => {}
+            // Groups that never leave need no exclusion: nothing to write.
+            Ok(Cidr::NeverLeaves(_) | Cidr::NotOurs) => {}
             Err(why) => findings.fatal(format!(
                 "excludedCIDRs entry {text:?} cannot be parsed: {why}"
             )),

@@ -5,6 +5,7 @@
 //! found wrong.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Display;
 use std::io::Write;
 use std::net::Ipv4Addr;
 
@@ -14,19 +15,22 @@ use super::{
     classify, format_age, format_utc, ifname, known, open_maps, policy_label, unix_now_ns,
     write_json, Output, Result, Table, VERSION,
 };
-use crate::datapath::maps::{Config, Gateway, PolicyKey, PolicyValue, Status};
+use crate::datapath::maps::{
+    Config, Gateway, PolicyKey, PolicyKey6, PolicyKeyOf, PolicyValue, PolicyValue6, PolicyValueOf,
+    Status,
+};
 use crate::datapath::{tcx, LinkState, Paths};
 use crate::health::{self, ReportedProblem};
 
-/// Entries of one policy that name this node as gateway, through one egress
-/// IP and uplink.
+/// Entries of one policy and family that name this node as gateway, through
+/// one egress IP and uplink.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GatewayFor {
     pub policy: String,
     pub policy_id: u32,
     pub destinations: Vec<String>,
-    /// 0.0.0.0 when it could not be derived: those packets drop as
-    /// `no_egress_ip`.
+    /// IPv4 or IPv6 as the destinations are; 0.0.0.0 or :: when it could
+    /// not be derived: those packets drop as `no_egress_ip`.
     pub egress_ip: String,
     pub egress_ifindex: u32,
     /// The uplink's name in this network namespace, if it is there.
@@ -122,6 +126,7 @@ pub struct Inputs {
     pub status: Status,
     pub config: Config,
     pub policies: Vec<(PolicyKey, PolicyValue)>,
+    pub policies_v6: Vec<(PolicyKey6, PolicyValue6)>,
     pub names: BTreeMap<u32, String>,
     pub links: Vec<LinkState>,
     pub fill: Vec<(&'static str, usize, u32)>,
@@ -130,17 +135,16 @@ pub struct Inputs {
     pub now_unix_ns: u64,
 }
 
-type GatewayKey = (u32, Ipv4Addr, u32);
-
-/// The entries naming `node_ip` as gateway, grouped by policy, egress IP and
-/// uplink.
-fn gateway_for(
+/// The entries of one family naming `node_ip` as gateway, grouped by
+/// policy, egress IP and uplink.
+fn gateway_for<A: Copy + Ord + Display, N: Display>(
     node_ip: Ipv4Addr,
-    policies: &[(PolicyKey, PolicyValue)],
+    policies: &[(PolicyKeyOf<A, N>, PolicyValueOf<A>)],
     names: &BTreeMap<u32, String>,
 ) -> Vec<GatewayFor> {
     // (policy id, egress IP, uplink) -> (destinations, sources)
-    let mut groups: BTreeMap<GatewayKey, (Vec<String>, BTreeSet<Ipv4Addr>)> = BTreeMap::new();
+    #[allow(clippy::type_complexity)]
+    let mut groups: BTreeMap<(u32, A, u32), (Vec<String>, BTreeSet<A>)> = BTreeMap::new();
     for (k, v) in policies {
         if known(node_ip).is_none() || v.gateway != Gateway::Node(node_ip) {
             continue;
@@ -196,7 +200,12 @@ pub fn report(i: Inputs) -> Report {
         ),
         Err(e) => (None, Some(e)),
     };
-    let gateway_for = gateway_for(i.config.node_ip, &i.policies, &i.names);
+    let mut gateway_for = gateway_for(i.config.node_ip, &i.policies, &i.names);
+    gateway_for.extend(self::gateway_for(
+        i.config.node_ip,
+        &i.policies_v6,
+        &i.names,
+    ));
     let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
     let (netkit_devices, netkit_check_error) = match i.netkit_devices {
         Ok(d) => (d, None),
@@ -356,7 +365,13 @@ pub fn render(r: &Report, output: Output, out: &mut dyn Write) -> Result<()> {
     if r.gateway_for.is_empty() {
         writeln!(out, "Gateway:             no")?;
     } else {
-        let n = r.gateway_for.len();
+        // A policy with both families has a row for each: count it once.
+        let n = r
+            .gateway_for
+            .iter()
+            .map(|g| g.policy_id)
+            .collect::<BTreeSet<_>>()
+            .len();
         writeln!(
             out,
             "Gateway:             yes, for {n} {}",
@@ -456,6 +471,7 @@ pub fn show(paths: &Paths, output: Output, out: &mut dyn Write) -> Result<()> {
         status: maps.status()?,
         config: maps.config()?,
         policies: maps.policies()?,
+        policies_v6: maps.policy_v6.entries()?.into_iter().collect(),
         names: maps.policy_names()?,
         links: tcx::links(paths).map_err(classify)?,
         fill: maps.fill_levels()?,

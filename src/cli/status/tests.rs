@@ -42,6 +42,7 @@ fn inputs() -> Inputs {
                 2,
             ),
         ],
+        policies_v6: Vec::new(),
         names: [(1, "cameras".to_owned())].into(),
         links: vec![LinkState {
             device: "lxcgone".into(),
@@ -240,4 +241,75 @@ fn a_ready_controller_without_findings() {
         "{text}"
     );
     assert!(text.contains("Problems:            none"), "{text}");
+}
+
+#[test]
+fn gateway_for_lists_ipv6_entries_with_their_egress_ipv6() {
+    let me = Ipv4Addr::new(192, 0, 2, 12);
+    let v6 = |src: &str, dst: &str, gateway, egress: &str| {
+        (
+            PolicyKey6 {
+                source: src.parse().unwrap(),
+                destination: dst.parse().unwrap(),
+            },
+            PolicyValue6 {
+                egress_ip: egress.parse().unwrap(),
+                gateway,
+                egress_ifindex: 0,
+                policy_id: 1,
+                origin: Origin::default(),
+            },
+        )
+    };
+    let mut i = inputs();
+    i.policies_v6 = vec![
+        v6(
+            "2001:db8:100::11",
+            "ff3e::/96",
+            Gateway::Node(me),
+            "2001:db8:203::10",
+        ),
+        v6(
+            "2001:db8:100::12",
+            "ff3e::/96",
+            Gateway::Node(me),
+            "2001:db8:203::10",
+        ),
+        v6(
+            "2001:db8:100::12",
+            "ff3e::ff00/120",
+            Gateway::Excluded,
+            "::",
+        ),
+        // No egress IPv6 derived: listed as :: (drops as no_egress_ip).
+        v6("2001:db8:100::13", "ff0e::/16", Gateway::Node(me), "::"),
+    ];
+    let r = report(i);
+    assert_eq!(r.gateway_for.len(), 3, "{:?}", r.gateway_for);
+    // IPv4 first, as before; then IPv6, by egress IP.
+    assert_eq!(r.gateway_for[0].egress_ip, "203.0.113.10");
+    let unknown = &r.gateway_for[1];
+    assert_eq!(
+        (unknown.egress_ip.as_str(), unknown.destinations.clone()),
+        ("::", vec!["ff0e::/16".to_owned()])
+    );
+    let g = &r.gateway_for[2];
+    assert_eq!(g.policy, "cameras");
+    assert_eq!(g.destinations, ["ff3e::/96"]);
+    assert_eq!(g.sources, 2);
+    assert_eq!(g.egress_ip, "2001:db8:203::10");
+    let mut out = Vec::new();
+    render(&r, Output::Text, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    // Three rows of one policy (and the IPv4 row's): one policy.
+    assert!(
+        text.contains("Gateway:             yes, for 1 policy\n"),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.contains("cameras")
+            && l.contains("ff3e::/96")
+            && l.contains("2001:db8:203::10")),
+        "{text}"
+    );
 }

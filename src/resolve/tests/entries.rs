@@ -111,7 +111,7 @@ fn endpoint_removed_removes_its_entries() {
 }
 
 #[test]
-fn entries_only_for_ipv4_endpoints() {
+fn ipv4_entries_only_for_ipv4_addresses() {
     let more = r#"
 apiVersion: cilium.io/v2
 kind: CiliumEndpoint

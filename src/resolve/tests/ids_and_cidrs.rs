@@ -84,11 +84,8 @@ fn destination_cidr_rules_table() {
         ("224.0.0.0/3", None, None),
         ("232.0.0.0/4", None, Some("not canonical")),
         ("232.1.1.1/16", None, Some("did you mean 232.1.0.0/16")),
-        (
-            "ff3e::/32",
-            None,
-            Some("IPv6 multicast is not yet supported"),
-        ),
+        // IPv6 groups make IPv6 entries (see tests/ipv6.rs), no IPv4 one.
+        ("ff3e::/32", None, None),
         ("2001:db8::/32", None, None),
     ];
     for (cidr, entry, problem) in cases {
@@ -158,20 +155,6 @@ fn policy_with_only_non_canonical_cidr_has_no_entries() {
     assert!(desired.policies.is_empty());
     assert!(desired.policy_ids.is_empty());
     assert!(messages(&desired, "cameras").contains("232.1.1.1/16 is not canonical"));
-}
-
-#[test]
-fn ipv6_cidr_is_reported_as_unsupported() {
-    let policy = CAMERAS.replace("- 232.1.0.0/16", "- ff3e::8000:0/96\n  - 232.1.0.0/16");
-    let desired = resolve(&cluster(&[&policy]), &local("node-c"));
-    let problems = problems_of(&desired, "cameras");
-    assert_eq!(problems.len(), 1);
-    assert_eq!(problems[0].severity, Severity::Invalid);
-    assert!(problems[0]
-        .message
-        .contains("ff3e::8000:0/96 is IPv6: IPv6 multicast is not yet supported"));
-    // The IPv4 group still applies, to the IPv4 addresses only.
-    assert_eq!(desired.policies.len(), 2);
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //! groups in 232.0.0.0/8.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnetwork::Ipv4Network;
 use serde::Deserialize;
@@ -229,18 +229,27 @@ fn local(name: &str) -> LocalNode {
                 ifindex: ETH0,
                 mac: [0x02, 0, 0, 0, 0, 0x02],
                 ipv4: vec![ip("192.0.2.1")],
+                ipv6: vec![],
             },
             Interface {
                 name: "eth1".to_string(),
                 ifindex: ETH1,
                 mac: ETH1_MAC,
                 ipv4: vec![ip("203.0.113.10"), ip("203.0.113.11")],
+                // Link-local first, as the kernel may list it: never the
+                // egress source.
+                ipv6: vec![
+                    ip6("fe80::3"),
+                    ip6("2001:db8:203::10"),
+                    ip6("2001:db8:203::11"),
+                ],
             },
             Interface {
                 name: "eth2".to_string(),
                 ifindex: ETH2,
                 mac: [0x02, 0, 0, 0, 0, 0x04],
                 ipv4: vec![],
+                ipv6: vec![ip6("2001:db8:203:1::130")],
             },
         ],
         default_route_ifindex: Some(ETH1),
@@ -251,6 +260,10 @@ fn local(name: &str) -> LocalNode {
 
 fn ip(s: &str) -> Ipv4Addr {
     s.parse().expect("IPv4")
+}
+
+fn ip6(s: &str) -> Ipv6Addr {
+    s.parse().expect("IPv6")
 }
 
 fn net(s: &str) -> Ipv4Network {
@@ -330,5 +343,6 @@ spec:
 mod entries;
 mod gateways;
 mod ids_and_cidrs;
+mod ipv6;
 mod nodes;
 mod selectors;

@@ -128,7 +128,7 @@ fn an_unknown_node_name_loses_the_gateway_entries_loudly() {
     // keeps only its own pods' entries, as the datapath needs no more, and
     // says why.
     let objects = cluster(&[CAMERAS]);
-    let local_pods = BTreeSet::from([ip("198.51.100.20")]);
+    let local_pods = LocalPods::from(BTreeSet::from([ip("198.51.100.20")]));
     let mut right = resolve(&objects, &local("node-a"));
     retain_node_local(&mut right, &local_pods);
     let mut typo = resolve(&objects, &local("nodea"));
@@ -270,9 +270,12 @@ fn node_local_keeps_local_pods_and_gateway_entries() {
     assert!(all.len() >= 2);
     // camera-1 (198.51.100.10) goes through node-b: kept only as a local pod.
     let mut with_local = desired.clone();
-    retain_node_local(&mut with_local, &BTreeSet::from([ip("198.51.100.10")]));
+    retain_node_local(
+        &mut with_local,
+        &BTreeSet::from([ip("198.51.100.10")]).into(),
+    );
     assert_eq!(with_local.policies, all);
-    retain_node_local(&mut desired, &BTreeSet::new());
+    retain_node_local(&mut desired, &LocalPods::default());
     let this = Gateway::Node(desired.config.node_ip);
     for (k, v) in &all {
         // Its gateway entries, and the same pod's exclusions inside them.
@@ -290,7 +293,7 @@ fn node_local_keeps_local_pods_and_gateway_entries() {
     // Nothing kept for a gateway when this node's IP is unknown.
     let mut unknown = desired.clone();
     unknown.config.node_ip = Ipv4Addr::UNSPECIFIED;
-    retain_node_local(&mut unknown, &BTreeSet::new());
+    retain_node_local(&mut unknown, &LocalPods::default());
     assert!(unknown.policies.is_empty());
 }
 
@@ -324,7 +327,7 @@ spec:
 "#;
     let mut desired = resolve(&cluster(&[&policy, elsewhere]), &local("node-a"));
     assert_eq!(desired.config.node_ip, ip("192.0.2.1"));
-    retain_node_local(&mut desired, &BTreeSet::new());
+    retain_node_local(&mut desired, &LocalPods::default());
     for source in ["198.51.100.10", "198.51.100.11"] {
         assert_eq!(
             gateway_of(&desired, source, "232.1.0.0/16"),
@@ -394,10 +397,10 @@ fn narrowed_resolution_equals_resolution_then_narrowing() {
         cluster(&[TWO_GATEWAYS]),
         cluster(&[CAMERAS, TWO_GATEWAYS, &here]),
     ];
-    let pod_sets = [
-        BTreeSet::new(),
-        BTreeSet::from([ip("198.51.100.10")]),
-        BTreeSet::from([ip("198.51.100.10"), ip("198.51.100.11")]),
+    let pod_sets: [LocalPods; 3] = [
+        BTreeSet::new().into(),
+        BTreeSet::from([ip("198.51.100.10")]).into(),
+        BTreeSet::from([ip("198.51.100.10"), ip("198.51.100.11")]).into(),
     ];
     let mut kept_something = false;
     for (c, objects) in clusters.iter().enumerate() {
@@ -414,8 +417,8 @@ fn narrowed_resolution_equals_resolution_then_narrowing() {
     }
     assert!(kept_something, "the cases keep entries, not only nothing");
     // The overlap: node-a serves none of the keys "b-here" lost.
-    let mut lost = resolve_for_node(&clusters[0], &local("node-a"), Some(&BTreeSet::new()));
-    retain_node_local(&mut lost, &BTreeSet::new());
+    let mut lost = resolve_for_node(&clusters[0], &local("node-a"), Some(&LocalPods::default()));
+    retain_node_local(&mut lost, &LocalPods::default());
     assert!(lost.policies.is_empty(), "{:?}", lost.policies);
     assert!(messages(&lost, "b-here").contains("a-elsewhere"));
 }
