@@ -16,7 +16,8 @@ use common::forge::contains;
 use common::lab_io::{
     mac_in, payload, pod_socket6, send_stream, seq_of, Datagram, HeldBack, Receiver,
 };
-use common::packet::{group_mac6, View, PROTO_UDP};
+use common::packet::PROTO_UDP;
+use common::wire6::{group_mac as group_mac6, Wire6};
 use lab::addr::{EGRESS6_B, GROUP6};
 use lab::{camera_policy, demo, Lab, LabConfig, Node, Pod};
 
@@ -246,12 +247,13 @@ const HELD_COUNT: u32 = 50;
 /// Whether `f` is a datagram of a held-back stream to `group`, from
 /// `source` when given (on an uplink it would carry the egress IPv6).
 fn is_held(f: &[u8], group: Ipv6Addr, source: Option<Ipv6Addr>) -> bool {
-    let v = View(f);
+    let v = Wire6(f);
     v.is_ipv6()
-        && v.ip6_daddr() == group
-        && source.is_none_or(|s| v.ip6_saddr() == s)
-        && v.udp6().is_some_and(|u| u.len() == 8 + HELD_LEN)
-        && v.ip6_upper().is_some_and(|u| u.proto == PROTO_UDP)
+        && v.daddr() == group
+        && source.is_none_or(|s| v.saddr() == s)
+        && v.unfragmented_udp()
+            .is_some_and(|u| u.len() == 8 + HELD_LEN)
+        && v.upper().is_some_and(|u| u.proto == PROTO_UDP)
 }
 
 /// `HELD_COUNT` datagrams from `sock` in `pod` to `group`, which must not
@@ -353,7 +355,7 @@ lab_test!(
 /// MLD messages (RFC 3810: query 130, v1 report 131, done 132, v2 report
 /// 143).
 fn is_mld(f: &[u8]) -> bool {
-    let v = View(f);
+    let v = Wire6(f);
     v.is_ipv6() && v.icmp6_type().is_some_and(|t| matches!(t, 130..=132 | 143))
 }
 
@@ -413,8 +415,8 @@ lab_test!(
         )
         .expect("force MLDv1");
         let v1_report = move |f: &[u8]| {
-            let v = View(f);
-            is_mld(f) && v.icmp6_type() == Some(131) && v.ip6_daddr() == v1_group
+            let v = Wire6(f);
+            is_mld(f) && v.icmp6_type() == Some(131) && v.daddr() == v1_group
         };
         let v1 = HeldBack::watch(
             &lab,

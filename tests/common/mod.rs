@@ -13,6 +13,7 @@ pub mod lab_io;
 pub mod node;
 pub mod observer;
 pub mod packet;
+pub mod wire6;
 pub mod yaml;
 
 /// Addresses of the single-node fixtures, all in documentation ranges.

@@ -1,7 +1,7 @@
 //! A small frame builder and an independent checksum verifier (RFC 1071),
 //! sharing no code with the datapath.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::Ipv4Addr;
 
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_ARP: u16 = 0x0806;
@@ -10,7 +10,6 @@ pub const PROTO_IGMP: u8 = 2;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 pub const PROTO_PIM: u8 = 103;
-pub const PROTO_ICMPV6: u8 = 58;
 pub const IP_MF: u16 = 0x2000;
 
 /// RFC 1071 Internet checksum of `data` added to `initial` (unfolded).
@@ -95,24 +94,6 @@ pub const HOST_MAC: [u8; 6] = [0x0a, 0x58, 0x00, 0x00, 0x00, 0x01];
 pub fn group_mac(group: Ipv4Addr) -> [u8; 6] {
     let o = group.octets();
     [0x01, 0x00, 0x5e, o[1] & 0x7f, o[2], o[3]]
-}
-
-/// The Ethernet address of an IPv6 group, worked out here from RFC 2464
-/// section 7: 33:33 and the group's low 32 bits.
-pub fn group_mac6(group: Ipv6Addr) -> [u8; 6] {
-    let o = group.octets();
-    [0x33, 0x33, o[12], o[13], o[14], o[15]]
-}
-
-/// Where an IPv6 packet's upper layer starts, past its extension headers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ip6Upper {
-    /// The upper-layer protocol (next header of the last extension header).
-    pub proto: u8,
-    /// Its offset in the frame.
-    pub offset: usize,
-    /// The fragment header's offset (bytes) and M flag, if there is one.
-    pub fragment: Option<(usize, bool)>,
 }
 
 impl Frame {
@@ -308,67 +289,5 @@ impl View<'_> {
         seg[6] = 0;
         seg[7] = 0;
         udp_checksum(self.saddr(), self.daddr(), &seg) == field
-    }
-}
-
-/// IPv6 reads of a frame, for assertions.
-impl View<'_> {
-    pub fn is_ipv6(&self) -> bool {
-        self.0.len() >= 54 && self.ethertype() == ETH_P_IPV6
-    }
-    pub fn hop_limit(&self) -> u8 {
-        self.ip()[7]
-    }
-    pub fn ip6_saddr(&self) -> Ipv6Addr {
-        Ipv6Addr::from(<[u8; 16]>::try_from(&self.ip()[8..24]).unwrap())
-    }
-    pub fn ip6_daddr(&self) -> Ipv6Addr {
-        Ipv6Addr::from(<[u8; 16]>::try_from(&self.ip()[24..40]).unwrap())
-    }
-    /// The upper layer past hop-by-hop, routing, fragment and destination
-    /// options headers (RFC 8200 section 4); None for a chain that runs
-    /// past the frame.
-    pub fn ip6_upper(&self) -> Option<Ip6Upper> {
-        let mut next = self.ip()[6];
-        let mut off = 14 + 40;
-        let mut fragment = None;
-        for _ in 0..8 {
-            match next {
-                0 | 43 | 60 => {
-                    let h = self.0.get(off..off + 2)?;
-                    next = h[0];
-                    off += (usize::from(h[1]) + 1) * 8;
-                }
-                44 => {
-                    let h = self.0.get(off..off + 8)?;
-                    next = h[0];
-                    let fo = u16::from_be_bytes([h[2], h[3]]);
-                    fragment = Some((usize::from(fo & 0xfff8), fo & 1 == 1));
-                    off += 8;
-                }
-                proto => {
-                    return (off <= self.0.len()).then_some(Ip6Upper {
-                        proto,
-                        offset: off,
-                        fragment,
-                    })
-                }
-            }
-        }
-        None
-    }
-    /// The UDP header and payload of an unfragmented IPv6 datagram.
-    pub fn udp6(&self) -> Option<&[u8]> {
-        let u = self.ip6_upper()?;
-        (u.proto == PROTO_UDP && u.fragment.is_none_or(|(o, m)| o == 0 && !m))
-            .then(|| self.0.get(u.offset..))
-            .flatten()
-    }
-    /// The ICMPv6 type, if the upper layer is ICMPv6.
-    pub fn icmp6_type(&self) -> Option<u8> {
-        let u = self.ip6_upper()?;
-        (u.proto == PROTO_ICMPV6)
-            .then(|| self.0.get(u.offset).copied())
-            .flatten()
     }
 }
