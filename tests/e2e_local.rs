@@ -407,7 +407,7 @@ fn sidecar_image_beside_container_nodes_streams_through_restart_and_stop() {
     );
     assert_eq!(
         (received, lost, source),
-        (Some(sent.frames), Some(0), Some(EGRESS_B)),
+        (Some(sent.frames), Some(0), Some(EGRESS_B.into())),
         "iperf2's receiver: received, lost, source; it said:\n{recv_out}"
     );
     assert_eq!(arrived.frames, sent.frames, "frames on the upstream NIC");

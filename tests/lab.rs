@@ -9,9 +9,8 @@ use std::net::{Ipv4Addr, UdpSocket};
 use std::time::Duration;
 
 use cilium_mcast_egress::datapath::maps::{DropReason, Gateway, PolicyKey, Role};
-use common::lab_io::{payload, pod_socket, send_stream, tap_in, Datagram, Receiver};
+use common::lab_io::{payload, pod_socket, send_stream, Datagram, HeldBack, Receiver};
 use common::packet::{group_mac, Frame, View, ETH_P_IP, PROTO_UDP};
-use common::Tap;
 use lab::addr::{EGRESS_B, GROUP, UPSTREAM_B};
 use lab::{camera_policy, Lab, LabConfig, Node, Pod};
 
@@ -128,46 +127,18 @@ fn is_held(f: &[u8], group: Ipv4Addr, source: Option<Ipv4Addr>) -> bool {
         && View(f).udp().len() == 8 + HELD_LEN
 }
 
-/// A stream a pod sent that must not leave the cluster, watched on both
-/// uplinks (all frames, whatever the upstream host joined).
-struct HeldBack {
-    group: Ipv4Addr,
-    uplinks: [(&'static str, Tap); 2],
-}
-
-impl HeldBack {
-    /// `HELD_COUNT` datagrams from `sock` in `pod` to `group`. Returns once
-    /// all of them have left the pod (seen on its veth, in its node): a
-    /// scenario cannot pass because the pod sent nothing.
-    fn send(lab: &Lab, pod: Pod, sock: &UdpSocket, group: Ipv4Addr) -> HeldBack {
-        let veth = tap_in(&lab.node_ns(pod.node()), pod.lxc());
-        let uplinks = [
-            ("node-b's uplink", tap_in(&lab.upstream_ns(), "eth0")),
-            ("node-c's uplink", tap_in(&lab.upstream_ns(), "eth1")),
-        ];
-        send_stream(sock, group, HELD_COUNT, HELD_LEN, Duration::from_millis(1));
-        for n in 0..HELD_COUNT {
-            veth.recv_matching(MAX, |f| is_held(f, group, Some(pod.ip())))
-                .unwrap_or_else(|| {
-                    panic!("only {n} of {HELD_COUNT} datagrams left {}", pod.name())
-                });
-        }
-        HeldBack { group, uplinks }
-    }
-
-    /// Nothing of the stream on either uplink. Called once a control sent
-    /// after it has arrived, so that anything of it would have come first.
-    fn assert_never_left(&self) {
-        for (uplink, tap) in &self.uplinks {
-            while let Some(f) = tap.recv(Duration::from_millis(100)) {
-                assert!(
-                    !is_held(&f, self.group, None),
-                    "a datagram to {} left on {uplink}: {f:02x?}",
-                    self.group
-                );
-            }
-        }
-    }
+/// `HELD_COUNT` datagrams from `sock` in `pod` to `group`, which must not
+/// leave the cluster. Returns once all of them have left the pod.
+fn held_back(lab: &Lab, pod: Pod, sock: &UdpSocket, group: Ipv4Addr) -> HeldBack {
+    HeldBack::watch(
+        lab,
+        pod,
+        &format!("datagrams to {group}"),
+        HELD_COUNT,
+        |f| is_held(f, group, Some(pod.ip())),
+        move |f| is_held(f, group, None),
+        || send_stream(sock, group, HELD_COUNT, HELD_LEN, Duration::from_millis(1)),
+    )
 }
 
 /// Positive control: 10 datagrams from `sock` to `group` arrive through
@@ -183,7 +154,7 @@ const CONTROL_FRAME: u64 = 14 + 20 + 8 + 64;
 
 lab_test!(pod_the_policy_does_not_select_sends_nothing_out, {
     let lab = default_lab();
-    let held = HeldBack::send(&lab, Pod::A2, &pod_socket(&lab, Pod::A2, 8), GROUP);
+    let held = held_back(&lab, Pod::A2, &pod_socket(&lab, Pod::A2, 8), GROUP);
     // Positive control: a pod the policy selects, same node, same group.
     assert_control_arrives(&lab, &pod_socket(&lab, Pod::A1, 8), GROUP, 7);
     held.assert_never_left();
@@ -198,7 +169,7 @@ lab_test!(excluded_group_stays_inside, {
     let lab = default_lab();
     let excluded = Ipv4Addr::new(232, 1, 255, 7);
     let sock = pod_socket(&lab, Pod::A1, 8);
-    let held = HeldBack::send(&lab, Pod::A1, &sock, excluded);
+    let held = held_back(&lab, Pod::A1, &sock, excluded);
     // Positive control: the rest of the prefix, same socket, still leaves.
     assert_control_arrives(&lab, &sock, GROUP, 7);
     held.assert_never_left();
@@ -213,7 +184,7 @@ lab_test!(link_local_group_never_leaves_under_a_catch_all_policy, {
     )]);
     let mdns = Ipv4Addr::new(224, 0, 0, 251);
     let sock = pod_socket(&lab, Pod::A1, 8);
-    let held = HeldBack::send(&lab, Pod::A1, &sock, mdns);
+    let held = held_back(&lab, Pod::A1, &sock, mdns);
     // Positive control: the policy is in force for routable groups.
     assert_control_arrives(&lab, &sock, GROUP, 7);
     held.assert_never_left();
@@ -265,7 +236,7 @@ lab_test!(unicast_catch_all_policy_does_not_capture_multicast, {
         assert!(lab.maps(node).unwrap().policies().unwrap().is_empty());
     }
     let sock = pod_socket(&lab, Pod::A1, 8);
-    let held = HeldBack::send(&lab, Pod::A1, &sock, GROUP);
+    let held = held_back(&lab, Pod::A1, &sock, GROUP);
     assert_eq!(counter(&lab, Node::A, GROUP, Role::Origin), (0, 0));
     // Positive control: with a multicast policy beside it, the same socket's
     // datagrams to the same group leave.
@@ -325,7 +296,7 @@ lab_test!(spoofed_source_is_dropped_and_counted, {
 lab_test!(publisher_with_ttl_one_is_dropped_as_ttl_exceeded, {
     let lab = default_lab();
     let sock = pod_socket(&lab, Pod::A1, 1);
-    let held = HeldBack::send(&lab, Pod::A1, &sock, GROUP);
+    let held = held_back(&lab, Pod::A1, &sock, GROUP);
     // Positive control: the same socket at TTL 2 gets through, one hop.
     sock.set_multicast_ttl_v4(2).expect("IP_MULTICAST_TTL");
     assert_control_arrives(&lab, &sock, GROUP, 1);

@@ -14,10 +14,16 @@
 //!   node-a .11 ─────────────── node-b .12 ─────────────── node-c .13
 //!   lxca1 pod-a1 (camera)      lxcb1 pod-b1 (camera)      lxcc1 pod-c1 (camera)
 //!   lxca2 pod-a2 (other)       uplink0 203.0.113.10/25    uplink0 203.0.113.130/25
+//!                              2001:db8:203::10/64        2001:db8:203:1::130/64
 //!                                 │                          │
 //!                              eth0 203.0.113.1/25   eth1 203.0.113.129/25
+//!                              2001:db8:203::1/64    2001:db8:203:1::129/64
 //!                                 └──────── upstream ────────┘
 //! ```
+//!
+//! Pods and uplinks are dual-stack: pod 198.51.100.<n> is also
+//! 2001:db8:100::<n>, with an IPv6 entry of its own in `cilium_lxc`. The
+//! underlay stays IPv4, as Cilium's VXLAN does.
 //!
 //! Names carry a per-lab prefix with the owning process id, so labs of
 //! parallel tests never meet, and the leftovers of a lab whose process died
@@ -45,8 +51,8 @@ use cilium_mcast_egress::datapath::Paths;
 pub use containers::Containers;
 pub use prometheus::Prometheus;
 pub use topology::{
-    create_cilium_lxc_at, ifindex_in, lxc_put_at, Node, Pod, IDENTITY_CAMERA, IDENTITY_OTHER,
-    NODES, PODS,
+    create_cilium_lxc_at, ifindex_in, lxc_put6_at, lxc_put_at, Node, Pod, IDENTITY_CAMERA,
+    IDENTITY_OTHER, NODES, PODS,
 };
 
 /// Where labs keep their BPF filesystems, manifests and logs.
@@ -862,7 +868,7 @@ fn reap_namespaces(prefix: &str) {
 
 /// The addresses of the lab.
 pub mod addr {
-    use std::net::Ipv4Addr;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     /// node-b's uplink: the egress IP of policies that pick node-b.
     pub const EGRESS_B: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
@@ -873,6 +879,18 @@ pub mod addr {
     pub const UPSTREAM_C: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 129);
     /// The demo's SSM group.
     pub const GROUP: Ipv4Addr = Ipv4Addr::new(232, 1, 1, 1);
+
+    /// node-b's uplink: the egress IPv6 of policies that pick node-b (its
+    /// first global IPv6).
+    pub const EGRESS6_B: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x203, 0, 0, 0, 0, 0x10);
+    /// node-c's uplink.
+    pub const EGRESS6_C: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x203, 1, 0, 0, 0, 0x130);
+    /// The upstream host on node-b's uplink (eth0) and node-c's (eth1).
+    pub const UPSTREAM6_B: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x203, 0, 0, 0, 0, 1);
+    pub const UPSTREAM6_C: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x203, 1, 0, 0, 0, 0x129);
+    /// The demo's IPv6 SSM group (ff3e::/96, RFC 4607; a group ID from the
+    /// dynamic range RFC 3307 gives SSM).
+    pub const GROUP6: Ipv6Addr = Ipv6Addr::new(0xff3e, 0, 0, 0, 0, 0, 0x8000, 1);
 }
 
 /// The group's egress IP for a policy whose gateway is `node`.
@@ -880,6 +898,15 @@ pub fn egress_ip(node: Node) -> Option<Ipv4Addr> {
     match node {
         Node::B => Some(addr::EGRESS_B),
         Node::C => Some(addr::EGRESS_C),
+        Node::A => None,
+    }
+}
+
+/// The egress IPv6 for a policy whose gateway is `node`.
+pub fn egress_ip6(node: Node) -> Option<std::net::Ipv6Addr> {
+    match node {
+        Node::B => Some(addr::EGRESS6_B),
+        Node::C => Some(addr::EGRESS6_C),
         Node::A => None,
     }
 }

@@ -24,8 +24,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// The lab demo: three nodes in network namespaces with the example
-    /// policy, an SSM stream from a pod with iperf2 to an upstream
-    /// source-specific receiver, a summary, and a full teardown. Needs root.
+    /// policy, an IPv4 and an IPv6 SSM stream from a pod with iperf2 to
+    /// upstream source-specific receivers, a summary, and a full teardown.
+    /// Needs root.
     Demo {
         /// How long the pod sends, in seconds.
         #[arg(long, default_value_t = 5)]
@@ -133,8 +134,10 @@ fn run_demo(binary: &Path, seconds: u32) -> anyhow::Result<()> {
     lab::demo::check_tools().map_err(anyhow::Error::msg)?;
     let binary = binary.to_owned();
     let report = guarded(move || lab::demo::run_demo(&binary, seconds)).context("demo")?;
-    if report.received.unwrap_or(0) == 0 {
-        anyhow::bail!("nothing reached the upstream receiver");
+    for stream in [&report.v4, &report.v6] {
+        if stream.received.unwrap_or(0) == 0 {
+            anyhow::bail!("nothing of {} reached the upstream receiver", stream.group);
+        }
     }
     Ok(())
 }

@@ -1,13 +1,13 @@
 //! The lab's nodes, pods and wires, and the Cilium objects that describe
 //! them.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
 
 use super::{run, Lab, LabError, Result};
 use cilium_mcast_egress::cilium_compat::{
-    endpoint_info, endpoint_key, ENDPOINTS_MAP_SIZE, ENDPOINT_F_HOST,
+    endpoint_info, endpoint_key, ENDPOINTS_MAP_SIZE, ENDPOINT_F_HOST, ENDPOINT_KEY_IPV6,
 };
 use cilium_mcast_egress::datapath::{Paths, Plain};
 
@@ -92,6 +92,16 @@ impl Pod {
         Ipv4Addr::new(198, 51, 100, last)
     }
 
+    /// Its IPv6 address: 2001:db8:100::<n> for 198.51.100.<n>, the same
+    /// digits (pod-a1, 198.51.100.11, is 2001:db8:100::11), as the uplinks'
+    /// 2001:db8:203::10 mirrors 203.0.113.10.
+    pub fn ip6(self) -> Ipv6Addr {
+        let n = u16::from(self.ip().octets()[3]);
+        // The decimal digits read as hex: at most 3 digits, always valid.
+        let digits = ((n / 100) << 8) | ((n / 10 % 10) << 4) | (n % 10);
+        Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, digits)
+    }
+
     /// The host side of its veth, in the node's namespace.
     pub fn lxc(self) -> &'static str {
         match self {
@@ -132,6 +142,34 @@ fn addr_up(ns: &str, dev: &str, cidr: &str) -> Result<()> {
     Ok(())
 }
 
+/// IPv6 on, for the devices there are and those still to come in `ns`.
+fn enable_ipv6(ns: &str) -> Result<()> {
+    run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            ns,
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.disable_ipv6=0",
+            "net.ipv6.conf.default.disable_ipv6=0",
+        ],
+    )?;
+    Ok(())
+}
+
+/// Give `dev` in namespace `ns` the IPv6 address `cidr`, usable at once:
+/// without `nodad` it would stay tentative for a second of DAD, and a
+/// socket bound to it, or an egress IPv6 derived from it, would fail.
+fn addr6(ns: &str, dev: &str, cidr: &str) -> Result<()> {
+    run(
+        "ip",
+        &["-n", ns, "-6", "addr", "add", cidr, "dev", dev, "nodad"],
+    )?;
+    Ok(())
+}
+
 /// Pod MTU, as Cilium sets it for VXLAN.
 pub const POD_MTU: &str = "1450";
 
@@ -142,6 +180,9 @@ pub(super) fn build(lab: &mut Lab) -> Result<()> {
 
     for node in super::NODES {
         let ns = lab.add_node_netns(node)?;
+        // Dual-stack needs IPv6 on in the node, which a container runtime
+        // may have turned off in a container without an IPv6 network.
+        enable_ipv6(&ns)?;
         // The node's underlay NIC, plugged into the bridge.
         run(
             "ip",
@@ -199,9 +240,23 @@ pub(super) fn build(lab: &mut Lab) -> Result<()> {
     }
 
     let up = lab.add_netns("upstream")?;
-    for (node, local, peer, up_dev) in [
-        (Node::B, "203.0.113.10/25", "203.0.113.1/25", "eth0"),
-        (Node::C, "203.0.113.130/25", "203.0.113.129/25", "eth1"),
+    for (node, local, peer, local6, peer6, up_dev) in [
+        (
+            Node::B,
+            "203.0.113.10/25",
+            "203.0.113.1/25",
+            "2001:db8:203::10/64",
+            "2001:db8:203::1/64",
+            "eth0",
+        ),
+        (
+            Node::C,
+            "203.0.113.130/25",
+            "203.0.113.129/25",
+            "2001:db8:203:1::130/64",
+            "2001:db8:203:1::129/64",
+            "eth1",
+        ),
     ] {
         let ns = lab.node_ns(node);
         run(
@@ -212,6 +267,7 @@ pub(super) fn build(lab: &mut Lab) -> Result<()> {
             ],
         )?;
         run("ip", &["-n", &ns, "addr", "add", local, "dev", "uplink0"])?;
+        addr6(&ns, "uplink0", local6)?;
         run("ip", &["-n", &ns, "link", "set", "uplink0", "up"])?;
         // Checksums in software, as a NIC would finish them in hardware:
         // what the upstream side captures is what a real wire carries.
@@ -222,6 +278,7 @@ pub(super) fn build(lab: &mut Lab) -> Result<()> {
             ],
         )?;
         run("ip", &["-n", &up, "addr", "add", peer, "dev", up_dev])?;
+        addr6(&up, up_dev, peer6)?;
         run("ip", &["-n", &up, "link", "set", up_dev, "up"])?;
     }
 
@@ -259,8 +316,21 @@ pub(super) fn add_pod(lab: &mut Lab, pod: Pod) -> Result<()> {
     run("ip", &["-n", &node_ns, "link", "set", pod.lxc(), "up"])?;
     addr_up(&ns, "eth0", &format!("{}/24", pod.ip()))?;
     run("ip", &["-n", &ns, "route", "add", "default", "dev", "eth0"])?;
+    // Dual-stack, as Cilium gives pods both families: a /128 and a default
+    // route through the veth, like the IPv4 ones.
+    addr6(&ns, "eth0", &format!("{}/128", pod.ip6()))?;
+    run(
+        "ip",
+        &["-n", &ns, "-6", "route", "add", "default", "dev", "eth0"],
+    )?;
     let ifindex = ifindex_in(&node_ns, pod.lxc())?;
-    lxc_put(lab, pod.node(), pod.ip(), ifindex, pod.identity())
+    lxc_put(lab, pod.node(), pod.ip(), ifindex, pod.identity())?;
+    lxc_put6_at(
+        &lxc_path(lab, pod.node()),
+        pod.ip6(),
+        ifindex,
+        pod.identity(),
+    )
 }
 
 /// The ifindex of `dev` in namespace `ns`.
@@ -330,8 +400,49 @@ pub fn lxc_put_at(path: &std::path::Path, ip: Ipv4Addr, ifindex: u32, identity: 
     write_lxc(&map, ip, ifindex, identity, false)
 }
 
+/// Add a pod's IPv6 address to the `cilium_lxc`-layout map pinned at
+/// `path`, with the same value as its IPv4 entry, as cilium-agent writes it.
+pub fn lxc_put6_at(
+    path: &std::path::Path,
+    ip: Ipv6Addr,
+    ifindex: u32,
+    identity: u32,
+) -> Result<()> {
+    let map = MapHandle::from_pinned_path(path).map_err(|e| LabError::Command {
+        cmd: format!("open {}", path.display()),
+        detail: e.to_string(),
+    })?;
+    update_lxc(&map, &endpoint_key6(ip), ifindex, identity, false)
+}
+
+/// Cilium's key of an IPv6 endpoint: the 16 address bytes in network order
+/// from offset 0 (over `ip4` and the three pads), family 2 at offset 16.
+fn endpoint_key6(ip: Ipv6Addr) -> endpoint_key {
+    let word = |i: usize| {
+        let o = ip.octets();
+        u32::from_ne_bytes([o[i * 4], o[i * 4 + 1], o[i * 4 + 2], o[i * 4 + 3]])
+    };
+    endpoint_key {
+        ip4: word(0),
+        pad1: word(1),
+        pad2: word(2),
+        pad3: word(3),
+        family: ENDPOINT_KEY_IPV6 as u8,
+        ..Default::default()
+    }
+}
+
 fn write_lxc(map: &MapHandle, ip: Ipv4Addr, ifindex: u32, identity: u32, host: bool) -> Result<()> {
-    let key = endpoint_key::ipv4(ip);
+    update_lxc(map, &endpoint_key::ipv4(ip), ifindex, identity, host)
+}
+
+fn update_lxc(
+    map: &MapHandle,
+    key: &endpoint_key,
+    ifindex: u32,
+    identity: u32,
+    host: bool,
+) -> Result<()> {
     let val = endpoint_info {
         ifindex,
         flags: if host { ENDPOINT_F_HOST } else { 0 },
@@ -396,6 +507,7 @@ status:
   networking:
     addressing:
     - ipv4: {ip}
+      ipv6: {ip6}
     node: {node_ip}
 ",
         name = pod.name(),
@@ -404,6 +516,7 @@ status:
         identity = pod.identity(),
         app = pod.app(),
         ip = pod.ip(),
+        ip6 = pod.ip6(),
         node_ip = pod.node().ip(),
     )
 }

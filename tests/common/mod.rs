@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod child;
 pub mod counters;
 pub mod daemon;
 pub mod dp;
@@ -13,6 +14,7 @@ pub mod lab_io;
 pub mod node;
 pub mod observer;
 pub mod packet;
+pub mod wire6;
 pub mod yaml;
 
 /// Addresses of the single-node fixtures, all in documentation ranges.
