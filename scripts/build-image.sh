@@ -71,5 +71,5 @@ if [ "$got" != "cilium-mcast-egress $version" ]; then
 fi
 
 size=$(docker image inspect --format '{{.Size}}' "$image")
-echo "built $image: $size bytes ($((size / 1024 / 1024)) MiB), revision $commit"
+echo "built $image: $size bytes ($(awk -v s="$size" 'BEGIN { printf "%.1f", s / 1048576 }') MiB), revision $commit"
 echo "  binary $(stat -c %s "$bin") bytes; libraries: $(echo "$libs" | tr '\n' ' ')"
