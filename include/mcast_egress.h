@@ -113,14 +113,19 @@ struct mcast_in6_addr {
 
 /* Bits of mcast_policy_key6.prefixlen taken by the pod address. */
 #define MCAST_POLICY6_SADDR_PREFIXLEN	128
-/* Destination prefixes the controller writes: inside ff00::/8, /8 to /128. */
+/*
+ * Destination prefixes the controller writes: inside ff00::/8, /8 to /128,
+ * 121 lengths.
+ */
 #define MCAST_POLICY6_DST_LEN_MIN	8
+#define MCAST_POLICY6_DST_LENS		(128 - MCAST_POLICY6_DST_LEN_MIN + 1)
 
 /*
- * Key of mcast_egw_policy_v6 (an LPM trie), byte for byte Cilium's
+ * Key of mcast_egw_policy_hash_v6, byte for byte Cilium's
  * egress_gw_policy_key6: prefixlen = 128 + destination prefix bits, saddr
- * always a full /128, daddr with its host bits cleared. Looked up with
- * prefixlen 256.
+ * always a full /128, daddr with its host bits cleared. An exact-match key,
+ * as IPv4's: the datapath probes it once per destination prefix length in
+ * use (mcast_egw_policy_lens_v6).
  */
 struct mcast_policy_key6 {
 	__u32 prefixlen;
@@ -129,7 +134,35 @@ struct mcast_policy_key6 {
 };
 
 /*
- * Value of mcast_egw_policy_v6: mcast_policy_val with an IPv6 egress
+ * mcast_egw_policy_lens_v6 has one element per value of bits 100 to 111 of
+ * the group, counted from its most significant bit (bit 0):
+ * (ntohl(daddr.words[3]) >> 16) & 0xfff, 4096 buckets. Why those bits: SSM
+ * groups (ff3x::/96, RFC 4607) and RFC 3306 unicast-prefix-based groups
+ * carry their 32-bit group ID in the last 32 bits of the address, so that
+ * is where policies and their exclusions tell groups apart. A prefix of
+ * /112 or longer lies in one bucket, one of /100 or shorter spans all 4096,
+ * one in between 2^(112 - len) consecutive buckets. Which bits make the
+ * bucket only decides how many lengths a group probes, never whether its
+ * entry is found: a bucket holds every length that can match its groups.
+ */
+#define MCAST_POLICY6_LENS_BUCKETS	4096
+
+/*
+ * An element of mcast_egw_policy_lens_v6: a 128-bit set of the destination
+ * prefix lengths of the entries of mcast_egw_policy_hash_v6 that can match
+ * a group of this bucket. Bit (128 - len) stands for /len: bit
+ * (128 - len) % 32 of dst_lens[(128 - len) / 32], so the lowest set bit of
+ * the first word that has one is the longest length (/128 is bit 0 of
+ * dst_lens[0], /8 bit 24 of dst_lens[3]). Written as mcast_policy_lens is:
+ * only adding bits or only removing them, so a reader that sees the words
+ * half written still sees every length that has entries.
+ */
+struct mcast_policy_lens6 {
+	__u32 dst_lens[4];
+};
+
+/*
+ * Value of mcast_egw_policy_hash_v6: mcast_policy_val with an IPv6 egress
  * address. gateway_ip carries the same sentinels.
  */
 struct mcast_policy_val6 {

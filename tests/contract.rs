@@ -69,3 +69,41 @@ fn readme_lists_the_header_drop_reasons() {
         "README's drop reasons vs include/mcast_egress.h"
     );
 }
+
+/// The length sets of both families as the header lays them out: bit
+/// `32 - len` of `mcast_policy_lens.dst_lens`, bit `(128 - len) % 32` of
+/// `mcast_policy_lens6.dst_lens[(128 - len) / 32]`, one bucket array each
+/// of the header's size, with the bucket bits the header names.
+#[test]
+fn policy_length_sets_are_the_header_layout() {
+    use cilium_mcast_egress::bpf_intf as intf;
+    use cilium_mcast_egress::datapath::maps::{Codec, PolicyLens, PrefixLens};
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    assert_eq!(std::mem::size_of::<intf::mcast_policy_lens>(), 8);
+    assert_eq!(std::mem::size_of::<intf::mcast_policy_lens6>(), 16);
+    assert_eq!(
+        PolicyLens::<Ipv4Addr>::BUCKETS,
+        intf::MCAST_POLICY_LENS_BUCKETS
+    );
+    assert_eq!(
+        PolicyLens::<Ipv6Addr>::BUCKETS,
+        intf::MCAST_POLICY6_LENS_BUCKETS
+    );
+    assert_eq!(intf::MCAST_POLICY6_DST_LENS, 121);
+    for len in 1..=32u8 {
+        let raw = PrefixLens::<Ipv4Addr>::single(len).encode();
+        assert_eq!(raw.dst_lens, 1 << (32 - u32::from(len)), "/{len}");
+    }
+    for len in 1..=128u8 {
+        let raw = PrefixLens::<Ipv6Addr>::single(len).encode();
+        let bit = 128 - usize::from(len);
+        let mut want = [0u32; 4];
+        want[bit / 32] = 1 << (bit % 32);
+        assert_eq!(raw.dst_lens, want, "/{len}");
+    }
+    // (ntohl(words[3]) >> 16) & 0xfff and (ntohl(daddr) >> 16) & 0xfff.
+    let g6: Ipv6Addr = "ff3e::1:abcd:ef01".parse().unwrap();
+    assert_eq!(PolicyLens::bucket(g6), 0xbcd);
+    assert_eq!(PolicyLens::bucket(Ipv4Addr::new(232, 171, 205, 1)), 0x8ab);
+}

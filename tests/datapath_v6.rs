@@ -13,7 +13,7 @@ use std::time::Duration;
 use cilium_mcast_egress::bpf_intf::{mcast_drop_event6, mcast_in6_addr};
 use cilium_mcast_egress::datapath::maps::{
     Config, DropEvent, DropReason, EgressIface, Endpoint, Family, Gateway, Origin, PolicyKey6,
-    PolicyValue6, Role,
+    PolicyLens, PolicyValue6, Role,
 };
 use cilium_mcast_egress::datapath::{ChainPosition, Plain, Program};
 use common::addr::*;
@@ -108,7 +108,7 @@ impl Fx6 {
             source: pod,
             destination: dest.parse().expect("IPv6 CIDR"),
         };
-        self.maps.policy_v6.put(&key, &value).unwrap();
+        self.maps.policy_insert(&key, &value).unwrap();
     }
 
     fn counter6(&self, group: Ipv6Addr, role: Role) -> (u64, u64) {
@@ -259,6 +259,134 @@ dp6_test!(excluded_entry_passes_and_longest_prefix_wins, |fx| {
         TCX_REDIRECT,
         "/16 outside the /112"
     );
+});
+
+// The lookup probes the lengths of the group's bucket (bits 100 to 111)
+// longest first: nested prefixes of pod A, allowed, excluded and without a
+// gateway by turns, over every bucket (/8, /96), 256 of them (/104), one
+// (/112, /120, /128); and a longer prefix of pod B's that must not shadow
+// pod A's shorter one.
+dp6_test!(longest_prefix_wins_across_lengths_and_buckets, |fx| {
+    fx.policy6(POD_A6, "ff00::/8", Gateway::Node(REMOTE_GW));
+    fx.policy6(POD_A6, "ff3e::/96", Gateway::Excluded);
+    fx.policy6(POD_A6, "ff3e::ab00:0/104", Gateway::NotFound);
+    fx.policy6(POD_A6, "ff3e::abcd:0/112", Gateway::Node(REMOTE_GW));
+    fx.policy6(POD_A6, "ff3e::abcd:ff00/120", Gateway::Excluded);
+    fx.policy6(POD_A6, "ff3e::abcd:ff01/128", Gateway::Node(REMOTE_GW));
+    fx.policy6(POD_B6, "ff3e::abcd:100/120", Gateway::Excluded);
+    let probed = |g: &str| fx.maps.policy_lens_for(v6(g)).unwrap().lens();
+    assert_eq!(
+        probed("ff3e::abcd:1"),
+        vec![128, 120, 112, 104, 96, 8],
+        "every length that can match is probed, longest first"
+    );
+    assert_eq!(
+        probed("ff3e::ab00:1"),
+        vec![104, 96, 8],
+        "the /104's buckets"
+    );
+    assert_eq!(probed("ff3e::1:1"), vec![96, 8], "and only those");
+    let verdict = |g: &str| {
+        let f = Frame6::udp(POD_A6, v6(g), b"which prefix").bytes();
+        fx.run_origin(fx.lxc_a, &f).0
+    };
+    let expect = [
+        ("ff0e::1", TCX_REDIRECT, "/8"),
+        ("ff3e::1:1", TCX_NEXT, "/96 excluded"),
+        ("ff3e::ab00:1", TCX_DROP, "/104, no gateway"),
+        ("ff3e::abcd:1", TCX_REDIRECT, "/112"),
+        (
+            "ff3e::abcd:101",
+            TCX_REDIRECT,
+            "/112: pod B's /120 is not pod A's",
+        ),
+        ("ff3e::abcd:ff02", TCX_NEXT, "/120 excluded"),
+        ("ff3e::abcd:ff01", TCX_REDIRECT, "/128"),
+        (
+            "ff3e::bbcd:1",
+            TCX_NEXT,
+            "/96: the /112's bucket, not its prefix",
+        ),
+    ];
+    for (g, want, what) in expect {
+        assert_eq!(verdict(g), want, "{g}: {what}");
+    }
+    assert_eq!(fx.drops6(Role::Origin, DropReason::NO_GATEWAY), 1);
+
+    // A length with no entry left is a probe too many, never a wrong
+    // answer; and once it is out of the set, nothing else changes.
+    let key = |dest: &str| PolicyKey6 {
+        source: POD_A6,
+        destination: dest.parse().unwrap(),
+    };
+    assert!(fx.maps.policy_delete(&key("ff3e::abcd:ff01/128")).unwrap());
+    assert_eq!(
+        verdict("ff3e::abcd:ff01"),
+        TCX_NEXT,
+        "the /120 exclusion now"
+    );
+    let rest = fx.maps.policy_v6.entries().unwrap();
+    fx.maps
+        .policy_lens_retain(&PolicyLens::of(rest.keys()))
+        .unwrap();
+    assert_eq!(probed("ff3e::abcd:1"), vec![120, 112, 104, 96, 8]);
+    for (g, want, what) in &expect[..6] {
+        assert_eq!(verdict(g), *want, "{g}: {what}, after the set shrank");
+    }
+    assert_eq!(verdict("ff3e::abcd:ff01"), TCX_NEXT);
+});
+
+// A longer length added to a bucket reaches the very next packet, and so
+// does its removal.
+dp6_test!(ipv6_policy_changes_reach_the_next_packet, |fx| {
+    fx.policy6(POD_A6, "ff3e::abcd:0/112", Gateway::Node(REMOTE_GW));
+    fx.policy6(POD_A6, "ff3e::abcd:ff00/120", Gateway::Excluded);
+    let verdict = |g: &str| {
+        let f = Frame6::udp(POD_A6, v6(g), b"changes").bytes();
+        fx.run_origin(fx.lxc_a, &f).0
+    };
+    assert_eq!(verdict("ff3e::abcd:ff01"), TCX_NEXT, "excluded /120");
+    fx.policy6(POD_A6, "ff3e::abcd:ff00/124", Gateway::Node(REMOTE_GW));
+    assert_eq!(
+        fx.maps
+            .policy_lens_for(v6("ff3e::abcd:ff01"))
+            .unwrap()
+            .lens(),
+        vec![124, 120, 112]
+    );
+    assert_eq!(verdict("ff3e::abcd:ff01"), TCX_REDIRECT, "the /124 added");
+    assert_eq!(verdict("ff3e::abcd:ff11"), TCX_NEXT, "outside the /124");
+    let key = PolicyKey6 {
+        source: POD_A6,
+        destination: "ff3e::abcd:ff00/124".parse().unwrap(),
+    };
+    assert!(fx.maps.policy_delete(&key).unwrap());
+    assert_eq!(verdict("ff3e::abcd:ff01"), TCX_NEXT, "the /124 removed");
+    let rest = fx.maps.policy_v6.entries().unwrap();
+    assert_eq!(
+        fx.maps
+            .policy_lens_retain(&PolicyLens::of(rest.keys()))
+            .unwrap(),
+        1,
+        "the /124's bucket"
+    );
+    assert_eq!(verdict("ff3e::abcd:ff01"), TCX_NEXT);
+    assert_eq!(verdict("ff3e::abcd:1"), TCX_REDIRECT);
+});
+
+// A group whose bucket has no lengths is no policy's: nothing is probed and
+// it passes untouched, whatever other buckets hold.
+dp6_test!(a_group_in_a_bucket_without_lengths_passes, |fx| {
+    fx.policy6(POD_A6, "ff3e::abcd:0/112", Gateway::Node(REMOTE_GW));
+    fx.policy6(POD_A6, "ff3e::ab00:0/104", Gateway::Node(REMOTE_GW));
+    let group = v6("ff3e::1:1");
+    assert!(fx.maps.policy_lens_for(group).unwrap().is_empty());
+    let f = Frame6::udp(POD_A6, group, b"no lengths here").bytes();
+    let (v, out) = fx.run_origin(fx.lxc_a, &f);
+    assert_untouched6(&fx, v, &f, &out);
+    // Positive control: the same pod's group in a bucket with lengths.
+    let covered = Frame6::udp(POD_A6, v6("ff3e::abcd:1"), b"covered").bytes();
+    assert_eq!(fx.run_origin(fx.lxc_a, &covered).0, TCX_REDIRECT);
 });
 
 dp6_test!(no_gateway_drops_and_counts, |fx| {

@@ -50,33 +50,12 @@ static __always_inline bool mcast_af_never_egress(struct __sk_buff *skb, const i
 	return ipv6_mcast_never_egress(skb, &p->v6);
 }
 
-/*
- * IPv6: Cilium's egress_gw_policy_key6 in an LPM trie, looked up with the
- * full 256 bits (the pod's /128 and the group).
- */
-static __always_inline bool mcast_policy_lookup6(const struct mcast_pkt6 *pkt,
-						 struct mcast_policy_val6 *out)
-{
-	struct mcast_policy_key6 key = {
-		.prefixlen = MCAST_POLICY6_SADDR_PREFIXLEN + 128,
-		.saddr = pkt->saddr,
-		.daddr = pkt->daddr,
-	};
-	const struct mcast_policy_val6 *pol;
-
-	pol = bpf_map_lookup_elem(&mcast_egw_policy_v6, &key);
-	if (!pol)
-		return false;
-	*out = *pol;
-	return true;
-}
-
 static __always_inline bool mcast_af_policy_lookup(const int af, const union mcast_pkt_af *p,
 						   union mcast_policy_af *pol)
 {
 	if (af == MCAST_AF_INET)
 		return mcast_policy_lookup(p->v4.saddr, p->v4.daddr, &pol->v4);
-	return mcast_policy_lookup6(&p->v6, &pol->v6);
+	return mcast_policy_lookup6(&p->v6.saddr, &p->v6.daddr, &pol->v6);
 }
 
 /* The fields both families' entries have, by family. */

@@ -1,5 +1,5 @@
 //! `policy list`: every entry of `mcast_egw_policy_hash_v4` and then of
-//! `mcast_egw_policy_v6`, laid out as `cilium-dbg bpf egress list` lays out
+//! `mcast_egw_policy_hash_v6`, laid out as `cilium-dbg bpf egress list` lays out
 //! Cilium's egress policy maps, with the policy's name added.
 
 use std::collections::BTreeMap;

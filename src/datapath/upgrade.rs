@@ -10,11 +10,15 @@
 //! policy throughout the upgrade.
 
 use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
 use libbpf_rs::{MapCore, MapHandle, MapType};
 
-use super::maps::{Gateway, Maps, PolicyKey, PolicyLens, PolicyValue, TypedMap};
+use super::maps::{
+    Codec, Gateway, Maps, PolicyFamily, PolicyKey, PolicyKeyOf, PolicyLens, PolicyValue,
+    PolicyValueOf, TypedMap,
+};
 use super::pin::remove_file;
 use super::{Paths, Result};
 use crate::bpf_intf as intf;
@@ -68,11 +72,20 @@ pub(super) fn adopt_legacy_policy(paths: &Paths, maps: &Maps) -> Result<LegacyPo
 }
 
 /// Make sure the probed prefix lengths cover every entry the pinned policy
-/// map holds: true whenever this build wrote both, and made true again when
-/// the length map is new beside an adopted policy map (it was unpinned, or
-/// the policy map was just taken over). Only adds lengths.
+/// maps (both families) hold: true whenever this build wrote both, and made
+/// true again when a length map is new beside an adopted policy map (it was
+/// unpinned, or the policy map was just taken over). Only adds lengths.
 pub(super) fn cover_pinned_lens(maps: &Maps) -> Result<()> {
-    let keys = maps.policy.keys().collect::<Result<Vec<_>>>()?;
+    cover_pinned::<Ipv4Addr>(maps)?;
+    cover_pinned::<Ipv6Addr>(maps)
+}
+
+fn cover_pinned<A: PolicyFamily>(maps: &Maps) -> Result<()>
+where
+    PolicyKeyOf<A, A::Network>: Codec,
+    PolicyValueOf<A>: Codec,
+{
+    let keys = A::policy_map(maps).keys().collect::<Result<Vec<_>>>()?;
     maps.policy_lens_add(&PolicyLens::of(&keys)).map(drop)
 }
 

@@ -52,7 +52,7 @@ pub(super) type Entries<F> = BTreeMap<Key<F>, Value<F>>;
 
 /// IPv4: `mcast_egw_policy_hash_v4`.
 pub(super) struct V4;
-/// IPv6: `mcast_egw_policy_v6`.
+/// IPv6: `mcast_egw_policy_hash_v6`.
 pub(super) struct V6;
 
 impl Family for V4 {

@@ -125,7 +125,7 @@ impl Problem {
 pub struct Desired {
     /// Entries of `mcast_egw_policy_hash_v4`.
     pub policies: BTreeMap<PolicyKey, PolicyValue>,
-    /// Entries of `mcast_egw_policy_v6`.
+    /// Entries of `mcast_egw_policy_hash_v6`.
     pub policies_v6: BTreeMap<PolicyKey6, PolicyValue6>,
     /// Entries of `mcast_egw_nodes`: every node's InternalIP.
     pub nodes: BTreeSet<Ipv4Addr>,

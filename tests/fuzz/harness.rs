@@ -290,7 +290,7 @@ impl Fixture {
         }
         let keys6: Vec<PolicyKey6> = m.policy_v6.keys().map(|k| k.expect("key")).collect();
         for k in &keys6 {
-            m.policy_v6.delete(k).expect("IPv6 policy delete");
+            m.policy_delete(k).expect("IPv6 policy delete");
         }
         let eps6: Vec<_> = m.endpoints_v6.keys().map(|k| k.expect("key")).collect();
         for a in &eps6 {
@@ -302,24 +302,23 @@ impl Fixture {
             ip => Gateway::Node(ip),
         };
         for e in st.policies6.values() {
-            m.policy_v6
-                .put(
-                    &PolicyKey6 {
-                        source: e.saddr,
-                        destination: e.dst,
+            m.policy_insert(
+                &PolicyKey6 {
+                    source: e.saddr,
+                    destination: e.dst,
+                },
+                &PolicyValue6 {
+                    egress_ip: e.egress_ip,
+                    gateway: gateway_of(e.gateway_ip),
+                    egress_ifindex: e.egress_ifindex,
+                    policy_id: e.policy_id,
+                    origin: Origin {
+                        node: e.origin_node,
+                        identity: e.origin_identity,
                     },
-                    &PolicyValue6 {
-                        egress_ip: e.egress_ip,
-                        gateway: gateway_of(e.gateway_ip),
-                        egress_ifindex: e.egress_ifindex,
-                        policy_id: e.policy_id,
-                        origin: Origin {
-                            node: e.origin_node,
-                            identity: e.origin_identity,
-                        },
-                    },
-                )
-                .expect("IPv6 policy insert");
+                },
+            )
+            .expect("IPv6 policy insert");
         }
         for (a, &(ifindex, identity)) in &st.endpoints6 {
             m.endpoints_v6

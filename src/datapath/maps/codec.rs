@@ -9,7 +9,7 @@ use ipnetwork::{Ipv4Network, Ipv6Network};
 use super::typed::{stored_as_is, Codec};
 use super::{
     EgressIface, Endpoint, Gateway, Origin, PolicyKey, PolicyKey6, PolicyValue, PolicyValue6,
-    PrefixLens, Status,
+    Status,
 };
 use crate::bpf_intf as intf;
 use crate::datapath::{DatapathError, Result};
@@ -168,19 +168,6 @@ impl Codec for PolicyKey {
     }
 }
 
-impl Codec for PrefixLens {
-    type Raw = intf::mcast_policy_lens;
-    fn encode(&self) -> intf::mcast_policy_lens {
-        intf::mcast_policy_lens {
-            dst_lens: self.bits(),
-            ..Default::default()
-        }
-    }
-    fn decode(raw: &intf::mcast_policy_lens) -> Result<PrefixLens> {
-        Ok(PrefixLens::from_bits(raw.dst_lens))
-    }
-}
-
 impl Codec for PolicyValue {
     type Raw = intf::mcast_policy_val;
     fn encode(&self) -> intf::mcast_policy_val {
@@ -295,7 +282,7 @@ fn from_c_chars(chars: &[libc::c_char]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datapath::maps::PolicyLens;
+    use crate::datapath::maps::{PolicyLens, PrefixLens};
     use crate::datapath::Plain;
 
     fn key(src: &str, dst: &str) -> PolicyKey {
@@ -364,12 +351,12 @@ mod tests {
         let only_8 = PrefixLens::of(&keys[..1]);
         assert_eq!(lens.intersection(only_8), only_8);
         assert_eq!(only_8.union(lens), lens);
-        assert_eq!(PrefixLens::of(&[]).lens(), Vec::<u8>::new());
+        assert_eq!(PrefixLens::<Ipv4Addr>::of(&[]).lens(), Vec::<u8>::new());
     }
 
     #[test]
     fn policy_lens_buckets_are_the_groups_a_prefix_can_match() {
-        let bucket = |g: &str| PolicyLens::bucket(g.parse().unwrap());
+        let bucket = |g: &str| PolicyLens::<Ipv4Addr>::bucket(g.parse().unwrap());
         assert_eq!(bucket("224.0.0.1"), 0);
         assert_eq!(bucket("232.1.200.3"), 0x801);
         assert_eq!(bucket("239.255.255.255"), 0xfff);

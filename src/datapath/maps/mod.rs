@@ -7,6 +7,7 @@
 
 mod codec;
 mod drops;
+mod lens;
 mod table;
 mod typed;
 
@@ -20,6 +21,7 @@ use crate::bpf_intf as intf;
 use codec::{be, from_be, from_be6};
 
 pub use drops::{DropEvent, DropReason, EventError, Family, Role};
+pub use lens::{PolicyFamily, PolicyLens, PrefixLens};
 pub use table::*;
 pub use typed::{no_guard, Changes, Codec, Reconcile, Store, TypedMap};
 
@@ -33,141 +35,8 @@ pub struct PolicyKeyOf<A, N> {
 
 /// Key of `mcast_egw_policy_hash_v4`.
 pub type PolicyKey = PolicyKeyOf<Ipv4Addr, Ipv4Network>;
-/// Key of `mcast_egw_policy_v6`.
+/// Key of `mcast_egw_policy_hash_v6`.
 pub type PolicyKey6 = PolicyKeyOf<Ipv6Addr, Ipv6Network>;
-
-/// A set of destination prefix lengths: those the datapath probes for a
-/// group, longest first. A length stands for the keys
-/// `{32 + len, pod, group prefix /len}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct PrefixLens {
-    /// Bit `32 - len` for `/len`, as `include/mcast_egress.h` stores it.
-    bits: u32,
-}
-
-impl PrefixLens {
-    /// The one length `len`.
-    pub fn single(len: u8) -> Self {
-        PrefixLens::from_bits(Self::bit(len))
-    }
-
-    /// The lengths of `keys`' destinations.
-    pub fn of<'a>(keys: impl IntoIterator<Item = &'a PolicyKey>) -> Self {
-        keys.into_iter()
-            .map(|k| PrefixLens::single(k.destination.prefix()))
-            .fold(PrefixLens::default(), PrefixLens::union)
-    }
-
-    pub fn is_empty(self) -> bool {
-        self.bits == 0
-    }
-
-    /// Raw bits as stored; bits of lengths below /4 (never written) are
-    /// kept, so that nothing read is lost on a write back.
-    pub fn from_bits(bits: u32) -> Self {
-        PrefixLens { bits }
-    }
-
-    pub fn bits(self) -> u32 {
-        self.bits
-    }
-
-    fn bit(len: u8) -> u32 {
-        // A prefix length is at most 32 (Ipv4Network checks it).
-        1u32.checked_shl(32 - u32::from(len.min(32))).unwrap_or(0)
-    }
-
-    pub fn contains(self, len: u8) -> bool {
-        self.bits & Self::bit(len) != 0
-    }
-
-    pub fn union(self, o: PrefixLens) -> PrefixLens {
-        PrefixLens::from_bits(self.bits | o.bits)
-    }
-
-    pub fn intersection(self, o: PrefixLens) -> PrefixLens {
-        PrefixLens::from_bits(self.bits & o.bits)
-    }
-
-    /// The lengths, longest first: the order the datapath probes them in.
-    pub fn lens(self) -> Vec<u8> {
-        (0..=32u8).rev().filter(|len| self.contains(*len)).collect()
-    }
-}
-
-/// The prefix lengths the datapath probes, per bucket: a /16 of
-/// 224.0.0.0/4 (`mcast_egw_policy_lens_v4`). A bucket holds the lengths of
-/// the entries that can match a group in it: those whose prefix covers the
-/// /16, and those inside it. Buckets not listed have none.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PolicyLens(BTreeMap<u32, PrefixLens>);
-
-impl PolicyLens {
-    /// Buckets in all; a group's is bits 16 to 27 of its address.
-    pub const BUCKETS: u32 = intf::MCAST_POLICY_LENS_BUCKETS;
-
-    /// The bucket of `group`, as the datapath computes it.
-    pub fn bucket(group: Ipv4Addr) -> u32 {
-        (u32::from(group) >> 16) & (Self::BUCKETS - 1)
-    }
-
-    /// The buckets a destination prefix can match groups of: its own for a
-    /// prefix of /16 or longer, every /16 inside it for a shorter one.
-    fn buckets(dest: Ipv4Network) -> std::ops::Range<u32> {
-        let first = Self::bucket(dest.network());
-        match 16u32.checked_sub(u32::from(dest.prefix())) {
-            None | Some(0) => first..first + 1,
-            // Wider than 224.0.0.0/4 (never written): every bucket.
-            Some(host) if host >= 12 => 0..Self::BUCKETS,
-            Some(host) => first..first + (1 << host),
-        }
-    }
-
-    /// The lengths `keys` need probed. Destinations repeat across pods, so
-    /// each distinct one is spread over its buckets once.
-    pub fn of<'a>(keys: impl IntoIterator<Item = &'a PolicyKey>) -> Self {
-        let dests: std::collections::BTreeSet<Ipv4Network> =
-            keys.into_iter().map(|k| k.destination).collect();
-        let mut out = PolicyLens::default();
-        for dest in dests {
-            let len = PrefixLens::single(dest.prefix());
-            for b in Self::buckets(dest) {
-                out.add(b, len);
-            }
-        }
-        out
-    }
-
-    fn add(&mut self, bucket: u32, lens: PrefixLens) {
-        let e = self.0.entry(bucket).or_default();
-        *e = e.union(lens);
-    }
-
-    /// The lengths of `bucket` (none when it is not listed).
-    pub fn get(&self, bucket: u32) -> PrefixLens {
-        self.0.get(&bucket).copied().unwrap_or_default()
-    }
-
-    /// The lengths probed for `group`.
-    pub fn for_group(&self, group: Ipv4Addr) -> PrefixLens {
-        self.get(Self::bucket(group))
-    }
-
-    /// The buckets where `self` has lengths `other` lacks, with all of
-    /// `self`'s lengths there.
-    pub fn beyond(&self, other: &PolicyLens) -> PolicyLens {
-        PolicyLens(
-            self.iter()
-                .filter(|(b, l)| l.intersection(other.get(*b)) != *l)
-                .collect(),
-        )
-    }
-
-    /// The buckets with lengths, and theirs.
-    pub fn iter(&self) -> impl Iterator<Item = (u32, PrefixLens)> + '_ {
-        self.0.iter().map(|(b, l)| (*b, *l))
-    }
-}
 
 /// Where a policy entry sends the pod's traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -199,7 +68,7 @@ pub struct PolicyValueOf<A> {
 
 /// Value of `mcast_egw_policy_hash_v4`.
 pub type PolicyValue = PolicyValueOf<Ipv4Addr>;
-/// Value of `mcast_egw_policy_v6`.
+/// Value of `mcast_egw_policy_hash_v6`.
 pub type PolicyValue6 = PolicyValueOf<Ipv6Addr>;
 
 /// The node a pod runs on and its security identity: the outer source and
@@ -364,7 +233,7 @@ fn sum(per_cpu: &[intf::mcast_counter_val]) -> (u64, u64) {
 impl Maps {
     // --- policy entries -------------------------------------------------
 
-    /// Entries `mcast_egw_policy_v4` can hold (chosen at load).
+    /// Entries `mcast_egw_policy_hash_v4` can hold (chosen at load).
     pub fn policy_capacity(&self) -> u32 {
         self.policy.capacity()
     }
@@ -372,103 +241,6 @@ impl Maps {
     /// Entries `mcast_egw_policy_names` can hold (chosen at load).
     pub fn policy_names_capacity(&self) -> u32 {
         self.policy_names.capacity()
-    }
-
-    /// Insert or replace an entry: its prefix length goes into the lengths
-    /// the datapath probes first, so the entry is found from the moment it
-    /// is in.
-    pub fn policy_insert(&self, key: &PolicyKey, value: &PolicyValue) -> Result<()> {
-        self.policy_lens_add(&PolicyLens::of([key]))?;
-        self.policy.put(key, value)
-    }
-
-    /// Remove an entry; returns whether it existed. Its prefix length stays
-    /// probed (a probe too many, never a miss) until
-    /// [`Maps::policy_lens_retain`] takes it out.
-    pub fn policy_delete(&self, key: &PolicyKey) -> Result<bool> {
-        self.policy.delete(key)
-    }
-
-    /// The prefix lengths the datapath probes, every bucket.
-    pub fn policy_lens(&self) -> Result<PolicyLens> {
-        let mut out = PolicyLens::default();
-        for (b, lens) in (0..).zip(self.policy_lens.array_values()?) {
-            if !lens.is_empty() {
-                out.add(b, lens);
-            }
-        }
-        Ok(out)
-    }
-
-    /// The prefix lengths the datapath probes for `group`.
-    pub fn policy_lens_for(&self, group: Ipv4Addr) -> Result<PrefixLens> {
-        self.policy_lens_of(PolicyLens::bucket(group))
-    }
-
-    fn policy_lens_of(&self, bucket: u32) -> Result<PrefixLens> {
-        Ok(self.policy_lens.get(&bucket)?.unwrap_or_default())
-    }
-
-    /// Add `lens` to the probed lengths, before entries of those lengths
-    /// are written. Writes that only add: a reader that sees one half done
-    /// still sees every length it saw before. Returns the buckets written.
-    pub fn policy_lens_add(&self, lens: &PolicyLens) -> Result<usize> {
-        self.policy_lens_rewrite(lens, |b, now| now.union(lens.get(b)))
-    }
-
-    /// Bring each bucket listed in `buckets` from what it holds (`now`) to
-    /// `next(b, now)`: a few read one by one, more in one batch (a /8 spans
-    /// 256 buckets, a /4 all of them); those that change written in one.
-    fn policy_lens_rewrite(
-        &self,
-        buckets: &PolicyLens,
-        next: impl Fn(u32, PrefixLens) -> PrefixLens,
-    ) -> Result<usize> {
-        let all = if buckets.0.len() > 64 {
-            Some(self.policy_lens.array_values()?)
-        } else {
-            None
-        };
-        let mut writes = Vec::new();
-        for (b, _) in buckets.iter() {
-            let now = match all.as_ref().and_then(|v| v.get(b as usize)) {
-                Some(now) => *now,
-                None => self.policy_lens_of(b)?,
-            };
-            let next = next(b, now);
-            if next != now {
-                writes.push((b, next));
-            }
-        }
-        self.policy_lens.put_all(&writes)?;
-        Ok(writes.len())
-    }
-
-    /// [`Maps::policy_lens_retain`] for `buckets` only: those where the
-    /// entries just deleted had lengths the remaining ones (`keep`) lack.
-    pub fn policy_lens_retain_in(&self, buckets: &PolicyLens, keep: &PolicyLens) -> Result<usize> {
-        self.policy_lens_rewrite(buckets, |b, now| now.intersection(keep.get(b)))
-    }
-
-    /// Keep only `keep` of the probed lengths, once the entries of every
-    /// other length are deleted. Writes that only remove: a reader that
-    /// sees one half done still sees every length in `keep`. One writer at
-    /// a time (the controller), like every make-before-break change of the
-    /// maps. Reads every bucket. Returns the buckets written.
-    pub fn policy_lens_retain(&self, keep: &PolicyLens) -> Result<usize> {
-        let mut writes = Vec::new();
-        for (b, now) in (0..).zip(self.policy_lens.array_values()?) {
-            let next = now.intersection(keep.get(b));
-            if next != now {
-                writes.push((b, next));
-            }
-        }
-        self.policy_lens.put_all(&writes)?;
-        Ok(writes.len())
-    }
-
-    pub fn policy_get(&self, key: &PolicyKey) -> Result<Option<PolicyValue>> {
-        self.policy.get(key)
     }
 
     /// Every policy entry, sorted by key.

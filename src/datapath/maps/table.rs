@@ -145,17 +145,23 @@ declare_maps! {
         /// The destination prefix lengths `policy` has entries of, per /16
         /// of 224.0.0.0/4 (see [`super::PolicyLens`]).
         policy_lens: POLICY_LENS_MAP = "mcast_egw_policy_lens_v4", Array,
-            u32 => PrefixLens, Capacity::Fixed(intf::MCAST_POLICY_LENS_BUCKETS),
+            u32 => PrefixLens<Ipv4Addr>, Capacity::Fixed(intf::MCAST_POLICY_LENS_BUCKETS),
             fill_level: false;
         /// This node's pods: address to veth and identity.
         endpoints: ENDPOINTS_MAP = "mcast_egw_endpoints", Hash,
             Ipv4Addr => Endpoint,
             Capacity::Fixed(intf::MCAST_EGW_ENDPOINTS_MAX_ENTRIES), fill_level: true;
-        /// IPv6 policy entries: an LPM trie in Cilium's IPv6 key layout.
-        policy_v6: POLICY_V6_MAP = "mcast_egw_policy_v6", LpmTrie,
+        /// IPv6 policy entries in Cilium's IPv6 key layout: a hash probed
+        /// once per prefix length in use (`policy_lens_v6`), as `policy`.
+        policy_v6: POLICY_V6_MAP = "mcast_egw_policy_hash_v6", Hash,
             PolicyKey6 => PolicyValue6,
             Capacity::AtLoad { flag: "--policy-map-entries", of: |c| c.policy_entries },
             fill_level: true;
+        /// The destination prefix lengths `policy_v6` has entries of, per
+        /// value of bits 100 to 111 of the group (see [`super::PolicyLens`]).
+        policy_lens_v6: POLICY_LENS_V6_MAP = "mcast_egw_policy_lens_v6", Array,
+            u32 => PrefixLens<Ipv6Addr>, Capacity::Fixed(intf::MCAST_POLICY6_LENS_BUCKETS),
+            fill_level: false;
         /// This node's pods by IPv6 address.
         endpoints_v6: ENDPOINTS_V6_MAP = "mcast_egw_endpoints_v6", Hash,
             Ipv6Addr => Endpoint,
