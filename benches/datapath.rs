@@ -24,13 +24,14 @@
 //! Each row is the median of `TRIALS` trials (with the fastest and the
 //! slowest): one trial is `RUNS` runs.
 //!
-//! The first table compares the policy lookup of this build (a hash probed
-//! once per prefix length in use) with the LPM trie it replaced (the same
-//! programs built with it, `bpf/bench/mcast_lpm.bpf.c`), with a handful of
-//! policy entries and with thousands, in the same run. The second is every
+//! The first two tables compare the policy lookup of this build (a hash
+//! probed once per prefix length in use) with the LPM trie it replaced (the
+//! same programs built with it, `bpf/bench/mcast_lpm.bpf.c`), with a
+//! handful of policy entries and with thousands, in the same run: IPv4's,
+//! then IPv6's. The third is every
 //! path of this build with thousands of entries, IPv4's and then IPv6's
-//! (the same payload, 20 bytes more of header; as many entries in the IPv6
-//! trie) in the same run, so that what IPv6 costs and what IPv4 and
+//! (the same payload, 20 bytes more of header; as many IPv6 entries as
+//! IPv4 ones) in the same run, so that what IPv6 costs and what IPv4 and
 //! unicast still cost are read side by side. The third is where the
 //! time of each multicast path goes: the same programs built to return at
 //! one stage of the path (`bpf/bench/mcast_stages.bpf.c`, one load per
@@ -200,7 +201,6 @@ mod stage {
     pub fn label6(stage: u32) -> &'static str {
         match stage {
             PARSE => "fixed header, extension walk, never-egress",
-            POLICY => "policy lookup (LPM trie, 256-bit key)",
             VALIDATE => "validation: lengths, chain, UDP (copied)",
             NONE => "emit (no stops inside) or tunnel, return",
             _ => label(stage),
@@ -290,10 +290,12 @@ impl Case<'_, '_> {
     }
 }
 
-/// Policy entries into this build's map and the LPM trie of the old build.
+/// Policy entries into this build's maps and the LPM tries of the old
+/// build.
 struct Policies<'a> {
     maps: &'a Maps,
     lpm: &'a libbpf_rs::MapMut<'a>,
+    lpm6: &'a libbpf_rs::MapMut<'a>,
 }
 
 impl Policies<'_> {
@@ -312,32 +314,31 @@ impl Policies<'_> {
             .expect("LPM policy entry");
     }
 
-    /// An IPv6 entry (one trie for every build), as `insert` makes them.
+    /// An IPv6 entry, into both builds' maps as `insert` makes them.
     fn insert6(&self, src: Ipv6Addr, dest: ipnetwork::Ipv6Network, gateway: Gateway, uplink: u32) {
         let here = gateway == Gateway::Node(THIS_NODE);
-        self.maps
-            .policy_v6
-            .put(
-                &PolicyKey6 {
-                    source: src,
-                    destination: dest,
-                },
-                &PolicyValue6 {
-                    egress_ip: if here {
-                        EGRESS_IP6
-                    } else {
-                        Ipv6Addr::UNSPECIFIED
-                    },
-                    gateway,
-                    egress_ifindex: if here { uplink } else { 0 },
-                    policy_id: 1,
-                    origin: Origin {
-                        node: REMOTE_GW,
-                        identity: 12345,
-                    },
-                },
-            )
-            .expect("IPv6 policy entry");
+        let k = PolicyKey6 {
+            source: src,
+            destination: dest,
+        };
+        let v = PolicyValue6 {
+            egress_ip: if here {
+                EGRESS_IP6
+            } else {
+                Ipv6Addr::UNSPECIFIED
+            },
+            gateway,
+            egress_ifindex: if here { uplink } else { 0 },
+            policy_id: 1,
+            origin: Origin {
+                node: REMOTE_GW,
+                identity: 12345,
+            },
+        };
+        self.maps.policy_insert(&k, &v).expect("IPv6 policy entry");
+        self.lpm6
+            .update(k.encode().as_bytes(), v.encode().as_bytes(), MapFlags::ANY)
+            .expect("IPv6 LPM policy entry");
     }
 }
 
@@ -420,6 +421,7 @@ fn bench() {
     let policies = Policies {
         maps: &maps,
         lpm: &lpm.maps.mcast_bench_policy_lpm,
+        lpm6: &lpm.maps.mcast_bench_policy_lpm_v6,
     };
     policies.insert(POD, "232.1.0.0/16", Gateway::Node(REMOTE_GW), uplink);
     for src in [POD, POD_LOCAL_GW, EGRESS_IP] {
@@ -455,7 +457,8 @@ fn bench() {
         let pod = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 51, 100, 0)) + (i % 250));
         let dest = format!("232.{}.{}.0/24", 10 + i / 250, i % 250);
         policies.insert(pod, &dest, Gateway::Node(REMOTE_GW), uplink);
-        // As many IPv6 entries, in their own trie.
+        // As many IPv6 entries: 250 /120s in each of 16 buckets of their
+        // own (bits 100-111: 10 to 25), none in the measured groups'.
         let pod6 = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, (i % 250) as u16);
         let g = Ipv6Addr::new(
             0xff3e,
@@ -543,23 +546,30 @@ fn bench() {
             .collect();
         (baseline, rows)
     };
-    // IPv6's policy map is an LPM trie in every build (the contract's
-    // choice): how its paths grow from few entries to many.
+    // IPv6's the same way: its trie before, its hash now.
     let compared6 = [
         (
             "IPv6 origin: multicast to a remote gateway",
+            case(lpm_container, lxc, &to_remote6, redirect),
             case(container, lxc, &to_remote6, redirect),
         ),
         (
             "IPv6 gateway: SNAT and redirect (overlay)",
+            case(lpm_gateway, tunnel, &tunnelled6, redirect),
             case(gateway, tunnel, &tunnelled6, redirect),
         ),
         (
             "IPv6 origin on the gateway: SNAT, redirect",
+            case(lpm_container, lxc, &to_local6, redirect),
             case(container, lxc, &to_local6, redirect),
         ),
     ];
-    let measure6 = || -> Vec<Trials> { compared6.iter().map(|(_, c)| c.measure()).collect() };
+    let measure6 = || -> Vec<(Trials, Trials)> {
+        compared6
+            .iter()
+            .map(|(_, old, new)| (old.measure(), new.measure()))
+            .collect()
+    };
     let small_entries = maps.policies().unwrap().len();
     let small_entries6 = maps.policy_v6.len();
     let small = measure_all();
@@ -631,25 +641,50 @@ fn bench() {
         );
     }
     println!();
+    let probed6 = |group| maps.policy_lens_for(group).unwrap().lens();
     println!(
-        "IPv6 policy lookup: the LPM trie mcast_egw_policy_v6, {small_entries6} and \
-         {large_entries6} entries ({}-byte frames)",
+        "IPv6 policy lookup: LPM trie (before) vs hash probed per prefix length (now), \
+         {}-byte frames, the same way",
         to_remote6.len()
     );
     println!(
-        "{:<42} {:>24} {:>24} {:>8}",
-        "",
-        format!("{small_entries6} entries"),
-        format!("{large_entries6} entries"),
-        "growth"
+        "prefix lengths the hash probes: {:?} for {GROUP6} and {:?} for {LOCAL_GROUP6}",
+        probed6(GROUP6),
+        probed6(LOCAL_GROUP6),
     );
-    for (i, (path, _)) in compared6.iter().enumerate() {
+    let small_h6 = format!("{small_entries6} entries");
+    let large_h6 = format!("{large_entries6} entries");
+    println!(
+        "{:<42} {:>24} {:>24} {:>24} {:>24}",
+        "",
+        format!("LPM, {small_h6}"),
+        format!("hash, {small_h6}"),
+        format!("LPM, {large_h6}"),
+        format!("hash, {large_h6}"),
+    );
+    for (i, (path, _, _)) in compared6.iter().enumerate() {
+        let (s, l) = (&small6[i], &large6[i]);
         println!(
-            "{:<42} {:>24} {:>24} {:>+8.1}",
+            "{:<42} {:>24} {:>24} {:>24} {:>24}",
             path,
-            cell(&small6[i]),
-            cell(&large6[i]),
-            large6[i].median - small6[i].median
+            cell(&s.0),
+            cell(&s.1),
+            cell(&l.0),
+            cell(&l.1)
+        );
+    }
+    println!(
+        "{:<42} {:>24} {:>24}",
+        "growth from few to many entries, ns", "", ""
+    );
+    for (i, (path, _, _)) in compared6.iter().enumerate() {
+        let (s, l) = (&small6[i], &large6[i]);
+        println!(
+            "  {:<40} LPM {:+.1}, hash {:+.1}; hash saves {:.1} ns at {large_entries6}",
+            path,
+            l.0.median - s.0.median,
+            l.1.median - s.1.median,
+            l.0.median - l.1.median,
         );
     }
 
