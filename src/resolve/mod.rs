@@ -37,7 +37,7 @@ use crate::objects::{self, Objects};
 /// the last point before the cluster's edge and enforces the exclusions
 /// itself: without them a copy for an excluded group (a stale or forged
 /// origin) would match the covering prefix and leave. Every other node's
-/// pods would only grow the trie every packet walks. Both families.
+/// pods would only grow the maps every packet looks up. Both families.
 pub fn retain_node_local(desired: &mut Desired, local_pods: &LocalPods) {
     retain::<V4>(desired, local_pods);
     retain::<V6>(desired, local_pods);

@@ -199,8 +199,9 @@ impl State {
             .insert((e.saddr, e.dst.network(), e.dst.prefix()), e);
     }
 
-    /// The longest IPv6 entry for (saddr, daddr), as the LPM trie looked up
-    /// with prefixlen 256 finds it: saddr exact, daddr by prefix.
+    /// The longest IPv6 entry for (saddr, daddr), as a longest-prefix match
+    /// finds it (the datapath probes its lengths, longest first): saddr
+    /// exact, daddr by prefix.
     pub fn lookup6(&self, saddr: Ipv6Addr, daddr: Ipv6Addr) -> Option<&Entry6> {
         self.policies6
             .values()

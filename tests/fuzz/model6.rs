@@ -1,6 +1,6 @@
 //! The IPv6 half of the model (tests/fuzz/model.rs), written down from the
 //! IPv6 specification (issue 13): classification, the extension-header
-//! walk, never-egress scopes and protocols, the policy trie, anti-spoofing,
+//! walk, never-egress scopes and protocols, the policy's longest match, anti-spoofing,
 //! validation, and the gateway's rewrite (hop limit, source, UDP checksum
 //! through the pseudo-header, RFC 2464 MAC). Shares no code with bpf/.
 
