@@ -121,11 +121,11 @@ pub async fn interfaces(handle: &Handle) -> Result<Vec<Interface>, NodeError> {
 }
 
 /// The address of an IPv6 address message, unless it cannot be a source:
-/// still tentative (duplicate address detection running: the kernel
-/// refuses to send from it) or DAD failed (another host has it). The
-/// flags are in the header's byte and, for those that do not fit it, in
-/// IFA_FLAGS; either may say so.
-pub fn usable_ipv6(msg: &AddressMessage) -> Option<Ipv6Addr> {
+/// not global (the link-local address of every veth), still tentative
+/// (duplicate address detection running: the kernel refuses to send from
+/// it) or DAD failed (another host has it). The flags are in the header's
+/// byte and, for those that do not fit it, in IFA_FLAGS; either may say so.
+fn usable_ipv6(msg: &AddressMessage) -> Option<Ipv6Addr> {
     let header_unusable = msg
         .header
         .flags
@@ -145,12 +145,14 @@ pub fn usable_ipv6(msg: &AddressMessage) -> Option<Ipv6Addr> {
         AddressAttribute::Local(IpAddr::V6(ip)) => Some(*ip),
         _ => None,
     });
-    local.or_else(|| {
-        msg.attributes.iter().find_map(|a| match a {
-            AddressAttribute::Address(IpAddr::V6(ip)) => Some(*ip),
-            _ => None,
+    local
+        .or_else(|| {
+            msg.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Address(IpAddr::V6(ip)) => Some(*ip),
+                _ => None,
+            })
         })
-    })
+        .filter(crate::resolve::is_global_ipv6)
 }
 
 /// Whether a link is a netkit device (link info kind "netkit"). With
@@ -335,6 +337,15 @@ mod tests {
                 "{header:?} {attr:?}"
             );
         }
+    }
+
+    #[test]
+    fn link_local_ipv6_addresses_are_not_kept() {
+        let none = AddressHeaderFlags::empty();
+        assert_eq!(usable_ipv6(&address("fe80::1", none, None)), None);
+        assert_eq!(usable_ipv6(&address("::1", none, None)), None);
+        let ula: Ipv6Addr = "fd00::1".parse().unwrap();
+        assert_eq!(usable_ipv6(&address("fd00::1", none, None)), Some(ula));
     }
 
     #[test]

@@ -191,18 +191,6 @@ pub(super) fn derive_egress(
     Ok(EgressOf::on(iface, *ip))
 }
 
-/// Whether an IPv6 address can be the source of what leaves the cluster:
-/// global scope (RFC 4291 2.4), so neither link-local, loopback, multicast
-/// nor unspecified. Unique local addresses are global in scope.
-fn is_global(ip: &Ipv6Addr) -> bool {
-    !(ip.is_unspecified()
-        || ip.is_loopback()
-        || ip.is_multicast()
-        // fe80::/10 (`is_unicast_link_local`, newer than our MSRV).
-        || (ip.segments()[0] & 0xffc0) == 0xfe80
-        || ip.to_ipv4_mapped().is_some())
-}
-
 /// The egress IPv6 and device on the gateway node itself: the `egressIP`
 /// when it is IPv6, on the device holding it; otherwise the first global
 /// IPv6 of the device IPv4 egresses through (`interface`, the device
@@ -224,7 +212,7 @@ pub(super) fn derive_egress_v6(
         (None, Some(IpAddr::V4(ip))) => device_holding_v4(local, ip)?,
         _ => default_route_device(local)?,
     };
-    let ip = iface.ipv6.iter().find(|ip| is_global(ip)).ok_or_else(|| {
+    let ip = iface.ipv6.iter().find(|ip| is_global_ipv6(ip)).ok_or_else(|| {
         format!(
             "{} has no global IPv6 address (link-local, tentative and DAD-failed ones \
              cannot be a source)",

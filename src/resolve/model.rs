@@ -15,10 +15,24 @@ pub struct Interface {
     pub mac: [u8; 6],
     /// IPv4 addresses in the order the kernel lists them (primary first).
     pub ipv4: Vec<Ipv4Addr>,
-    /// IPv6 addresses in the order the kernel lists them, of any scope,
-    /// without those not usable as a source yet or ever (tentative, DAD
-    /// failed). Resolution picks the global ones.
+    /// Global IPv6 addresses ([`is_global_ipv6`]) in the order the kernel
+    /// lists them, without those not usable as a source yet or ever
+    /// (tentative, DAD failed). Not the link-local address every pod's veth
+    /// gets: it would change the node's inputs, and resolve everything
+    /// again, for each pod that starts.
     pub ipv6: Vec<Ipv6Addr>,
+}
+
+/// Whether an IPv6 address can be the source of what leaves the cluster:
+/// global scope (RFC 4291 2.4), so neither link-local, loopback, multicast
+/// nor unspecified. Unique local addresses are global in scope.
+pub fn is_global_ipv6(ip: &Ipv6Addr) -> bool {
+    !(ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_multicast()
+        // fe80::/10 (`is_unicast_link_local`, newer than our MSRV).
+        || (ip.segments()[0] & 0xffc0) == 0xfe80
+        || ip.to_ipv4_mapped().is_some())
 }
 
 /// The pods behind this node's veths (from Cilium's endpoint map), per
