@@ -16,7 +16,7 @@
 //! instances of the counter and drop maps.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use ipnetwork::IpNetwork;
@@ -28,8 +28,8 @@ use prometheus::{
 };
 
 use crate::datapath::maps::{
-    Counter, DropCount, DropReason, Family, Gateway, Maps, PolicyKey6, PolicyValue6, Role,
-    ENDPOINTS_MAP, NODES_MAP, POLICY_MAP, POLICY_NAMES_MAP, POLICY_V6_MAP,
+    Counter, DropCount, DropReason, Family, Gateway, Maps, Role, ENDPOINTS_MAP, NODES_MAP,
+    POLICY_MAP, POLICY_NAMES_MAP, POLICY_V6_MAP,
 };
 use crate::datapath::DatapathError;
 use crate::resolve::{Desired, Severity, Subject};
@@ -122,11 +122,16 @@ impl View {
             if let Some(ip) = desired.local_gateway_for.get(name) {
                 view.egress.insert((*id, Family::Ipv4), (*ip).into());
             }
+            if let Some(ip) = desired.local_gateway_for_v6.get(name) {
+                view.egress.insert((*id, Family::Ipv6), (*ip).into());
+            }
         }
         for (key, value) in &desired.policies {
             view.add_prefix(value.policy_id, key.destination.into(), value.gateway);
         }
-        view.add_entries_v6(&desired.policies_v6, desired.config.node_ip);
+        for (key, value) in &desired.policies_v6 {
+            view.add_prefix(value.policy_id, key.destination.into(), value.gateway);
+        }
         view.finish();
         view
     }
@@ -138,23 +143,6 @@ impl View {
         let list = self.prefixes.entry(policy_id).or_default();
         if !list.contains(&destination) {
             list.push(destination);
-        }
-    }
-
-    /// IPv6 entries: their prefixes, and the egress IPv6 of the policies
-    /// whose gateway is this node (`node_ip`), `::` where it could not be
-    /// derived, as the datapath has it.
-    fn add_entries_v6<'a>(
-        &mut self,
-        entries: impl IntoIterator<Item = (&'a PolicyKey6, &'a PolicyValue6)>,
-        node_ip: Ipv4Addr,
-    ) {
-        for (key, value) in entries {
-            self.add_prefix(value.policy_id, key.destination.into(), value.gateway);
-            if value.gateway == Gateway::Node(node_ip) {
-                self.egress
-                    .insert((value.policy_id, Family::Ipv6), value.egress_ip.into());
-            }
         }
     }
 

@@ -1,9 +1,9 @@
-use std::net::Ipv6Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::*;
 use crate::datapath::maps::{
-    spec, Origin, PolicyKey, PolicyValue, COUNTERS_MAP, COUNTERS_V6_MAP, DROPS_V6_MAP,
-    ENDPOINTS_V6_MAP,
+    spec, Origin, PolicyKey, PolicyKey6, PolicyValue, PolicyValue6, COUNTERS_MAP, COUNTERS_V6_MAP,
+    DROPS_V6_MAP, ENDPOINTS_V6_MAP,
 };
 use crate::resolve::{Problem, Subject};
 
@@ -326,7 +326,6 @@ fn an_unencodable_family_fails_the_whole_scrape() {
 fn dual_stack_view(metrics: &Metrics) {
     let mut desired = gateway_of_cameras();
     desired.config.node_ip = Ipv4Addr::new(192, 0, 2, 10);
-    metrics.observe(&desired);
     let pod: Ipv6Addr = "2001:db8:100::11".parse().unwrap();
     let v6 = |dest: &str, gateway: Gateway| {
         (
@@ -350,11 +349,11 @@ fn dual_stack_view(metrics: &Metrics) {
         ),
         v6("ff3e::8000:ff00/120", Gateway::Excluded),
     ];
-    // What observe() does once the resolution carries IPv6 entries.
-    let mut view = View::of(&desired);
-    view.add_entries_v6(entries.iter().map(|(k, v)| (k, v)), desired.config.node_ip);
-    view.finish();
-    *metrics.view.write().unwrap() = view;
+    desired.policies_v6.extend(entries);
+    desired
+        .local_gateway_for_v6
+        .insert("cameras".into(), "2001:db8:203::10".parse().unwrap());
+    metrics.observe(&desired);
 }
 
 fn counter(group: &str, role: Role, packets: u64) -> Counter {

@@ -212,12 +212,16 @@ pub(super) fn derive_egress_v6(
         (None, Some(IpAddr::V4(ip))) => device_holding_v4(local, ip)?,
         _ => default_route_device(local)?,
     };
-    let ip = iface.ipv6.iter().find(|ip| is_global_ipv6(ip)).ok_or_else(|| {
-        format!(
-            "{} has no global IPv6 address (link-local, tentative and DAD-failed ones \
+    let ip = iface
+        .ipv6
+        .iter()
+        .find(|ip| is_global_ipv6(ip))
+        .ok_or_else(|| {
+            format!(
+                "{} has no global IPv6 address (link-local, tentative and DAD-failed ones \
              cannot be a source)",
-            iface.name
-        )
-    })?;
+                iface.name
+            )
+        })?;
     Ok(EgressOf::on(iface, *ip))
 }
