@@ -16,8 +16,8 @@ use common::forge::contains;
 use common::lab_io::{
     mac_in, payload, pod_socket6, send_stream, seq_of, Datagram, HeldBack, Receiver,
 };
-use common::packet::PROTO_UDP;
-use common::wire6::{group_mac as group_mac6, Wire6};
+use common::packet::{group_mac6, PROTO_UDP};
+use common::wire6::Wire6;
 use lab::addr::{EGRESS6_B, GROUP6};
 use lab::{camera_policy, demo, Lab, LabConfig, Node, Pod};
 

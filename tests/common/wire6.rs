@@ -4,16 +4,7 @@
 
 use std::net::Ipv6Addr;
 
-use super::packet::{ETH_P_IPV6, PROTO_UDP};
-
-pub const PROTO_ICMPV6: u8 = 58;
-
-/// The Ethernet address of an IPv6 group (RFC 2464 section 7): 33:33 and
-/// the group's low 32 bits.
-pub fn group_mac(group: Ipv6Addr) -> [u8; 6] {
-    let o = group.octets();
-    [0x33, 0x33, o[12], o[13], o[14], o[15]]
-}
+use super::packet::{ETH_P_IPV6, PROTO_ICMPV6, PROTO_UDP};
 
 /// Where an IPv6 packet's upper layer starts, past its extension headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

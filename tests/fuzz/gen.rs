@@ -533,7 +533,9 @@ impl<'a> Gen<'a> {
         }
     }
 
-    fn ttl(&mut self) -> u8 {
+    /// A TTL, or an IPv6 hop limit: the values around the routers' limits
+    /// (0, 1, 2) often.
+    pub(crate) fn ttl(&mut self) -> u8 {
         match self.rng.below(100) {
             0..=59 => 64,
             60..=64 => 0,

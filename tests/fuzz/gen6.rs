@@ -397,17 +397,6 @@ impl Gen<'_> {
         (e.saddr, inside6(&mut self.rng, e.dst))
     }
 
-    fn hop_limit(&mut self) -> u8 {
-        match self.rng.below(100) {
-            0..=59 => 64,
-            60..=64 => 0,
-            65..=71 => 1,
-            72..=77 => 2,
-            78..=83 => 255,
-            _ => self.rng.u8(),
-        }
-    }
-
     /// A valid IPv6 UDP datagram as a pod would send it; covered half the
     /// time.
     fn valid6_desc(&mut self) -> Frame6 {
@@ -419,7 +408,7 @@ impl Gen<'_> {
         let len = self.payload_len6();
         let payload = self.rng.bytes(len);
         let mut f = Frame6::udp(s, g, &payload);
-        f.hop_limit = self.hop_limit();
+        f.hop_limit = self.ttl();
         f.flow_label = self.rng.u32();
         f.sport = self.rng.u16();
         f.dport = self.rng.u16();

@@ -6,6 +6,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use crate::common::packet::group_mac6;
 use crate::model::{
     be16, csum_update, reason, Count, Emitted, Entry6, Outcome, State, Via, GATEWAY_EXCLUDED,
     GATEWAY_NOT_FOUND, IDENTITY_WORLD, REDIRECT, ROLE_GATEWAY, ROLE_ORIGIN,
@@ -379,12 +380,6 @@ fn emit(st: &State, pol: &Entry6, cut: Vec<u8>, w: &Walk, role: u32) -> Outcome 
         }),
         path: "v6_emit_redirect",
     }
-}
-
-/// RFC 2464 section 7: 33:33 and the low 32 bits of the group.
-pub fn group_mac6(group: Ipv6Addr) -> [u8; 6] {
-    let o = group.octets();
-    [0x33, 0x33, o[12], o[13], o[14], o[15]]
 }
 
 /// The gateway rewrite of a valid, cut frame: hop limit - 1, source to the
