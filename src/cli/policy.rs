@@ -98,7 +98,7 @@ pub fn render(rows: &[PolicyRow], output: Output, out: &mut dyn Write) -> Result
 pub fn list(paths: &Paths, output: Output, out: &mut dyn Write) -> Result<()> {
     let maps = open_maps(paths)?;
     let entries = maps.policies()?;
-    let entries_v6: Vec<_> = maps.policy_v6.entries()?.into_iter().collect();
+    let entries_v6 = maps.policies_v6()?;
     let names = maps.policy_names()?;
     let mut all = rows(&entries, &names);
     all.extend(rows(&entries_v6, &names));

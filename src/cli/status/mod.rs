@@ -471,7 +471,7 @@ pub fn show(paths: &Paths, output: Output, out: &mut dyn Write) -> Result<()> {
         status: maps.status()?,
         config: maps.config()?,
         policies: maps.policies()?,
-        policies_v6: maps.policy_v6.entries()?.into_iter().collect(),
+        policies_v6: maps.policies_v6()?,
         names: maps.policy_names()?,
         links: tcx::links(paths).map_err(classify)?,
         fill: maps.fill_levels()?,

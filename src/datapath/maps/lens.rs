@@ -314,8 +314,7 @@ impl<A: PolicyFamily> PolicyLens<A> {
 }
 
 /// The policy entries and their lengths, of either family: the family is
-/// that of the key, the group or the lengths passed (or named, as in
-/// `maps.policy_lens::<Ipv6Addr>()`).
+/// that of the key, the group or the lengths passed.
 impl Maps {
     /// Insert or replace an entry: its prefix length goes into the lengths
     /// the datapath probes first, so the entry is found from the moment it
@@ -353,17 +352,6 @@ impl Maps {
         PolicyValueOf<A>: Codec,
     {
         A::policy_map(self).get(key)
-    }
-
-    /// The prefix lengths the datapath probes, every bucket.
-    pub fn policy_lens<A: PolicyFamily>(&self) -> Result<PolicyLens<A>> {
-        let mut out = PolicyLens::default();
-        for (b, lens) in (0..).zip(A::lens_map(self).array_values()?) {
-            if !lens.is_empty() {
-                out.add(b, lens);
-            }
-        }
-        Ok(out)
     }
 
     /// The prefix lengths the datapath probes for `group`.

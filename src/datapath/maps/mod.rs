@@ -248,6 +248,11 @@ impl Maps {
         sorted(&self.policy)
     }
 
+    /// The IPv6 policy entries, sorted by key.
+    pub fn policies_v6(&self) -> Result<Vec<(PolicyKey6, PolicyValue6)>> {
+        sorted(&self.policy_v6)
+    }
+
     // --- endpoints, nodes, uplinks ------------------------------------------
 
     pub fn endpoint_insert(&self, addr: Ipv4Addr, ep: &Endpoint) -> Result<()> {
