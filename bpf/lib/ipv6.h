@@ -39,27 +39,40 @@
 
 #define IPV6_DADDR_OFF		(ETH_HLEN + __builtin_offsetof(struct ipv6hdr, daddr))
 
+/* ff00::/8 with a scope above link-local: the first two bytes of a group. */
+static __always_inline bool ipv6_group_may_leave(__u8 first, __u8 second)
+{
+	return first == 0xff && (second & 0x0f) > 2;
+}
+
 /*
- * Is this an IPv6 frame to a multicast group (ff00::/8) with no VLAN tag
- * in the skb? Asked only of frames that are not IPv4: one more load of the
- * context for them, nothing for IPv4. VLAN: as ipv4_frame_is_untagged_multicast().
+ * Is this an IPv6 frame to a multicast group that may leave a link, with
+ * no VLAN tag in the skb? Asked only of frames that are not IPv4: one more
+ * load of the context for them, nothing for IPv4. Groups of scope 0-2
+ * (ff02::, the neighbour discovery and MLD every pod sends) are never ours
+ * (ipv6_mcast_never_egress()), and stop here, before anything is parsed or
+ * pulled. The tag is looked at last, as ipv4_frame_is_untagged_multicast()
+ * does: unicast never needs it. VLAN: as there.
  */
 static __always_inline bool ipv6_frame_is_untagged_multicast(struct __sk_buff *skb)
 {
 	void *data_end, *data;
 	__u8 *first;
-	__u8 byte;
+	__u8 bytes[2];
 
-	if (skb->protocol != bpf_htons(ETH_P_IPV6) || skb->vlan_present)
+	if (skb->protocol != bpf_htons(ETH_P_IPV6))
 		return false;
 	data_end = (void *)(long)skb->data_end;
 	data = (void *)(long)skb->data;
 	first = data + IPV6_DADDR_OFF;
-	if ((void *)(first + 1) <= data_end)
-		return *first == 0xff;
-	if (bpf_skb_load_bytes(skb, IPV6_DADDR_OFF, &byte, sizeof(byte)) < 0)
+	if ((void *)(first + 2) <= data_end) {
+		if (!ipv6_group_may_leave(first[0], first[1]))
+			return false;
+	} else if (bpf_skb_load_bytes(skb, IPV6_DADDR_OFF, bytes, sizeof(bytes)) < 0 ||
+		   !ipv6_group_may_leave(bytes[0], bytes[1])) {
 		return false;
-	return byte == 0xff;
+	}
+	return !skb->vlan_present;
 }
 
 /* What the programs need to know about an IPv6 multicast packet. */

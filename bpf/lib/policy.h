@@ -314,14 +314,4 @@ static __always_inline bool mcast_policy_lookup6(const struct mcast_in6_addr *sa
 }
 #endif /* MCAST_BENCH_POLICY_LPM */
 
-static __always_inline bool mcast_policy_is_excluded(const struct mcast_policy_val *pol)
-{
-	return pol->gateway_ip == bpf_htonl(MCAST_GATEWAY_EXCLUDED);
-}
-
-static __always_inline bool mcast_policy_has_gateway(const struct mcast_policy_val *pol)
-{
-	return pol->gateway_ip != bpf_htonl(MCAST_GATEWAY_NOT_FOUND);
-}
-
 #endif /* MCAST_LIB_POLICY_H */
