@@ -253,8 +253,10 @@ enum mcast_drop_reason {
 	 * checksum, total length against the frame; IPv6 version, payload length
 	 * (0, a jumbogram, or beyond the frame), an extension header chain that
 	 * is too long, runs past the payload, has hop-by-hop not first or a
-	 * routing header with segments left; or (first fragments) the UDP
-	 * header and length, and in IPv6 a zero UDP checksum.
+	 * routing header with segments left, or a second fragment header;
+	 * hop-by-hop options other than padding and Router Alert, or of
+	 * lengths ip6_parse_tlv() refuses; or (first fragments) the UDP header
+	 * and length, and in IPv6 a zero UDP checksum.
 	 */
 	MCAST_DROP_MALFORMED = 11,
 	/*
@@ -281,6 +283,12 @@ enum mcast_drop_reason {
 	MCAST_DROP_NO_POLICY = 18,
 	/* redirect_failed: The redirect helper refused the packet, or the device is gone. */
 	MCAST_DROP_REDIRECT = 19,
+	/*
+	 * dst_mac_mismatch: A pod's frame whose destination MAC is not its group's own
+	 * (RFC 1112: 01:00:5e and 23 bits; RFC 2464: 33:33 and 32 bits): another
+	 * host's, the node's, broadcast or another group's.
+	 */
+	MCAST_DROP_DST_MAC = 20,
 	MCAST_DROP_MAX,
 };
 

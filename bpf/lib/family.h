@@ -103,6 +103,28 @@ static __always_inline __u8 mcast_af_proto(const int af, const union mcast_pkt_a
 	return af == MCAST_AF_INET ? p->v4.proto : p->v6.proto;
 }
 
+/*
+ * Is the frame addressed, at layer 2, to its group? A pod's kernel sends
+ * every multicast datagram to the group's own MAC. Anything else (another
+ * host's MAC, which a router's ip_rcv() drops as PACKET_OTHERHOST; the
+ * node's own MAC, broadcast, another group's MAC, which it would take) is
+ * a hand-made frame, and what is forwarded to a group is what was sent to
+ * it. The headers are linear: the parse pulled them.
+ */
+static __always_inline bool mcast_af_dst_mac_ok(struct __sk_buff *skb, const int af,
+						const union mcast_pkt_af *p)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > data_end)
+		return false;
+	if (af == MCAST_AF_INET)
+		return ipv4_mcast_mac_is(eth->h_dest, p->v4.daddr);
+	return ipv6_mcast_mac_is(eth->h_dest, &p->v6.daddr);
+}
+
 static __always_inline int mcast_af_validate(struct __sk_buff *skb, const int af,
 					     const union mcast_pkt_af *p)
 {

@@ -83,6 +83,19 @@ static __always_inline void ipv4_mcast_mac(__be32 group, __u8 mac[ETH_ALEN])
 	mac[5] = g & 0xff;
 }
 
+/*
+ * Is @mac, two-byte aligned as every Ethernet header is, @group's Ethernet
+ * address (RFC 1112 6.4)? Three 16-bit compares.
+ */
+static __always_inline bool ipv4_mcast_mac_is(const __u8 mac[ETH_ALEN], __be32 group)
+{
+	const __u16 *m = (const __u16 *)mac;
+	__u32 g = bpf_ntohl(group);
+
+	return m[0] == bpf_htons(0x0100) && m[1] == bpf_htons(0x5e00 | ((g >> 16) & 0x7f)) &&
+	       m[2] == bpf_htons(g & 0xffff);
+}
+
 /* What the programs need to know about an IPv4 multicast packet. */
 struct mcast_pkt {
 	__be32 saddr;

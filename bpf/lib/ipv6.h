@@ -27,9 +27,30 @@
 #define MCAST_NEXTHDR_HOP	0
 #define MCAST_NEXTHDR_ROUTING	43
 #define MCAST_NEXTHDR_FRAGMENT	44
-#define MCAST_NEXTHDR_AUTH	51
 #define MCAST_NEXTHDR_ICMPV6	58
 #define MCAST_NEXTHDR_DEST	60
+
+/* Hop-by-hop option types (RFC 8200 4.2, RFC 2711). */
+#define MCAST_IPV6_OPT_PAD1		0
+#define MCAST_IPV6_OPT_PADN		1
+#define MCAST_IPV6_OPT_ROUTER_ALERT	5
+
+/*
+ * What ip6_parse_tlv() allows by default: at most 8 options besides
+ * padding (net.ipv6.conf.*.max_hbh_opts_number) and at most 7 bytes of
+ * padding in a row (RFC 4942 2.1.9.5).
+ */
+#define MCAST_IPV6_HBH_MAX_OPTS		8
+#define MCAST_IPV6_HBH_MAX_PAD		7
+/*
+ * The longest hop-by-hop header that can hold nothing but what we accept:
+ * 8 Router Alerts of 4 bytes, with 7 bytes of padding before, between and
+ * after them, behind the 2 bytes of next header and length: 97 bytes, so
+ * 96 in whole 8-byte units. Anything longer is refused unread.
+ */
+#define MCAST_IPV6_HBH_MAX_LEN		96
+/* The options' copy: MCAST_IPV6_HBH_MAX_LEN rounded up, for the masks. */
+#define MCAST_IPV6_HBH_BUF		128
 
 /* MLD (RFC 2710, 3810): query, report, done, MLDv2 report. */
 #define MCAST_MLD_QUERY		130
@@ -87,22 +108,32 @@ struct mcast_pkt6 {
 	__u8 version;
 	__u8 more_frags;	/* a fragment header with M set */
 	__u8 chain_bad;		/* the extension chain could not be walked */
-	__u8 pad[3];
+	__u8 pad;
+	__u16 hbh_len;		/* bytes of the hop-by-hop header, 0 without one */
 };
 
 /*
  * Walk the extension headers from the fixed header's next-header value.
- * Ends at the first upper-layer protocol (59, no next header, is one). The
- * chain is bad when it is longer than MCAST_IPV6_MAX_EXT headers, runs past
- * the payload (or the frame), puts hop-by-hop anywhere but first (RFC 8200
- * 4.1), or has a routing header with segments left: a router would act on
- * it (and we never do; 4.4). Read by copy: headers behind the linear area
- * cost nothing to pull, and the verifier sees one bounded loop.
+ * Ends at the first upper-layer protocol (59, no next header, is one), and
+ * at two headers that are upper layers for us:
+ * - AH (51): the rewritten source would break it at every receiver, so a
+ *   packet with AH is an AH packet, unsupported, as IPv4 reads protocol 51;
+ * - a fragment header with a non-zero offset: what follows it is a piece
+ *   of the fragmentable part, payload, never headers (RFC 8200 4.5); the
+ *   protocol is the one the fragment header names.
+ * The chain is bad when it is longer than MCAST_IPV6_MAX_EXT headers, runs
+ * past the payload (or the frame), puts hop-by-hop anywhere but first (RFC
+ * 8200 4.1), has a routing header with segments left (a router would act
+ * on it, and we never do; 4.4) or a second fragment header (4.1: each at
+ * most once). Read by copy: headers behind the linear area cost nothing to
+ * pull, and the verifier sees one bounded loop. The hop-by-hop header's
+ * length is kept, for ipv6_mcast_validate() to judge its options.
  */
 static __always_inline void ipv6_ext_walk(struct __sk_buff *skb, struct mcast_pkt6 *pkt, __u8 nexthdr)
 {
 	__u32 off = ETH_HLEN + IPV6_HLEN;
 	__u32 end = off + pkt->payload_len;
+	bool fragment = false;
 	__u32 i;
 
 	for (i = 0; i <= MCAST_IPV6_MAX_EXT; i++) {
@@ -110,8 +141,7 @@ static __always_inline void ipv6_ext_walk(struct __sk_buff *skb, struct mcast_pk
 		__u32 len;
 
 		if (nexthdr != MCAST_NEXTHDR_HOP && nexthdr != MCAST_NEXTHDR_ROUTING &&
-		    nexthdr != MCAST_NEXTHDR_FRAGMENT && nexthdr != MCAST_NEXTHDR_DEST &&
-		    nexthdr != MCAST_NEXTHDR_AUTH) {
+		    nexthdr != MCAST_NEXTHDR_FRAGMENT && nexthdr != MCAST_NEXTHDR_DEST) {
 			pkt->proto = nexthdr;
 			pkt->l4_off = off;
 			return;
@@ -127,17 +157,25 @@ static __always_inline void ipv6_ext_walk(struct __sk_buff *skb, struct mcast_pk
 		if (nexthdr == MCAST_NEXTHDR_FRAGMENT) {
 			__u16 frag = ((__u16)hdr[2] << 8) | hdr[3];
 
+			if (fragment)
+				break;
+			fragment = true;
 			pkt->frag_off = frag >> 3;
 			pkt->more_frags = frag & 1;
 			len = 8;
-		} else if (nexthdr == MCAST_NEXTHDR_AUTH) {
-			len = ((__u32)hdr[1] + 2) * 4;
+			if (pkt->frag_off) {
+				pkt->proto = hdr[0];
+				pkt->l4_off = off + len;
+				return;
+			}
 		} else {
 			/* Routing: type 0 is deprecated, any type still names a
 			 * next hop while segments are left. */
 			if (nexthdr == MCAST_NEXTHDR_ROUTING && hdr[3] != 0)
 				break;
 			len = ((__u32)hdr[1] + 1) * 8;
+			if (nexthdr == MCAST_NEXTHDR_HOP)
+				pkt->hbh_len = len;
 		}
 		off += len;
 		if (off > end)
@@ -185,6 +223,7 @@ static __always_inline int ipv6_mcast_parse(struct __sk_buff *skb, struct mcast_
 	pkt->frag_off = 0;
 	pkt->more_frags = 0;
 	pkt->chain_bad = 0;
+	pkt->hbh_len = 0;
 	nexthdr = ip6->nexthdr;
 	ipv6_ext_walk(skb, pkt, nexthdr);
 	return 0;
@@ -203,7 +242,8 @@ static __always_inline __u8 ipv6_mcast_scope(const struct mcast_in6_addr *group)
  * MLD (group membership belongs to the node; its reports ride behind a
  * hop-by-hop Router Alert, and MLDv1 reports go to the group itself); PIM.
  * A chain that cannot be walked hides its protocol: such a packet is not
- * exempt, the policy decides (and validation refuses it).
+ * exempt, the policy decides (and validation refuses it). So does AH,
+ * where the walk ends, as IPv4's reading ends at protocol 51.
  */
 static __always_inline bool ipv6_mcast_never_egress(struct __sk_buff *skb,
 						    const struct mcast_pkt6 *pkt)
@@ -226,10 +266,119 @@ static __always_inline bool ipv6_mcast_never_egress(struct __sk_buff *skb,
 }
 
 /*
+ * Where ipv6_hbh_step() is in the hop-by-hop header. Sixteen bytes, on
+ * purpose: the IPv6 flow's frames already take the stack (512 bytes for a
+ * chain of calls) almost to its limit, so the header is read byte by byte
+ * rather than copied.
+ */
+struct ipv6_hbh_walk {
+	struct __sk_buff *skb;
+	__u8 len;		/* of the header: 8 to MCAST_IPV6_HBH_MAX_LEN */
+	__u8 off;		/* the next byte, from the header's start */
+	__u8 pad;		/* padding bytes in a row */
+	__u8 opts;		/* options other than padding */
+	__u8 type;		/* of the option being read */
+	__u8 left;		/* its data bytes still to read, or MCAST_HBH_AT_LEN */
+	__u8 done;		/* every option read, each one allowed */
+	__u8 byte;		/* the byte read last */
+};
+
+/* ipv6_hbh_walk.left while the option's length byte is next. */
+#define MCAST_HBH_AT_LEN	0xff
+
+/*
+ * One byte of the hop-by-hop header's options, a bpf_loop() callback: 0 to
+ * go on, 1 to stop (at the end, or at the first option we refuse). We
+ * accept what a router accepts and can carry unchanged: Pad1, PadN of
+ * zeros, and Router Alert of length 2 (RFC 2711; a router notes it and
+ * forwards). Every other option is refused: those whose type says
+ * "discard" (high bits 01, 10, 11) a router drops; Jumbo Payload, CALIPSO
+ * and IOAM it validates or rewrites in ways we do not; and unknown "skip"
+ * options (00) it would forward, but we keep to the rule IPv4 follows,
+ * padding and Router Alert only. Lengths are checked as ip6_parse_tlv()
+ * checks them: an option may not run past the header, which the options
+ * must fill exactly.
+ */
+static long ipv6_hbh_step(__u64 index, void *ctx)
+{
+	struct ipv6_hbh_walk *w = ctx;
+	__u32 olen;
+
+	if (w->off >= w->len) {
+		/* The header ends between two options, not inside one. */
+		w->done = w->off == w->len && !w->left;
+		return 1;
+	}
+	if (bpf_skb_load_bytes(w->skb, ETH_HLEN + IPV6_HLEN + w->off, &w->byte, 1) < 0)
+		return 1;
+	w->off++;
+	if (!w->left) {
+		/* An option's type. */
+		if (w->byte == MCAST_IPV6_OPT_PAD1) {
+			if (++w->pad > MCAST_IPV6_HBH_MAX_PAD)
+				return 1;
+			return 0;
+		}
+		w->type = w->byte;
+		w->left = MCAST_HBH_AT_LEN;
+		return 0;
+	}
+	if (w->left == MCAST_HBH_AT_LEN) {
+		/* Its length: the data must end inside the header. */
+		olen = w->byte;
+		if (w->off + olen > w->len)
+			return 1;
+		if (w->type == MCAST_IPV6_OPT_PADN) {
+			/* RFC 4942 2.1.9.5: at most 7 bytes of padding in a row. */
+			if (w->pad + 2 + olen > MCAST_IPV6_HBH_MAX_PAD)
+				return 1;
+			w->pad += 2 + olen;
+		} else if (w->type == MCAST_IPV6_OPT_ROUTER_ALERT && olen == 2) {
+			if (++w->opts > MCAST_IPV6_HBH_MAX_OPTS)
+				return 1;
+			w->pad = 0;
+		} else {
+			return 1;
+		}
+		w->left = olen;
+		return 0;
+	}
+	/* Its data: PadN carries zeros (RFC 4942 2.1.9.5), the alert any value. */
+	if (w->type == MCAST_IPV6_OPT_PADN && w->byte)
+		return 1;
+	w->left--;
+	return 0;
+}
+
+/*
+ * Are the options of the hop-by-hop header (@units 8-byte units behind the
+ * fixed header, its length field + 1) ones a router forwards and we may
+ * carry? Linux's ipv6_rcv() drops the packet when ip6_parse_tlv() refuses
+ * them, before any forwarding; we bypass it, so we refuse them here
+ * (ipv6_hbh_step()). A global function: the verifier checks it, and the
+ * loop, once; it runs only for covered packets that carry the header, one
+ * step per byte of options.
+ */
+__noinline int ipv6_hbh_validate(struct __sk_buff *skb, __u32 units)
+{
+	struct ipv6_hbh_walk w = {};
+
+	if (!skb || !units || units > MCAST_IPV6_HBH_MAX_LEN / 8)
+		return 0;
+	w.skb = skb;
+	w.len = units * 8;
+	w.off = 2;
+	/* One step per byte, and one to see the end. */
+	bpf_loop(MCAST_IPV6_HBH_MAX_LEN, ipv6_hbh_step, &w, 0);
+	return w.done;
+}
+
+/*
  * We bypass ipv6_rcv() and the forwarding path, so we check what a router
  * checks before it forwards (ipv6_rcv_core(): version 6, a payload length
  * that fits the frame; jumbograms, payload length 0, are not ours: RFC
- * 2675 needs a hop-by-hop option a router acts on), the extension chain
+ * 2675 needs a hop-by-hop option a router acts on), the hop-by-hop options
+ * (ipv6_hbh_validate(), as ip6_parse_tlv()), the extension chain
  * (ipv6_ext_walk()), and, as the receivers would (udp6), that a first or
  * only fragment holds the UDP header (RFC 7112: the whole header chain)
  * and a UDP length that is the datagram's: equal to the bytes behind the
@@ -249,6 +398,8 @@ static __always_inline int ipv6_mcast_validate(struct __sk_buff *skb, const stru
 	if (pkt->version != 6 || pkt->chain_bad || !pkt->payload_len)
 		return MCAST_DROP_MALFORMED;
 	if (total > skb->len)
+		return MCAST_DROP_MALFORMED;
+	if (pkt->hbh_len && !ipv6_hbh_validate(skb, pkt->hbh_len / 8))
 		return MCAST_DROP_MALFORMED;
 
 	if (pkt->proto == IPPROTO_UDP && !pkt->frag_off) {
@@ -293,6 +444,20 @@ static __always_inline void ipv6_mcast_mac(const struct mcast_in6_addr *group, _
 	mac[3] = (g >> 16) & 0xff;
 	mac[4] = (g >> 8) & 0xff;
 	mac[5] = g & 0xff;
+}
+
+/*
+ * Is @mac, two-byte aligned as every Ethernet header is, @group's Ethernet
+ * address (RFC 2464 7)? Three 16-bit compares.
+ */
+static __always_inline bool ipv6_mcast_mac_is(const __u8 mac[ETH_ALEN],
+					      const struct mcast_in6_addr *group)
+{
+	const __u16 *m = (const __u16 *)mac;
+	__u32 g = bpf_ntohl(group->words[3]);
+
+	return m[0] == bpf_htons(0x3333) && m[1] == bpf_htons(g >> 16) &&
+	       m[2] == bpf_htons(g & 0xffff);
 }
 
 static __always_inline bool ipv6_addr_is_unspecified(const struct mcast_in6_addr *a)

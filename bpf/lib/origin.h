@@ -147,6 +147,8 @@ static __always_inline int mcast_handle_origin(struct __sk_buff *skb, const int 
 	if (!mcast_af_has_gateway(af, &pol))
 		return mcast_af_fail(skb, af, &pkt, MCAST_DROP_NO_GATEWAY, MCAST_ROLE_ORIGIN, clone);
 	MCAST_BENCH_STAGE(MCAST_STAGE_CONFIG);
+	if (!mcast_af_dst_mac_ok(skb, af, &pkt))
+		return mcast_af_fail(skb, af, &pkt, MCAST_DROP_DST_MAC, MCAST_ROLE_ORIGIN, clone);
 	reason = mcast_af_validate(skb, af, &pkt);
 	if (reason)
 		return mcast_af_fail(skb, af, &pkt, reason, MCAST_ROLE_ORIGIN, clone);

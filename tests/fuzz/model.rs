@@ -56,12 +56,13 @@ pub mod reason {
     pub const EXCLUDED: u32 = 17;
     pub const NO_POLICY: u32 = 18;
     pub const REDIRECT_FAILED: u32 = 19;
+    pub const DST_MAC_MISMATCH: u32 = 20;
     /// Codes 1..=MAX are read back from the drops map.
-    pub const MAX: u32 = 19;
+    pub const MAX: u32 = 20;
 }
 
 pub fn reason_name(code: u32) -> &'static str {
-    const NAMES: [&str; 20] = [
+    const NAMES: [&str; 21] = [
         "?",
         "no_gateway",
         "spoofed_source",
@@ -82,6 +83,7 @@ pub fn reason_name(code: u32) -> &'static str {
         "excluded",
         "no_policy",
         "redirect_failed",
+        "dst_mac_mismatch",
     ];
     NAMES.get(code as usize).copied().unwrap_or("?")
 }
@@ -526,6 +528,9 @@ pub fn container(st: &State, frame: &[u8], ifindex: u32, vlan_present: bool) -> 
     let clone = st.flags & 1 != 0 && st.cilium_groups.contains(&daddr);
     if pol.gateway_ip == GATEWAY_NOT_FOUND {
         return Outcome::fail(frame.to_vec(), ROLE_ORIGIN, reason::NO_GATEWAY, clone);
+    }
+    if frame[..6] != group_mac(daddr) {
+        return Outcome::fail(frame.to_vec(), ROLE_ORIGIN, reason::DST_MAC_MISMATCH, clone);
     }
     let Some(tot) = validate(frame) else {
         return Outcome::fail(frame.to_vec(), ROLE_ORIGIN, reason::MALFORMED, clone);

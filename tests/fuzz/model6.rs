@@ -62,12 +62,15 @@ impl Frag {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Walk {
     /// The upper-layer protocol: the first next-header value that is not
-    /// an extension header (59 included).
+    /// an extension header we walk (59 and AH included), or the one a
+    /// later fragment's header names.
     pub proto: u8,
     /// Offset of the upper-layer header from the frame's start.
     pub l4_off: usize,
-    /// The (last) fragment header's offset and M flag, if any.
+    /// The fragment header's offset and M flag, if any.
     pub frag: Option<Frag>,
+    /// Bytes of the hop-by-hop header, if the chain starts with one.
+    pub hbh_len: Option<usize>,
 }
 
 impl Walk {
@@ -82,24 +85,31 @@ pub fn payload_end(frame: &[u8]) -> usize {
     L3_END + usize::from(be16(frame, 18))
 }
 
-/// Step 2: walk the extension headers. None when the chain is malformed:
-/// more than MAX_EXT headers, hop-by-hop other than first, a header that
-/// runs past the payload (or whose first bytes are not in the frame), a
-/// routing header with segments left.
+/// Step 2: walk the extension headers: hop-by-hop, routing, fragment and
+/// destination options (RFC 8200 4.1). AH ends the walk as an upper layer
+/// of its own: a packet with AH is an AH packet, as IPv4 reads protocol 51.
+/// So does a fragment header with a non-zero offset: behind it is payload,
+/// never headers (RFC 8200 4.5), and the protocol is the one it names.
+/// None when the chain is malformed: more than MAX_EXT headers, hop-by-hop
+/// other than first, a header that runs past the payload (or whose first
+/// bytes are not in the frame), a routing header with segments left, a
+/// second fragment header.
 pub fn walk(frame: &[u8]) -> Option<Walk> {
     let end = payload_end(frame);
     let mut next = frame[20];
     let mut off = L3_END;
     let mut frag = None;
+    let mut hbh_len = None;
     for n in 0..=MAX_EXT {
         if !matches!(
             next,
-            NH_HOP_BY_HOP | NH_ROUTING | NH_DEST_OPTS | NH_AH | NH_FRAGMENT
+            NH_HOP_BY_HOP | NH_ROUTING | NH_DEST_OPTS | NH_FRAGMENT
         ) {
             return Some(Walk {
                 proto: next,
                 l4_off: off,
                 frag,
+                hbh_len,
             });
         }
         if n == MAX_EXT || (next == NH_HOP_BY_HOP && n != 0) {
@@ -113,19 +123,34 @@ pub fn walk(frame: &[u8]) -> Option<Walk> {
         }
         let len = match next {
             NH_FRAGMENT => {
+                if frag.is_some() {
+                    return None;
+                }
                 let w = be16(frame, off + 2);
-                frag = Some(Frag {
+                let f = Frag {
                     offset: w >> 3,
                     more: w & 1 != 0,
-                });
+                };
+                frag = Some(f);
+                if f.later() {
+                    return Some(Walk {
+                        proto: frame[off],
+                        l4_off: off + 8,
+                        frag,
+                        hbh_len,
+                    });
+                }
                 8
             }
-            NH_AH => (usize::from(frame[off + 1]) + 2) * 4,
             _ => {
                 if next == NH_ROUTING && frame[off + 3] != 0 {
                     return None;
                 }
-                (usize::from(frame[off + 1]) + 1) * 8
+                let len = (usize::from(frame[off + 1]) + 1) * 8;
+                if next == NH_HOP_BY_HOP {
+                    hbh_len = Some(len);
+                }
+                len
             }
         };
         off += len;
@@ -135,6 +160,55 @@ pub fn walk(frame: &[u8]) -> Option<Walk> {
         next = frame[off - len];
     }
     None
+}
+
+/// Step 7: the hop-by-hop options, read as Linux's ip6_parse_tlv() reads
+/// them, of which we accept only what we can carry: Pad1, PadN of zeros
+/// (RFC 4942 2.1.9.5), Router Alert of length 2 (RFC 2711). At most 7
+/// bytes of padding in a row and 8 options besides padding (the kernel's
+/// defaults); no option may run past the header. Every other option is
+/// refused, whatever its action bits say.
+pub fn hbh_options_ok(frame: &[u8], len: usize) -> bool {
+    if len > 96 || L3_END + len > frame.len() {
+        return false;
+    }
+    let h = &frame[L3_END..L3_END + len];
+    let (mut i, mut pad, mut opts) = (2, 0, 0);
+    while i < len {
+        if h[i] == 0 {
+            pad += 1;
+            if pad > 7 {
+                return false;
+            }
+            i += 1;
+            continue;
+        }
+        if i + 2 > len {
+            return false;
+        }
+        let olen = usize::from(h[i + 1]);
+        if i + 2 + olen > len {
+            return false;
+        }
+        match (h[i], olen) {
+            (1, _) => {
+                pad += 2 + olen;
+                if pad > 7 || h[i + 2..i + 2 + olen].iter().any(|&b| b != 0) {
+                    return false;
+                }
+            }
+            (5, 2) => {
+                opts += 1;
+                if opts > 8 {
+                    return false;
+                }
+                pad = 0;
+            }
+            _ => return false,
+        }
+        i += 2 + olen;
+    }
+    true
 }
 
 /// Step 3: scopes 0 (reserved), 1 (interface-local) and 2 (link-local),
@@ -181,7 +255,8 @@ fn not_ours6(frame: &[u8], vlan_present: bool) -> Result<Option<Walk>, &'static 
 }
 
 /// Step 7: the length the frame is cut to when the datagram is one a
-/// router forwards and a UDP receiver takes, None when it is malformed.
+/// router forwards (its hop-by-hop options included) and a UDP receiver
+/// takes, None when it is malformed.
 pub fn validate(frame: &[u8], w: Option<Walk>) -> Option<usize> {
     if frame[14] >> 4 != 6 {
         return None;
@@ -192,6 +267,9 @@ pub fn validate(frame: &[u8], w: Option<Walk>) -> Option<usize> {
         return None;
     }
     let w = w?;
+    if w.hbh_len.is_some_and(|len| !hbh_options_ok(frame, len)) {
+        return None;
+    }
     let end = L3_END + plen;
     if w.proto == NH_UDP && !w.later_fragment() {
         // RFC 7112: a first fragment holds the whole chain and the UDP
@@ -237,6 +315,9 @@ pub fn container(st: &State, frame: &[u8], ifindex: u32, vlan_present: bool) -> 
     }
     if pol.gateway_ip == GATEWAY_NOT_FOUND {
         return Outcome::drop(frame, ROLE_ORIGIN, reason::NO_GATEWAY);
+    }
+    if frame[..6] != group_mac6(g) {
+        return Outcome::drop(frame, ROLE_ORIGIN, reason::DST_MAC_MISMATCH);
     }
     let Some(end) = validate(frame, w) else {
         return Outcome::drop(frame, ROLE_ORIGIN, reason::MALFORMED);

@@ -72,6 +72,7 @@ impl DropReason {
     pub const EXCLUDED: DropReason = DropReason(RawDrop::MCAST_DROP_EXCLUDED as u32);
     pub const NO_POLICY: DropReason = DropReason(RawDrop::MCAST_DROP_NO_POLICY as u32);
     pub const REDIRECT: DropReason = DropReason(RawDrop::MCAST_DROP_REDIRECT as u32);
+    pub const DST_MAC_MISMATCH: DropReason = DropReason(RawDrop::MCAST_DROP_DST_MAC as u32);
 
     /// One past the largest code.
     pub const MAX: u32 = RawDrop::MCAST_DROP_MAX as u32;
