@@ -5,23 +5,31 @@
 //! specification (tests/fuzz/model.rs, tests/fuzz/model6.rs) and every
 //! redirect against the egress invariant (tests/fuzz/check.rs); then the
 //! frames BPF_PROG_RUN cannot take, tagged frames and a sample of the rest
-//! over real veths and VXLAN.
+//! over real veths and VXLAN; last, the same kind of frames from a pod of
+//! the lab and from a pod behind a plain Linux router, whose kernel is a
+//! second oracle (tests/fuzz/kernel.rs).
 //!
 //! FUZZ_SEED (decimal or 0x-hex) replays a run; FUZZ_FRAMES sets the
 //! frames of the BPF_PROG_RUN stage (default 200000), FUZZ_REAL_FRAMES
-//! those of the real-path stage (default 3000). `make fuzz` runs 5000000.
+//! those of the real-path stage (default 3000), FUZZ_KERNEL_FRAMES those of
+//! the kernel stage (default 4000). `make fuzz` runs 5000000, 20000 and
+//! 200000.
 //! Needs root; everything lives in a network namespace and a BPF
 //! filesystem of its own.
 
 #[path = "fuzz/check.rs"]
 mod check;
 mod common;
+#[path = "fuzz/decisions.rs"]
+mod decisions;
 #[path = "fuzz/gen.rs"]
 mod gen;
 #[path = "fuzz/gen6.rs"]
 mod gen6;
 #[path = "fuzz/harness.rs"]
 mod harness;
+#[path = "fuzz/kernel.rs"]
+mod kernel;
 #[path = "fuzz/model.rs"]
 mod model;
 #[path = "fuzz/model6.rs"]
@@ -63,10 +71,11 @@ fn fuzz_datapath() {
     });
     let frames = env_u64("FUZZ_FRAMES").unwrap_or(200_000);
     let real = env_u64("FUZZ_REAL_FRAMES").unwrap_or(3_000) as usize;
+    let kernel = env_u64("FUZZ_KERNEL_FRAMES").unwrap_or(4_000) as usize;
     let replay = format!(
-        "FUZZ_SEED={seed:#018x} FUZZ_FRAMES={frames} FUZZ_REAL_FRAMES={real} cargo test --test fuzz -- --nocapture"
+        "FUZZ_SEED={seed:#018x} FUZZ_FRAMES={frames} FUZZ_REAL_FRAMES={real} FUZZ_KERNEL_FRAMES={kernel} cargo test --test fuzz -- --nocapture"
     );
-    println!("fuzz: seed {seed:#018x} ({frames} + {real} frames)");
+    println!("fuzz: seed {seed:#018x} ({frames} + {real} + {kernel} frames)");
     let started = Instant::now();
     let report = common::in_new_netns(move || {
         let fx = harness::Fixture::new();
@@ -80,6 +89,14 @@ fn fuzz_datapath() {
         real_path::run(&fx, seed, real, queue.into_cases(), &mut report);
         report
     });
+    // On a thread of its own: the stage pins it to one CPU.
+    let report = std::thread::spawn(move || {
+        let mut report = report;
+        kernel::run(seed, kernel, &mut report);
+        report
+    })
+    .join()
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
     report.print();
     println!("fuzz: {:.1} s in all", started.elapsed().as_secs_f64());
     assert_eq!(
@@ -113,6 +130,22 @@ fn fuzz_datapath() {
                 model::reason::MALFORMED
             )),
             "no IPv6 frame was dropped as malformed"
+        );
+    }
+    // Nor would a kernel stage in which no valid datagram of either family
+    // left both worlds, or none left the kernel's only.
+    if kernel >= 2_000 {
+        let by = &report.oracle.by;
+        for class in ["valid multicast UDP", "IPv6 valid multicast UDP"] {
+            let n = by.get(&(class, "class")).copied().unwrap_or_default();
+            assert!(
+                n[0] > 0,
+                "no frame of class '{class}' left both worlds: {n:?}"
+            );
+        }
+        assert!(
+            !report.oracle.kernel_only.is_empty(),
+            "no frame left the kernel's world only"
         );
     }
 }

@@ -120,19 +120,22 @@ pub fn verify_emitted(input: &[u8], out: &[u8], model: &[u8]) -> Vec<String> {
 
 /// The upper-layer protocol and its offset, and whether the frame is a
 /// later fragment, walked here independently of the model: hop-by-hop,
-/// routing, fragment, destination options and AH headers.
+/// routing, fragment and destination options headers. AH is an upper
+/// layer (nothing behind it may be trusted once the source is rewritten),
+/// and so is what a later fragment's header names: the rest is payload.
 fn l4_of6(f: &[u8]) -> Option<(u8, usize, bool)> {
     let end = (54 + usize::from(u16::from_be_bytes([f[18], f[19]]))).min(f.len());
-    let (mut next, mut off, mut later) = (f[20], 54usize, false);
+    let (mut next, mut off) = (f[20], 54usize);
     loop {
         let len = match next {
             0 | 43 | 60 => (usize::from(*f.get(off + 1)?) + 1) * 8,
-            51 => (usize::from(*f.get(off + 1)?) + 2) * 4,
             44 => {
-                later = u16::from_be_bytes([*f.get(off + 2)?, *f.get(off + 3)?]) >> 3 != 0;
+                if u16::from_be_bytes([*f.get(off + 2)?, *f.get(off + 3)?]) >> 3 != 0 {
+                    return Some((*f.get(off)?, off + 8, true));
+                }
                 8
             }
-            proto => return Some((proto, off, later)),
+            proto => return Some((proto, off, false)),
         };
         if off + len > end {
             return None;

@@ -434,38 +434,45 @@ pub fn never_egress(daddr: Ipv4Addr, proto: u8) -> bool {
 /// V(frame): the IPv4 total length when the datagram is one a router
 /// forwards, None when it is malformed.
 pub fn validate(frame: &[u8]) -> Option<usize> {
+    check(frame).ok()
+}
+
+/// V(frame) with the name of the rule a malformed datagram breaks: those a
+/// router's input path applies too (version and IHL, total length, header
+/// checksum), and those we add (options, the UDP header and length).
+pub fn check(frame: &[u8]) -> Result<usize, &'static str> {
     let ip = &frame[14..];
     let (version, ihl) = (ip[0] >> 4, usize::from(ip[0] & 0x0f));
     if version != 4 || ihl < 5 {
-        return None;
+        return Err("ipv4_version_ihl");
     }
     let hl = ihl * 4;
     let tot = usize::from(be16(ip, 2));
     if tot < hl || tot > ip.len() {
-        return None;
+        return Err("ipv4_total_length");
     }
     if fold(ones_complement_sum(&ip[..hl], 0)) != 0xffff {
-        return None;
+        return Err("ipv4_header_checksum");
     }
     if !options_allowed(&ip[20..hl]) {
-        return None;
+        return Err("ipv4_options");
     }
     let frag = be16(ip, 6);
     if ip[9] == 17 && frag & 0x1fff == 0 {
         let payload = tot - hl;
         if payload < 8 {
-            return None;
+            return Err("udp_header_missing");
         }
         let ulen = usize::from(be16(ip, hl + 4));
         if ulen < 8 {
-            return None;
+            return Err("udp_length");
         }
         let more_fragments = frag & 0x2000 != 0;
         if (more_fragments && ulen < payload) || (!more_fragments && ulen != payload) {
-            return None;
+            return Err("udp_length");
         }
     }
-    Some(tot)
+    Ok(tot)
 }
 
 /// Options a gateway forwards, word by word: Router Alert as Linux writes

@@ -95,6 +95,11 @@ pub fn payload_end(frame: &[u8]) -> usize {
 /// bytes are not in the frame), a routing header with segments left, a
 /// second fragment header.
 pub fn walk(frame: &[u8]) -> Option<Walk> {
+    walk_why(frame).ok()
+}
+
+/// [`walk`], with the name of the rule a malformed chain breaks.
+pub fn walk_why(frame: &[u8]) -> Result<Walk, &'static str> {
     let end = payload_end(frame);
     let mut next = frame[20];
     let mut off = L3_END;
@@ -105,26 +110,29 @@ pub fn walk(frame: &[u8]) -> Option<Walk> {
             next,
             NH_HOP_BY_HOP | NH_ROUTING | NH_DEST_OPTS | NH_FRAGMENT
         ) {
-            return Some(Walk {
+            return Ok(Walk {
                 proto: next,
                 l4_off: off,
                 frag,
                 hbh_len,
             });
         }
-        if n == MAX_EXT || (next == NH_HOP_BY_HOP && n != 0) {
-            return None;
+        if n == MAX_EXT {
+            return Err("ext_chain_too_long");
+        }
+        if next == NH_HOP_BY_HOP && n != 0 {
+            return Err("hbh_not_first");
         }
         // Every extension header is at least 8 bytes long; its first four
         // (next header, length, and the fragment offset or the routing
         // header's segments left) must be in the frame to be read.
         if off + 8 > end || off + 4 > frame.len() {
-            return None;
+            return Err("ext_past_payload");
         }
         let len = match next {
             NH_FRAGMENT => {
                 if frag.is_some() {
-                    return None;
+                    return Err("second_fragment_header");
                 }
                 let w = be16(frame, off + 2);
                 let f = Frag {
@@ -133,7 +141,7 @@ pub fn walk(frame: &[u8]) -> Option<Walk> {
                 };
                 frag = Some(f);
                 if f.later() {
-                    return Some(Walk {
+                    return Ok(Walk {
                         proto: frame[off],
                         l4_off: off + 8,
                         frag,
@@ -144,7 +152,7 @@ pub fn walk(frame: &[u8]) -> Option<Walk> {
             }
             _ => {
                 if next == NH_ROUTING && frame[off + 3] != 0 {
-                    return None;
+                    return Err("routing_segments_left");
                 }
                 let len = (usize::from(frame[off + 1]) + 1) * 8;
                 if next == NH_HOP_BY_HOP {
@@ -155,11 +163,11 @@ pub fn walk(frame: &[u8]) -> Option<Walk> {
         };
         off += len;
         if off > end {
-            return None;
+            return Err("ext_past_payload");
         }
         next = frame[off - len];
     }
-    None
+    Err("ext_chain_too_long")
 }
 
 /// Step 7: the hop-by-hop options, read as Linux's ip6_parse_tlv() reads
@@ -258,37 +266,48 @@ fn not_ours6(frame: &[u8], vlan_present: bool) -> Result<Option<Walk>, &'static 
 /// router forwards (its hop-by-hop options included) and a UDP receiver
 /// takes, None when it is malformed.
 pub fn validate(frame: &[u8], w: Option<Walk>) -> Option<usize> {
+    check(frame, w.ok_or("ext_chain")).ok()
+}
+
+/// [`validate`] with the name of the rule a malformed datagram breaks:
+/// those a router's input path applies too (version, a payload that fits
+/// the frame, the hop-by-hop options it refuses), and those we add; `w` is
+/// the chain's walk or why it failed.
+pub fn check(frame: &[u8], w: Result<Walk, &'static str>) -> Result<usize, &'static str> {
     if frame[14] >> 4 != 6 {
-        return None;
+        return Err("ipv6_version");
     }
     let plen = usize::from(be16(frame, 18));
     // Jumbograms (payload length 0) are malformed here.
-    if plen == 0 || L3_END + plen > frame.len() {
-        return None;
+    if plen == 0 {
+        return Err("ipv6_payload_length_zero");
+    }
+    if L3_END + plen > frame.len() {
+        return Err("ipv6_payload_length");
     }
     let w = w?;
     if w.hbh_len.is_some_and(|len| !hbh_options_ok(frame, len)) {
-        return None;
+        return Err("hbh_option");
     }
     let end = L3_END + plen;
     if w.proto == NH_UDP && !w.later_fragment() {
         // RFC 7112: a first fragment holds the whole chain and the UDP
         // header.
         if w.l4_off + 8 > end {
-            return None;
+            return Err("udp_header_missing");
         }
         let ulen = usize::from(be16(frame, w.l4_off + 4));
         let rest = end - w.l4_off;
         let first_of_more = w.frag.is_some_and(|f| f.more);
         if (first_of_more && ulen < rest) || (!first_of_more && ulen != rest) {
-            return None;
+            return Err("udp_length");
         }
         // RFC 8200 8.1: a zero UDP checksum is invalid over IPv6.
         if be16(frame, w.l4_off + 6) == 0 {
-            return None;
+            return Err("udp6_zero_checksum");
         }
     }
-    Some(end)
+    Ok(end)
 }
 
 /// mcast_from_container, IPv6 (steps 1-5).

@@ -37,7 +37,7 @@ const WAIT: Duration = Duration::from_secs(2);
 const GRACE: Duration = Duration::from_millis(50);
 
 /// What the kernel does with a frame the pod sends, before tcx sees it.
-enum Rx {
+pub enum Rx {
     /// send(2) refuses it: shorter than the device's link-layer header.
     Refused,
     /// Dropped on receive: a VLAN ethertype with no room for the tag.
@@ -47,7 +47,7 @@ enum Rx {
     Seen { frame: Vec<u8>, vlan: bool },
 }
 
-fn kernel_rx(frame: &[u8]) -> Rx {
+pub fn kernel_rx(frame: &[u8]) -> Rx {
     if frame.len() < 14 {
         return Rx::Refused;
     }
@@ -88,7 +88,7 @@ fn observer_map(obs: &Observer) -> MapHandle {
 /// Pin the calling thread to one CPU: the pod's sends, the softirq that
 /// runs our program and the taps' receive all queue on one backlog, in
 /// order, so the positive control is a barrier for what was sent before.
-fn pin_to_one_cpu() {
+pub fn pin_to_one_cpu() {
     use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
     use nix::unistd::Pid;
     let now = sched_getaffinity(Pid::from_raw(0)).expect("affinity");

@@ -29,12 +29,80 @@ pub struct Report {
     pub mutations_left: BTreeMap<&'static str, (u64, u64)>,
     /// Other counts worth printing (copies checked, controls, ...).
     pub notes: BTreeMap<&'static str, u64>,
+    /// The kernel stage's tallies.
+    pub oracle: Oracle,
     pub violations: u64,
     /// (stage, program) -> violations.
     pub violations_by: BTreeMap<(&'static str, &'static str), u64>,
     printed: BTreeMap<&'static str, usize>,
     states_printed: BTreeSet<String>,
     pub replay: String,
+}
+
+/// What left each world in the kernel stage (tests/fuzz/kernel.rs).
+#[derive(Default)]
+pub struct Oracle {
+    /// (class or mutation, "class"/"mutation") -> frames that left
+    /// [both worlds, ours only, the kernel's only, neither].
+    pub by: BTreeMap<(&'static str, &'static str), [u64; 4]>,
+    /// Frames only the kernel forwarded, by the rule that kept them in.
+    pub kernel_only: BTreeMap<&'static str, u64>,
+    /// Positive controls that arrived in both worlds.
+    pub controls: u64,
+}
+
+/// The columns of [`Oracle::by`].
+const ORACLE_OUTCOMES: [&str; 4] = ["both", "ours only", "kernel only", "neither"];
+
+impl Oracle {
+    /// Count `case` under `outcome` (one of ORACLE_OUTCOMES), by its class
+    /// and by each of its mutations.
+    pub fn count(&mut self, case: &Case, outcome: &str) {
+        let i = ORACLE_OUTCOMES
+            .iter()
+            .position(|o| *o == outcome)
+            .expect("an outcome of the kernel stage");
+        self.by.entry((case.class.name(), "class")).or_default()[i] += 1;
+        for m in &case.mutations {
+            self.by.entry((m, "mutation")).or_default()[i] += 1;
+        }
+    }
+
+    fn print(&self) {
+        if self.by.is_empty() {
+            return;
+        }
+        println!(
+            "  kernel stage, frames that left: {:>10} {:>10} {:>11} {:>10}",
+            ORACLE_OUTCOMES[0], ORACLE_OUTCOMES[1], ORACLE_OUTCOMES[2], ORACLE_OUTCOMES[3]
+        );
+        let mut total = [0u64; 4];
+        for kind in ["class", "mutation"] {
+            for ((name, k), n) in self.by.iter().filter(|((_, k), _)| *k == kind) {
+                if kind == "class" {
+                    for (t, x) in total.iter_mut().zip(n) {
+                        *t += x;
+                    }
+                }
+                println!(
+                    "    {k:<8} {name:<28} {:>10} {:>10} {:>11} {:>10}",
+                    n[0], n[1], n[2], n[3]
+                );
+            }
+        }
+        println!(
+            "    {:<37} {:>10} {:>10} {:>11} {:>10}",
+            "all frames", total[0], total[1], total[2], total[3]
+        );
+        println!("  kernel stage, only the kernel forwarded, by the rule that kept it in:");
+        for (rule, n) in &self.kernel_only {
+            println!("    {rule:<40} {n:>10}");
+        }
+        println!(
+            "  kernel stage, positive controls that arrived in both worlds: {}",
+            self.controls
+        );
+    }
 }
 
 /// Where a violation happened, for its report.
@@ -173,6 +241,7 @@ impl Report {
         for (what, n) in &self.notes {
             println!("  {what:<52} {n:>10}");
         }
+        self.oracle.print();
         for ((stage, program), n) in &self.violations_by {
             println!("  violations, {stage} stage, {program}: {n}");
         }
