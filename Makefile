@@ -20,8 +20,10 @@
 #                (iperf2) with our links attached and detached (root; 2-3
 #                minutes; tables also in target/bench-lab.md)
 #   make fuzz    the datapath fuzzer at length: 5000000 frames through
-#                BPF_PROG_RUN, 20000 on real veths (root; FUZZ_SEED=...
-#                replays a run, FUZZ_FRAMES / FUZZ_REAL_FRAMES resize it)
+#                BPF_PROG_RUN, 20000 on real veths, 200000 from a lab pod
+#                and from a pod behind a Linux router whose kernel judges
+#                them (root; FUZZ_SEED=... replays a run, FUZZ_FRAMES /
+#                FUZZ_REAL_FRAMES / FUZZ_KERNEL_FRAMES resize it)
 #   make lint    rustfmt and clippy on both crates, warnings are errors
 #   make deps    install the Debian packages the build and the tests need,
 #                only if one is missing (demo and test run it first)
@@ -86,6 +88,7 @@ bench-lab: deps
 
 fuzz:
 	FUZZ_FRAMES=$${FUZZ_FRAMES:-5000000} FUZZ_REAL_FRAMES=$${FUZZ_REAL_FRAMES:-20000} \
+		FUZZ_KERNEL_FRAMES=$${FUZZ_KERNEL_FRAMES:-200000} \
 		$(CARGO) test --release --test fuzz -- --nocapture
 
 # Not run here: these machines have no kind, helm or registry.

@@ -54,7 +54,7 @@ use cilium_mcast_egress::datapath::maps::{
     Codec, Config, EgressIface, Endpoint, Gateway, Maps, Origin, PolicyKey6, PolicyValue6,
 };
 use cilium_mcast_egress::datapath::{load_skel, Datapath, DatapathStorage, Paths, Plain, Program};
-use common::packet::{Frame, Frame6};
+use common::packet::{Ext, Frame, Frame6};
 use common::{ifindex, mac_of, sh, Bpffs};
 
 use common::skels::{empty as empty_skel, overlay_test as overlay_test_skel};
@@ -499,6 +499,16 @@ fn bench() {
     let to_remote6 = udp6_frame(POD6, GROUP6, 64, &payload);
     let to_local6 = udp6_frame(POD6_LOCAL_GW, LOCAL_GROUP6, 255, &payload);
     let tunnelled6 = udp6_frame(POD6, LOCAL_GROUP6, 255, &payload);
+    // And behind a hop-by-hop header with a Router Alert (RA and PadN, as
+    // Linux writes it), whose options the datapath reads one by one.
+    let with_hbh = |saddr, daddr, hop_limit| {
+        Frame6::udp(saddr, daddr, &payload)
+            .hop_limit(hop_limit)
+            .ext(Ext::hop_by_hop())
+            .bytes()
+    };
+    let to_remote6_hbh = with_hbh(POD6, GROUP6, 64);
+    let tunnelled6_hbh = with_hbh(POD6, LOCAL_GROUP6, 255);
 
     let container = dp.program(Program::FromContainer);
     let to_overlay = dp.program(Program::ToOverlay);
@@ -751,6 +761,16 @@ fn bench() {
         Row {
             path: "origin on the gateway: IPv6 SNAT, redirect",
             ns: case(container, lxc, &to_local6, redirect).measure(),
+            goal: mcast,
+        },
+        Row {
+            path: "origin: IPv6 + hop-by-hop RA, remote gateway",
+            ns: case(container, lxc, &to_remote6_hbh, redirect).measure(),
+            goal: mcast,
+        },
+        Row {
+            path: "gateway: IPv6 + hop-by-hop RA (overlay)",
+            ns: case(gateway, tunnel, &tunnelled6_hbh, redirect).measure(),
             goal: mcast,
         },
     ];

@@ -286,7 +286,8 @@ enum mcast_drop_reason {
 	/*
 	 * dst_mac_mismatch: A pod's frame whose destination MAC is not its group's own
 	 * (RFC 1112: 01:00:5e and 23 bits; RFC 2464: 33:33 and 32 bits): another
-	 * host's, the node's, broadcast or another group's.
+	 * host's, the node's, broadcast or another group's; on the gateway, such
+	 * a frame inside a copy.
 	 */
 	MCAST_DROP_DST_MAC = 20,
 	MCAST_DROP_MAX,

@@ -107,3 +107,32 @@ fn policy_length_sets_are_the_header_layout() {
     assert_eq!(PolicyLens::bucket(g6), 0xbcd);
     assert_eq!(PolicyLens::bucket(Ipv4Addr::new(232, 171, 205, 1)), 0x8ab);
 }
+
+// The list only; its look-up is the fuzzer's.
+#[allow(dead_code)]
+#[path = "fuzz/decisions.rs"]
+mod decisions;
+
+/// The fuzzer's kernel stage allows a frame that only the kernel forwarded
+/// when the model names one of these rules; the README's table of where
+/// the datapath is stricter than a router lists the same, in order.
+#[test]
+fn readme_lists_where_we_are_stricter_than_a_router() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let start = readme
+        .find("### Stricter than a router")
+        .expect("the README has the section");
+    let section = &readme[start..];
+    let section = &section[..section[4..].find("\n#").map_or(section.len(), |e| e + 4)];
+    let listed: Vec<&str> = section
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .collect();
+    let declared: Vec<&str> = decisions::STRICTER.iter().map(|(r, _)| *r).collect();
+    assert_eq!(listed, declared, "README vs tests/fuzz/decisions.rs");
+    for (rule, why) in decisions::STRICTER {
+        assert!(!why.is_empty(), "{rule} has no reason");
+    }
+}

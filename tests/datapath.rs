@@ -569,24 +569,25 @@ dp_test!(rewrite_group_mac_drops_bit_23, |fx| {
             [0x01, 0x00, 0x5e, 0x7f, 0xfe, 0xfd],
         ),
     ] {
-        // Arriving at the gateway with another destination MAC, so that
-        // only the rewrite can put the group's there.
+        // A pod's frame is ours only when sent to its group's own MAC, the
+        // one worked out here, on the origin and again on the gateway: the
+        // datapath's mapping must be this one to let it through.
         let mut sent = Frame::udp(POD_A, group, b"mac");
         sent.dst_mac = packet::HOST_MAC;
-        let (v, out) = fx.run_gateway(&sent.bytes());
-        assert_eq!((v, View(&out).dst_mac()), (TCX_REDIRECT, mac), "{group}");
-        // A pod's frame is ours only when sent to the group's own MAC,
-        // the one worked out here.
+        assert_eq!(fx.run_gateway(&sent.bytes()).0, TCX_DROP, "{group}");
         assert_eq!(
             fx.run_origin(fx.lxc_a, &sent.bytes()).0,
             TCX_DROP,
             "{group}"
         );
         sent.dst_mac = mac;
+        let (v, out) = fx.run_gateway(&sent.bytes());
+        assert_eq!((v, View(&out).dst_mac()), (TCX_REDIRECT, mac), "{group}");
         let (v, out) = fx.run_origin(fx.lxc_a, &sent.bytes());
         assert_eq!((v, View(&out).dst_mac()), (TCX_REDIRECT, mac), "{group}");
     }
     assert_eq!(fx.drops(Role::Origin, DropReason::DST_MAC_MISMATCH), 3);
+    assert_eq!(fx.drops(Role::Gateway, DropReason::DST_MAC_MISMATCH), 3);
 });
 
 dp_test!(ttl_one_is_dropped_as_ttl_exceeded, |fx| {

@@ -797,24 +797,25 @@ dp6_test!(group_mac_is_33_33_and_the_low_32_bits, |fx| {
             [0x33, 0x33, 0xfe, 0xdc, 0xba, 0x98],
         ),
     ] {
-        // Arriving at the gateway with another destination MAC, so that
-        // only the rewrite can put the group's there.
+        // A pod's frame is ours only when sent to its group's own MAC, the
+        // one worked out here, on the origin and again on the gateway: the
+        // datapath's mapping must be this one to let it through.
         let mut sent = Frame6::udp(POD_A6, group, b"mac");
         sent.dst_mac = packet::HOST_MAC;
-        let (v, out) = fx.run_gateway(&sent.bytes());
-        assert_eq!((v, View6(&out).dst_mac()), (TCX_REDIRECT, mac), "{group}");
-        // A pod's frame is ours only when sent to the group's own MAC,
-        // the one worked out here.
+        assert_eq!(fx.run_gateway(&sent.bytes()).0, TCX_DROP, "{group}");
         assert_eq!(
             fx.run_origin(fx.lxc_a, &sent.bytes()).0,
             TCX_DROP,
             "{group}"
         );
         sent.dst_mac = mac;
+        let (v, out) = fx.run_gateway(&sent.bytes());
+        assert_eq!((v, View6(&out).dst_mac()), (TCX_REDIRECT, mac), "{group}");
         let (v, out) = fx.run_origin(fx.lxc_a, &sent.bytes());
         assert_eq!((v, View6(&out).dst_mac()), (TCX_REDIRECT, mac), "{group}");
     }
     assert_eq!(fx.drops6(Role::Origin, DropReason::DST_MAC_MISMATCH), 5);
+    assert_eq!(fx.drops6(Role::Gateway, DropReason::DST_MAC_MISMATCH), 5);
 });
 
 // --- extension headers and fragments -------------------------------------------

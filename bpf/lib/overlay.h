@@ -77,6 +77,12 @@ static __always_inline int mcast_handle_overlay(struct __sk_buff *skb, const int
 		return mcast_af_drop(skb, af, &pkt, MCAST_DROP_NOT_GATEWAY, MCAST_ROLE_GATEWAY);
 	MCAST_BENCH_STAGE(MCAST_STAGE_CONFIG);
 
+	/*
+	 * The pod's frame inside, as its origin checked it: to its group's
+	 * MAC. An origin of another version, or a forged one, is not trusted.
+	 */
+	if (!mcast_af_dst_mac_ok(skb, af, &pkt))
+		return mcast_af_drop(skb, af, &pkt, MCAST_DROP_DST_MAC, MCAST_ROLE_GATEWAY);
 	reason = mcast_af_validate(skb, af, &pkt);
 	if (reason)
 		return mcast_af_drop(skb, af, &pkt, reason, MCAST_ROLE_GATEWAY);

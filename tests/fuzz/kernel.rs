@@ -809,6 +809,7 @@ fn judge(
         (true, false) => {
             problems
                 .push("OURS ONLY: left our uplink, the kernel's input path dropped it".to_owned());
+            *oracle.ours_only.entry(m.rule).or_default() += 1;
             "ours only"
         }
         (false, true) => {

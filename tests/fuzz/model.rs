@@ -639,6 +639,9 @@ pub fn overlay(
     if st.node_ip.is_unspecified() || pol.gateway_ip != st.node_ip {
         return Outcome::drop(frame, ROLE_GATEWAY, reason::NOT_GATEWAY);
     }
+    if frame[..6] != group_mac(daddr) {
+        return Outcome::drop(frame, ROLE_GATEWAY, reason::DST_MAC_MISMATCH);
+    }
     let Some(tot) = validate(frame) else {
         return Outcome::drop(frame, ROLE_GATEWAY, reason::MALFORMED);
     };

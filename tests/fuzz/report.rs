@@ -47,6 +47,9 @@ pub struct Oracle {
     pub by: BTreeMap<(&'static str, &'static str), [u64; 4]>,
     /// Frames only the kernel forwarded, by the rule that kept them in.
     pub kernel_only: BTreeMap<&'static str, u64>,
+    /// Frames only we forwarded (each a violation), by the rule by which
+    /// the model keeps them in.
+    pub ours_only: BTreeMap<&'static str, u64>,
     /// Positive controls that arrived in both worlds.
     pub controls: u64,
 }
