@@ -1378,8 +1378,8 @@ fn wrong_macs(node: &Node, family: Family) -> Vec<(&'static str, [u8; 6])> {
 }
 
 /// For both families, pod A's covered datagrams: to each of
-/// [`wrong_macs`], with the drop each must meet, and to the group's own
-/// MAC, the controls. Names carry the family.
+/// [`wrong_macs`], with the drop each must meet in `role`, and to the
+/// group's own MAC, the controls. Names carry the family.
 struct WrongMacFrames {
     refused: Vec<Named>,
     want: Vec<(String, String)>,
@@ -1388,7 +1388,7 @@ struct WrongMacFrames {
 }
 
 impl WrongMacFrames {
-    fn new(node: &Node) -> WrongMacFrames {
+    fn new(node: &Node, role: Role) -> WrongMacFrames {
         let mut w = WrongMacFrames {
             refused: Vec::new(),
             want: Vec::new(),
@@ -1401,8 +1401,7 @@ impl WrongMacFrames {
                 let d = pod_datagram(node, family, &marker(&name)).to_mac(mac);
                 w.refused.push(Named::new(&name, d.bytes()));
                 let reason = DropReason::DST_MAC_MISMATCH;
-                w.want
-                    .push((name, drop_label(family, Role::Origin, reason)));
+                w.want.push((name, drop_label(family, role, reason)));
             }
             let name = format!("{}: the group's own MAC", family.label());
             let d = pod_datagram(node, family, &marker(&name));
@@ -1418,7 +1417,7 @@ hardening_test!(frames_not_sent_to_their_groups_mac_never_leave, |node| {
     node.policy6("ff3e::/16", Gateway::Node(THIS_NODE), THIS_NODE);
     let observer = attach_origin(&node);
     let upstream = Tap::open("upstream0");
-    let w = WrongMacFrames::new(&node);
+    let w = WrongMacFrames::new(&node, Role::Origin);
     let (fates, got) = refused_then_controls(
         &node,
         &observer,
@@ -1446,7 +1445,7 @@ hardening_test!(
         node.policy6("ff3e::/16", Gateway::Node(REMOTE_GW), THIS_NODE);
         let observer = attach_origin(&node);
         let underlay = Tap::open("under_peer");
-        let w = WrongMacFrames::new(&node);
+        let w = WrongMacFrames::new(&node, Role::Origin);
         let (fates, got) = refused_then_controls(
             &node,
             &observer,
@@ -1473,6 +1472,68 @@ hardening_test!(
             (&w.refused, w.want),
             fates,
             (&w.controls, Role::Origin),
+        );
+    }
+);
+
+hardening_test!(
+    copies_not_addressed_to_their_groups_mac_never_leave_the_gateway,
+    |node| {
+        // Copies of pod A's datagrams from its node, with its identity,
+        // as an origin that did not check the MAC (another version, or a
+        // forged one) would send them: the gateway checks again.
+        node.policy("232.1.0.0/16", Gateway::Node(THIS_NODE), REMOTE_GW);
+        node.policy6("ff3e::/16", Gateway::Node(THIS_NODE), REMOTE_GW);
+        node.dp.attach("vx0", Program::FromOverlay).expect("attach");
+        let observer = Observer::attach_behind("vx0", node.dp.paths());
+        let peer = Tap::open("under_peer");
+        let upstream = Tap::open("upstream0");
+        let w = WrongMacFrames::new(&node, Role::Gateway);
+        let copy = |inner: &[u8]| {
+            vxlan_packet(
+                (REMOTE_GW_MAC, REMOTE_GW),
+                (node.under_mac, THIS_NODE),
+                ID_A,
+                inner,
+            )
+        };
+        let mut fates = Vec::new();
+        for (i, f) in w.refused.iter().enumerate() {
+            peer.send(&copy(&f.bytes));
+            let dropped = || {
+                node.drop_table()
+                    .values()
+                    .map(|(packets, _)| packets)
+                    .sum::<u64>()
+            };
+            common::wait_for(&f.name, WAIT, || dropped() == i as u64 + 1);
+            let label = w.want[i].1.clone();
+            let got = node.drop_table().get(&label).map_or(0, |(p, _)| *p);
+            let so_far = w.want[..=i].iter().filter(|(_, l)| *l == label).count();
+            let fate = if got == so_far as u64 {
+                label
+            } else {
+                node.drops()
+            };
+            fates.push((f.name.clone(), fate));
+        }
+        let markers: Vec<_> = w
+            .refused
+            .iter()
+            .map(|f| (f.name.as_str(), marker(&f.name)))
+            .collect();
+        for (c, d) in w.controls.iter().zip(&w.sent) {
+            peer.send(&copy(&c.bytes));
+            let seen = frames_until(&upstream, &marker(&c.name), &c.name);
+            assert_none_carries(&seen, &markers, "the uplink");
+            d.assert_emitted(&node, seen.last().expect("frame"));
+        }
+        assert_refused_and_counted(
+            &node,
+            &observer,
+            (&w.refused, w.want),
+            fates,
+            (&w.controls, Role::Gateway),
         );
     }
 );
