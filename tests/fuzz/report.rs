@@ -101,6 +101,12 @@ impl Oracle {
         for (rule, n) in &self.kernel_only {
             println!("    {rule:<40} {n:>10}");
         }
+        if !self.ours_only.is_empty() {
+            println!("  kernel stage, ONLY WE forwarded, by the rule the model keeps it in by:");
+            for (rule, n) in &self.ours_only {
+                println!("    {rule:<40} {n:>10}");
+            }
+        }
         println!(
             "  kernel stage, positive controls that arrived in both worlds: {}",
             self.controls
