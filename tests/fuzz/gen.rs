@@ -75,6 +75,10 @@ pub enum Class {
     Ipv6ChecksumCorner,
     Ipv6Truncated,
     Ipv6Random,
+    Ipv6Options,
+    Ipv6ExtCorner,
+    Ipv4Options,
+    L2Corner,
     Arp,
     OtherEthertype,
     Control,
@@ -102,6 +106,10 @@ impl Class {
             Class::Ipv6ChecksumCorner => "IPv6 checksum corners",
             Class::Ipv6Truncated => "IPv6 truncated",
             Class::Ipv6Random => "IPv6 random",
+            Class::Ipv6Options => "IPv6 hop-by-hop/dest options",
+            Class::Ipv6ExtCorner => "IPv6 routing/frag/AH/ESP",
+            Class::Ipv4Options => "IPv4 options",
+            Class::L2Corner => "layer-2 corners",
             Class::Arp => "ARP",
             Class::OtherEthertype => "other ethertype",
             Class::Control => "positive control",
@@ -595,19 +603,23 @@ impl<'a> Gen<'a> {
         }
         let roll = self.rng.below(1000);
         let (class, frame, mutations) = if real_path {
+            // Tagged frames are real here (the kernel takes a tag out
+            // before tcx): layer-2 corners get a larger share.
             match roll {
-                0..=199 => self.vlan(),
-                200..=299 => self.truncated(),
-                300..=449 => self.large(),
-                450..=599 => self.mutated(),
-                600..=799 => self.valid(),
-                800..=849 => self.fragment(),
-                850..=899 => self.never_egress(),
-                900..=929 => self.ipv6(),
-                930..=949 => self.arp(),
-                950..=969 => self.other_ethertype(),
-                970..=979 => self.random_ipv4(),
-                _ => self.checksum_corner(),
+                0..=129 => self.vlan(),
+                130..=219 => self.truncated(),
+                220..=339 => self.large(),
+                340..=459 => self.mutated(),
+                460..=619 => self.valid(),
+                620..=669 => self.fragment(),
+                670..=719 => self.never_egress(),
+                720..=749 => self.ipv6(),
+                750..=769 => self.arp(),
+                770..=789 => self.other_ethertype(),
+                790..=799 => self.random_ipv4(),
+                800..=819 => self.checksum_corner(),
+                820..=879 => self.ipv4_options(),
+                _ => self.l2_corner4(true),
             }
         } else {
             match roll {
@@ -615,7 +627,9 @@ impl<'a> Gen<'a> {
                 20..=39 => self.checksum_corner(),
                 40..=89 => self.random_ipv4(),
                 90..=279 => self.valid(),
-                280..=759 => self.mutated(),
+                280..=699 => self.mutated(),
+                700..=739 => self.ipv4_options(),
+                740..=759 => self.l2_corner4(false),
                 760..=819 => self.fragment(),
                 820..=859 => self.truncated(),
                 860..=889 => self.never_egress(),
@@ -785,6 +799,292 @@ impl<'a> Gen<'a> {
             .expect("an entry")
             .clone();
         (e.saddr, inside(&mut self.rng, e.dst))
+    }
+
+    /// A covered pair whose frame gets past the origin's first checks (an
+    /// entry with a gateway, the pod's endpoint with the entry's identity,
+    /// a group that may leave), so that what comes after them decides: a
+    /// few draws of [`Self::covered_pair`], and now and then the first.
+    fn aimed_pair(&mut self) -> (Ipv4Addr, Ipv4Addr) {
+        let mut pair = self.covered_pair();
+        if self.rng.percent(15) {
+            return pair;
+        }
+        for _ in 0..8 {
+            let (s, g) = pair;
+            let reaches = self.st.lookup(s, g).is_some_and(|e| {
+                e.gateway_ip != GATEWAY_EXCLUDED
+                    && e.gateway_ip != GATEWAY_NOT_FOUND
+                    && self
+                        .st
+                        .endpoints
+                        .get(&s)
+                        .is_some_and(|ep| ep.1 == e.origin_identity)
+            });
+            if reaches && g.octets()[..3] != [224, 0, 0] {
+                break;
+            }
+            pair = self.covered_pair();
+        }
+        pair
+    }
+
+    /// A valid datagram of an aimed pair, for a corner to be the one thing
+    /// wrong with it: a TTL a router forwards, the group's MAC, the UDP
+    /// checksum computed, a small payload.
+    fn corner_desc(&mut self) -> Frame {
+        let (s, g) = self.aimed_pair();
+        let len = self.rng.range(0, 200);
+        let payload = self.rng.bytes(len);
+        let mut d = Frame::udp(s, g, &payload);
+        d.ttl = if self.rng.percent(80) {
+            64
+        } else {
+            self.rng.range(2, 255) as u8
+        };
+        d.id = self.rng.u16();
+        d.sport = self.rng.u16();
+        d.dport = self.rng.u16();
+        d
+    }
+
+    /// IPv4 options (RFC 791) beyond the words a gateway forwards: record
+    /// route, timestamps, loose and strict source routes, Router Alert
+    /// (RFC 2113) with a value or of a wrong length, NOP and End of List
+    /// around a Router Alert (Linux's ip_options_compile() clears what
+    /// follows End of List), options that fill IHL 15, unknown types (RFC
+    /// 4727's experimental ones among them); padded with End of List.
+    fn ipv4_options(&mut self) -> (Class, Vec<u8>, Vec<&'static str>) {
+        let mut d = self.corner_desc();
+        let r = &mut self.rng;
+        let doc_addr = |r: &mut Rng| -> [u8; 4] {
+            let host = r.u8();
+            match r.below(3) {
+                0 => [192, 0, 2, host],
+                1 => [203, 0, 113, host],
+                _ => [198, 51, 100, host],
+            }
+        };
+        // Record route or a source route of `n` addresses; `filled` of
+        // them recorded (the pointer past them).
+        let route = |r: &mut Rng, t: u8, n: usize, filled: usize| {
+            let mut o = vec![t, (3 + 4 * n) as u8, (4 + 4 * filled) as u8];
+            for i in 0..n {
+                if t == 7 && i >= filled {
+                    o.extend_from_slice(&[0; 4]);
+                } else {
+                    o.extend_from_slice(&doc_addr(r));
+                }
+            }
+            o
+        };
+        // A timestamp option (flag 0: stamps; 1: address and stamp; 3:
+        // prespecified addresses) of `n` entries, none filled.
+        let timestamp = |r: &mut Rng, n: usize| {
+            let flag = r.pick(&[0u8, 1, 3]);
+            let entry = if flag == 0 { 4 } else { 8 };
+            let n = n.min(36 / entry);
+            let mut o = vec![68, (4 + entry * n) as u8, 5, flag];
+            for _ in 0..n {
+                if flag == 3 {
+                    o.extend_from_slice(&doc_addr(r));
+                    o.extend_from_slice(&[0; 4]);
+                } else {
+                    o.extend(std::iter::repeat_n(0, entry));
+                }
+            }
+            o
+        };
+        let ra = [0x94, 0x04, 0x00, 0x00];
+        let (mut o, what) = match r.below(12) {
+            0 => {
+                let n = r.range(1, 9);
+                let filled = if r.percent(70) { 0 } else { r.range(1, n) };
+                (route(r, 7, n, filled), "v4_opt_rr")
+            }
+            1 => {
+                let n = r.range(1, 9);
+                (timestamp(r, n), "v4_opt_ts")
+            }
+            2 => {
+                let n = r.range(1, 9);
+                (route(r, 131, n, 0), "v4_opt_lsrr")
+            }
+            3 => {
+                let n = r.range(1, 9);
+                (route(r, 137, n, 0), "v4_opt_ssrr")
+            }
+            4 => {
+                let any = r.u16() | 1;
+                let v = r.pick(&[1u16, 2, 0xffff, any]).to_be_bytes();
+                (vec![0x94, 0x04, v[0], v[1]], "v4_opt_ra_value")
+            }
+            5 => {
+                let len = r.pick(&[0u8, 1, 2, 3, 5, 6, 8]);
+                let mut o = vec![0x94, len];
+                o.extend(std::iter::repeat_n(0, usize::from(len).saturating_sub(2)));
+                (o, "v4_opt_ra_len")
+            }
+            6 => {
+                // End of List, then a Router Alert: on a word of its own
+                // or right behind.
+                let eol = if r.percent(50) { 4 } else { r.range(1, 3) };
+                let mut o = vec![0; eol];
+                o.extend_from_slice(&ra);
+                (o, "v4_opt_eol_ra")
+            }
+            7 => {
+                let mut o = vec![1; r.range(1, 4)];
+                o.extend_from_slice(&ra);
+                (o, "v4_opt_nop_ra")
+            }
+            8 => {
+                let mut o = ra.to_vec();
+                o.extend(std::iter::repeat_n(0, r.range(1, 8)));
+                (o, "v4_opt_ra_eol")
+            }
+            9 => {
+                let mut o = vec![1; r.range(1, 7)];
+                o.extend(std::iter::repeat_n(0, r.range(1, 5)));
+                (o, "v4_opt_nop_eol")
+            }
+            10 => {
+                // Options that fill the largest header, 40 bytes.
+                let o = match r.below(4) {
+                    0 => {
+                        let mut o = Vec::with_capacity(40);
+                        for _ in 0..10 {
+                            o.extend_from_slice(&r.pick(&[ra, [1; 4], [0; 4]]));
+                        }
+                        o
+                    }
+                    1 => route(r, 7, 9, 0),
+                    2 => timestamp(r, 9),
+                    _ => route(r, 131, 9, 0),
+                };
+                (o, "v4_opt_ihl15")
+            }
+            _ => {
+                // Experimental types (RFC 4727) of each class, security,
+                // stream identifier.
+                let any = r.u8() | 2;
+                let t = r.pick(&[0x1e, 0x5e, 0x9e, 0xde, 130, 136, any]);
+                let n = r.range(0, 8);
+                let mut o = vec![t, (2 + n) as u8];
+                o.extend_from_slice(&r.bytes(n));
+                (o, "v4_opt_unknown")
+            }
+        };
+        o.resize(o.len().div_ceil(4) * 4, 0);
+        o.truncate(40);
+        d.options = o;
+        (Class::Ipv4Options, d.bytes(), vec![what])
+    }
+
+    /// A valid IPv4 datagram of an aimed pair with a layer-2 corner.
+    fn l2_corner4(&mut self, real_path: bool) -> (Class, Vec<u8>, Vec<&'static str>) {
+        let f = self.corner_desc().bytes();
+        self.l2_corner(f, false, real_path)
+    }
+
+    /// Layer-2 corners of a valid frame `f` of either family (`v6`),
+    /// addressed to its group's own MAC: another destination MAC (another
+    /// host's, the node's veth's, broadcast, another group's, the other
+    /// family's prefix, the group's with a bit off), or VLAN tags
+    /// (priority-tagged, VIDs 1-4094, 802.1ad, QinQ with VID 0 outside
+    /// and inside, double 802.1Q), which the real path's kernel takes the
+    /// outer one of before tcx.
+    pub(crate) fn l2_corner(
+        &mut self,
+        mut f: Vec<u8>,
+        v6: bool,
+        real_path: bool,
+    ) -> (Class, Vec<u8>, Vec<&'static str>) {
+        let mut muts = if v6 { vec!["v6_inner"] } else { Vec::new() };
+        let own: [u8; 6] = f[..6].try_into().expect("a MAC");
+        // The group's address bytes the MACs are made of.
+        let g: Vec<u8> = if v6 {
+            f[38..54].to_vec()
+        } else {
+            f[30..34].to_vec()
+        };
+        let r = &mut self.rng;
+        if !r.percent(if real_path { 55 } else { 30 }) {
+            let (mac, what) = match r.below(6) {
+                0 => ([0x0a, 0x58, 0xc0, 0x00, 0x02, r.u8()], "l2_otherhost"),
+                1 => (packet::HOST_MAC, "l2_host_mac"),
+                2 => ([0xff; 6], "l2_broadcast"),
+                3 => {
+                    let mut m = if v6 {
+                        [0x33, 0x33, r.u8(), r.u8(), r.u8(), r.u8()]
+                    } else {
+                        [0x01, 0x00, 0x5e, r.u8() & 0x7f, r.u8(), r.u8()]
+                    };
+                    if m == own {
+                        m[5] ^= 1;
+                    }
+                    (m, "l2_other_group")
+                }
+                4 => {
+                    let m = if v6 {
+                        [0x01, 0x00, 0x5e, g[13] & 0x7f, g[14], g[15]]
+                    } else {
+                        [0x33, 0x33, g[0], g[1], g[2], g[3]]
+                    };
+                    (m, "l2_other_family")
+                }
+                _ => {
+                    // One of the bits the group maps to (and, over IPv4,
+                    // the one RFC 1112 keeps 0) flipped, or the last byte
+                    // one off.
+                    let mut m = own;
+                    if r.percent(70) {
+                        let bit = r.below(if v6 { 32 } else { 24 }) as usize;
+                        m[5 - bit / 8] ^= 1 << (bit % 8);
+                    } else {
+                        m[5] = if r.percent(50) {
+                            m[5].wrapping_add(1)
+                        } else {
+                            m[5].wrapping_sub(1)
+                        };
+                    }
+                    (m, "l2_group_bits_off")
+                }
+            };
+            f[..6].copy_from_slice(&mac);
+            muts.push(what);
+            return (Class::L2Corner, f, muts);
+        }
+        let vid = |r: &mut Rng| -> u16 {
+            match r.below(4) {
+                0 => 1,
+                1 => 4094,
+                _ => r.range(2, 4093) as u16,
+            }
+        };
+        let pcp = |r: &mut Rng| -> u16 { (r.below(8) as u16) << 13 };
+        let (tags, what): (Vec<(u16, u16)>, &'static str) = match r.below(8) {
+            0 | 1 => (vec![(0x8100, pcp(r))], "vlan_prio_tag"),
+            2 => (vec![(0x8100, pcp(r) | vid(r))], "vlan_vid"),
+            3 => (vec![(0x88a8, pcp(r) | vid(r))], "vlan_8021ad"),
+            4 | 5 => (vec![(0x88a8, pcp(r)), (0x8100, pcp(r))], "qinq_prio_tag"),
+            6 => (
+                vec![(0x88a8, pcp(r)), (0x8100, pcp(r) | vid(r))],
+                "qinq_outer_prio",
+            ),
+            _ => (
+                vec![(0x8100, pcp(r) | vid(r)), (0x8100, pcp(r) | vid(r))],
+                "vlan_double_8021q",
+            ),
+        };
+        let mut t = f[..12].to_vec();
+        for (tpid, tci) in tags {
+            t.extend_from_slice(&tpid.to_be_bytes());
+            t.extend_from_slice(&tci.to_be_bytes());
+        }
+        t.extend_from_slice(&f[12..]);
+        muts.push(what);
+        (Class::L2Corner, t, muts)
     }
 
     fn fragment(&mut self) -> (Class, Vec<u8>, Vec<&'static str>) {

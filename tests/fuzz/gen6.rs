@@ -303,6 +303,10 @@ fn options_hdr(rng: &mut Rng, kind: u8, len: usize, router_alert: bool) -> Ext {
 /// `segments_left`.
 fn routing_hdr(rng: &mut Rng, rtype: u8, segments_left: u8, addrs: usize) -> Ext {
     let mut body = vec![(2 * addrs) as u8, rtype, segments_left, 0, 0, 0, 0];
+    if rtype == 4 && addrs > 0 {
+        // A segment routing header's Last Entry (RFC 8754 2).
+        body[3] = (addrs - 1) as u8;
+    }
     for _ in 0..addrs {
         let host = rng.u16();
         body.extend_from_slice(&Ipv6Addr::new(0x2001, 0xdb8, 0x203, 0, 0, 0, 0, host).octets());
@@ -319,6 +323,107 @@ fn ah_hdr(rng: &mut Rng, icv_words: usize) -> Ext {
     let mut body = vec![(1 + icv_words) as u8, 0, 0];
     body.extend_from_slice(&rng.bytes(8 + 4 * icv_words));
     Ext { kind: NH_AH, body }
+}
+
+/// Option types IANA's Destination and Hop-by-Hop Options registry
+/// assigns (Pad1, PadN, Tunnel Encapsulation Limit, Router Alert, CALIPSO,
+/// IOAM, Quick-Start, Path MTU, RPL, MPL, ILNP Nonce, Line-Identification,
+/// Jumbo Payload, Home Address, DFF): not drawn as unknown ones.
+const KNOWN_OPTS: [u8; 16] = [
+    0x00, 0x01, 0x04, 0x05, 0x07, 0x11, 0x26, 0x30, 0x31, 0x63, 0x6d, 0x8b, 0x8c, 0xc2, 0xc9, 0xee,
+];
+
+/// A Router Alert option (RFC 2711) with `value`.
+fn router_alert(value: u16) -> [u8; 4] {
+    let v = value.to_be_bytes();
+    [0x05, 0x02, v[0], v[1]]
+}
+
+/// `n` bytes of padding as one option: nothing, Pad1, or PadN of zeros.
+fn pad(n: usize) -> Vec<u8> {
+    match n {
+        0 => Vec::new(),
+        1 => vec![0],
+        _ => {
+            let mut p = vec![1, (n - 2) as u8];
+            p.resize(n, 0);
+            p
+        }
+    }
+}
+
+/// `n` bytes of padding in a row, Pad1 and PadN mixed at random.
+fn pad_run(rng: &mut Rng, n: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(n);
+    let mut left = n;
+    while left > 0 {
+        let k = if left == 1 || rng.percent(40) {
+            1
+        } else {
+            rng.range(2, left)
+        };
+        v.extend(pad(k));
+        left -= k;
+    }
+    v
+}
+
+/// Options of exactly `n` bytes that ip6_parse_tlv() accepts: runs of at
+/// most 7 bytes of padding between at most 8 Router Alerts of any value
+/// (up to n = 95; beyond, the last run grows past 7).
+fn valid_options(rng: &mut Rng, n: usize) -> Vec<u8> {
+    let alerts = if n <= 7 { 0 } else { (n - 7).div_ceil(11) }.min(8);
+    let mut runs = vec![0usize; alerts + 1];
+    let mut left = n - 4 * alerts;
+    // What runs of 7 bytes cannot hold goes to the last one, afterwards.
+    let extra = left.saturating_sub(7 * (alerts + 1));
+    left -= extra;
+    while left > 0 {
+        let i = rng.below(runs.len() as u64) as usize;
+        if runs[i] < 7 {
+            runs[i] += 1;
+            left -= 1;
+        }
+    }
+    runs[alerts] += extra;
+    let mut o = Vec::with_capacity(n);
+    for (i, &run) in runs.iter().enumerate() {
+        if i > 0 {
+            o.extend_from_slice(&router_alert(rng.u16()));
+        }
+        o.extend(pad_run(rng, run));
+    }
+    o
+}
+
+/// An options header (`kind`: hop-by-hop or destination options) holding
+/// `opts`, filled with padding to a multiple of 8 bytes. `sep`: `opts`
+/// ends in padding, and a Router Alert goes between it and the fill, so
+/// that the fill never lengthens the run the corner is about.
+fn opts_ext(rng: &mut Rng, kind: u8, mut opts: Vec<u8>, sep: bool) -> Ext {
+    if sep && (2 + opts.len()) % 8 != 0 {
+        opts.extend_from_slice(&router_alert(rng.u16()));
+    }
+    let fill = (8 - (2 + opts.len()) % 8) % 8;
+    opts.extend(pad(fill));
+    let mut body = vec![((2 + opts.len()) / 8 - 1) as u8];
+    body.extend(opts);
+    Ext { kind, body }
+}
+
+/// An options header of `len` bytes whose options are all accepted.
+fn valid_opts_ext(rng: &mut Rng, kind: u8, len: usize) -> Ext {
+    let o = valid_options(rng, len - 2);
+    opts_ext(rng, kind, o, false)
+}
+
+/// An options header of exactly `len` bytes (a multiple of 8) whose bytes
+/// after the length are `opts`, cut or zero-filled to fit.
+fn raw_opts_ext(kind: u8, len: usize, mut opts: Vec<u8>) -> Ext {
+    opts.resize(len - 2, 0);
+    let mut body = vec![(len / 8 - 1) as u8];
+    body.extend(opts);
+    Ext { kind, body }
 }
 
 impl Gen<'_> {
@@ -397,6 +502,54 @@ impl Gen<'_> {
         (e.saddr, inside6(&mut self.rng, e.dst))
     }
 
+    /// A covered pair whose frame gets past the origin's first checks (an
+    /// entry with a gateway, the pod's endpoint with the entry's identity,
+    /// a scope above link-local), so that what comes after them decides:
+    /// a few draws of [`Self::covered_pair6`], and now and then the first.
+    fn aimed_pair6(&mut self) -> (Ipv6Addr, Ipv6Addr) {
+        let mut pair = self.covered_pair6();
+        if self.rng.percent(15) {
+            return pair;
+        }
+        for _ in 0..8 {
+            let (s, g) = pair;
+            let reaches = self.st.lookup6(s, g).is_some_and(|e| {
+                e.gateway_ip != GATEWAY_EXCLUDED
+                    && e.gateway_ip != GATEWAY_NOT_FOUND
+                    && self
+                        .st
+                        .endpoints6
+                        .get(&s)
+                        .is_some_and(|ep| ep.1 == e.origin_identity)
+            });
+            let o = g.octets();
+            if reaches && o[0] == 0xff && o[1] & 0x0f > 2 {
+                break;
+            }
+            pair = self.covered_pair6();
+        }
+        pair
+    }
+
+    /// A valid IPv6 datagram of an aimed pair, for a corner to be the one
+    /// thing wrong with it: a hop limit a router forwards, the group's
+    /// MAC, the UDP checksum computed, 16 to 200 bytes of payload.
+    fn corner6_desc(&mut self) -> Frame6 {
+        let (s, g) = self.aimed_pair6();
+        let len = self.rng.range(16, 200);
+        let payload = self.rng.bytes(len);
+        let mut d = Frame6::udp(s, g, &payload);
+        d.hop_limit = if self.rng.percent(80) {
+            64
+        } else {
+            self.rng.range(2, 255) as u8
+        };
+        d.flow_label = self.rng.u32();
+        d.sport = self.rng.u16();
+        d.dport = self.rng.u16();
+        d
+    }
+
     /// A valid IPv6 UDP datagram as a pod would send it; covered half the
     /// time.
     fn valid6_desc(&mut self) -> Frame6 {
@@ -472,27 +625,579 @@ impl Gen<'_> {
         let roll = self.rng.below(1000);
         if real_path {
             return match roll {
-                0..=149 => self.vlan6(),
-                150..=249 => self.v6_truncated(),
-                250..=349 => self.v6_large(),
-                350..=549 => self.v6_header(),
-                550..=699 => self.v6_valid(),
-                700..=799 => self.v6_chain(),
-                800..=879 => self.v6_fragment(),
-                880..=959 => self.v6_never_egress(),
-                _ => self.v6_checksum_corner(),
+                0..=99 => self.vlan6(),
+                100..=169 => self.v6_truncated(),
+                170..=249 => self.v6_large(),
+                250..=379 => self.v6_header(),
+                380..=499 => self.v6_valid(),
+                500..=579 => self.v6_chain(),
+                580..=649 => self.v6_fragment(),
+                650..=709 => self.v6_never_egress(),
+                710..=739 => self.v6_checksum_corner(),
+                740..=869 => self.v6_options(),
+                870..=939 => self.v6_ext_corner(),
+                _ => self.l2_corner6(true),
             };
         }
         match roll {
-            0..=159 => self.v6_valid(),
-            160..=399 => self.v6_header(),
-            400..=629 => self.v6_chain(),
-            630..=729 => self.v6_fragment(),
-            730..=819 => self.v6_never_egress(),
-            820..=869 => self.v6_checksum_corner(),
-            870..=929 => self.v6_truncated(),
-            930..=969 => self.vlan6(),
-            _ => self.v6_random(),
+            0..=129 => self.v6_valid(),
+            130..=299 => self.v6_header(),
+            300..=459 => self.v6_chain(),
+            460..=539 => self.v6_fragment(),
+            540..=619 => self.v6_never_egress(),
+            620..=659 => self.v6_checksum_corner(),
+            660..=709 => self.v6_truncated(),
+            710..=739 => self.vlan6(),
+            740..=759 => self.v6_random(),
+            760..=899 => self.v6_options(),
+            900..=969 => self.v6_ext_corner(),
+            _ => self.l2_corner6(false),
+        }
+    }
+
+    /// A valid IPv6 datagram of an aimed pair with a layer-2 corner.
+    fn l2_corner6(&mut self, real_path: bool) -> (Class, Vec<u8>, Vec<&'static str>) {
+        let f = self.corner6_desc().bytes();
+        self.l2_corner(f, true, real_path)
+    }
+
+    /// The corners of hop-by-hop and destination options (RFC 8200 4.2),
+    /// each in an otherwise valid datagram of an aimed pair: unknown types
+    /// of each action (the high two bits 00 skip, 01 discard, 10 and 11
+    /// discard and report); Jumbo Payload (RFC 2675) of length 4 or not,
+    /// with a payload length of 0 or not and a jumbo length up to 65535 or
+    /// past it; Router Alert of lengths 0-4 and values 0, 1, 2, any;
+    /// CALIPSO (RFC 5570), IOAM (RFC 9486), Tunnel Encapsulation Limit
+    /// (RFC 2473) and Home Address (RFC 6275); padding around the 7 bytes
+    /// in a row ip6_parse_tlv() allows, PadN with a byte that is not zero,
+    /// padding on both sides of a Router Alert; 8 and 9 Router Alerts (8
+    /// allowed); an option that runs past the header, options that stop
+    /// short of its end; headers of 8 to 104 bytes (96 at most are read).
+    /// The names say which header: v6_hbh_* or v6_dest_*.
+    fn v6_options(&mut self) -> (Class, Vec<u8>, Vec<&'static str>) {
+        let mut d = self.corner6_desc();
+        // Unknown types and Jumbo Payload, which have the most names, come
+        // twice as often as the rest.
+        let arm = match self.rng.below(18) {
+            16 => 0,
+            17 => 1,
+            arm => arm,
+        };
+        // Tunnel Encapsulation Limit and Home Address are destination
+        // options: mostly where they belong.
+        let hbh = self.rng.percent(if arm == 6 { 25 } else { 55 });
+        let kind = if hbh { NH_HOP_BY_HOP } else { NH_DEST_OPTS };
+        let name = |h: &'static str, o: &'static str| if hbh { h } else { o };
+        // A Jumbo Payload option first in the hop-by-hop header: (payload
+        // length 0, jumbo length the datagram's own).
+        let mut jumbo = None;
+        let r = &mut self.rng;
+        let (ext, what) = match arm {
+            0 => {
+                let class = r.below(4) as u8;
+                let t = if r.percent(50) {
+                    // RFC 4727's experimental type, of each class.
+                    0x1e | class << 6
+                } else {
+                    loop {
+                        let t = (r.u8() & 0x3f) | class << 6;
+                        if !KNOWN_OPTS.contains(&t) {
+                            break t;
+                        }
+                    }
+                };
+                let n = r.range(0, 12);
+                let mut o = if r.percent(30) {
+                    router_alert(r.u16()).to_vec()
+                } else {
+                    Vec::new()
+                };
+                o.extend_from_slice(&[t, n as u8]);
+                o.extend(r.bytes(n));
+                let what = match class {
+                    0 => name("v6_hbh_unknown_00", "v6_dest_unknown_00"),
+                    1 => name("v6_hbh_unknown_01", "v6_dest_unknown_01"),
+                    2 => name("v6_hbh_unknown_10", "v6_dest_unknown_10"),
+                    _ => name("v6_hbh_unknown_11", "v6_dest_unknown_11"),
+                };
+                (opts_ext(r, kind, o, false), what)
+            }
+            1 => {
+                let sub = if hbh { r.below(4) } else { 4 };
+                let olen = if sub == 3 {
+                    r.pick(&[0u8, 2, 3, 5, 6, 8])
+                } else {
+                    4
+                };
+                let value = match sub {
+                    1 => r.range(65536, u32::MAX as usize) as u32,
+                    _ if r.percent(50) => r.range(0, 65535) as u32,
+                    _ => r.u32(),
+                };
+                let plen_zero = match sub {
+                    0 | 1 => true,
+                    3 => r.percent(50),
+                    _ => false,
+                };
+                jumbo = hbh.then_some((plen_zero, sub == 0));
+                let mut o = vec![0xc2, olen];
+                let mut v = value.to_be_bytes().to_vec();
+                v.resize(usize::from(olen), 0);
+                o.extend(v);
+                let what = match sub {
+                    0 => "v6_hbh_jumbo_small",
+                    1 => "v6_hbh_jumbo_big",
+                    2 => "v6_hbh_jumbo_plen",
+                    3 => "v6_hbh_jumbo_optlen",
+                    _ => "v6_dest_jumbo",
+                };
+                (opts_ext(r, kind, o, false), what)
+            }
+            2 => {
+                let olen = r.pick(&[0u8, 1, 3, 4]);
+                let mut o = vec![0x05, olen];
+                o.extend(r.bytes(usize::from(olen)));
+                (
+                    opts_ext(r, kind, o, false),
+                    name("v6_hbh_ra_len", "v6_dest_ra_len"),
+                )
+            }
+            3 => {
+                let any = r.u16();
+                let v = r.pick(&[0, 1, 2, any]);
+                let o = router_alert(v).to_vec();
+                (
+                    opts_ext(r, kind, o, false),
+                    name("v6_hbh_ra_value", "v6_dest_ra_value"),
+                )
+            }
+            4 => {
+                // CALIPSO: DOI, compartment length (words), sensitivity
+                // level, checksum, compartment bitmap.
+                let words = r.range(0, 2);
+                let mut o = vec![0x07, (8 + 4 * words) as u8];
+                o.extend_from_slice(&(r.u32() | 1).to_be_bytes());
+                o.push(words as u8);
+                o.push(r.u8());
+                o.extend(r.bytes(2 + 4 * words));
+                (
+                    opts_ext(r, kind, o, false),
+                    name("v6_hbh_calipso", "v6_dest_calipso"),
+                )
+            }
+            5 => {
+                // IOAM: reserved, IOAM option type, then its data.
+                let words = r.range(0, 4);
+                let any = r.u8();
+                let t = r.pick(&[0, 1, 2, 3, 4, any]);
+                let mut o = vec![0x31, (2 + 8 + 4 * words) as u8, 0, t];
+                o.extend(r.bytes(8 + 4 * words));
+                (
+                    opts_ext(r, kind, o, false),
+                    name("v6_hbh_ioam", "v6_dest_ioam"),
+                )
+            }
+            6 => {
+                if r.percent(50) {
+                    let o = vec![0x04, 0x01, r.u8()];
+                    (
+                        opts_ext(r, kind, o, false),
+                        name("v6_hbh_tel", "v6_dest_tel"),
+                    )
+                } else {
+                    // Home Address, aligned 8n+6 behind four bytes of
+                    // padding.
+                    let mut o = pad(4);
+                    o.extend_from_slice(&[0xc9, 16]);
+                    let host = r.u16();
+                    o.extend_from_slice(
+                        &Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, host).octets(),
+                    );
+                    (
+                        opts_ext(r, kind, o, false),
+                        name("v6_hbh_hao", "v6_dest_hao"),
+                    )
+                }
+            }
+            7 => {
+                let n = r.range(1, 9);
+                let mut o = if r.percent(50) {
+                    router_alert(r.u16()).to_vec()
+                } else {
+                    Vec::new()
+                };
+                o.extend(std::iter::repeat_n(0, n));
+                let what = if n <= 7 {
+                    name("v6_hbh_pad1_run", "v6_dest_pad1_run")
+                } else {
+                    name("v6_hbh_pad1_run_long", "v6_dest_pad1_run_long")
+                };
+                (opts_ext(r, kind, o, true), what)
+            }
+            8 => {
+                let n = r.range(2, 9);
+                let mut o = if r.percent(50) {
+                    router_alert(r.u16()).to_vec()
+                } else {
+                    Vec::new()
+                };
+                o.extend(pad(n));
+                let what = if n <= 7 {
+                    name("v6_hbh_padn", "v6_dest_padn")
+                } else {
+                    name("v6_hbh_padn_long", "v6_dest_padn_long")
+                };
+                (opts_ext(r, kind, o, true), what)
+            }
+            9 => {
+                let n = r.range(3, 7);
+                let mut o = pad(n);
+                let at = r.range(2, n - 1);
+                o[at] = r.u8() | 1;
+                (
+                    opts_ext(r, kind, o, true),
+                    name("v6_hbh_padn_nonzero", "v6_dest_padn_nonzero"),
+                )
+            }
+            10 => {
+                let n = if r.percent(50) { 7 } else { 8 };
+                let mut o = if r.percent(50) {
+                    router_alert(r.u16()).to_vec()
+                } else {
+                    Vec::new()
+                };
+                o.extend(pad_run(r, n));
+                let what = if n == 7 {
+                    name("v6_hbh_pad_run_7", "v6_dest_pad_run_7")
+                } else {
+                    name("v6_hbh_pad_run_8", "v6_dest_pad_run_8")
+                };
+                (opts_ext(r, kind, o, true), what)
+            }
+            11 => {
+                let (a, b) = (r.range(1, 8), r.range(1, 8));
+                let mut o = pad_run(r, a);
+                o.extend_from_slice(&router_alert(r.u16()));
+                o.extend(pad_run(r, b));
+                (
+                    opts_ext(r, kind, o, true),
+                    name("v6_hbh_pad_split_ra", "v6_dest_pad_split_ra"),
+                )
+            }
+            12 => {
+                // 8 or 9 Router Alerts, padding between some; the last
+                // option an alert, so that the fill adds none.
+                let n = if r.percent(50) { 8 } else { 9 };
+                let mut o = Vec::new();
+                for i in 0..n {
+                    if i > 0 && r.percent(30) {
+                        let k = r.range(1, 7);
+                        o.extend(pad_run(r, k));
+                    }
+                    o.extend_from_slice(&router_alert(r.u16()));
+                }
+                let what = if n == 8 {
+                    name("v6_hbh_ra_8", "v6_dest_ra_8")
+                } else {
+                    name("v6_hbh_ra_9", "v6_dest_ra_9")
+                };
+                (opts_ext(r, kind, o, false), what)
+            }
+            13 => {
+                // Valid options, then one whose data runs past the end.
+                let len = 8 * r.range(1, 3);
+                let room = len - 2;
+                let k = r.range(0, room - 2);
+                let mut o = valid_options(r, k);
+                let any = r.u8() | 1;
+                let t = r.pick(&[0x01, 0x05, 0xc2, 0x1e, any]);
+                o.extend_from_slice(&[t, r.range(room - k - 1, 255) as u8]);
+                (
+                    raw_opts_ext(kind, len, o),
+                    name("v6_hbh_opt_past_end", "v6_dest_opt_past_end"),
+                )
+            }
+            14 => {
+                // Valid options, then a lone type byte the header ends on.
+                let len = 8 * r.range(1, 3);
+                let mut o = valid_options(r, len - 3);
+                let any = r.u8() | 1;
+                o.push(r.pick(&[0x01, 0x05, 0xc2, any]));
+                (
+                    raw_opts_ext(kind, len, o),
+                    name("v6_hbh_short_of_end", "v6_dest_short_of_end"),
+                )
+            }
+            _ => {
+                let units = match r.below(3) {
+                    0 => r.range(1, 11),
+                    1 => 12,
+                    _ => 13,
+                };
+                let what = match units {
+                    _ if !hbh => "v6_dest_len",
+                    12 => "v6_hbh_len_96",
+                    13 => "v6_hbh_len_104",
+                    _ => "v6_hbh_len",
+                };
+                (valid_opts_ext(r, kind, 8 * units), what)
+            }
+        };
+        d.ext = if hbh {
+            let mut c = vec![ext];
+            match self.rng.below(10) {
+                0 | 1 => c.push(valid_opts_ext(&mut self.rng, NH_DEST_OPTS, 8)),
+                2 => c.push(routing_hdr(&mut self.rng, 4, 0, 1)),
+                _ => {}
+            }
+            c
+        } else {
+            match self.rng.below(4) {
+                0 | 1 => vec![ext],
+                2 => vec![valid_opts_ext(&mut self.rng, NH_HOP_BY_HOP, 8), ext],
+                _ => {
+                    // Before a routing header (for each segment) or after
+                    // it (for the final destination).
+                    let rh = routing_hdr(&mut self.rng, 4, 0, 1);
+                    if self.rng.percent(50) {
+                        vec![ext, rh]
+                    } else {
+                        vec![rh, ext]
+                    }
+                }
+            }
+        };
+        let mut f = d.bytes();
+        if let Some((plen_zero, own_length)) = jumbo {
+            if own_length {
+                let n = (f.len() - L3_END) as u32;
+                f[L3_END + 4..L3_END + 8].copy_from_slice(&n.to_be_bytes());
+            }
+            if plen_zero {
+                f[18..20].copy_from_slice(&[0, 0]);
+            }
+        }
+        (Class::Ipv6Options, f, vec![what])
+    }
+
+    /// `d`, whose chain holds a fragment header with offset 0 and M, as a
+    /// first fragment: the UDP datagram cut after a whole number of 8-byte
+    /// units (at least its header), the payload length to match.
+    fn cut_first_fragment(&mut self, d: &Frame6) -> Vec<u8> {
+        let (mut f, l4) = (d.bytes(), d.l4_off());
+        let total = 8 + d.payload.len();
+        let keep = 8 * self.rng.range(1, (total - 1) / 8);
+        f.truncate(l4 + keep);
+        let plen = (f.len() - L3_END) as u16;
+        f[18..20].copy_from_slice(&plen.to_be_bytes());
+        f
+    }
+
+    /// Routing, fragment, AH and ESP corners, each in an otherwise valid
+    /// datagram of an aimed pair: routing headers of types 0, 2 (one
+    /// address) and 4 with and without segments left, first or behind
+    /// other headers; first, middle, last and atomic fragments, behind
+    /// and before destination options; later fragments whose header names
+    /// UDP, destination options, AH, hop-by-hop, routing, ICMPv6 or PIM;
+    /// two fragment headers; AH first, behind hop-by-hop, before and
+    /// behind destination options, before a fragment header; ESP behind
+    /// chains.
+    fn v6_ext_corner(&mut self) -> (Class, Vec<u8>, Vec<&'static str>) {
+        let mut d = self.corner6_desc();
+        let mut muts = Vec::new();
+        let id = self.rng.u32();
+        let hbh = |g: &mut Self| valid_opts_ext(&mut g.rng, NH_HOP_BY_HOP, 8);
+        let dest = |g: &mut Self| {
+            let len = 8 * g.rng.range(1, 3);
+            valid_opts_ext(&mut g.rng, NH_DEST_OPTS, len)
+        };
+        match self.rng.below(10) {
+            0..=2 => {
+                let r = &mut self.rng;
+                let (rtype, sl, n, what) = match r.below(6) {
+                    0 => (0, 0, r.range(1, 3), "v6_rh0"),
+                    1 => {
+                        let n = r.range(1, 3);
+                        (0, r.range(1, n) as u8, n, "v6_rh0_sl")
+                    }
+                    2 => (2, 0, 1, "v6_rh2"),
+                    3 => (2, 1, 1, "v6_rh2_sl"),
+                    4 => (4, 0, r.range(1, 3), "v6_rh4"),
+                    _ => {
+                        let n = r.range(1, 3);
+                        (4, r.range(1, n) as u8, n, "v6_rh4_sl")
+                    }
+                };
+                let rh = routing_hdr(r, rtype, sl, n);
+                let mut c = match self.rng.below(4) {
+                    0 | 1 => Vec::new(),
+                    2 => vec![hbh(self)],
+                    _ => vec![hbh(self), dest(self)],
+                };
+                muts.push(what);
+                muts.push(if c.is_empty() {
+                    "v6_rh_first"
+                } else {
+                    "v6_rh_after_hdrs"
+                });
+                c.push(rh);
+                if self.rng.percent(30) {
+                    c.push(dest(self));
+                }
+                d.ext = c;
+                (Class::Ipv6ExtCorner, d.bytes(), muts)
+            }
+            3..=5 => {
+                // A fragment header alone, behind hop-by-hop, behind
+                // destination options, or (offset 0) before them.
+                let place = self.rng.below(4);
+                let later = self.rng.percent(50);
+                let (before, after) = match place {
+                    1 => (vec![hbh(self)], Vec::new()),
+                    2 => (vec![dest(self)], Vec::new()),
+                    3 if !later => (Vec::new(), vec![dest(self)]),
+                    _ => (Vec::new(), Vec::new()),
+                };
+                match place {
+                    2 => muts.push("v6_frag_after_dest"),
+                    3 if !later => muts.push("v6_frag_before_dest"),
+                    _ => {}
+                }
+                let total = 8 + d.payload.len();
+                if !later {
+                    let more = self.rng.percent(50);
+                    d.ext = before;
+                    d.ext.push(Ext::fragment(0, more, id));
+                    d.ext.extend(after);
+                    muts.push(if more {
+                        "v6_frag_first"
+                    } else {
+                        "v6_frag_atomic"
+                    });
+                    let f = if more {
+                        self.cut_first_fragment(&d)
+                    } else {
+                        d.bytes()
+                    };
+                    return (Class::Ipv6ExtCorner, f, muts);
+                }
+                d.ext = before;
+                let nh = if self.rng.percent(30) {
+                    NH_UDP
+                } else {
+                    self.rng.pick(&[
+                        NH_DEST_OPTS,
+                        NH_AH,
+                        NH_HOP_BY_HOP,
+                        NH_ROUTING,
+                        NH_ICMPV6,
+                        NH_PIM,
+                    ])
+                };
+                muts.push(match nh {
+                    NH_UDP => "v6_later_frag_nh_17",
+                    NH_DEST_OPTS => "v6_later_frag_nh_60",
+                    NH_AH => "v6_later_frag_nh_51",
+                    NH_HOP_BY_HOP => "v6_later_frag_nh_0",
+                    NH_ROUTING => "v6_later_frag_nh_43",
+                    NH_ICMPV6 => "v6_later_frag_nh_58",
+                    _ => "v6_later_frag_nh_103",
+                });
+                let more = if nh == NH_UDP {
+                    // A piece of the datagram from an 8-byte boundary past
+                    // its first unit: to its end, or a few units of it.
+                    let start = 8 * self.rng.range(1, (total - 1) / 8);
+                    let end = if self.rng.percent(50) {
+                        total
+                    } else {
+                        (start + 8 * self.rng.range(1, 8)).min(total)
+                    };
+                    let more = end < total;
+                    d.frag = Some((Ext::fragment((start / 8) as u16, more, id), start, end));
+                    more
+                } else {
+                    // A piece of another protocol's datagram: bytes.
+                    let more = self.rng.percent(50);
+                    let units = self.rng.range(1, 16);
+                    d.proto = nh;
+                    d.payload = self.rng.bytes(8 * units);
+                    let offset = self.rng.range(1, 0x1fff) as u16;
+                    d.frag = Some((Ext::fragment(offset, more, id), 0, 0));
+                    more
+                };
+                muts.push(if more {
+                    "v6_frag_middle"
+                } else {
+                    "v6_frag_last"
+                });
+                (Class::Ipv6ExtCorner, d.bytes(), muts)
+            }
+            6 => {
+                // Two fragment headers: the first of offset 0 (a later one
+                // ends the walk), the second of any.
+                let first = Ext::fragment(0, self.rng.percent(50), id);
+                let offset = if self.rng.percent(50) {
+                    0
+                } else {
+                    self.rng.range(1, 0x1fff) as u16
+                };
+                let second = Ext::fragment(offset, self.rng.percent(50), self.rng.u32());
+                d.ext = vec![first];
+                if self.rng.percent(30) {
+                    d.ext.push(dest(self));
+                }
+                d.ext.push(second);
+                muts.push("v6_frag_twice");
+                (Class::Ipv6ExtCorner, d.bytes(), muts)
+            }
+            7 | 8 => {
+                // AH: an ICV of 1 or 3 words keeps it a multiple of 8
+                // bytes (RFC 4302 2.2).
+                let w = self.rng.pick(&[1, 3]);
+                let ah = ah_hdr(&mut self.rng, w);
+                let (c, what) = match self.rng.below(5) {
+                    0 => (vec![ah], "v6_ah_first"),
+                    1 => (vec![hbh(self), ah], "v6_ah_after_hbh"),
+                    2 => (vec![ah, dest(self)], "v6_ah_before_dest"),
+                    3 => (vec![dest(self), ah], "v6_ah_after_dest"),
+                    _ => {
+                        let more = self.rng.percent(50);
+                        (vec![ah, Ext::fragment(0, more, id)], "v6_ah_before_frag")
+                    }
+                };
+                d.ext = c;
+                muts.push(what);
+                let first_of_more = d
+                    .ext
+                    .last()
+                    .is_some_and(|e| e.kind == NH_FRAGMENT && e.body[2] & 1 != 0);
+                let f = if first_of_more {
+                    self.cut_first_fragment(&d)
+                } else {
+                    d.bytes()
+                };
+                (Class::Ipv6ExtCorner, f, muts)
+            }
+            _ => {
+                // ESP (RFC 4303): SPI, sequence number, then what only the
+                // receiver can read.
+                d.ext = match self.rng.below(6) {
+                    0 => Vec::new(),
+                    1 => vec![hbh(self)],
+                    2 => vec![dest(self)],
+                    3 => vec![hbh(self), dest(self)],
+                    4 => vec![routing_hdr(&mut self.rng, 4, 0, 1)],
+                    _ => vec![Ext::fragment(0, false, id)],
+                };
+                d.proto = 50;
+                let mut esp = (self.rng.u32() | 0x100).to_be_bytes().to_vec();
+                esp.extend_from_slice(&self.rng.u32().to_be_bytes());
+                let n = self.rng.range(16, 64);
+                esp.extend(self.rng.bytes(n));
+                d.payload = esp;
+                muts.push("v6_esp");
+                (Class::Ipv6ExtCorner, d.bytes(), muts)
+            }
         }
     }
 
