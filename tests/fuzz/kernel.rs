@@ -546,6 +546,9 @@ impl Worlds {
                 }
                 _ => stay("leaves elsewhere"),
             },
+            // A tagged frame is never ours, whatever is behind the tag the
+            // kernel took off (a second tag reads as "not IPv4").
+            None if vlan => stay("vlan_tag"),
             None => stay(rule_of(&o, &seen)),
         }
     }
