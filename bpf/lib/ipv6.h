@@ -266,87 +266,77 @@ static __always_inline bool ipv6_mcast_never_egress(struct __sk_buff *skb,
 }
 
 /*
- * Where ipv6_hbh_step() is in the hop-by-hop header. Sixteen bytes, on
- * purpose: the IPv6 flow's frames already take the stack (512 bytes for a
- * chain of calls) almost to its limit, so the header is read byte by byte
- * rather than copied.
+ * Where ipv6_hbh_step() is in the hop-by-hop header. Small, on purpose:
+ * the IPv6 flow's frames take the stack (512 bytes for a chain of calls)
+ * almost to its limit, so the options are read in place, in the packet.
  */
 struct ipv6_hbh_walk {
 	struct __sk_buff *skb;
 	__u8 len;		/* of the header: 8 to MCAST_IPV6_HBH_MAX_LEN */
-	__u8 off;		/* the next byte, from the header's start */
+	__u8 off;		/* the next option, from the header's start */
 	__u8 pad;		/* padding bytes in a row */
 	__u8 opts;		/* options other than padding */
-	__u8 type;		/* of the option being read */
-	__u8 left;		/* its data bytes still to read, or MCAST_HBH_AT_LEN */
 	__u8 done;		/* every option read, each one allowed */
-	__u8 byte;		/* the byte read last */
+	__u8 unused[3];
 };
 
-/* ipv6_hbh_walk.left while the option's length byte is next. */
-#define MCAST_HBH_AT_LEN	0xff
-
 /*
- * One byte of the hop-by-hop header's options, a bpf_loop() callback: 0 to
- * go on, 1 to stop (at the end, or at the first option we refuse). We
- * accept what a router accepts and can carry unchanged: Pad1, PadN of
- * zeros, and Router Alert of length 2 (RFC 2711; a router notes it and
- * forwards). Every other option is refused: those whose type says
- * "discard" (high bits 01, 10, 11) a router drops; Jumbo Payload, CALIPSO
- * and IOAM it validates or rewrites in ways we do not; and unknown "skip"
- * options (00) it would forward, but we keep to the rule IPv4 follows,
- * padding and Router Alert only. Lengths are checked as ip6_parse_tlv()
- * checks them: an option may not run past the header, which the options
- * must fill exactly.
+ * One option of the hop-by-hop header, a bpf_loop() callback: 0 to go on,
+ * 1 to stop (at the end, or at the first option we refuse). We accept
+ * what a router accepts and can carry unchanged: Pad1, PadN of zeros, and
+ * Router Alert of length 2 (RFC 2711; a router notes it and forwards).
+ * Every other option is refused: those whose type says "discard" (high
+ * bits 01, 10, 11) a router drops; Jumbo Payload, CALIPSO and IOAM it
+ * validates or rewrites in ways we do not; and unknown "skip" options (00)
+ * it would forward, but we keep to the rule IPv4 follows, padding and
+ * Router Alert only. Lengths are checked as ip6_parse_tlv() checks them:
+ * an option may not run past the header, which the options must fill
+ * exactly. The header is in the linear data (ipv6_mcast_validate() pulled
+ * it there).
  */
 static long ipv6_hbh_step(__u64 index, void *ctx)
 {
 	struct ipv6_hbh_walk *w = ctx;
-	__u32 olen;
+	void *data = (void *)(long)w->skb->data;
+	void *data_end = (void *)(long)w->skb->data_end;
+	__u32 off = w->off, len = w->len, olen, i;
+	__u8 *opt;
 
-	if (w->off >= w->len) {
-		/* The header ends between two options, not inside one. */
-		w->done = w->off == w->len && !w->left;
+	if (off >= len) {
+		w->done = off == len;
 		return 1;
 	}
-	if (bpf_skb_load_bytes(w->skb, ETH_HLEN + IPV6_HLEN + w->off, &w->byte, 1) < 0)
+	/* off < MCAST_IPV6_HBH_MAX_LEN: the mask only tells the verifier. */
+	opt = data + ETH_HLEN + IPV6_HLEN + (off & (MCAST_IPV6_HBH_BUF - 1));
+	if ((void *)(opt + 1) > data_end)
 		return 1;
-	w->off++;
-	if (!w->left) {
-		/* An option's type. */
-		if (w->byte == MCAST_IPV6_OPT_PAD1) {
-			if (++w->pad > MCAST_IPV6_HBH_MAX_PAD)
-				return 1;
-			return 0;
-		}
-		w->type = w->byte;
-		w->left = MCAST_HBH_AT_LEN;
+	if (opt[0] == MCAST_IPV6_OPT_PAD1) {
+		if (++w->pad > MCAST_IPV6_HBH_MAX_PAD)
+			return 1;
+		w->off = off + 1;
 		return 0;
 	}
-	if (w->left == MCAST_HBH_AT_LEN) {
-		/* Its length: the data must end inside the header. */
-		olen = w->byte;
-		if (w->off + olen > w->len)
-			return 1;
-		if (w->type == MCAST_IPV6_OPT_PADN) {
-			/* RFC 4942 2.1.9.5: at most 7 bytes of padding in a row. */
-			if (w->pad + 2 + olen > MCAST_IPV6_HBH_MAX_PAD)
-				return 1;
-			w->pad += 2 + olen;
-		} else if (w->type == MCAST_IPV6_OPT_ROUTER_ALERT && olen == 2) {
-			if (++w->opts > MCAST_IPV6_HBH_MAX_OPTS)
-				return 1;
-			w->pad = 0;
-		} else {
-			return 1;
-		}
-		w->left = olen;
-		return 0;
-	}
-	/* Its data: PadN carries zeros (RFC 4942 2.1.9.5), the alert any value. */
-	if (w->type == MCAST_IPV6_OPT_PADN && w->byte)
+	if (off + 2 > len || (void *)(opt + 2) > data_end)
 		return 1;
-	w->left--;
+	olen = opt[1];
+	if (off + 2 + olen > len)
+		return 1;
+	if (opt[0] == MCAST_IPV6_OPT_PADN) {
+		/* RFC 4942 2.1.9.5: at most 7 bytes of padding in a row, zeros. */
+		if (w->pad + 2 + olen > MCAST_IPV6_HBH_MAX_PAD)
+			return 1;
+		w->pad += 2 + olen;
+		for (i = 0; i < MCAST_IPV6_HBH_MAX_PAD - 2 && i < olen; i++)
+			if ((void *)(opt + 3 + i) > data_end || opt[2 + i])
+				return 1;
+	} else if (opt[0] == MCAST_IPV6_OPT_ROUTER_ALERT && olen == 2) {
+		if (++w->opts > MCAST_IPV6_HBH_MAX_OPTS)
+			return 1;
+		w->pad = 0;
+	} else {
+		return 1;
+	}
+	w->off = off + 2 + olen;
 	return 0;
 }
 
@@ -357,7 +347,7 @@ static long ipv6_hbh_step(__u64 index, void *ctx)
  * them, before any forwarding; we bypass it, so we refuse them here
  * (ipv6_hbh_step()). A global function: the verifier checks it, and the
  * loop, once; it runs only for covered packets that carry the header, one
- * step per byte of options.
+ * step per option, on the header in the linear data.
  */
 __noinline int ipv6_hbh_validate(struct __sk_buff *skb, __u32 units)
 {
@@ -368,7 +358,7 @@ __noinline int ipv6_hbh_validate(struct __sk_buff *skb, __u32 units)
 	w.skb = skb;
 	w.len = units * 8;
 	w.off = 2;
-	/* One step per byte, and one to see the end. */
+	/* One step per option, and one to see the end. */
 	bpf_loop(MCAST_IPV6_HBH_MAX_LEN, ipv6_hbh_step, &w, 0);
 	return w.done;
 }
@@ -399,8 +389,18 @@ static __always_inline int ipv6_mcast_validate(struct __sk_buff *skb, const stru
 		return MCAST_DROP_MALFORMED;
 	if (total > skb->len)
 		return MCAST_DROP_MALFORMED;
-	if (pkt->hbh_len && !ipv6_hbh_validate(skb, pkt->hbh_len / 8))
-		return MCAST_DROP_MALFORMED;
+	if (pkt->hbh_len) {
+		__u32 need = ETH_HLEN + IPV6_HLEN + pkt->hbh_len;
+
+		if (pkt->hbh_len > MCAST_IPV6_HBH_MAX_LEN)
+			return MCAST_DROP_MALFORMED;
+		/* The options are read in place: the header must be linear. */
+		if ((void *)(long)skb->data + need > (void *)(long)skb->data_end &&
+		    bpf_skb_pull_data(skb, need) < 0)
+			return MCAST_DROP_MALFORMED;
+		if (!ipv6_hbh_validate(skb, pkt->hbh_len / 8))
+			return MCAST_DROP_MALFORMED;
+	}
 
 	if (pkt->proto == IPPROTO_UDP && !pkt->frag_off) {
 		/* The walk kept l4_off inside the payload. */
