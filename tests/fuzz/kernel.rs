@@ -33,7 +33,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use cilium_mcast_egress::datapath::maps::{Gateway, Maps};
-use ipnetwork::{Ipv4Network, Ipv6Network};
 use lab::{Lab, LabConfig, Node, Pod};
 
 use crate::check::{byte_diff, egress_invariant, verify_emitted};
@@ -346,7 +345,7 @@ fn node_state(maps: &Maps, ns: &str, label: &str) -> State {
     for (k, v) in maps.policies().expect("policies") {
         st.insert_policy(Entry {
             saddr: k.source,
-            dst: Ipv4Network::new(k.destination.network(), k.destination.prefix()).expect("prefix"),
+            dst: k.destination,
             egress_ip: v.egress_ip,
             gateway_ip: gateway_ip(v.gateway),
             egress_ifindex: v.egress_ifindex,
@@ -358,7 +357,7 @@ fn node_state(maps: &Maps, ns: &str, label: &str) -> State {
     for (k, v) in maps.policies_v6().expect("IPv6 policies") {
         st.insert_policy6(Entry6 {
             saddr: k.source,
-            dst: Ipv6Network::new(k.destination.network(), k.destination.prefix()).expect("prefix"),
+            dst: k.destination,
             egress_ip: v.egress_ip,
             gateway_ip: gateway_ip(v.gateway),
             egress_ifindex: v.egress_ifindex,
