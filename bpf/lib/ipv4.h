@@ -69,31 +69,33 @@ static __always_inline bool ipv4_is_later_fragment(__be16 frag_off)
 
 /*
  * RFC 1112 section 6.4: the Ethernet address of an IPv4 group is
- * 01:00:5e followed by the low-order 23 bits of the group address.
+ * 01:00:5e followed by the low-order 23 bits of the group address. As
+ * three 16-bit words in network order (an Ethernet header is two-byte
+ * aligned), so that writing it is three stores and checking it three
+ * compares.
  */
-static __always_inline void ipv4_mcast_mac(__be32 group, __u8 mac[ETH_ALEN])
+static __always_inline void ipv4_mcast_mac_words(__be32 group, __be16 w[3])
 {
 	__u32 g = bpf_ntohl(group);
 
-	mac[0] = 0x01;
-	mac[1] = 0x00;
-	mac[2] = 0x5e;
-	mac[3] = (g >> 16) & 0x7f;
-	mac[4] = (g >> 8) & 0xff;
-	mac[5] = g & 0xff;
+	w[0] = bpf_htons(0x0100);
+	w[1] = bpf_htons(0x5e00 | ((g >> 16) & 0x7f));
+	w[2] = bpf_htons(g & 0xffff);
 }
 
-/*
- * Is @mac, two-byte aligned as every Ethernet header is, @group's Ethernet
- * address (RFC 1112 6.4)? Three 16-bit compares.
- */
+static __always_inline void ipv4_mcast_mac(__be32 group, __u8 mac[ETH_ALEN])
+{
+	ipv4_mcast_mac_words(group, (__be16 *)mac);
+}
+
+/* Is @mac @group's Ethernet address? */
 static __always_inline bool ipv4_mcast_mac_is(const __u8 mac[ETH_ALEN], __be32 group)
 {
-	const __u16 *m = (const __u16 *)mac;
-	__u32 g = bpf_ntohl(group);
+	const __be16 *m = (const __be16 *)mac;
+	__be16 w[3];
 
-	return m[0] == bpf_htons(0x0100) && m[1] == bpf_htons(0x5e00 | ((g >> 16) & 0x7f)) &&
-	       m[2] == bpf_htons(g & 0xffff);
+	ipv4_mcast_mac_words(group, w);
+	return m[0] == w[0] && m[1] == w[1] && m[2] == w[2];
 }
 
 /* What the programs need to know about an IPv4 multicast packet. */

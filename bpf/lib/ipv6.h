@@ -49,7 +49,7 @@
  * 96 in whole 8-byte units. Anything longer is refused unread.
  */
 #define MCAST_IPV6_HBH_MAX_LEN		96
-/* The options' copy: MCAST_IPV6_HBH_MAX_LEN rounded up, for the masks. */
+/* A power of two above MCAST_IPV6_HBH_MAX_LEN: the verifier's mask for offsets. */
 #define MCAST_IPV6_HBH_BUF		128
 
 /* MLD (RFC 2710, 3810): query, report, done, MLDv2 report. */
@@ -432,32 +432,32 @@ static __always_inline int ipv6_mcast_validate(struct __sk_buff *skb, const stru
 
 /*
  * RFC 2464 section 7: the Ethernet address of an IPv6 group is 33:33
- * followed by the low-order 32 bits of the group address.
+ * followed by the low-order 32 bits of the group address. As three 16-bit
+ * words in network order, as ipv4_mcast_mac_words().
  */
-static __always_inline void ipv6_mcast_mac(const struct mcast_in6_addr *group, __u8 mac[ETH_ALEN])
+static __always_inline void ipv6_mcast_mac_words(const struct mcast_in6_addr *group, __be16 w[3])
 {
 	__u32 g = bpf_ntohl(group->words[3]);
 
-	mac[0] = 0x33;
-	mac[1] = 0x33;
-	mac[2] = g >> 24;
-	mac[3] = (g >> 16) & 0xff;
-	mac[4] = (g >> 8) & 0xff;
-	mac[5] = g & 0xff;
+	w[0] = bpf_htons(0x3333);
+	w[1] = bpf_htons(g >> 16);
+	w[2] = bpf_htons(g & 0xffff);
 }
 
-/*
- * Is @mac, two-byte aligned as every Ethernet header is, @group's Ethernet
- * address (RFC 2464 7)? Three 16-bit compares.
- */
+static __always_inline void ipv6_mcast_mac(const struct mcast_in6_addr *group, __u8 mac[ETH_ALEN])
+{
+	ipv6_mcast_mac_words(group, (__be16 *)mac);
+}
+
+/* Is @mac @group's Ethernet address? */
 static __always_inline bool ipv6_mcast_mac_is(const __u8 mac[ETH_ALEN],
 					      const struct mcast_in6_addr *group)
 {
-	const __u16 *m = (const __u16 *)mac;
-	__u32 g = bpf_ntohl(group->words[3]);
+	const __be16 *m = (const __be16 *)mac;
+	__be16 w[3];
 
-	return m[0] == bpf_htons(0x3333) && m[1] == bpf_htons(g >> 16) &&
-	       m[2] == bpf_htons(g & 0xffff);
+	ipv6_mcast_mac_words(group, w);
+	return m[0] == w[0] && m[1] == w[1] && m[2] == w[2];
 }
 
 static __always_inline bool ipv6_addr_is_unspecified(const struct mcast_in6_addr *a)
