@@ -52,7 +52,7 @@ use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{addr, run, Lab, LabConfig, LabError, Node, Pod, Result, NODES};
+use super::{addr, nft, run, Lab, LabConfig, LabError, Node, Pod, Result, NODES};
 use cilium_mcast_egress::datapath::maps::Role;
 
 /// Loss at or below which a rate counts as carried.
@@ -363,27 +363,6 @@ fn install_upstream_counters(lab: &Lab) -> Result<()> {
         up = addr::UPSTREAM_B,
     );
     nft(&lab.upstream_ns(), &rules)
-}
-
-fn nft(ns: &str, rules: &str) -> Result<()> {
-    use std::io::Write;
-    let mut child = super::command("ip")
-        .args(["netns", "exec", ns, "nft", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(super::io("running nft"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(rules.as_bytes())
-            .map_err(super::io("writing to nft"))?;
-    }
-    let out = child.wait_with_output().map_err(super::io("running nft"))?;
-    if !out.status.success() {
-        return Err(err("nft -f", String::from_utf8_lossy(&out.stderr)));
-    }
-    Ok(())
 }
 
 /// Packets counted upstream: [from the egress IP, from the pod, other] to

@@ -166,6 +166,30 @@ pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'sta
     }
 }
 
+/// Load nftables `rules` (`nft -f -`) in namespace `ns`.
+pub fn nft(ns: &str, rules: &str) -> Result<()> {
+    let mut child = command("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(io("running nft"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(rules.as_bytes())
+            .map_err(io("writing to nft"))?;
+    }
+    let out = child.wait_with_output().map_err(io("running nft"))?;
+    if !out.status.success() {
+        return Err(LabError::Command {
+            cmd: format!("nft -f - in {ns}"),
+            detail: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    Ok(())
+}
+
 /// GET `path` from `addr` inside namespace `ns` (HTTP/1.0): status and
 /// body, if it answers.
 pub fn http_get_in(ns: &str, addr: &str, path: &str) -> Option<(u16, String)> {
@@ -696,7 +720,10 @@ impl Lab {
         Ok(name)
     }
 
-    fn add_netns(&mut self, short: &str) -> Result<String> {
+    /// A namespace of the lab's own, named with its prefix: removed with
+    /// the lab, and with the leftovers of a lab whose process died. Hosts
+    /// a test builds beside the nodes live in one.
+    pub fn add_netns(&mut self, short: &str) -> Result<String> {
         let name = self.ns(short);
         run("ip", &["netns", "add", &name])?;
         self.namespaces.push(name.clone());

@@ -26,10 +26,7 @@
 //! makes the run invalid.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use cilium_mcast_egress::datapath::maps::{Gateway, Maps};
@@ -84,61 +81,14 @@ fn mac_str(mac: &[u8; 6]) -> String {
         .join(":")
 }
 
-/// Run `nft -f -` in `ns` with `rules`.
-fn nft(ns: &str, rules: &str) {
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns, "nft", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running nft");
-    child
-        .stdin
-        .take()
-        .expect("nft's stdin")
-        .write_all(rules.as_bytes())
-        .expect("writing nft's rules");
-    let out = child.wait_with_output().expect("nft");
-    assert!(
-        out.status.success(),
-        "nft in {ns}: {}\n{rules}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The router and its pods, namespaces of their own; removed on drop.
-struct Router {
-    prefix: String,
-    namespaces: Vec<String>,
-}
-
-impl Router {
-    /// Leftovers of a run whose process died: namespaces named mko<pid>x.
-    fn reap_stale() {
-        let list = sh("ip", &["netns", "list"]);
-        for ns in list.lines().filter_map(|l| l.split_whitespace().next()) {
-            let Some(pid) = ns
-                .strip_prefix("mko")
-                .and_then(|r| r.split('x').next())
-                .and_then(|p| p.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                let _ = Command::new("ip").args(["netns", "del", ns]).status();
-            }
-        }
-    }
-
-    fn ns(&self, short: &str) -> String {
-        format!("{}-{short}", self.prefix)
-    }
-
-    fn add_ns(&mut self, short: &str) -> String {
-        let ns = self.ns(short);
-        sh("ip", &["netns", "add", &ns]);
-        self.namespaces.push(ns.clone());
+/// The kernel's world, namespaces of the lab's own (removed with it): a
+/// plain router with a veth per pod (MAC HOST_MAC, as the lab's lxc
+/// devices get here), an uplink with the egress addresses and its upstream
+/// neighbours, and the policy as nftables rules. Returns the upstream
+/// namespace and each pod's, as PODS.
+fn build_router(lab: &mut Lab) -> (String, Vec<String>) {
+    let mut add = |short: &str| {
+        let ns = lab.add_netns(short).expect("a namespace");
         sh(
             "ip",
             &[
@@ -151,147 +101,126 @@ impl Router {
                 "net.ipv6.conf.default.disable_ipv6=0",
             ],
         );
-        sh("ip", &["-n", &ns, "link", "set", "lo", "up"]);
         ns
+    };
+    let router = add("router");
+    let up = add("router-up");
+    let pods: Vec<String> = PODS
+        .iter()
+        .map(|pod| add(&format!("router-{}", pod.name())))
+        .collect();
+    let mtu = POD_MTU.to_string();
+    for (pod, ns) in PODS.iter().zip(&pods) {
+        let dev = pod.lxc();
+        sh(
+            "ip",
+            &[
+                "-n", &router, "link", "add", dev, "type", "veth", "peer", "name", "eth0", "netns",
+                ns,
+            ],
+        );
+        sh(
+            "ip",
+            &[
+                "-n",
+                &router,
+                "link",
+                "set",
+                dev,
+                "address",
+                &mac_str(&HOST_MAC),
+                "mtu",
+                &mtu,
+                "up",
+            ],
+        );
+        sh("ip", &["-n", ns, "link", "set", "eth0", "mtu", &mtu, "up"]);
     }
-
-    /// A plain router: a veth per pod (MAC HOST_MAC, as the lab's lxc
-    /// devices get here), an uplink with the egress addresses and its
-    /// upstream neighbours, and the policy as nftables rules.
-    fn up() -> Router {
-        Router::reap_stale();
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let mut r = Router {
-            prefix: format!(
-                "mko{}x{}",
-                std::process::id(),
-                SEQ.fetch_add(1, Ordering::Relaxed)
-            ),
-            namespaces: Vec::new(),
-        };
-        let router = r.add_ns("r");
-        let up = r.add_ns("up");
-        for pod in PODS {
-            let ns = r.add_ns(pod.name());
-            let dev = pod.lxc();
-            sh(
-                "ip",
-                &[
-                    "-n", &router, "link", "add", dev, "type", "veth", "peer", "name", "eth0",
-                    "netns", &ns,
-                ],
-            );
-            let mtu = POD_MTU.to_string();
-            sh(
-                "ip",
-                &[
-                    "-n",
-                    &router,
-                    "link",
-                    "set",
-                    dev,
-                    "address",
-                    &mac_str(&HOST_MAC),
-                    "mtu",
-                    &mtu,
-                    "up",
-                ],
-            );
-            sh("ip", &["-n", &ns, "link", "set", "eth0", "mtu", &mtu, "up"]);
-        }
-        sh(
-            "ip",
-            &[
-                "-n", &router, "link", "add", "uplink0", "type", "veth", "peer", "name", UPSTREAM,
-                "netns", &up,
-            ],
-        );
-        sh("ip", &["-n", &up, "link", "set", UPSTREAM, "up"]);
-        sh("ip", &["-n", &router, "link", "set", "uplink0", "up"]);
-        let egress4 = lab::egress_ip(Node::B).expect("node-b's egress IP");
-        let egress6 = lab::egress_ip6(Node::B).expect("node-b's egress IPv6");
-        sh(
-            "ip",
-            &[
-                "-n",
-                &router,
-                "addr",
-                "add",
-                &format!("{egress4}/25"),
-                "dev",
-                "uplink0",
-            ],
-        );
-        sh(
-            "ip",
-            &[
-                "-n",
-                &router,
-                "-6",
-                "addr",
-                "add",
-                &format!("{egress6}/64"),
-                "dev",
-                "uplink0",
-                "nodad",
-            ],
-        );
-        let up_mac = mac_str(&crate::common::lab_io::mac_in(&up, UPSTREAM));
-        for (addr, fam) in [
-            (lab::addr::UPSTREAM_B.to_string(), "-4"),
-            (lab::addr::UPSTREAM6_B.to_string(), "-6"),
-        ] {
-            sh(
-                "ip",
-                &[
-                    "-n",
-                    &router,
-                    fam,
-                    "neigh",
-                    "replace",
-                    &addr,
-                    "lladdr",
-                    &up_mac,
-                    "dev",
-                    "uplink0",
-                    "nud",
-                    "permanent",
-                ],
-            );
-        }
-        let mut v4 = String::new();
-        let mut v6 = String::new();
-        for pod in PODS {
-            v4.push_str(&format!(
-                "    iifname \"{}\" ip saddr {} ip daddr {PREFIX4} ip daddr != {EXCLUDED4} dup to {} device \"uplink0\"\n",
-                pod.lxc(),
-                pod.ip(),
-                lab::addr::UPSTREAM_B
-            ));
-            v6.push_str(&format!(
-                "    iifname \"{}\" ip6 saddr {} ip6 daddr {PREFIX6} ip6 daddr != {EXCLUDED6} dup to {} device \"uplink0\"\n",
-                pod.lxc(),
-                pod.ip6(),
-                lab::addr::UPSTREAM6_B
-            ));
-        }
-        nft(
+    sh(
+        "ip",
+        &[
+            "-n", &router, "link", "add", "uplink0", "type", "veth", "peer", "name", UPSTREAM,
+            "netns", &up,
+        ],
+    );
+    sh("ip", &["-n", &up, "link", "set", UPSTREAM, "up"]);
+    sh("ip", &["-n", &router, "link", "set", "uplink0", "up"]);
+    let egress4 = lab::egress_ip(Node::B).expect("node-b's egress IP");
+    let egress6 = lab::egress_ip6(Node::B).expect("node-b's egress IPv6");
+    sh(
+        "ip",
+        &[
+            "-n",
             &router,
-            &format!(
-                "table ip judge {{\n  chain pre {{\n    type filter hook prerouting priority 0; policy accept;\n{v4}  }}\n}}\n\
-                 table ip6 judge {{\n  chain pre {{\n    type filter hook prerouting priority 0; policy accept;\n{v6}  }}\n}}\n"
-            ),
+            "addr",
+            "add",
+            &format!("{egress4}/25"),
+            "dev",
+            "uplink0",
+        ],
+    );
+    sh(
+        "ip",
+        &[
+            "-n",
+            &router,
+            "-6",
+            "addr",
+            "add",
+            &format!("{egress6}/64"),
+            "dev",
+            "uplink0",
+            "nodad",
+        ],
+    );
+    let up_mac = mac_str(&crate::common::lab_io::mac_in(&up, UPSTREAM));
+    for (addr, fam) in [
+        (lab::addr::UPSTREAM_B.to_string(), "-4"),
+        (lab::addr::UPSTREAM6_B.to_string(), "-6"),
+    ] {
+        sh(
+            "ip",
+            &[
+                "-n",
+                &router,
+                fam,
+                "neigh",
+                "replace",
+                &addr,
+                "lladdr",
+                &up_mac,
+                "dev",
+                "uplink0",
+                "nud",
+                "permanent",
+            ],
         );
-        r
     }
-}
-
-impl Drop for Router {
-    fn drop(&mut self) {
-        for ns in self.namespaces.drain(..).rev() {
-            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
-        }
+    let mut v4 = String::new();
+    let mut v6 = String::new();
+    for pod in PODS {
+        v4.push_str(&format!(
+            "    iifname \"{}\" ip saddr {} ip daddr {PREFIX4} ip daddr != {EXCLUDED4} dup to {} device \"uplink0\"\n",
+            pod.lxc(),
+            pod.ip(),
+            lab::addr::UPSTREAM_B
+        ));
+        v6.push_str(&format!(
+            "    iifname \"{}\" ip6 saddr {} ip6 daddr {PREFIX6} ip6 daddr != {EXCLUDED6} dup to {} device \"uplink0\"\n",
+            pod.lxc(),
+            pod.ip6(),
+            lab::addr::UPSTREAM6_B
+        ));
     }
+    lab::nft(
+        &router,
+        &format!(
+            "table ip judge {{\n  chain pre {{\n    type filter hook prerouting priority 0; policy accept;\n{v4}  }}\n}}\n\
+             table ip6 judge {{\n  chain pre {{\n    type filter hook prerouting priority 0; policy accept;\n{v6}  }}\n}}\n"
+        ),
+    )
+    .expect("the router's rules");
+    (up, pods)
 }
 
 /// The policy of both worlds, as the lab's daemons read it.
@@ -416,7 +345,6 @@ struct Sending {
 
 struct Worlds {
     lab: Lab,
-    _router: Router,
     ours_tap: RawTap,
     kernel_tap: RawTap,
     senders: Vec<Sending>,
@@ -432,8 +360,8 @@ impl Worlds {
     fn up() -> Worlds {
         let mut cfg = LabConfig::new(env!("CARGO_BIN_EXE_cilium-mcast-egress"));
         cfg.manifests = vec![("policy.yaml".to_owned(), policy_manifest())];
-        let lab = Lab::up(cfg).expect("the lab");
-        let router = Router::up();
+        let mut lab = Lab::up(cfg).expect("the lab");
+        let (router_up, router_pods) = build_router(&mut lab);
         for node in [Node::A, Node::B] {
             let ns = lab.node_ns(node);
             // Nothing but our programs puts a pod's frame on an uplink.
@@ -484,18 +412,17 @@ impl Worlds {
             .map(|p| lab::ifindex_in(&lab.node_ns(p.node()), p.lxc()).expect("lxc"))
             .collect();
         let ours_tap = lab::in_netns(&lab.upstream_ns(), || RawTap::open(UPSTREAM)).expect("tap");
-        let kernel_tap = lab::in_netns(&router.ns("up"), || RawTap::open(UPSTREAM)).expect("tap");
+        let kernel_tap = lab::in_netns(&router_up, || RawTap::open(UPSTREAM)).expect("tap");
         let senders = PODS
             .iter()
-            .map(|pod| Sending {
+            .zip(&router_pods)
+            .map(|(pod, kernel)| Sending {
                 ours: lab::in_netns(&lab.pod_ns(*pod), || Sender::open("eth0")).expect("sender"),
-                kernel: lab::in_netns(&router.ns(pod.name()), || Sender::open("eth0"))
-                    .expect("sender"),
+                kernel: lab::in_netns(kernel, || Sender::open("eth0")).expect("sender"),
             })
             .collect();
         Worlds {
             lab,
-            _router: router,
             ours_tap,
             kernel_tap,
             senders,
