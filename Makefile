@@ -31,6 +31,15 @@
 #                FROM scratch with the release binary and its libraries,
 #                nothing pulled (IMAGE=... to tag it otherwise; root, or a
 #                running Docker engine)
+#   make push    push that image to the registry its name holds: the same
+#                IMAGE=registry.example.org/cilium-mcast-egress:0.1.0 as
+#                make image (a name without a registry is refused)
+#   make deploy-config
+#                the deployment files for a cluster in target/deploy (OUT=...):
+#                the cilium chart's values, the DaemonSet and the monitoring
+#                as kustomize overlays, with IMAGE, the API server
+#                (K8S_SERVICE_HOST, K8S_SERVICE_PORT) and kube-prometheus-
+#                stack's PROMETHEUS_RELEASE; no cluster, no root
 #   make e2e-local
 #                the image as a sidecar beside lab nodes that are
 #                containers, scraped by a real Prometheus: an SSM stream
@@ -44,7 +53,7 @@
 
 CARGO ?= cargo
 
-.PHONY: all build deps deps-e2e demo test image e2e-local e2e bench bench-controller bench-lab fuzz lint fmt clean
+.PHONY: all build deps deps-e2e demo test image push deploy-config e2e-local e2e bench bench-controller bench-lab fuzz lint fmt clean
 
 all: build
 
@@ -69,6 +78,12 @@ deps-e2e: deps
 # for it (off the host's network) and stopped after.
 image: deps-e2e
 	CARGO=$(CARGO) bash scripts/docker-engine.sh bash scripts/build-image.sh
+
+push:
+	bash scripts/push-image.sh
+
+deploy-config:
+	bash scripts/deploy-config.sh
 
 e2e-local: deps-e2e
 	CARGO=$(CARGO) bash scripts/docker-engine.sh sh -c \
