@@ -10,6 +10,8 @@
 //! `kubernetes-validate` the checks that need them skip loudly; under
 //! `CI=true` they must run (`scripts/install-deps.sh` installs both).
 
+#[path = "common/k8s_tools.rs"]
+mod k8s_tools;
 #[path = "common/repo.rs"]
 mod repo;
 
@@ -528,4 +530,394 @@ fn alert_rules_pass_promtool_check_and_unit_tests() {
         !out.status.success(),
         "the unit tests missed a broken alert"
     );
+}
+
+// --- what a real cluster's nodes and tools need -------------------------------
+
+/// The AppArmor profile the runtime applies to a container: its own
+/// `appArmorProfile`, else the pod's, else the annotation of Kubernetes
+/// before 1.30; `None` when nothing names one, and containerd then applies
+/// its default profile, which denies writes under `/sys/fs/[^c]*/**`.
+fn apparmor_profile(pod: &Value, container: &Value) -> Option<String> {
+    let name = string(&container["name"], "container name");
+    container["securityContext"]["appArmorProfile"]["type"]
+        .as_str()
+        .or_else(|| pod["spec"]["securityContext"]["appArmorProfile"]["type"].as_str())
+        .map(str::to_owned)
+        .or_else(|| {
+            pod["metadata"]["annotations"]
+                [format!("container.apparmor.security.beta.kubernetes.io/{name}").as_str()]
+            .as_str()
+            .map(|a| {
+                if a == "unconfined" {
+                    "Unconfined".into()
+                } else {
+                    a.into()
+                }
+            })
+        })
+}
+
+/// The SELinux type a container runs as: its own, else the pod's.
+fn selinux_type(pod: &Value, container: &Value) -> Option<String> {
+    container["securityContext"]["seLinuxOptions"]["type"]
+        .as_str()
+        .or_else(|| pod["spec"]["securityContext"]["seLinuxOptions"]["type"].as_str())
+        .map(str::to_owned)
+}
+
+/// Both ways can write the BPF filesystem on AppArmor nodes (Ubuntu,
+/// Debian: containerd's default profile) and on SELinux nodes (`spc_t`,
+/// cilium-agent's type), whatever the pod around the sidecar says: in
+/// sidecar mode the pod is Cilium's, so the container names both itself.
+#[test]
+fn both_ways_name_apparmor_unconfined_and_selinux_spc_t() {
+    let ds = daemonset();
+    let ds_pod = &ds["spec"]["template"];
+    // The values' container in a pod that names nothing: a Cilium install
+    // whose podSecurityContext was overridden.
+    let bare: Value = serde_norway::from_str("{metadata: {}, spec: {}}").expect("yaml");
+    for (way, pod, c) in [
+        ("daemonset.yaml", ds_pod, daemonset_container()),
+        ("cilium-values.yaml", &bare, values_container()),
+    ] {
+        assert_eq!(
+            apparmor_profile(pod, &c).as_deref(),
+            Some("Unconfined"),
+            "{way}: containerd's default AppArmor profile would deny /sys/fs/bpf"
+        );
+        assert_eq!(selinux_type(pod, &c).as_deref(), Some("spc_t"), "{way}");
+        assert_eq!(
+            c["securityContext"]["seLinuxOptions"]["level"].as_str(),
+            Some("s0"),
+            "{way}"
+        );
+    }
+    // The model itself: a container and pod naming nothing get the default.
+    let plain: Value = serde_norway::from_str("{name: x}").expect("yaml");
+    assert_eq!(apparmor_profile(&bare, &plain), None);
+    let annotated: Value = serde_norway::from_str(
+        "{metadata: {annotations: {container.apparmor.security.beta.kubernetes.io/x: unconfined}}, spec: {}}",
+    )
+    .expect("yaml");
+    assert_eq!(
+        apparmor_profile(&annotated, &plain).as_deref(),
+        Some("Unconfined")
+    );
+}
+
+/// The chart's values hold the sidecar and nothing else: kube-proxy
+/// replacement, BPF masquerading and the egress gateway are datapath
+/// changes of an existing cluster, set by `make e2e` alone. And no probe of
+/// the sidecar can make cilium-agent's pod NotReady or restart it.
+#[test]
+fn the_values_change_nothing_of_cilium_and_carry_no_probe() {
+    let values = one_document("manifests/deploy/cilium-values.yaml");
+    let keys: Vec<&str> = values
+        .as_mapping()
+        .expect("values")
+        .keys()
+        .map(|k| k.as_str().expect("key"))
+        .collect();
+    assert_eq!(keys, ["extraContainers"]);
+    let c = values_container();
+    for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+        assert!(c[probe].is_null(), "cilium-values.yaml: {probe}");
+    }
+    // The DaemonSet, in a pod of its own, keeps both.
+    let ds = daemonset_container();
+    assert!(ds["livenessProbe"].is_mapping() && ds["readinessProbe"].is_mapping());
+    // What the values no longer set, make e2e sets for its own cluster.
+    let script = read("scripts/e2e-kind.sh");
+    for set in [
+        "kubeProxyReplacement=true",
+        "bpf.masquerade=true",
+        "egressGateway.enabled=true",
+    ] {
+        assert!(script.contains(&format!("--set {set}")), "{set}");
+    }
+}
+
+/// Runs scripts/deploy-config.sh with `env` into a new directory; its
+/// output and the directory.
+fn deploy_config(env: &[(&str, &str)]) -> (std::process::Output, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new("bash")
+        .arg(root().join("scripts/deploy-config.sh"))
+        .env_remove("IMAGE")
+        .env_remove("K8S_SERVICE_HOST")
+        .env_remove("K8S_SERVICE_PORT")
+        .env_remove("PROMETHEUS_RELEASE")
+        .env("OUT", dir.path().join("out"))
+        .envs(env.iter().copied())
+        .output()
+        .expect("deploy-config.sh");
+    (out, dir)
+}
+
+fn kustomize(kubectl: &Path, dir: &Path) -> Vec<Value> {
+    let out = Command::new(kubectl)
+        .arg("kustomize")
+        .arg(dir)
+        .output()
+        .expect("kubectl kustomize");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {}:\n{text}{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_norway::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).expect("kustomize output"))
+        .collect()
+}
+
+fn env_names(c: &Value) -> Vec<String> {
+    c["env"]
+        .as_sequence()
+        .expect("env")
+        .iter()
+        .map(|e| string(&e["name"], "env name"))
+        .collect()
+}
+
+/// One name for the image, the API server and the Prometheus release, and
+/// every file a cluster gets carries them: the chart's values (compared
+/// field by field with the base: nothing else differs) and both kustomize
+/// overlays, built by the real kustomize (kubectl's).
+#[test]
+fn deploy_config_puts_one_image_and_api_server_into_every_way() {
+    let Some(kubectl) = k8s_tools::require(
+        "deploy_config_puts_one_image_and_api_server_into_every_way",
+        "kubectl",
+    ) else {
+        return;
+    };
+    let image = "registry.example.org:5000/team/cilium-mcast-egress:0.1.0";
+    let (run, dir) = deploy_config(&[
+        ("IMAGE", image),
+        ("K8S_SERVICE_HOST", "api.cluster.example.org"),
+        ("K8S_SERVICE_PORT", "6443"),
+        ("PROMETHEUS_RELEASE", "monitoring"),
+    ]);
+    assert!(run.status.success(), "{run:?}");
+    let out = dir.path().join("out");
+    let api = [
+        ("KUBERNETES_SERVICE_HOST", "api.cluster.example.org"),
+        ("KUBERNETES_SERVICE_PORT", "6443"),
+    ];
+
+    // The values: the base's container with the image and the two variables.
+    let text = std::fs::read_to_string(out.join("cilium-values.yaml")).expect("values");
+    let rendered: Value = serde_norway::from_str(&text).expect("values yaml");
+    let mut c = rendered["extraContainers"][0].clone();
+    assert_eq!(c["image"].as_str(), Some(image));
+    let env = c["env"].as_sequence_mut().expect("env");
+    for (name, value) in api {
+        let i = env
+            .iter()
+            .position(|e| e["name"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("values: no {name}"));
+        assert_eq!(env[i]["value"].as_str(), Some(value));
+        env.remove(i);
+    }
+    c["image"] = values_container()["image"].clone();
+    assert_eq!(
+        c,
+        values_container(),
+        "values: more than image and env changed"
+    );
+    assert_eq!(rendered.as_mapping().map(|m| m.len()), Some(1));
+
+    // The DaemonSet overlay: the base with the image and the variables.
+    let docs = kustomize(&kubectl, &out.join("daemonset"));
+    let base = kustomize(&kubectl, &root().join("manifests/deploy"));
+    assert_eq!(docs.len(), base.len());
+    let ds = by_kind(&docs, "DaemonSet")[0];
+    let c = &ds["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["image"].as_str(), Some(image));
+    let names = env_names(c);
+    assert_eq!(
+        names,
+        ["NODE_NAME", "RUST_LOG", api[0].0, api[1].0],
+        "DaemonSet env"
+    );
+    for (name, value) in api {
+        let e = c["env"]
+            .as_sequence()
+            .expect("env")
+            .iter()
+            .find(|e| e["name"].as_str() == Some(name))
+            .expect("env var");
+        assert_eq!(e["value"].as_str(), Some(value));
+    }
+    for kind in ["ServiceAccount", "ClusterRole", "ClusterRoleBinding"] {
+        assert_eq!(by_kind(&docs, kind), by_kind(&base, kind), "{kind}");
+    }
+
+    // Monitoring: every object labelled for kube-prometheus-stack's
+    // selectors, none of the selectors changed.
+    let docs = kustomize(&kubectl, &out.join("monitoring"));
+    let base = kustomize(&kubectl, &root().join("manifests/monitoring"));
+    assert_eq!(docs.len(), base.len());
+    for (d, b) in docs.iter().zip(&base) {
+        assert_eq!(
+            d["metadata"]["labels"]["release"].as_str(),
+            Some("monitoring"),
+            "{}",
+            string(&d["metadata"]["name"], "name")
+        );
+        // The base carries the stack's documented release name.
+        assert_eq!(
+            b["metadata"]["labels"]["release"].as_str(),
+            Some("kube-prometheus-stack")
+        );
+        assert_eq!(d["spec"]["selector"], b["spec"]["selector"]);
+    }
+    assert_eq!(by_kind(&docs, "PodMonitor").len(), 2);
+    assert_eq!(by_kind(&docs, "PrometheusRule").len(), 1);
+
+    // Positive control: without an API server, no variable anywhere, and
+    // a digest instead of a tag.
+    let digest = format!("registry.example.org/mcast@sha256:{}", "ab".repeat(32));
+    let (run, dir) = deploy_config(&[("IMAGE", &digest)]);
+    assert!(run.status.success(), "{run:?}");
+    let out = dir.path().join("out");
+    let text = std::fs::read_to_string(out.join("cilium-values.yaml")).expect("values");
+    let rendered: Value = serde_norway::from_str(&text).expect("values yaml");
+    assert_eq!(
+        env_names(&rendered["extraContainers"][0]),
+        ["NODE_NAME", "RUST_LOG"]
+    );
+    let docs = kustomize(&kubectl, &out.join("daemonset"));
+    let c = &by_kind(&docs, "DaemonSet")[0]["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["image"].as_str(), Some(digest.as_str()));
+    assert_eq!(env_names(c), ["NODE_NAME", "RUST_LOG"]);
+}
+
+/// Settings that would deploy something broken are refused before a file
+/// is written, each with its reason.
+#[test]
+fn deploy_config_refuses_what_would_not_run() {
+    for (env, why) in [
+        (
+            vec![("IMAGE", "registry.example.org/cilium-mcast-egress")],
+            "has no tag or digest",
+        ),
+        (
+            vec![("IMAGE", "Registry.example.org/Mcast:1")],
+            "is not an image reference",
+        ),
+        (
+            vec![("IMAGE", "r.example.org/m:1\n  privileged: true")],
+            "is not an image reference",
+        ),
+        (vec![("K8S_SERVICE_HOST", "api.example.org")], "go together"),
+        (
+            vec![("K8S_SERVICE_HOST", "a\"b"), ("K8S_SERVICE_PORT", "6443")],
+            "is not a host name",
+        ),
+        (
+            vec![
+                ("K8S_SERVICE_HOST", "192.0.2.1"),
+                ("K8S_SERVICE_PORT", "70000"),
+            ],
+            "is not a port",
+        ),
+        (vec![("PROMETHEUS_RELEASE", "a b")], "is not a label value"),
+    ] {
+        let (run, dir) = deploy_config(&env);
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{env:?}: {err}");
+        assert!(err.contains(why), "{env:?}: {err}");
+        assert!(!dir.path().join("out").exists(), "{env:?}: wrote files");
+    }
+    // Positive control: the same settings, valid, are taken.
+    let (run, dir) = deploy_config(&[
+        ("IMAGE", "registry.example.org/cilium-mcast-egress:0.1.0"),
+        ("K8S_SERVICE_HOST", "192.0.2.1"),
+        ("K8S_SERVICE_PORT", "6443"),
+    ]);
+    assert!(run.status.success(), "{run:?}");
+    assert!(dir.path().join("out/cilium-values.yaml").is_file());
+}
+
+/// `make push` pushes exactly the name `make image` built, and refuses a
+/// name without a registry before a Docker engine is asked anything.
+#[test]
+fn push_sends_the_one_name_and_refuses_a_bare_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).expect("bin");
+    let calls = dir.path().join("calls");
+    let docker = bin.join("docker");
+    std::fs::write(
+        &docker,
+        format!(
+            "#!/bin/sh\necho \"docker $*\" >> {}\nexit 0\n",
+            calls.display()
+        ),
+    )
+    .expect("stub");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let push = |image: &str| {
+        Command::new("make")
+            .args(["-s", "-C"])
+            .arg(root())
+            .args(["push", &format!("IMAGE={image}")])
+            .env("PATH", &path)
+            .output()
+            .expect("make push")
+    };
+    let run = push("cilium-mcast-egress:0.1.0");
+    assert!(!run.status.success());
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("names no registry"),
+        "{run:?}"
+    );
+    assert!(!calls.exists(), "docker ran for a bare name");
+
+    let image = "registry.example.org/team/cilium-mcast-egress:0.1.0";
+    let run = push(image);
+    assert!(run.status.success(), "{run:?}");
+    let log = std::fs::read_to_string(&calls).expect("calls");
+    assert!(
+        log.lines().any(|l| l == format!("docker push {image}")),
+        "{log}"
+    );
+}
+
+/// README's way to deploy names one image for build, push and files, and
+/// pins the chart version it upgrades Cilium at.
+#[test]
+fn readme_deploying_pins_the_chart_and_names_one_image() {
+    let readme = read("README.md");
+    let section = readme
+        .split("\n### Deploying\n")
+        .nth(1)
+        .and_then(|s| s.split("\n### ").next())
+        .expect("README has a Deploying section");
+    assert!(
+        section.contains("make image push deploy-config IMAGE="),
+        "one command with one IMAGE"
+    );
+    let helm: Vec<&str> = section
+        .lines()
+        .filter(|l| l.trim_start().starts_with("helm upgrade"))
+        .collect();
+    assert!(!helm.is_empty(), "no helm upgrade");
+    for l in &helm {
+        assert!(l.contains("--version"), "unpinned: {l}");
+        assert!(l.contains("target/deploy/cilium-values.yaml"), "{l}");
+    }
+    assert!(section.contains("helm list -n kube-system"));
+    assert!(section.contains("kubectl apply -k target/deploy/daemonset"));
+    assert!(section.contains("kubectl apply -k target/deploy/monitoring"));
 }
