@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use cilium_mcast_egress::attach::AttachConfig;
+use cilium_mcast_egress::chain::error_chain;
 use cilium_mcast_egress::cli::{self, Output};
 use cilium_mcast_egress::daemon::{self, DaemonConfig};
 use cilium_mcast_egress::datapath::{self, Capacities, Datapath, DatapathStorage, Paths, Program};
@@ -410,53 +411,8 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", error_chain(&e));
+            eprintln!("error: {}", error_chain(e.as_ref()));
             ExitCode::FAILURE
         }
-    }
-}
-
-/// An error and its causes, joined by ": ". A cause that the message
-/// before it already ends with (our errors name their source in their own
-/// message) is not repeated.
-fn error_chain(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let msg = cause.to_string();
-        if out.ends_with(&msg) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&msg);
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::error_chain;
-
-    #[test]
-    fn error_chain_names_each_cause_once() {
-        #[derive(Debug, thiserror::Error)]
-        #[error("pinned map {path}: {source}")]
-        struct Pinned {
-            path: &'static str,
-            source: std::io::Error,
-        }
-        let io = std::io::Error::from_raw_os_error(1);
-        let e = anyhow::Error::new(Pinned {
-            path: "/p",
-            source: io,
-        })
-        .context("loading");
-        assert_eq!(
-            error_chain(&e),
-            "loading: pinned map /p: Operation not permitted (os error 1)"
-        );
-        let plain = anyhow::anyhow!("inner").context("outer");
-        assert_eq!(error_chain(&plain), "outer: inner");
     }
 }
