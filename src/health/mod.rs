@@ -498,6 +498,9 @@ async fn handle<B>(
     })
 }
 
+/// The pause after a failed accept.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
 /// Serve on `listener` (bound by the caller, so that a taken port is an
 /// error at start) until `shutdown` turns true.
 pub async fn serve(
@@ -506,12 +509,26 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // An accept that fails (out of file descriptors) fails again at once:
+    // logged once per error, and a pause before the next.
+    let mut accept_error: Option<String> = None;
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(s) => s,
+                Ok(s) => {
+                    accept_error = None;
+                    s
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "accepting a probe connection");
+                    let msg = e.to_string();
+                    if accept_error.as_deref() != Some(msg.as_str()) {
+                        tracing::warn!(error = %e, "accepting a probe connection");
+                        accept_error = Some(msg);
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(ACCEPT_PAUSE) => {}
+                        _ = shutdown.changed() => return,
+                    }
                     continue;
                 }
             },
