@@ -144,7 +144,9 @@ struct RunArgs {
     #[arg(long, value_name = "NAME", default_value = "cilium_vxlan")]
     tunnel_device: String,
 
-    /// Address of the HTTP endpoint for probes (`/healthz`, `/readyz`).
+    /// Address of the HTTP endpoint: `/metrics`, and `/healthz` and
+    /// `/readyz` for probes. Served before the datapath loads; a port in
+    /// use is retried, never a reason to exit.
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9980")]
     metrics_addr: SocketAddr,
 
@@ -255,10 +257,18 @@ struct MonitorArgs {
     timeout: Option<u64>,
 }
 
+/// The log filter when neither `--log-level` nor `RUST_LOG` sets one. The
+/// Kubernetes client logs every failed request as an error, each backoff
+/// retry of a watch included; the source logs the same failures itself,
+/// once and then at a low rate.
+const DEFAULT_LOG_FILTER: &str = "info,kube_client::client::builder=off";
+
 fn init_logging(level: Option<&str>, format: LogFormat) {
     let filter = match level {
         Some(l) => EnvFilter::new(l),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        None => {
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER))
+        }
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
