@@ -9,6 +9,7 @@
 pub mod attach;
 pub mod bpf_intf;
 pub mod bpf_skel;
+pub mod chain;
 pub mod cilium_compat;
 pub mod cilium_maps;
 pub mod cli;

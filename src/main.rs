@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use cilium_mcast_egress::attach::AttachConfig;
+use cilium_mcast_egress::chain::error_chain;
 use cilium_mcast_egress::cli::{self, Output};
 use cilium_mcast_egress::daemon::{self, DaemonConfig};
 use cilium_mcast_egress::datapath::{self, Capacities, Datapath, DatapathStorage, Paths, Program};
@@ -143,7 +144,9 @@ struct RunArgs {
     #[arg(long, value_name = "NAME", default_value = "cilium_vxlan")]
     tunnel_device: String,
 
-    /// Address of the HTTP endpoint for probes (`/healthz`, `/readyz`).
+    /// Address of the HTTP endpoint: `/metrics`, and `/healthz` and
+    /// `/readyz` for probes. Served before the datapath loads; a port in
+    /// use is retried, never a reason to exit.
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9980")]
     metrics_addr: SocketAddr,
 
@@ -254,10 +257,18 @@ struct MonitorArgs {
     timeout: Option<u64>,
 }
 
+/// The log filter when neither `--log-level` nor `RUST_LOG` sets one. The
+/// Kubernetes client logs every failed request as an error, each backoff
+/// retry of a watch included; the source logs the same failures itself,
+/// once and then at a low rate.
+const DEFAULT_LOG_FILTER: &str = "info,kube_client::client::builder=off";
+
 fn init_logging(level: Option<&str>, format: LogFormat) {
     let filter = match level {
         Some(l) => EnvFilter::new(l),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        None => {
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER))
+        }
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -410,53 +421,8 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", error_chain(&e));
+            eprintln!("error: {}", error_chain(e.as_ref()));
             ExitCode::FAILURE
         }
-    }
-}
-
-/// An error and its causes, joined by ": ". A cause that the message
-/// before it already ends with (our errors name their source in their own
-/// message) is not repeated.
-fn error_chain(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let msg = cause.to_string();
-        if out.ends_with(&msg) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&msg);
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::error_chain;
-
-    #[test]
-    fn error_chain_names_each_cause_once() {
-        #[derive(Debug, thiserror::Error)]
-        #[error("pinned map {path}: {source}")]
-        struct Pinned {
-            path: &'static str,
-            source: std::io::Error,
-        }
-        let io = std::io::Error::from_raw_os_error(1);
-        let e = anyhow::Error::new(Pinned {
-            path: "/p",
-            source: io,
-        })
-        .context("loading");
-        assert_eq!(
-            error_chain(&e),
-            "loading: pinned map /p: Operation not permitted (os error 1)"
-        );
-        let plain = anyhow::anyhow!("inner").context("outer");
-        assert_eq!(error_chain(&plain), "outer: inner");
     }
 }

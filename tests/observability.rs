@@ -364,6 +364,21 @@ fn quiet_node_scrape_has_drops_policy_sync_and_gateway_gauges() {
             !m.contains("cilium_mcast_egress_packets_total"),
             "packets_total without a sample:\n{m}"
         );
+        // Every family of the scrape is in README's Metrics table, with
+        // its type.
+        let documented = common::repo::readme_metrics();
+        let families: Vec<(&str, &str)> = m
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_once(' '))
+            .collect();
+        assert!(families.len() >= 20, "{m}");
+        for (name, kind) in families {
+            assert!(
+                documented.iter().any(|(n, k)| n == name && k == kind),
+                "{name} ({kind}) is not in README's Metrics table"
+            );
+        }
 
         // IPv6 counts, as the datapath keeps them in the `_v6` maps: in
         // the next scrape, labelled with their family.
@@ -480,6 +495,11 @@ users:
         let (status, body) = ready.expect("/readyz answers");
         assert_eq!(status, 503);
         assert!(body.contains("first sync"), "{body}");
+        // And why: the source's failing watches, each with its error.
+        assert!(
+            body.contains("kubernetes source: watch of") && body.contains("Connection refused"),
+            "{body}"
+        );
     });
 }
 

@@ -1,9 +1,10 @@
 //! The HTTP endpoint: `/metrics` (Prometheus), and for Kubernetes probes
-//! `/healthz` (the controller loop is turning) and `/readyz` (the first
-//! sync is done, this node's `CiliumNode` is known and every expected link
-//! is attached); and the controller's report for `status`, pinned beside
-//! the datapath.
+//! `/healthz` (the controller loop is turning) and `/readyz` (no part of
+//! the daemon is failing, the first sync is done, this node's `CiliumNode`
+//! is known and every expected link is attached); and the controller's
+//! report for `status`, pinned beside the datapath.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,8 +26,43 @@ use crate::datapath::Paths;
 use crate::metrics::Metrics;
 use crate::resolve::{Problem, Severity, Subject};
 
+/// A part of the daemon that can fail while the process runs on: it is
+/// retried with backoff until it works, and is never a reason to exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Component {
+    /// The HTTP endpoint's listener (`--metrics-addr`).
+    Http,
+    /// The BPF object: loaded, its maps pinned or adopted.
+    Datapath,
+    /// The kernel's routing netlink: queries and change notifications.
+    Netlink,
+    /// The source of the cluster's objects (Kubernetes or manifests).
+    Source,
+}
+
+impl Component {
+    pub const ALL: [Component; 4] = [
+        Component::Http,
+        Component::Datapath,
+        Component::Netlink,
+        Component::Source,
+    ];
+
+    /// Short name, used as a metrics label and a log field.
+    pub fn label(self) -> &'static str {
+        match self {
+            Component::Http => "http",
+            Component::Datapath => "datapath",
+            Component::Netlink => "netlink",
+            Component::Source => "source",
+        }
+    }
+}
+
 /// What the probes report, updated by the controller loop.
 pub struct Health {
+    /// The parts of the daemon failing now, each with its `/readyz` line.
+    faults: Mutex<BTreeMap<Component, String>>,
     synced: AtomicBool,
     links_complete: AtomicBool,
     /// Why this node cannot serve while its IP is unknown: no `CiliumNode`
@@ -48,6 +84,7 @@ pub struct Health {
 impl std::fmt::Debug for Health {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Health")
+            .field("faults", &self.faults)
             .field("synced", &self.synced)
             .field("links_complete", &self.links_complete)
             .field("node", &self.node)
@@ -92,6 +129,7 @@ impl Health {
     /// Health measured with `clock` (tests; `default()` uses the real one).
     pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
         Health {
+            faults: Mutex::new(BTreeMap::new()),
             synced: AtomicBool::new(false),
             links_complete: AtomicBool::new(false),
             node: Mutex::new(None),
@@ -104,6 +142,16 @@ impl Health {
 
     fn since_start(&self) -> Duration {
         self.clock.monotonic().saturating_duration_since(self.start)
+    }
+
+    /// `component` fails, and why (its `/readyz` line); `None` once it
+    /// works.
+    pub fn set_fault(&self, component: Component, why: Option<String>) {
+        let mut faults = self.faults.lock().unwrap_or_else(PoisonError::into_inner);
+        match why {
+            Some(why) => faults.insert(component, why),
+            None => faults.remove(&component),
+        };
     }
 
     pub fn set_synced(&self, v: bool) {
@@ -128,7 +176,8 @@ impl Health {
             .unwrap_or_else(PoisonError::into_inner) = why;
     }
 
-    /// A reconcile pass finished.
+    /// A reconcile pass finished, or, while the datapath or netlink cannot
+    /// be had yet, an attempt at them: the loop turns.
     pub fn mark_pass(&self) {
         let ms = u64::try_from(self.since_start().as_millis()).unwrap_or(u64::MAX);
         self.last_pass.store(ms, Ordering::Relaxed);
@@ -141,9 +190,16 @@ impl Health {
         self.since_start().saturating_sub(last) < STALL
     }
 
-    /// Why this node is not ready, one reason a line; empty when it is.
+    /// Why this node is not ready, one reason a line (the failing parts of
+    /// the daemon first); empty when it is.
     pub fn not_ready(&self) -> Vec<String> {
-        let mut why = Vec::new();
+        let mut why: Vec<String> = self
+            .faults
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
         if !self.synced.load(Ordering::Relaxed) {
             why.push("first sync not done".to_string());
         }
@@ -498,20 +554,37 @@ async fn handle<B>(
     })
 }
 
-/// Serve on `listener` (bound by the caller, so that a taken port is an
-/// error at start) until `shutdown` turns true.
+/// The pause after a failed accept.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// Serve on `listener` (bound by the caller, who retries a taken port)
+/// until `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // An accept that fails (out of file descriptors) fails again at once:
+    // logged once per error, and a pause before the next.
+    let mut accept_error: Option<String> = None;
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(s) => s,
+                Ok(s) => {
+                    accept_error = None;
+                    s
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "accepting a probe connection");
+                    let msg = e.to_string();
+                    if accept_error.as_deref() != Some(msg.as_str()) {
+                        tracing::warn!(error = %e, "accepting a probe connection");
+                        accept_error = Some(msg);
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(ACCEPT_PAUSE) => {}
+                        _ = shutdown.changed() => return,
+                    }
                     continue;
                 }
             },

@@ -135,6 +135,47 @@ async fn readyz_names_every_reason_and_the_unknown_node() {
     assert_eq!(readyz(health).await, (StatusCode::OK, "ok\n".to_string()));
 }
 
+/// A part of the daemon that fails is a `/readyz` line of its own, first,
+/// until it clears; `/healthz` does not change with it: a daemon that
+/// retries is alive.
+#[tokio::test]
+async fn readyz_names_the_failing_parts_first_and_healthz_ignores_them() {
+    let ready = || {
+        let h = Health::default();
+        h.set_synced(true);
+        h.set_links_complete(true);
+        h
+    };
+    let health = ready();
+    health.set_fault(
+        Component::Source,
+        Some("kubernetes source: watch of CiliumNode failing: refused".into()),
+    );
+    health.set_fault(
+        Component::Datapath,
+        Some("datapath: /sys/fs/bpf is not on a BPF filesystem".into()),
+    );
+    health.set_synced(false);
+    assert!(health.alive(), "retrying is alive");
+    assert_eq!(
+        readyz(health).await,
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "datapath: /sys/fs/bpf is not on a BPF filesystem\n\
+             kubernetes source: watch of CiliumNode failing: refused\n\
+             first sync not done\n"
+                .to_string()
+        )
+    );
+
+    let health = ready();
+    health.set_fault(Component::Http, Some("metrics endpoint: taken".into()));
+    assert!(!health.ready());
+    health.set_fault(Component::Http, None);
+    assert!(health.ready(), "{:?}", health.not_ready());
+    assert_eq!(readyz(health).await, (StatusCode::OK, "ok\n".to_string()));
+}
+
 fn problem(subject: Subject, severity: Severity, message: &str) -> Problem {
     Problem {
         subject,

@@ -58,6 +58,9 @@ impl Collector for Replication {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
+        if !self.reader.loaded() {
+            return Vec::new();
+        }
         let mut sticky = lock(&self.sticky);
         let counters = match self.reader.counters() {
             Ok(c) => c,
@@ -166,6 +169,9 @@ impl Collector for Drops {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
+        if !self.reader.loaded() {
+            return Vec::new();
+        }
         let _one = lock(&self.filling);
         let read = self
             .reader
@@ -267,6 +273,9 @@ impl Collector for MapFill {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
+        if !self.reader.loaded() {
+            return Vec::new();
+        }
         let _one = lock(&self.filling);
         let levels = match self.reader.fill_levels() {
             Ok(l) => l,

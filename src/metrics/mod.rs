@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 
 use ipnetwork::IpNetwork;
 use prometheus::core::{Collector, Desc};
@@ -32,6 +32,7 @@ use crate::datapath::maps::{
     POLICY_MAP, POLICY_NAMES_MAP, POLICY_V6_MAP,
 };
 use crate::datapath::DatapathError;
+use crate::health::Component;
 use crate::resolve::{Desired, Severity, Subject};
 use crate::source::SourceStats;
 use crate::sync::Fit;
@@ -53,6 +54,12 @@ pub enum MetricsError {
 /// What the collectors read at scrape time: the pinned maps in the
 /// daemon, numbers held in memory in tests.
 pub(crate) trait MapReader: Send + Sync {
+    /// Whether there is anything to read: the daemon serves its metrics
+    /// before the datapath is loaded, and the families read from the maps
+    /// are left out of a scrape until it is (`degraded` says why).
+    fn loaded(&self) -> bool {
+        true
+    }
     /// Both families'.
     fn counters(&self) -> crate::datapath::Result<Vec<Counter>>;
     /// Every family, role and reason, zeros included.
@@ -77,6 +84,41 @@ impl MapReader for Maps {
 
     fn fill_levels(&self) -> crate::datapath::Result<Vec<(&'static str, usize, u32)>> {
         Maps::fill_levels(self)
+    }
+}
+
+/// The daemon's pinned maps, handed over once the datapath is loaded.
+#[derive(Default)]
+struct PinnedMaps(OnceLock<Maps>);
+
+impl PinnedMaps {
+    fn get(&self) -> crate::datapath::Result<&Maps> {
+        self.0.get().ok_or_else(|| DatapathError::Invalid {
+            what: "maps",
+            detail: "the datapath is not loaded yet".into(),
+        })
+    }
+}
+
+impl MapReader for PinnedMaps {
+    fn loaded(&self) -> bool {
+        self.0.get().is_some()
+    }
+
+    fn counters(&self) -> crate::datapath::Result<Vec<Counter>> {
+        self.get()?.counters()
+    }
+
+    fn drops(&self) -> crate::datapath::Result<Vec<DropCount>> {
+        self.get()?.drops()
+    }
+
+    fn events_suppressed(&self) -> crate::datapath::Result<u64> {
+        self.get()?.events_suppressed()
+    }
+
+    fn fill_levels(&self) -> crate::datapath::Result<Vec<(&'static str, usize, u32)>> {
+        self.get()?.fill_levels()
     }
 }
 
@@ -185,6 +227,9 @@ fn opts(name: &str, help: &str) -> Opts {
 /// The controller's metrics and the view that labels the datapath's.
 pub struct Metrics {
     registry: Registry,
+    /// Where the collectors read the maps once the datapath is loaded;
+    /// `None` when they read something else (tests).
+    pinned: Option<Arc<PinnedMaps>>,
     view: Arc<RwLock<View>>,
     failure: Arc<Failure>,
     /// One scrape at a time: a failure recorded belongs to its own gather.
@@ -200,11 +245,27 @@ pub struct Metrics {
     node_missing: IntGauge,
     entries_needed: IntGaugeVec,
     entries_left_out: IntGaugeVec,
+    degraded: IntGaugeVec,
+    retries: IntCounterVec,
 }
 
 impl Metrics {
-    pub fn new(maps: Maps, source: Arc<SourceStats>) -> prometheus::Result<Metrics> {
-        Metrics::with_reader(Arc::new(maps), source)
+    /// The daemon's metrics, served before its datapath is loaded: the
+    /// families read from the pinned maps appear once [`Metrics::set_maps`]
+    /// hands them over.
+    pub fn new(source: Arc<SourceStats>) -> prometheus::Result<Metrics> {
+        let pinned = Arc::new(PinnedMaps::default());
+        let mut metrics = Metrics::with_reader(pinned.clone(), source)?;
+        metrics.pinned = Some(pinned);
+        Ok(metrics)
+    }
+
+    /// The pinned maps, once the datapath is loaded; a second call changes
+    /// nothing (the first maps stay).
+    pub fn set_maps(&self, maps: Maps) {
+        if let Some(pinned) = &self.pinned {
+            let _ = pinned.0.set(maps);
+        }
     }
 
     pub(crate) fn with_reader(
@@ -279,6 +340,26 @@ impl Metrics {
             entries_needed.with_label_values(&[map]).set(0);
             entries_left_out.with_label_values(&[map]).set(0);
         }
+        // Series for every component from the start, at 0: a fault is a
+        // value, not a new series.
+        let degraded = IntGaugeVec::new(
+            opts(
+                "degraded",
+                "1 while a part of the controller fails and is retried (http, datapath, netlink, source)",
+            ),
+            &["component"],
+        )?;
+        let retries = IntCounterVec::new(
+            opts(
+                "retries_total",
+                "Failed attempts at a part of the controller, each retried after a backoff",
+            ),
+            &["component"],
+        )?;
+        for c in Component::ALL {
+            degraded.with_label_values(&[c.label()]).set(0);
+            retries.with_label_values(&[c.label()]);
+        }
         registry.register(Box::new(sync_duration.clone()))?;
         registry.register(Box::new(sync_errors.clone()))?;
         registry.register(Box::new(entries_needed.clone()))?;
@@ -290,6 +371,8 @@ impl Metrics {
         registry.register(Box::new(gateway.clone()))?;
         registry.register(Box::new(endpoints_without_identity.clone()))?;
         registry.register(Box::new(node_missing.clone()))?;
+        registry.register(Box::new(degraded.clone()))?;
+        registry.register(Box::new(retries.clone()))?;
 
         let view = Arc::new(RwLock::new(View::default()));
         let failure = Arc::new(Failure::default());
@@ -303,6 +386,7 @@ impl Metrics {
         registry.register(Box::new(SourceEvents::new(source)?))?;
         Ok(Metrics {
             registry,
+            pinned: None,
             view,
             failure,
             scrape: Mutex::new(()),
@@ -317,7 +401,23 @@ impl Metrics {
             node_missing,
             entries_needed,
             entries_left_out,
+            degraded,
+            retries,
         })
+    }
+
+    /// `component` fails (and is retried), or works again.
+    pub fn set_degraded(&self, component: Component, failing: bool) {
+        self.degraded
+            .with_label_values(&[component.label()])
+            .set(i64::from(failing));
+    }
+
+    /// `attempts` more failed attempts at `component`.
+    pub fn add_retries(&self, component: Component, attempts: u64) {
+        self.retries
+            .with_label_values(&[component.label()])
+            .inc_by(attempts);
     }
 
     /// How the entries this node needs fit `map`.

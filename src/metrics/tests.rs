@@ -108,6 +108,7 @@ fn scrape(metrics: &Metrics) -> String {
 /// per-policy gauges (no policy resolved).
 const QUIET_FAMILIES: &[&str] = &[
     "attached_links",
+    "degraded",
     "drop_bytes_total",
     "drops_total",
     "endpoints",
@@ -122,6 +123,7 @@ const QUIET_FAMILIES: &[&str] = &[
     "node_missing",
     "nodes",
     "policy_entries",
+    "retries_total",
     "source_events_total",
     "sync_duration_seconds",
     "sync_errors_total",
@@ -168,6 +170,64 @@ fn zero_samples_encode_every_family() {
             }
         }
     }
+}
+
+/// Before the datapath is loaded the daemon already serves its metrics:
+/// the controller's own and the faults, without the families read from the
+/// maps (which would otherwise fail the whole scrape).
+#[test]
+fn before_the_datapath_the_scrape_has_the_faults_and_no_map_families() {
+    let early = Metrics::new(SourceStats::new()).expect("registering");
+    early.set_degraded(Component::Datapath, true);
+    early.add_retries(Component::Datapath, 3);
+    let text = scrape(&early);
+    for c in Component::ALL {
+        let (degraded, retries) = if c == Component::Datapath {
+            (1, 3)
+        } else {
+            (0, 0)
+        };
+        for series in [
+            format!("{NS}_degraded{{component=\"{}\"}} {degraded}\n", c.label()),
+            format!(
+                "{NS}_retries_total{{component=\"{}\"}} {retries}\n",
+                c.label()
+            ),
+        ] {
+            assert!(text.contains(&series), "{series}:\n{text}");
+        }
+    }
+    for present in ["sync_errors_total", "node_missing", "source_events_total"] {
+        assert!(
+            text.contains(&format!("# TYPE {NS}_{present} ")),
+            "{present}:\n{text}"
+        );
+    }
+    for absent in [
+        "drops_total",
+        "drop_bytes_total",
+        "monitor_events_suppressed_total",
+        "map_entries",
+        "map_capacity",
+        "policy_entries",
+        "endpoints",
+        "nodes",
+    ] {
+        assert!(
+            !text.contains(&format!("# TYPE {NS}_{absent} ")),
+            "{absent} before the maps:\n{text}"
+        );
+    }
+    // The positive control: the same families with maps to read.
+    let loaded = scrape(&metrics(FakeMaps::default()));
+    assert!(
+        loaded.contains(&format!("# TYPE {NS}_drops_total ")),
+        "{loaded}"
+    );
+    assert!(
+        loaded.contains(&format!("# TYPE {NS}_map_entries ")),
+        "{loaded}"
+    );
 }
 
 fn key(destination: &str) -> PolicyKey {

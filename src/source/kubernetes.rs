@@ -9,7 +9,10 @@
 //! dropped watch or an expired resource version) swaps a store's contents
 //! only at its `InitDone`, so every snapshot is consistent. Failed requests
 //! are retried by the watcher with kube-rs's default backoff; the source
-//! itself never gives up on the API server.
+//! itself never gives up on the API server. A failing watch is logged when
+//! it starts failing, again every [`STILL_FAILING_EVERY`] while it fails,
+//! and when it recovers, and it stays in [`SourceStats::failing`] meanwhile
+//! (the daemon's `/readyz` says it).
 //!
 //! Only a change to what resolution reads wakes it: each object is reduced
 //! as it arrives to the compact form resolution reads ([`crate::objects`]),
@@ -22,6 +25,7 @@
 use std::fmt::Debug;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use futures::stream::{self, Stream, StreamExt};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -34,8 +38,13 @@ use super::{
     blocking, due_after, publish, stopped, ObjectKind, Shutdown, SnapshotSender, SourceError,
     SourceKind, SourceStats,
 };
+use crate::chain::error_chain;
 use crate::crd::{CiliumEgressGatewayPolicy, CiliumEndpoint};
 use crate::objects::{self, Identities, Key, Keyed, Objects};
+
+/// How often a watch that keeps failing is logged again (each failure in
+/// between is logged at debug level).
+const STILL_FAILING_EVERY: Duration = Duration::from_secs(60);
 
 /// Runs the Kubernetes source with a client from the in-cluster config or
 /// `KUBECONFIG`, until `shutdown` fires.
@@ -233,10 +242,14 @@ pub async fn run_with_client(
     };
     let mut events = stream::select_all([policy_events, node_events, endpoint_events]);
 
-    // Per kind: listed once; currently failing (to log a failure once, not
-    // on every backoff retry).
+    // Per kind: listed once; failing since the last log of it, and how many
+    // times (to log a failure once, then at a low rate, not on every
+    // backoff retry).
     let mut synced = [false; 3];
-    let mut failing = [false; 3];
+    let mut failing: [Option<(Instant, u64)>; 3] = [None; 3];
+    for kind in ObjectKind::ALL {
+        stats.set_watch_error(kind, None);
+    }
     // When to publish the changes gathered so far; None when nothing is
     // pending. Not pushed back by later events, so a steady trickle of
     // endpoint churn cannot hold a policy change back indefinitely.
@@ -274,20 +287,37 @@ pub async fn run_with_client(
                 let change = match result {
                     Ok(change) => change,
                     Err(error) => {
-                        if !failing[i] {
-                            failing[i] = true;
-                            stats.add_error();
-                            warn!(kind = kind.kind_name(), %error, "watch failed; retrying with backoff");
-                        } else {
-                            debug!(kind = kind.kind_name(), %error, "watch still failing");
+                        let error = error_chain(&error);
+                        match &mut failing[i] {
+                            None => {
+                                failing[i] = Some((Instant::now(), 0));
+                                stats.add_error();
+                                warn!(kind = kind.kind_name(), %error, "watch failed; retrying with backoff");
+                            }
+                            Some((logged, since_log)) if logged.elapsed() >= STILL_FAILING_EVERY => {
+                                warn!(
+                                    kind = kind.kind_name(),
+                                    %error,
+                                    failures = *since_log + 1,
+                                    "watch still failing; retrying with backoff"
+                                );
+                                *logged = Instant::now();
+                                *since_log = 0;
+                            }
+                            Some((_, since_log)) => {
+                                *since_log += 1;
+                                debug!(kind = kind.kind_name(), %error, "watch still failing");
+                            }
                         }
+                        stats.set_watch_error(kind, Some(error));
                         continue;
                     }
                 };
                 // A relist starting (Init) is not yet a success: the list
                 // itself may fail again.
-                if failing[i] && !matches!(change, Change::Init) {
-                    failing[i] = false;
+                if failing[i].is_some() && !matches!(change, Change::Init) {
+                    failing[i] = None;
+                    stats.set_watch_error(kind, None);
                     info!(kind = kind.kind_name(), "watch recovered");
                 }
                 let changed = match change {

@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 use crate::objects::Objects;
@@ -195,6 +195,12 @@ pub struct SourceStats {
     publishes: AtomicU64,
     synced: AtomicBool,
     manifest_errors: Mutex<Vec<ManifestError>>,
+    /// Per kind, the error of its watch while it fails (Kubernetes).
+    watch_errors: Mutex<[Option<String>; 3]>,
+    /// Failed attempts of every watch, each retried by the watcher.
+    watch_failures: AtomicU64,
+    /// Woken when a watch fails or recovers, and at every snapshot.
+    changed: Notify,
 }
 
 impl SourceStats {
@@ -249,6 +255,47 @@ impl SourceStats {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Why the source cannot deliver a complete, current picture now: the
+    /// watches that fail, each with its error; `None` while none does.
+    pub fn failing(&self) -> Option<String> {
+        let errors = self
+            .watch_errors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let failing: Vec<String> = ObjectKind::ALL
+            .into_iter()
+            .zip(errors.iter())
+            .filter_map(|(kind, e)| {
+                e.as_ref()
+                    .map(|e| format!("watch of {} failing: {e}", kind.kind_name()))
+            })
+            .collect();
+        (!failing.is_empty()).then(|| failing.join("; "))
+    }
+
+    /// Failed attempts of the watches so far, each retried with backoff.
+    pub fn watch_failures(&self) -> u64 {
+        self.watch_failures.load(Ordering::Relaxed)
+    }
+
+    /// Completes after a watch failed or recovered or a snapshot was taken
+    /// (at once if one of them happened since the last call): the moments
+    /// [`SourceStats::failing`] and [`SourceStats::scans`] can change.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    /// A watch of `kind` failed with `error` (`None`: it works again).
+    fn set_watch_error(&self, kind: ObjectKind, error: Option<String>) {
+        if error.is_some() {
+            self.watch_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        self.watch_errors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)[kind.index()] = error;
+        self.changed.notify_one();
     }
 
     fn add_events(&self, source: SourceKind, kind: ObjectKind, n: u64) {
@@ -324,5 +371,6 @@ fn publish(tx: &SnapshotSender, stats: &SourceStats, objects: Objects) -> bool {
     if published {
         stats.publishes.fetch_add(1, Ordering::Relaxed);
     }
+    stats.changed.notify_one();
     published
 }

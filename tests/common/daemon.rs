@@ -35,25 +35,38 @@ impl Daemon {
 
     /// SIGTERM, as the kubelet stops a pod; the daemon must exit cleanly
     /// within 10 s.
-    pub fn stop(mut self) {
+    pub fn stop(self) {
+        self.stop_within(Duration::from_secs(10));
+    }
+
+    /// SIGTERM; the daemon must exit cleanly within `limit`. Returns how
+    /// long it took.
+    pub fn stop_within(mut self, limit: Duration) -> Duration {
         let mut child = self.child.take().expect("running");
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let sent = Instant::now();
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
-        let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = child.try_wait().expect("wait") {
                 assert!(
                     status.success(),
                     "the daemon exits cleanly on SIGTERM: {status}"
                 );
-                return;
+                return sent.elapsed();
             }
             assert!(
-                Instant::now() < deadline,
-                "the daemon did not stop on SIGTERM"
+                sent.elapsed() < limit,
+                "the daemon did not stop on SIGTERM within {limit:?}"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// How the daemon exited, if it has.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().expect("wait"))
     }
 }
 
@@ -105,11 +118,19 @@ impl Running {
         resync_ms: u32,
         extra: &[&str],
     ) -> Running {
-        let mut child = command("node-a", bpffs, cilium, probe)
-            .arg("--manifests")
-            .arg(manifests)
-            .args(["--resync-interval-ms", &resync_ms.to_string()])
-            .args(extra)
+        Running::spawn(
+            command("node-a", bpffs, cilium, probe)
+                .arg("--manifests")
+                .arg(manifests)
+                .args(["--resync-interval-ms", &resync_ms.to_string()])
+                .args(extra),
+            probe,
+        )
+    }
+
+    /// `cmd` (a `run` serving on `probe`), logging at info level.
+    pub fn spawn(cmd: &mut Command, probe: &str) -> Running {
+        let mut child = cmd
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stderr(Stdio::piped())
@@ -121,6 +142,16 @@ impl Running {
             log,
             probe: probe.to_owned(),
         }
+    }
+
+    /// `GET path` on the daemon's probe address.
+    pub fn http_get(&self, path: &str) -> Option<(u16, String)> {
+        http_get(&self.probe, path)
+    }
+
+    /// How the daemon exited, if it has.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.daemon.exited()
     }
 
     /// The log lines so far that contain `what`.
@@ -149,6 +180,12 @@ impl Running {
     /// SIGTERM; the daemon must exit cleanly.
     pub fn stop(self) {
         self.daemon.stop();
+    }
+
+    /// SIGTERM; the daemon must exit cleanly within `limit`. Returns how
+    /// long it took.
+    pub fn stop_within(self, limit: Duration) -> Duration {
+        self.daemon.stop_within(limit)
     }
 }
 

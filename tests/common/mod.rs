@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod apiserver;
 pub mod child;
 pub mod counters;
 pub mod daemon;
@@ -14,6 +15,7 @@ pub mod lab_io;
 pub mod node;
 pub mod observer;
 pub mod packet;
+pub mod repo;
 pub mod wire6;
 pub mod yaml;
 
@@ -260,17 +262,31 @@ pub struct Bpffs {
 
 impl Bpffs {
     pub fn new(test: &str) -> Bpffs {
-        let path = Path::new("/run/cilium-mcast-egress-tests").join(unique_name(test));
-        fs::create_dir_all(&path).expect("creating bpffs mount point");
+        let bpffs = Bpffs::later(test);
+        bpffs.mount();
+        bpffs
+    }
+
+    /// A unique path for a BPF filesystem that the test mounts later
+    /// ([`Bpffs::mount`]): nothing exists there yet. Dropped as
+    /// [`Bpffs::new`]'s, mounted or not.
+    pub fn later(test: &str) -> Bpffs {
+        Bpffs {
+            path: Path::new("/run/cilium-mcast-egress-tests").join(unique_name(test)),
+        }
+    }
+
+    /// Mount the BPF filesystem at the path (created if missing).
+    pub fn mount(&self) {
+        fs::create_dir_all(&self.path).expect("creating bpffs mount point");
         nix::mount::mount(
             Some("bpf"),
-            &path,
+            &self.path,
             Some("bpf"),
             MsFlags::empty(),
             None::<&str>,
         )
         .expect("mounting bpffs");
-        Bpffs { path }
     }
 
     pub fn path(&self) -> &Path {

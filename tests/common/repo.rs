@@ -28,3 +28,23 @@ pub fn documents(rel: &str) -> Vec<Value> {
         .filter(|v| !v.is_null())
         .collect()
 }
+
+/// The metric families of README's Metrics table: each full name
+/// (`cilium_mcast_egress_` and the table's name) with its type.
+pub fn readme_metrics() -> Vec<(String, String)> {
+    let readme = read("README.md");
+    let section = readme
+        .split("\n## Metrics\n")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("README has a Metrics section");
+    let mut out = Vec::new();
+    for line in section.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        for name in cells[1].split(',') {
+            let name = name.trim().trim_matches('`');
+            out.push((format!("cilium_mcast_egress_{name}"), cells[2].to_string()));
+        }
+    }
+    out
+}
