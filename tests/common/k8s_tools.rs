@@ -87,7 +87,7 @@ pub fn require(test: &str, name: &str) -> Option<PathBuf> {
             );
             eprintln!(
                 "\n!!! SKIPPED {test}: {why}. Set KUBEBUILDER_ASSETS to a directory \
-                 holding kube-apiserver, etcd and kubectl (README, Tests). !!!\n"
+                 holding kube-apiserver, etcd and kubectl: the Kubernetes release binaries, or `setup-envtest use`. !!!\n"
             );
             None
         }
