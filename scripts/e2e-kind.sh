@@ -132,7 +132,7 @@ created_network=0
 created_cluster=0
 
 diagnose() {
-	if [[ $created_cluster != 1 ]]; then return; fi
+	if [[ $created_cluster != 1 ]]; then return 0; fi
 	printf '\n--- diagnostics\n' >&2
 	{
 		kubectl get nodes -o wide

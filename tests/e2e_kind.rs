@@ -641,7 +641,11 @@ fn run_against_stand_ins(s: &Scenario) -> Run {
         "helm",
         r#"echo "helm $*" >> "$STATE/calls"; [ "$1" = version ] && echo 'v3.17.3+ge4da497'; exit 0"#,
     );
-    stub("make", r#"echo "make $*" >> "$STATE/calls""#);
+    stub(
+        "make",
+        r#"echo "make $*" >> "$STATE/calls"
+if [ -n "$MAKE_FAILS" ]; then echo 'make: *** [Makefile:64: deps-image] Error 2' >&2; exit 2; fi"#,
+    );
 
     let w = |name: &str, body: &str| fs::write(state.join(name), body).unwrap();
     w("calls", "");
@@ -848,6 +852,37 @@ fn loss_drops_and_a_wrong_ttl_fail_with_their_reasons_and_still_clean_up() {
     position(&calls, "kubectl get pods -A -o wide");
     position(&calls, "kind delete cluster --name mcast-e2e-");
     position(&calls, "docker network rm mcast-e2e");
+}
+
+/// A failure before there is a cluster (here `make image`): the run still
+/// cleans up, and its temporary directory is gone. (The diagnostics'
+/// early `return` inside the EXIT trap used to return the failure's status
+/// and end the cleanup under `set -e`.)
+#[test]
+fn a_failure_before_the_cluster_still_cleans_up() {
+    let run = run_against_stand_ins(&Scenario {
+        tag: "makefails",
+        env: &[("MAKE_FAILS", "1")],
+        ..HEALTHY
+    });
+    let all = run.all();
+    assert_eq!(run.out.status.code(), Some(2), "{all}");
+    assert!(all.contains("== cleaning up"), "{all}");
+    let calls = run.calls();
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.starts_with("kind create") || c.starts_with("docker network create")),
+        "{}",
+        calls.join("\n")
+    );
+    let left: Vec<_> = fs::read_dir(&run.state)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("mcast-e2e."))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }
 
 #[test]
