@@ -1,11 +1,12 @@
 //! `make e2e` (scripts/e2e-kind.sh) cannot run here: no kind, helm or
 //! registry. What can be checked without them is checked: the script parses
 //! (`bash -n`, and shellcheck when installed), its prerequisite check exits 2
-//! naming every missing or too-old tool before it changes anything, its
-//! parsers read real iperf 2.1.8 output and sidecar metrics, it deploys the
-//! same artifacts as `make e2e-local` (manifests/deploy), and its cluster,
-//! policy and publisher files agree with each other and with the pins.
-//! Unprivileged.
+//! naming every missing or too-old tool (the image's build tools too, unless
+//! IMAGE is given; a Docker engine older than 23) before it changes
+//! anything, its parsers read real iperf 2.1.8 output and sidecar metrics,
+//! it deploys the same artifacts as `make e2e-local` (manifests/deploy),
+//! and its cluster, policy and publisher files agree with each other and
+//! with the pins. Unprivileged.
 
 #[path = "common/repo.rs"]
 mod repo;
@@ -125,14 +126,26 @@ fn shellcheck_is_clean() {
     };
     let out = Command::new(shellcheck)
         .args(["-x", SCRIPT, LIB])
+        // What `make image` runs, on users' machines too.
+        .args([
+            "scripts/ensure-deps.sh",
+            "scripts/install-deps.sh",
+            "scripts/docker-engine.sh",
+            "scripts/build-image.sh",
+        ])
         .current_dir(root())
         .output()
         .unwrap();
     assert!(out.status.success(), "shellcheck:\n{}", text(&out));
 }
 
-/// Nothing of docker, kind, helm, kubectl or make: exit 2, each named, and
-/// nothing run (the script prints only the message).
+/// What building the image needs on PATH (scripts/ensure-deps.sh build):
+/// named when IMAGE is not given.
+const BUILD_TOOLS: &[&str] = &["make", "cargo", "rustc", "cc", "clang", "pkg-config"];
+
+/// Nothing of docker, kind, helm, kubectl, make or the image's build tools:
+/// exit 2, each named in one message, and nothing run (the script prints
+/// only the message).
 #[test]
 fn missing_tools_are_all_named_and_nothing_runs() {
     let path = FakePath::new("bare", &[]);
@@ -140,22 +153,41 @@ fn missing_tools_are_all_named_and_nothing_runs() {
     let all = text(&out);
     assert_eq!(out.status.code(), Some(2), "{all}");
     assert!(out.stdout.is_empty(), "printed to stdout: {all}");
-    for t in ["docker", "kind", "helm", "kubectl", "make"] {
+    for t in ["docker", "kind", "helm", "kubectl"]
+        .iter()
+        .chain(BUILD_TOOLS)
+    {
         assert!(
             all.contains(&format!("- {t}: not found on PATH")),
             "{t} not named:\n{all}"
         );
     }
+    // Where each build tool comes from.
+    assert!(all.contains(
+        "- cargo: not found on PATH (a Rust toolchain, 1.82 or newer: https://rustup.rs"
+    ));
+    assert!(all.contains(
+        "- clang: not found on PATH (compiles the BPF programs; Debian/Ubuntu package clang)"
+    ));
     assert!(all.contains("nothing was changed"), "{all}");
+    assert!(
+        all.contains("IMAGE=name:tag runs an image built elsewhere"),
+        "{all}"
+    );
+    // One message: a single header, every problem under it.
+    assert_eq!(all.matches("missing prerequisites").count(), 1, "{all}");
 
-    // With IMAGE given, `make image` is not run, so make is not needed.
+    // With IMAGE given, `make image` is not run, so neither make nor the
+    // build's tools are needed.
     let out = path.run(&[("IMAGE", "cilium-mcast-egress:0.1.0")]);
     let all = text(&out);
     assert_eq!(out.status.code(), Some(2), "{all}");
-    assert!(
-        !all.contains("make:"),
-        "make named although IMAGE is set:\n{all}"
-    );
+    for t in BUILD_TOOLS {
+        assert!(
+            !all.contains(&format!("- {t}:")),
+            "{t} named although IMAGE is set:\n{all}"
+        );
+    }
     assert!(all.contains("- kind: not found on PATH"), "{all}");
 }
 
@@ -170,12 +202,13 @@ fn old_tools_and_a_stopped_engine_are_named() {
         "kubectl",
         "echo 'Client Version: v1.30.2'; echo 'Kustomize Version: v5.0.4'",
     );
-    path.stub("make", "exit 0");
     path.stub(
         "docker",
         "echo 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock.' >&2; exit 1",
     );
-    let out = path.run(&[]);
+    // IMAGE given: only the cluster's tools are checked.
+    let image = [("IMAGE", "cilium-mcast-egress:0.1.0")];
+    let out = path.run(&image);
     let all = text(&out);
     assert_eq!(out.status.code(), Some(2), "{all}");
     let min_helm = pin("MIN_HELM");
@@ -196,11 +229,8 @@ fn old_tools_and_a_stopped_engine_are_named() {
     path.stub("kind", &format!("echo 'kind v{kind} go1.24.2 linux/amd64'"));
     path.stub("helm", "echo 'v3.17.3+ge4da497'");
     path.stub("kubectl", "echo 'Client Version: v1.33.1'");
-    path.stub(
-        "docker",
-        "if [ \"$1\" = info ]; then echo '6.1.0-28-amd64'; exit 0; fi; echo \"docker $* must not run\" >&2; exit 99",
-    );
-    let out = path.run(&[]);
+    path.stub("docker", &stub_engine("6.1.0-28-amd64", "28.2.2"));
+    let out = path.run(&image);
     let all = text(&out);
     assert_eq!(out.status.code(), Some(2), "{all}");
     assert!(
@@ -213,6 +243,76 @@ fn old_tools_and_a_stopped_engine_are_named() {
         "only the kernel should be named:\n{all}"
     );
     assert!(!all.contains("must not run"), "{all}");
+}
+
+/// A docker stub whose engine answers `docker info` with `kernel` and
+/// `docker version` with `server`, and lets nothing else run.
+fn stub_engine(kernel: &str, server: &str) -> String {
+    format!(
+        "case \"$1\" in\n\
+         info) echo '{kernel}' ;;\n\
+         version) echo '{server}' ;;\n\
+         *) echo \"docker $* must not run\" >&2; exit 99 ;;\n\
+         esac"
+    )
+}
+
+/// Docker before 23 gives kind's privileged nodes no CAP_BPF or CAP_PERFMON
+/// (moby/moby#42601): the engine's version is a prerequisite, with the
+/// reason. Docker 23 itself passes the check (the run then stops at the next
+/// thing it finds, a network left from an earlier run).
+#[test]
+fn a_docker_engine_older_than_23_is_named_with_the_reason() {
+    let path = FakePath::new("olddocker", &[]);
+    let kind = pin("KIND_VERSION");
+    path.stub("kind", &format!("echo 'kind v{kind} go1.24.2 linux/amd64'"));
+    path.stub("helm", "echo 'v3.17.3+ge4da497'");
+    path.stub("kubectl", "echo 'Client Version: v1.33.1'");
+    let image = [("IMAGE", "cilium-mcast-egress:0.1.0")];
+    assert_eq!(pin("MIN_DOCKER"), "23.0");
+
+    for old in ["20.10.24+dfsg1", "22.06.0-beta.0"] {
+        path.stub("docker", &stub_engine("6.18.0-cloud-amd64", old));
+        let out = path.run(&image);
+        let all = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{all}");
+        let v = old.split(['+', '-']).next().unwrap();
+        let want = format!(
+            "- docker: the engine is Docker {v}; before Docker 23.0 privileged containers such as kind's nodes get no CAP_BPF or CAP_PERFMON (moby/moby#42601)"
+        );
+        assert!(all.contains(&want), "no {want:?} in:\n{all}");
+        assert_eq!(
+            all.lines().filter(|l| l.starts_with("  - ")).count(),
+            1,
+            "only the engine's version should be named:\n{all}"
+        );
+        assert!(all.contains("Docker 23.0 or newer"), "{all}");
+        assert!(!all.contains("must not run"), "{all}");
+    }
+
+    // The control: Docker 23 and 29 pass the check, and the run goes on to
+    // its next step (the docker network), which the stub says exists.
+    for new in ["23.0.0", "29.0.1"] {
+        path.stub(
+            "docker",
+            &format!(
+                "case \"$1\" in\n\
+                 info) echo '6.18.0-cloud-amd64' ;;\n\
+                 version) echo '{new}' ;;\n\
+                 network) exit 0 ;;\n\
+                 *) echo \"docker $* must not run\" >&2; exit 99 ;;\n\
+                 esac"
+            ),
+        );
+        let out = path.run(&image);
+        let all = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{all}");
+        assert!(!all.contains("missing prerequisites"), "{new}:\n{all}");
+        assert!(
+            all.contains("the docker network mcast-e2e exists already"),
+            "{new}:\n{all}"
+        );
+    }
 }
 
 #[test]
@@ -523,6 +623,7 @@ const GW_IP: &str = "203.0.113.3";
 const STUB_DOCKER: &str = r#"echo "docker $*" >> "$STATE/calls"
 case "$1" in
 info) echo 6.18.0-cloud-amd64 ;;
+version) echo "${DOCKER_SERVER_VERSION:-29.0.1}" ;;
 network) [ "$2" = inspect ] && exit 1; exit 0 ;;
 inspect)
   case "$3" in *MacAddress*) echo 02:42:cb:00:71:03; exit 0 ;; esac
