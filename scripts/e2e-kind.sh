@@ -217,6 +217,35 @@ say "building the test tools image $TOOLS_IMAGE"
 docker build -q -t "$TOOLS_IMAGE" -f "$HERE/tools.Dockerfile" "$HERE" >/dev/null ||
 	fail "building $TOOLS_IMAGE from scripts/e2e-kind/tools.Dockerfile"
 
+# load_images IMAGE...: the local images into every node. `kind load
+# docker-image` exports them with `docker save`; with Docker's containerd
+# image store (the default from Docker 29 on) that archive can name content
+# the engine never held, and the nodes' import fails with "content digest
+# ... not found" (kubernetes-sigs/kind#3795). Then each image is saved for
+# its own platform only (docker save --platform, Docker 28 and later) and
+# loaded with `kind load image-archive`, the workaround kind's maintainers
+# give there.
+load_images() {
+	local out img platform archive=$WORK/image.tar
+	if out=$(kind load docker-image --name "$CLUSTER" "$@" 2>&1); then
+		printf '%s\n' "$out"
+		return
+	fi
+	printf '%s\n' "$out" >&2
+	if [[ $out != *"content digest"*"not found"* ]]; then
+		fail "kind load docker-image $*"
+	fi
+	say "kind load docker-image failed as in kind#3795; loading each image with docker save --platform and kind load image-archive"
+	for img in "$@"; do
+		platform=$(docker image inspect --format '{{.Os}}/{{.Architecture}}' "$img") ||
+			fail "docker image inspect $img"
+		docker save --platform "$platform" -o "$archive" "$img" ||
+			fail "docker save --platform $platform $img (Docker 28 or newer saves one platform; or turn off the engine's containerd image store, see kind#3795)"
+		kind load image-archive --name "$CLUSTER" "$archive" || fail "kind load image-archive ($img)"
+		rm -f "$archive"
+	done
+}
+
 # --- cluster ----------------------------------------------------------------
 say "docker network $NETWORK ($SUBNET)"
 docker network create --driver bridge --subnet "$SUBNET" --gateway "$SUBNET_GATEWAY" "$NETWORK" >/dev/null
@@ -226,7 +255,7 @@ say "kind cluster $CLUSTER: kind v$kind_have, Kubernetes v$KUBERNETES_VERSION, 3
 created_cluster=1
 KIND_EXPERIMENTAL_DOCKER_NETWORK=$NETWORK kind create cluster --name "$CLUSTER" \
 	--image "$KIND_NODE_IMAGE" --config "$HERE/kind-config.yaml" --kubeconfig "$KUBECONFIG"
-kind load docker-image --name "$CLUSTER" "$SIDECAR_IMAGE" "$TOOLS_IMAGE"
+load_images "$SIDECAR_IMAGE" "$TOOLS_IMAGE"
 
 # Nodes are named after their containers; find them by the kind config's
 # labels rather than by kind's numbering.

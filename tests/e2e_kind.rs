@@ -5,8 +5,9 @@
 //! IMAGE is given; a Docker engine older than 23) before it changes
 //! anything, its parsers read real iperf 2.1.8 output and sidecar metrics,
 //! it deploys the same artifacts as `make e2e-local` (manifests/deploy),
-//! and its cluster, policy and publisher files agree with each other and
-//! with the pins. Unprivileged.
+//! loads the images through an archive when `kind load docker-image` fails
+//! as in kind#3795, and its cluster, policy and publisher files agree with
+//! each other and with the pins. Unprivileged.
 
 #[path = "common/repo.rs"]
 mod repo;
@@ -624,6 +625,13 @@ const STUB_DOCKER: &str = r#"echo "docker $*" >> "$STATE/calls"
 case "$1" in
 info) echo 6.18.0-cloud-amd64 ;;
 version) echo "${DOCKER_SERVER_VERSION:-29.0.1}" ;;
+image)
+  case "$*" in *Architecture*) echo linux/amd64 ;; esac ;;
+save)
+  while [ $# -gt 0 ]; do
+    if [ "$1" = -o ]; then echo archive > "$2"; fi
+    shift
+  done ;;
 network) [ "$2" = inspect ] && exit 1; exit 0 ;;
 inspect)
   case "$3" in *MacAddress*) echo 02:42:cb:00:71:03; exit 0 ;; esac
@@ -660,6 +668,28 @@ case "$*" in
 *"exec publisher"*) touch "$STATE/streamed"; cat "$STATE/client.out" ;;
 *) exit 0 ;;
 esac"#;
+
+/// With KIND_LOAD_DIGEST_BUG set, `kind load docker-image` fails as it does
+/// under Docker 29's containerd image store (kind#3795); `kind load
+/// image-archive` checks that its archive exists.
+const STUB_KIND: &str = r#"echo "kind $*" >> "$STATE/calls"
+case "$1 $2" in
+version*) echo 'kind v0.29.0 go1.24.2 linux/amd64' ;;
+"load docker-image")
+  if [ -n "$KIND_LOAD_FAILS" ]; then
+    echo 'ERROR: no nodes found for cluster "mcast-e2e"' >&2
+    exit 1
+  fi
+  if [ -n "$KIND_LOAD_DIGEST_BUG" ]; then
+    echo 'ERROR: failed to load image: command "docker exec --privileged -i mcast-e2e-control-plane ctr --namespace=k8s.io images import --all-platforms --digests --snapshotter=overlayfs -" failed with error: exit status 1' >&2
+    echo 'Command Output: ctr: content digest sha256:82014a3cbf22d2e03382cd9b123f4151d956986e727340a466406a206408b7a2: not found' >&2
+    exit 1
+  fi ;;
+"load image-archive")
+  eval "archive=\${$#}"
+  [ -s "$archive" ] || { echo "no archive $archive" >&2; exit 1; } ;;
+esac
+exit 0"#;
 
 /// One stand-in run: its state directory, fake PATH and outcome.
 struct Run {
@@ -734,10 +764,7 @@ fn run_against_stand_ins(s: &Scenario) -> Run {
     };
     stub("docker", STUB_DOCKER);
     stub("kubectl", STUB_KUBECTL);
-    stub(
-        "kind",
-        r#"echo "kind $*" >> "$STATE/calls"; [ "$1" = version ] && echo 'kind v0.29.0 go1.24.2 linux/amd64'; exit 0"#,
-    );
+    stub("kind", STUB_KIND);
     stub(
         "helm",
         r#"echo "helm $*" >> "$STATE/calls"; [ "$1" = version ] && echo 'v3.17.3+ge4da497'; exit 0"#,
@@ -867,6 +894,14 @@ fn a_healthy_sidecar_run_passes_and_cleans_up() {
     assert!(calls[load].ends_with(
         " cilium-mcast-egress:0.1.0 cilium-mcast-egress-e2e-tools:bookworm-iperf-2.1.8"
     ));
+    // kind's own load worked: no archive route.
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.starts_with("docker save") || c.contains("image-archive")),
+        "{}",
+        calls.join("\n")
+    );
     // The receiver's command spans two lines of the log.
     assert!(
         calls.join("\n").contains(&format!(
@@ -886,6 +921,99 @@ fn a_healthy_sidecar_run_passes_and_cleans_up() {
         .filter(|n| n.starts_with("mcast-e2e."))
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// Docker 29's containerd image store: `kind load docker-image` fails with
+/// "content digest ... not found" (kind#3795). The run says so, saves each
+/// image for its own platform, loads the archives with `kind load
+/// image-archive`, and goes on to pass; the healthy run above is the control
+/// (no archive there).
+#[test]
+fn kind_load_falls_back_to_single_platform_archives() {
+    let run = run_against_stand_ins(&Scenario {
+        tag: "digest",
+        env: &[("KIND_LOAD_DIGEST_BUG", "1")],
+        ..HEALTHY
+    });
+    let all = run.all();
+    assert_eq!(run.out.status.code(), Some(0), "{all}");
+    assert!(all.contains("ctr: content digest sha256:"), "{all}");
+    assert!(
+        all.contains("kind load docker-image failed as in kind#3795"),
+        "{all}"
+    );
+    assert!(all.contains("== PASSED"), "{all}");
+
+    let calls = run.calls();
+    let load = position(&calls, "kind load docker-image --name mcast-e2e-");
+    let mut at = load;
+    for image in [
+        "cilium-mcast-egress:0.1.0",
+        "cilium-mcast-egress-e2e-tools:bookworm-iperf-2.1.8",
+    ] {
+        let inspect = position(
+            &calls,
+            &format!("docker image inspect --format {{{{.Os}}}}/{{{{.Architecture}}}} {image}"),
+        );
+        let save = calls
+            .iter()
+            .position(|c| {
+                c.starts_with("docker save --platform linux/amd64 -o ")
+                    && c.ends_with(&format!(" {image}"))
+            })
+            .unwrap_or_else(|| panic!("no docker save of {image}:\n{}", calls.join("\n")));
+        let archive = calls[save]
+            .split(' ')
+            .nth(5)
+            .expect("docker save -o ARCHIVE")
+            .to_owned();
+        let import = calls
+            .iter()
+            .skip(save)
+            .position(|c| {
+                c.starts_with("kind load image-archive --name mcast-e2e-") && c.ends_with(&archive)
+            })
+            .map(|i| i + save)
+            .unwrap_or_else(|| panic!("{archive} not loaded:\n{}", calls.join("\n")));
+        assert!(
+            at < inspect && inspect < save && save < import,
+            "{}",
+            calls.join("\n")
+        );
+        at = import;
+    }
+    // Loaded before Cilium is installed; the archive is gone with the run's
+    // temporary directory.
+    assert!(at < position(&calls, "helm install cilium"));
+    let left: Vec<_> = fs::read_dir(&run.state)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("mcast-e2e."))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// Another failure of `kind load docker-image` is not kind#3795: it fails
+/// the run with kind's message, and nothing is saved.
+#[test]
+fn kind_load_fails_for_other_reasons_without_the_fallback() {
+    let run = run_against_stand_ins(&Scenario {
+        tag: "loadfail",
+        env: &[("KIND_LOAD_FAILS", "1")],
+        ..HEALTHY
+    });
+    let all = run.all();
+    assert_eq!(run.out.status.code(), Some(1), "{all}");
+    assert!(all.contains("ERROR: no nodes found for cluster"), "{all}");
+    assert!(all.contains("e2e: FAILED: kind load docker-image"), "{all}");
+    let calls = run.calls();
+    assert!(
+        !calls.iter().any(|c| c.starts_with("docker save")),
+        "{}",
+        calls.join("\n")
+    );
+    position(&calls, "kind delete cluster --name mcast-e2e-");
 }
 
 #[test]
