@@ -215,7 +215,7 @@ if [[ $IMAGE != "$SIDECAR_IMAGE" ]]; then
 fi
 say "building the test tools image $TOOLS_IMAGE"
 docker build -q -t "$TOOLS_IMAGE" -f "$HERE/tools.Dockerfile" "$HERE" >/dev/null ||
-	fail "building $TOOLS_IMAGE from scripts/e2e-kind/tools.Dockerfile"
+	fail "building $TOOLS_IMAGE from scripts/e2e-kind/tools.Dockerfile, which pulls debian:bookworm-slim and Debian's iperf, tcpdump and curl: it needs access to Docker Hub and deb.debian.org"
 
 # load_images IMAGE...: the local images into every node. `kind load
 # docker-image` exports them with `docker save`; with Docker's containerd

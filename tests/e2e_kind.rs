@@ -7,7 +7,8 @@
 //! it deploys the same artifacts as `make e2e-local` (manifests/deploy),
 //! loads the images through an archive when `kind load docker-image` fails
 //! as in kind#3795, and its cluster, policy and publisher files agree with
-//! each other and with the pins. Unprivileged.
+//! each other and with the pins. Unprivileged; tests/e2e_kind_clean.rs runs
+//! it as an unprivileged user with the real make, cargo and docker.
 
 #[path = "common/repo.rs"]
 mod repo;
