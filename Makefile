@@ -29,8 +29,11 @@
 #                only if one is missing (demo and test run it first)
 #   make image   the sidecar's OCI image, cilium-mcast-egress:<version>,
 #                FROM scratch with the release binary and its libraries,
-#                nothing pulled (IMAGE=... to tag it otherwise; root, or a
-#                running Docker engine)
+#                nothing pulled (IMAGE=... to tag it otherwise). Needs only
+#                the build's tools (a Rust toolchain, cc, clang, libclang,
+#                make, pkg-config, libelf, zlib and kernel headers) and a
+#                Docker engine: a running one, or root to start one; run
+#                without root, it names what is missing and installs nothing
 #   make push    push that image to the registry its name holds: the same
 #                IMAGE=registry.example.org/cilium-mcast-egress:0.1.0 as
 #                make image (a name without a registry is refused)
@@ -48,12 +51,14 @@
 #                (VXLAN, egress gateway), the sidecar from `make image` and
 #                manifests/deploy, an SSM stream out through a gateway node,
 #                checked at the receiver and in the sidecars' /metrics; needs
-#                docker, kind, helm, kubectl and registry access (MODE=sidecar
-#                or daemonset, IMAGE=..., KEEP=1; scripts/e2e-kind.sh)
+#                Docker 23 or newer, kind, helm, kubectl, registry access and,
+#                unless IMAGE is given, what `make image` needs; no root
+#                (MODE=sidecar or daemonset, IMAGE=..., KEEP=1;
+#                scripts/e2e-kind.sh)
 
 CARGO ?= cargo
 
-.PHONY: all build deps deps-e2e demo test image push deploy-config e2e-local e2e bench bench-controller bench-lab fuzz lint fmt clean
+.PHONY: all build deps deps-e2e deps-image demo test image push deploy-config e2e-local e2e bench bench-controller bench-lab fuzz lint fmt clean
 
 all: build
 
@@ -74,9 +79,14 @@ test: deps
 deps-e2e: deps
 	@bash scripts/ensure-deps.sh e2e
 
+# Only what building the image needs, none of the tests' tools: `make e2e`
+# runs `make image` on users' machines, as the user.
+deps-image:
+	@CARGO=$(CARGO) bash scripts/ensure-deps.sh image
+
 # A Docker engine for the command: the one running, or a dockerd started
 # for it (off the host's network) and stopped after.
-image: deps-e2e
+image: deps-image
 	CARGO=$(CARGO) bash scripts/docker-engine.sh bash scripts/build-image.sh
 
 push:

@@ -7,6 +7,7 @@
 #
 #   IMAGE   the tag (default cilium-mcast-egress:<version of Cargo.toml>)
 #   CARGO   cargo to build with (default cargo)
+#   CARGO_TARGET_DIR  where cargo builds (default target/), as for cargo
 #
 # For a build with registry access (your own CI) use the multi-stage
 # Dockerfile at the top of the repository instead.
@@ -18,9 +19,9 @@ image=${IMAGE:-cilium-mcast-egress:$version}
 cargo=${CARGO:-cargo}
 
 "$cargo" build --release --locked -p cilium-mcast-egress --bin cilium-mcast-egress
-bin=target/release/cilium-mcast-egress
+bin=${CARGO_TARGET_DIR:-target}/release/cilium-mcast-egress
 
-ctx=$(mktemp -d /tmp/cilium-mcast-egress-image.XXXXXX)
+ctx=$(mktemp -d "${TMPDIR:-/tmp}/cilium-mcast-egress-image.XXXXXX")
 trap 'rm -rf "$ctx"' EXIT
 root=$ctx/rootfs
 install -D -m 0755 "$bin" "$root/usr/bin/cilium-mcast-egress"

@@ -18,7 +18,7 @@ if [ $# -eq 0 ]; then
 	exit 2
 fi
 
-if docker info >/dev/null 2>&1; then
+if info_error=$(docker info 2>&1 >/dev/null); then
 	exec "$@"
 fi
 
@@ -28,7 +28,8 @@ if ! command -v dockerd >/dev/null 2>&1; then
 	exit 2
 fi
 if [ "$(id -u)" -ne 0 ]; then
-	echo "no Docker engine answers, and starting dockerd needs root" >&2
+	echo "no Docker engine answers (docker info: ${info_error%%$'\n'*})," >&2
+	echo "and starting dockerd needs root: start the engine, or give this user its socket" >&2
 	exit 2
 fi
 

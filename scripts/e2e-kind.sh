@@ -17,9 +17,12 @@
 # that no sidecar dropped anything; prints a summary; exits 1 on any failure
 # with the reason, 2 when a prerequisite is missing.
 #
-# Needs docker (a running engine on a kernel >= 6.6), kind, helm, kubectl,
-# make, and access to Docker Hub, quay.io and helm.cilium.io (kind's node
-# image, Debian, Cilium). It runs as the user; nothing here needs root.
+# Needs docker (a running engine, Docker 23 or newer, on a kernel >= 6.6),
+# kind, helm, kubectl, and access to Docker Hub, quay.io and helm.cilium.io
+# (kind's node image, Debian, Cilium); unless IMAGE is given, also what
+# `make image` needs to build the sidecar (make, a Rust toolchain, cc, clang,
+# libclang, pkg-config, libelf, zlib and kernel headers: scripts/ensure-deps.sh
+# names them). It runs as the user; nothing here needs root.
 #
 # Knobs: MODE=sidecar|daemonset; IMAGE=name:tag to use an image already
 # built instead of running `make image` (it is tagged as the manifests'
@@ -41,10 +44,12 @@ KUBERNETES_VERSION=1.33.1
 CILIUM_VERSION=1.18.9
 CILIUM_CHART_REPO=https://helm.cilium.io
 # Tool minimums: kubectl within one minor of the cluster; helm 3.12+ (or 4)
-# for --repo installs of OCI-era charts; tcx needs kernel 6.6.
+# for --repo installs of OCI-era charts; tcx needs kernel 6.6; Docker 23
+# gives privileged containers (kind's nodes) CAP_BPF and CAP_PERFMON.
 MIN_HELM=3.12.0
 MIN_KUBECTL=1.32.0
 MIN_KERNEL=6.6
+MIN_DOCKER=23.0
 # The test tools (scripts/e2e-kind/tools.Dockerfile); publisher.yaml names
 # the same tag.
 TOOLS_IMAGE=cilium-mcast-egress-e2e-tools:bookworm-iperf-2.1.8
@@ -102,14 +107,20 @@ if ! [[ $DURATION =~ ^[1-9][0-9]*$ ]]; then
 fi
 
 # Prerequisites first, all of them in one message, before anything changes.
-need_make=1
-if [[ -n $IMAGE ]]; then need_make=0; fi
-if ! missing=$(check_prereqs "$KIND_VERSION" "$MIN_HELM" "$MIN_KUBECTL" "$MIN_KERNEL" "$need_make"); then
+# Without IMAGE the run builds the image (make image): its tools too.
+need_build=1
+if [[ -n $IMAGE ]]; then need_build=0; fi
+if ! missing=$(check_prereqs "$KIND_VERSION" "$MIN_HELM" "$MIN_KUBECTL" "$MIN_KERNEL" "$MIN_DOCKER" "$need_build"); then
 	{
 		printf 'e2e: missing prerequisites:\n'
 		# Builtins only: the PATH may hold nothing else.
 		while IFS= read -r line; do printf '  - %s\n' "$line"; done <<<"$missing"
-		printf 'Install them (kind v%s, helm, kubectl, docker) and run make e2e again; nothing was changed.\n' "$KIND_VERSION"
+		printf 'Install them (kind v%s, helm, kubectl, Docker %s or newer' "$KIND_VERSION" "$MIN_DOCKER"
+		if ((need_build)); then printf ', and what make image needs to build the sidecar'; fi
+		printf ') and run make e2e again; nothing was changed.\n'
+		if ((need_build)); then
+			printf 'IMAGE=name:tag runs an image built elsewhere instead, without building it here.\n'
+		fi
 	} >&2
 	exit 2
 fi
@@ -132,7 +143,7 @@ created_network=0
 created_cluster=0
 
 diagnose() {
-	if [[ $created_cluster != 1 ]]; then return; fi
+	if [[ $created_cluster != 1 ]]; then return 0; fi
 	printf '\n--- diagnostics\n' >&2
 	{
 		kubectl get nodes -o wide
@@ -204,7 +215,36 @@ if [[ $IMAGE != "$SIDECAR_IMAGE" ]]; then
 fi
 say "building the test tools image $TOOLS_IMAGE"
 docker build -q -t "$TOOLS_IMAGE" -f "$HERE/tools.Dockerfile" "$HERE" >/dev/null ||
-	fail "building $TOOLS_IMAGE from scripts/e2e-kind/tools.Dockerfile"
+	fail "building $TOOLS_IMAGE from scripts/e2e-kind/tools.Dockerfile, which pulls debian:bookworm-slim and Debian's iperf, tcpdump and curl: it needs access to Docker Hub and deb.debian.org"
+
+# load_images IMAGE...: the local images into every node. `kind load
+# docker-image` exports them with `docker save`; with Docker's containerd
+# image store (the default from Docker 29 on) that archive can name content
+# the engine never held, and the nodes' import fails with "content digest
+# ... not found" (kubernetes-sigs/kind#3795). Then each image is saved for
+# its own platform only (docker save --platform, Docker 28 and later) and
+# loaded with `kind load image-archive`, the workaround kind's maintainers
+# give there.
+load_images() {
+	local out img platform archive=$WORK/image.tar
+	if out=$(kind load docker-image --name "$CLUSTER" "$@" 2>&1); then
+		printf '%s\n' "$out"
+		return
+	fi
+	printf '%s\n' "$out" >&2
+	if [[ $out != *"content digest"*"not found"* ]]; then
+		fail "kind load docker-image $*"
+	fi
+	say "kind load docker-image failed as in kind#3795; loading each image with docker save --platform and kind load image-archive"
+	for img in "$@"; do
+		platform=$(docker image inspect --format '{{.Os}}/{{.Architecture}}' "$img") ||
+			fail "docker image inspect $img"
+		docker save --platform "$platform" -o "$archive" "$img" ||
+			fail "docker save --platform $platform $img (Docker 28 or newer saves one platform; or turn off the engine's containerd image store, see kind#3795)"
+		kind load image-archive --name "$CLUSTER" "$archive" || fail "kind load image-archive ($img)"
+		rm -f "$archive"
+	done
+}
 
 # --- cluster ----------------------------------------------------------------
 say "docker network $NETWORK ($SUBNET)"
@@ -215,7 +255,7 @@ say "kind cluster $CLUSTER: kind v$kind_have, Kubernetes v$KUBERNETES_VERSION, 3
 created_cluster=1
 KIND_EXPERIMENTAL_DOCKER_NETWORK=$NETWORK kind create cluster --name "$CLUSTER" \
 	--image "$KIND_NODE_IMAGE" --config "$HERE/kind-config.yaml" --kubeconfig "$KUBECONFIG"
-kind load docker-image --name "$CLUSTER" "$SIDECAR_IMAGE" "$TOOLS_IMAGE"
+load_images "$SIDECAR_IMAGE" "$TOOLS_IMAGE"
 
 # Nodes are named after their containers; find them by the kind config's
 # labels rather than by kind's numbering.

@@ -1,14 +1,34 @@
 #!/usr/bin/env bash
 # Debian packages the build and the tests need. Run as root.
+#
+#   install-deps.sh          the build and the tests (make demo, make test)
+#   install-deps.sh e2e      that, and a Docker engine, Prometheus and a static
+#                            busybox (make e2e-local)
+#   install-deps.sh image    only what building the image needs (make image,
+#                            and make e2e on a user's machine): the build
+#                            packages below and docker.io
+#   install-deps.sh build    the build packages only
 set -euo pipefail
+
+mode=${1:-}
+
+# What `cargo build --release` of the sidecar needs (scripts/ensure-deps.sh
+# says which file or command each one is checked by).
+build_packages=(gcc libc6-dev make pkg-config clang libclang-dev libelf-dev zlib1g-dev linux-libc-dev)
 
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends \
-	clang llvm libclang-dev \
-	libelf-dev zlib1g-dev pkg-config libbpf-dev linux-libc-dev \
-	iproute2 ethtool bpftool make ca-certificates \
-	iperf tshark shellcheck socat nftables >/dev/null
+case $mode in
+image | build)
+	apt-get install -y -qq --no-install-recommends "${build_packages[@]}" >/dev/null
+	;;
+*)
+	apt-get install -y -qq --no-install-recommends \
+		"${build_packages[@]}" llvm libbpf-dev \
+		iproute2 ethtool bpftool ca-certificates \
+		iperf tshark shellcheck socat nftables >/dev/null
+	;;
+esac
 
 # Install packages whose install would start a service (a Prometheus
 # server, a Docker engine): a policy-rc.d of our own keeps them from starting
@@ -33,16 +53,31 @@ install_without_starting() {
 	fi
 }
 
+check_cargo() {
+	if ! command -v cargo >/dev/null; then
+		echo "cargo not found: install a Rust toolchain (1.82 or newer)" >&2
+		exit 1
+	fi
+}
+
+if [ "$mode" = image ] || [ "$mode" = build ]; then
+	if [ "$mode" = image ] && ! command -v docker >/dev/null; then
+		install_without_starting docker.io
+	fi
+	check_cargo
+	exit 0
+fi
+
 # promtool, for the alert rules' unit tests (tests/manifests.rs), and the
 # Prometheus server that `make e2e-local` starts: Debian's prometheus.
 if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
 	install_without_starting prometheus
 fi
 
-# `install-deps.sh e2e`: what `make image` and `make e2e-local` need too: a
-# Docker engine (docker.io; scripts/docker-engine.sh starts and stops it)
-# and a static busybox for the lab's node containers.
-if [ "${1:-}" = e2e ]; then
+# `install-deps.sh e2e`: what `make e2e-local` needs too: a Docker engine
+# (docker.io; scripts/docker-engine.sh starts and stops it) and a static
+# busybox for the lab's node containers.
+if [ "$mode" = e2e ]; then
 	if ! command -v dockerd >/dev/null || ! command -v docker >/dev/null; then
 		install_without_starting docker.io
 	fi
@@ -62,7 +97,4 @@ if [ ! -x "$kv_venv/bin/kubernetes-validate" ]; then
 	"$kv_venv/bin/pip" install -q --disable-pip-version-check kubernetes-validate==1.37.0
 fi
 
-if ! command -v cargo >/dev/null; then
-	echo "cargo not found: install a Rust toolchain (1.82 or newer)" >&2
-	exit 1
-fi
+check_cargo

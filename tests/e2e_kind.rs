@@ -1,11 +1,14 @@
 //! `make e2e` (scripts/e2e-kind.sh) cannot run here: no kind, helm or
 //! registry. What can be checked without them is checked: the script parses
 //! (`bash -n`, and shellcheck when installed), its prerequisite check exits 2
-//! naming every missing or too-old tool before it changes anything, its
-//! parsers read real iperf 2.1.8 output and sidecar metrics, it deploys the
-//! same artifacts as `make e2e-local` (manifests/deploy), and its cluster,
-//! policy and publisher files agree with each other and with the pins.
-//! Unprivileged.
+//! naming every missing or too-old tool (the image's build tools too, unless
+//! IMAGE is given; a Docker engine older than 23) before it changes
+//! anything, its parsers read real iperf 2.1.8 output and sidecar metrics,
+//! it deploys the same artifacts as `make e2e-local` (manifests/deploy),
+//! loads the images through an archive when `kind load docker-image` fails
+//! as in kind#3795, and its cluster, policy and publisher files agree with
+//! each other and with the pins. Unprivileged; tests/e2e_kind_clean.rs runs
+//! it as an unprivileged user with the real make, cargo and docker.
 
 #[path = "common/repo.rs"]
 mod repo;
@@ -125,14 +128,26 @@ fn shellcheck_is_clean() {
     };
     let out = Command::new(shellcheck)
         .args(["-x", SCRIPT, LIB])
+        // What `make image` runs, on users' machines too.
+        .args([
+            "scripts/ensure-deps.sh",
+            "scripts/install-deps.sh",
+            "scripts/docker-engine.sh",
+            "scripts/build-image.sh",
+        ])
         .current_dir(root())
         .output()
         .unwrap();
     assert!(out.status.success(), "shellcheck:\n{}", text(&out));
 }
 
-/// Nothing of docker, kind, helm, kubectl or make: exit 2, each named, and
-/// nothing run (the script prints only the message).
+/// What building the image needs on PATH (scripts/ensure-deps.sh build):
+/// named when IMAGE is not given.
+const BUILD_TOOLS: &[&str] = &["make", "cargo", "rustc", "cc", "clang", "pkg-config"];
+
+/// Nothing of docker, kind, helm, kubectl, make or the image's build tools:
+/// exit 2, each named in one message, and nothing run (the script prints
+/// only the message).
 #[test]
 fn missing_tools_are_all_named_and_nothing_runs() {
     let path = FakePath::new("bare", &[]);
@@ -140,22 +155,41 @@ fn missing_tools_are_all_named_and_nothing_runs() {
     let all = text(&out);
     assert_eq!(out.status.code(), Some(2), "{all}");
     assert!(out.stdout.is_empty(), "printed to stdout: {all}");
-    for t in ["docker", "kind", "helm", "kubectl", "make"] {
+    for t in ["docker", "kind", "helm", "kubectl"]
+        .iter()
+        .chain(BUILD_TOOLS)
+    {
         assert!(
             all.contains(&format!("- {t}: not found on PATH")),
             "{t} not named:\n{all}"
         );
     }
+    // Where each build tool comes from.
+    assert!(all.contains(
+        "- cargo: not found on PATH (a Rust toolchain, 1.82 or newer: https://rustup.rs"
+    ));
+    assert!(all.contains(
+        "- clang: not found on PATH (compiles the BPF programs; Debian/Ubuntu package clang)"
+    ));
     assert!(all.contains("nothing was changed"), "{all}");
+    assert!(
+        all.contains("IMAGE=name:tag runs an image built elsewhere"),
+        "{all}"
+    );
+    // One message: a single header, every problem under it.
+    assert_eq!(all.matches("missing prerequisites").count(), 1, "{all}");
 
-    // With IMAGE given, `make image` is not run, so make is not needed.
+    // With IMAGE given, `make image` is not run, so neither make nor the
+    // build's tools are needed.
     let out = path.run(&[("IMAGE", "cilium-mcast-egress:0.1.0")]);
     let all = text(&out);
     assert_eq!(out.status.code(), Some(2), "{all}");
-    assert!(
-        !all.contains("make:"),
-        "make named although IMAGE is set:\n{all}"
-    );
+    for t in BUILD_TOOLS {
+        assert!(
+            !all.contains(&format!("- {t}:")),
+            "{t} named although IMAGE is set:\n{all}"
+        );
+    }
     assert!(all.contains("- kind: not found on PATH"), "{all}");
 }
 
@@ -170,12 +204,13 @@ fn old_tools_and_a_stopped_engine_are_named() {
         "kubectl",
         "echo 'Client Version: v1.30.2'; echo 'Kustomize Version: v5.0.4'",
     );
-    path.stub("make", "exit 0");
     path.stub(
         "docker",
         "echo 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock.' >&2; exit 1",
     );
-    let out = path.run(&[]);
+    // IMAGE given: only the cluster's tools are checked.
+    let image = [("IMAGE", "cilium-mcast-egress:0.1.0")];
+    let out = path.run(&image);
     let all = text(&out);
     assert_eq!(out.status.code(), Some(2), "{all}");
     let min_helm = pin("MIN_HELM");
@@ -196,11 +231,8 @@ fn old_tools_and_a_stopped_engine_are_named() {
     path.stub("kind", &format!("echo 'kind v{kind} go1.24.2 linux/amd64'"));
     path.stub("helm", "echo 'v3.17.3+ge4da497'");
     path.stub("kubectl", "echo 'Client Version: v1.33.1'");
-    path.stub(
-        "docker",
-        "if [ \"$1\" = info ]; then echo '6.1.0-28-amd64'; exit 0; fi; echo \"docker $* must not run\" >&2; exit 99",
-    );
-    let out = path.run(&[]);
+    path.stub("docker", &stub_engine("6.1.0-28-amd64", "28.2.2"));
+    let out = path.run(&image);
     let all = text(&out);
     assert_eq!(out.status.code(), Some(2), "{all}");
     assert!(
@@ -213,6 +245,76 @@ fn old_tools_and_a_stopped_engine_are_named() {
         "only the kernel should be named:\n{all}"
     );
     assert!(!all.contains("must not run"), "{all}");
+}
+
+/// A docker stub whose engine answers `docker info` with `kernel` and
+/// `docker version` with `server`, and lets nothing else run.
+fn stub_engine(kernel: &str, server: &str) -> String {
+    format!(
+        "case \"$1\" in\n\
+         info) echo '{kernel}' ;;\n\
+         version) echo '{server}' ;;\n\
+         *) echo \"docker $* must not run\" >&2; exit 99 ;;\n\
+         esac"
+    )
+}
+
+/// Docker before 23 gives kind's privileged nodes no CAP_BPF or CAP_PERFMON
+/// (moby/moby#42601): the engine's version is a prerequisite, with the
+/// reason. Docker 23 itself passes the check (the run then stops at the next
+/// thing it finds, a network left from an earlier run).
+#[test]
+fn a_docker_engine_older_than_23_is_named_with_the_reason() {
+    let path = FakePath::new("olddocker", &[]);
+    let kind = pin("KIND_VERSION");
+    path.stub("kind", &format!("echo 'kind v{kind} go1.24.2 linux/amd64'"));
+    path.stub("helm", "echo 'v3.17.3+ge4da497'");
+    path.stub("kubectl", "echo 'Client Version: v1.33.1'");
+    let image = [("IMAGE", "cilium-mcast-egress:0.1.0")];
+    assert_eq!(pin("MIN_DOCKER"), "23.0");
+
+    for old in ["20.10.24+dfsg1", "22.06.0-beta.0"] {
+        path.stub("docker", &stub_engine("6.18.0-cloud-amd64", old));
+        let out = path.run(&image);
+        let all = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{all}");
+        let v = old.split(['+', '-']).next().unwrap();
+        let want = format!(
+            "- docker: the engine is Docker {v}; before Docker 23.0 privileged containers such as kind's nodes get no CAP_BPF or CAP_PERFMON (moby/moby#42601)"
+        );
+        assert!(all.contains(&want), "no {want:?} in:\n{all}");
+        assert_eq!(
+            all.lines().filter(|l| l.starts_with("  - ")).count(),
+            1,
+            "only the engine's version should be named:\n{all}"
+        );
+        assert!(all.contains("Docker 23.0 or newer"), "{all}");
+        assert!(!all.contains("must not run"), "{all}");
+    }
+
+    // The control: Docker 23 and 29 pass the check, and the run goes on to
+    // its next step (the docker network), which the stub says exists.
+    for new in ["23.0.0", "29.0.1"] {
+        path.stub(
+            "docker",
+            &format!(
+                "case \"$1\" in\n\
+                 info) echo '6.18.0-cloud-amd64' ;;\n\
+                 version) echo '{new}' ;;\n\
+                 network) exit 0 ;;\n\
+                 *) echo \"docker $* must not run\" >&2; exit 99 ;;\n\
+                 esac"
+            ),
+        );
+        let out = path.run(&image);
+        let all = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{all}");
+        assert!(!all.contains("missing prerequisites"), "{new}:\n{all}");
+        assert!(
+            all.contains("the docker network mcast-e2e exists already"),
+            "{new}:\n{all}"
+        );
+    }
 }
 
 #[test]
@@ -523,6 +625,14 @@ const GW_IP: &str = "203.0.113.3";
 const STUB_DOCKER: &str = r#"echo "docker $*" >> "$STATE/calls"
 case "$1" in
 info) echo 6.18.0-cloud-amd64 ;;
+version) echo "${DOCKER_SERVER_VERSION:-29.0.1}" ;;
+image)
+  case "$*" in *Architecture*) echo linux/amd64 ;; esac ;;
+save)
+  while [ $# -gt 0 ]; do
+    if [ "$1" = -o ]; then echo archive > "$2"; fi
+    shift
+  done ;;
 network) [ "$2" = inspect ] && exit 1; exit 0 ;;
 inspect)
   case "$3" in *MacAddress*) echo 02:42:cb:00:71:03; exit 0 ;; esac
@@ -559,6 +669,28 @@ case "$*" in
 *"exec publisher"*) touch "$STATE/streamed"; cat "$STATE/client.out" ;;
 *) exit 0 ;;
 esac"#;
+
+/// With KIND_LOAD_DIGEST_BUG set, `kind load docker-image` fails as it does
+/// under Docker 29's containerd image store (kind#3795); `kind load
+/// image-archive` checks that its archive exists.
+const STUB_KIND: &str = r#"echo "kind $*" >> "$STATE/calls"
+case "$1 $2" in
+version*) echo 'kind v0.29.0 go1.24.2 linux/amd64' ;;
+"load docker-image")
+  if [ -n "$KIND_LOAD_FAILS" ]; then
+    echo 'ERROR: no nodes found for cluster "mcast-e2e"' >&2
+    exit 1
+  fi
+  if [ -n "$KIND_LOAD_DIGEST_BUG" ]; then
+    echo 'ERROR: failed to load image: command "docker exec --privileged -i mcast-e2e-control-plane ctr --namespace=k8s.io images import --all-platforms --digests --snapshotter=overlayfs -" failed with error: exit status 1' >&2
+    echo 'Command Output: ctr: content digest sha256:82014a3cbf22d2e03382cd9b123f4151d956986e727340a466406a206408b7a2: not found' >&2
+    exit 1
+  fi ;;
+"load image-archive")
+  eval "archive=\${$#}"
+  [ -s "$archive" ] || { echo "no archive $archive" >&2; exit 1; } ;;
+esac
+exit 0"#;
 
 /// One stand-in run: its state directory, fake PATH and outcome.
 struct Run {
@@ -633,15 +765,16 @@ fn run_against_stand_ins(s: &Scenario) -> Run {
     };
     stub("docker", STUB_DOCKER);
     stub("kubectl", STUB_KUBECTL);
-    stub(
-        "kind",
-        r#"echo "kind $*" >> "$STATE/calls"; [ "$1" = version ] && echo 'kind v0.29.0 go1.24.2 linux/amd64'; exit 0"#,
-    );
+    stub("kind", STUB_KIND);
     stub(
         "helm",
         r#"echo "helm $*" >> "$STATE/calls"; [ "$1" = version ] && echo 'v3.17.3+ge4da497'; exit 0"#,
     );
-    stub("make", r#"echo "make $*" >> "$STATE/calls""#);
+    stub(
+        "make",
+        r#"echo "make $*" >> "$STATE/calls"
+if [ -n "$MAKE_FAILS" ]; then echo 'make: *** [Makefile:64: deps-image] Error 2' >&2; exit 2; fi"#,
+    );
 
     let w = |name: &str, body: &str| fs::write(state.join(name), body).unwrap();
     w("calls", "");
@@ -762,6 +895,14 @@ fn a_healthy_sidecar_run_passes_and_cleans_up() {
     assert!(calls[load].ends_with(
         " cilium-mcast-egress:0.1.0 cilium-mcast-egress-e2e-tools:bookworm-iperf-2.1.8"
     ));
+    // kind's own load worked: no archive route.
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.starts_with("docker save") || c.contains("image-archive")),
+        "{}",
+        calls.join("\n")
+    );
     // The receiver's command spans two lines of the log.
     assert!(
         calls.join("\n").contains(&format!(
@@ -781,6 +922,99 @@ fn a_healthy_sidecar_run_passes_and_cleans_up() {
         .filter(|n| n.starts_with("mcast-e2e."))
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// Docker 29's containerd image store: `kind load docker-image` fails with
+/// "content digest ... not found" (kind#3795). The run says so, saves each
+/// image for its own platform, loads the archives with `kind load
+/// image-archive`, and goes on to pass; the healthy run above is the control
+/// (no archive there).
+#[test]
+fn kind_load_falls_back_to_single_platform_archives() {
+    let run = run_against_stand_ins(&Scenario {
+        tag: "digest",
+        env: &[("KIND_LOAD_DIGEST_BUG", "1")],
+        ..HEALTHY
+    });
+    let all = run.all();
+    assert_eq!(run.out.status.code(), Some(0), "{all}");
+    assert!(all.contains("ctr: content digest sha256:"), "{all}");
+    assert!(
+        all.contains("kind load docker-image failed as in kind#3795"),
+        "{all}"
+    );
+    assert!(all.contains("== PASSED"), "{all}");
+
+    let calls = run.calls();
+    let load = position(&calls, "kind load docker-image --name mcast-e2e-");
+    let mut at = load;
+    for image in [
+        "cilium-mcast-egress:0.1.0",
+        "cilium-mcast-egress-e2e-tools:bookworm-iperf-2.1.8",
+    ] {
+        let inspect = position(
+            &calls,
+            &format!("docker image inspect --format {{{{.Os}}}}/{{{{.Architecture}}}} {image}"),
+        );
+        let save = calls
+            .iter()
+            .position(|c| {
+                c.starts_with("docker save --platform linux/amd64 -o ")
+                    && c.ends_with(&format!(" {image}"))
+            })
+            .unwrap_or_else(|| panic!("no docker save of {image}:\n{}", calls.join("\n")));
+        let archive = calls[save]
+            .split(' ')
+            .nth(5)
+            .expect("docker save -o ARCHIVE")
+            .to_owned();
+        let import = calls
+            .iter()
+            .skip(save)
+            .position(|c| {
+                c.starts_with("kind load image-archive --name mcast-e2e-") && c.ends_with(&archive)
+            })
+            .map(|i| i + save)
+            .unwrap_or_else(|| panic!("{archive} not loaded:\n{}", calls.join("\n")));
+        assert!(
+            at < inspect && inspect < save && save < import,
+            "{}",
+            calls.join("\n")
+        );
+        at = import;
+    }
+    // Loaded before Cilium is installed; the archive is gone with the run's
+    // temporary directory.
+    assert!(at < position(&calls, "helm install cilium"));
+    let left: Vec<_> = fs::read_dir(&run.state)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("mcast-e2e."))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// Another failure of `kind load docker-image` is not kind#3795: it fails
+/// the run with kind's message, and nothing is saved.
+#[test]
+fn kind_load_fails_for_other_reasons_without_the_fallback() {
+    let run = run_against_stand_ins(&Scenario {
+        tag: "loadfail",
+        env: &[("KIND_LOAD_FAILS", "1")],
+        ..HEALTHY
+    });
+    let all = run.all();
+    assert_eq!(run.out.status.code(), Some(1), "{all}");
+    assert!(all.contains("ERROR: no nodes found for cluster"), "{all}");
+    assert!(all.contains("e2e: FAILED: kind load docker-image"), "{all}");
+    let calls = run.calls();
+    assert!(
+        !calls.iter().any(|c| c.starts_with("docker save")),
+        "{}",
+        calls.join("\n")
+    );
+    position(&calls, "kind delete cluster --name mcast-e2e-");
 }
 
 #[test]
@@ -848,6 +1082,37 @@ fn loss_drops_and_a_wrong_ttl_fail_with_their_reasons_and_still_clean_up() {
     position(&calls, "kubectl get pods -A -o wide");
     position(&calls, "kind delete cluster --name mcast-e2e-");
     position(&calls, "docker network rm mcast-e2e");
+}
+
+/// A failure before there is a cluster (here `make image`): the run still
+/// cleans up, and its temporary directory is gone. (The diagnostics'
+/// early `return` inside the EXIT trap used to return the failure's status
+/// and end the cleanup under `set -e`.)
+#[test]
+fn a_failure_before_the_cluster_still_cleans_up() {
+    let run = run_against_stand_ins(&Scenario {
+        tag: "makefails",
+        env: &[("MAKE_FAILS", "1")],
+        ..HEALTHY
+    });
+    let all = run.all();
+    assert_eq!(run.out.status.code(), Some(2), "{all}");
+    assert!(all.contains("== cleaning up"), "{all}");
+    let calls = run.calls();
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.starts_with("kind create") || c.starts_with("docker network create")),
+        "{}",
+        calls.join("\n")
+    );
+    let left: Vec<_> = fs::read_dir(&run.state)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("mcast-e2e."))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }
 
 #[test]

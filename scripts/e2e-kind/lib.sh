@@ -27,22 +27,34 @@ version_of() {
 	fi
 }
 
-# check_prereqs MIN_KIND MIN_HELM MIN_KUBECTL MIN_KERNEL NEED_MAKE: every
-# tool the run needs, present, new enough, and a docker engine that answers
-# (its kernel is the nodes' kernel: the sidecar needs tcx). Prints one line
-# per problem, each naming the tool, and returns 1 if there is any. Runs
-# nothing but the tools' version commands.
+# check_prereqs MIN_KIND MIN_HELM MIN_KUBECTL MIN_KERNEL MIN_DOCKER NEED_BUILD:
+# every tool the run needs, present, new enough, and a docker engine that
+# answers, new enough, on a new enough kernel (its kernel is the nodes'
+# kernel: the sidecar needs tcx). With NEED_BUILD=1 (no IMAGE given, so the
+# run builds it with `make image`), also make and everything that build
+# needs, as scripts/ensure-deps.sh names them. Prints one line per problem,
+# each naming the tool, and returns 1 if there is any. Runs nothing but the
+# tools' version commands and that check.
 check_prereqs() {
-	local min_kind=$1 min_helm=$2 min_kubectl=$3 min_kernel=$4 need_make=$5
+	local min_kind=$1 min_helm=$2 min_kubectl=$3 min_kernel=$4 min_docker=$5 need_build=$6
 	local -a problems=()
 	local t v out
-	local -a tools=(docker kind helm kubectl)
-	if [[ $need_make == 1 ]]; then tools+=(make); fi
-	for t in "${tools[@]}"; do
+	for t in docker kind helm kubectl; do
 		if ! command -v "$t" >/dev/null 2>&1; then
 			problems+=("$t: not found on PATH")
 		fi
 	done
+	if [[ $need_build == 1 ]]; then
+		local lib_dir=.
+		if [[ ${BASH_SOURCE[0]} == */* ]]; then lib_dir=${BASH_SOURCE[0]%/*}; fi
+		# The image's build, checked here so that it is named with the rest
+		# before anything runs; the same list `make image` checks.
+		if ! out=$("$BASH" "$lib_dir/../ensure-deps.sh" --check build 2>&1); then
+			while IFS= read -r t; do
+				if [[ -n $t ]]; then problems+=("$t"); fi
+			done <<<"$out"
+		fi
+	fi
 	if command -v docker >/dev/null 2>&1; then
 		if out=$(docker info --format '{{.KernelVersion}}' 2>&1); then
 			v=$(version_of "$out")
@@ -50,6 +62,17 @@ check_prereqs() {
 				problems+=("docker: cannot tell the engine's kernel version from '$out'")
 			elif ! version_ge "$v" "$min_kernel"; then
 				problems+=("docker: the engine's kernel is $v, the sidecar needs $min_kernel or newer (tcx)")
+			fi
+			# kind's nodes are privileged containers; before Docker 23 a
+			# privileged container gets neither CAP_BPF nor CAP_PERFMON
+			# (moby/moby#42601), and Cilium's and the sidecar's pods ask for
+			# both.
+			out=$(docker version --format '{{.Server.Version}}' 2>&1) || true
+			v=$(version_of "$out")
+			if [[ -z $v ]]; then
+				problems+=("docker: cannot tell the engine's version from '${out%%$'\n'*}'")
+			elif ! version_ge "$v" "$min_docker"; then
+				problems+=("docker: the engine is Docker $v; before Docker $min_docker privileged containers such as kind's nodes get no CAP_BPF or CAP_PERFMON (moby/moby#42601), which Cilium and the sidecar need: upgrade the engine")
 			fi
 		else
 			problems+=("docker: the engine does not answer (docker info: ${out%%$'\n'*}); start it")
