@@ -49,7 +49,7 @@
 #                through docker restart and docker stop (root)
 #   make e2e     for users, on their own machine: a kind cluster with Cilium
 #                (VXLAN, egress gateway), the sidecar from `make image` and
-#                manifests/deploy, an SSM stream out through a gateway node,
+#                `make deploy-config`, an SSM stream out through a gateway node,
 #                checked at the receiver and in the sidecars' /metrics; needs
 #                Docker 23 or newer, kind, helm, kubectl, registry access and,
 #                unless IMAGE is given, what `make image` needs; no root

@@ -24,10 +24,10 @@
 #                       kube-prometheus-stack)
 #   OUT                 where to write (default target/deploy)
 #
-# Needs bash 4, awk and GNU realpath; no cluster, no root.
+# Needs bash 4 and awk; no cluster, no root.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ROOT=$(cd "$(dirname "$0")/.." && pwd -P)
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$ROOT/Cargo.toml" | head -n 1)
 IMAGE=${IMAGE:-cilium-mcast-egress:$version}
 K8S_SERVICE_HOST=${K8S_SERVICE_HOST:-}
@@ -38,6 +38,20 @@ OUT=${OUT:-$ROOT/target/deploy}
 # The name every base carries; kustomize's `images:` replaces it by name.
 BASE_IMAGE_NAME=cilium-mcast-egress
 VALUES=$ROOT/manifests/deploy/cilium-values.yaml
+
+# relpath FROM TO: TO relative to FROM, both absolute without symlinks
+# (kustomize takes no absolute path to a base).
+relpath() {
+	local common=$1 up=''
+	while [[ $2 != "$common" && $2 != "$common/"* ]]; do
+		common=${common%/*}
+		up=../$up
+		[[ -n $common ]] || break
+	done
+	local rest=${2#"$common"}
+	rest=${rest#/}
+	printf '%s\n' "$up${rest:-.}"
+}
 
 die() {
 	printf 'deploy-config: %s\n' "$*" >&2
@@ -76,7 +90,7 @@ fi
 	die "PROMETHEUS_RELEASE=$PROMETHEUS_RELEASE is not a label value"
 
 mkdir -p "$OUT/daemonset" "$OUT/monitoring"
-OUT=$(cd "$OUT" && pwd)
+OUT=$(cd "$OUT" && pwd -P)
 
 # --- the chart's values: the base with the image, and the API server ------
 # The chart renders extraContainers with toYaml, not tpl: the values must
@@ -104,7 +118,7 @@ awk -v image="$IMAGE" -v env_lines="$env_lines" '
 rm -f "$OUT/cilium-values.yaml.tmp"
 
 # --- the DaemonSet: an overlay of manifests/deploy --------------------------
-deploy_rel=$(realpath -m --relative-to="$OUT/daemonset" "$ROOT/manifests/deploy")
+deploy_rel=$(relpath "$OUT/daemonset" "$ROOT/manifests/deploy")
 {
 	cat <<EOF
 # Rendered by scripts/deploy-config.sh: kubectl apply -k $OUT/daemonset
@@ -133,7 +147,7 @@ EOF
 } >"$OUT/daemonset/kustomization.yaml"
 
 # --- monitoring: an overlay of manifests/monitoring with the release label -
-monitoring_rel=$(realpath -m --relative-to="$OUT/monitoring" "$ROOT/manifests/monitoring")
+monitoring_rel=$(relpath "$OUT/monitoring" "$ROOT/manifests/monitoring")
 cat >"$OUT/monitoring/kustomization.yaml" <<EOF
 # Rendered by scripts/deploy-config.sh: kubectl apply -k $OUT/monitoring
 apiVersion: kustomize.config.k8s.io/v1beta1

@@ -25,8 +25,10 @@
 # names them). It runs as the user; nothing here needs root.
 #
 # Knobs: MODE=sidecar|daemonset; IMAGE=name:tag to use an image already
-# built instead of running `make image` (it is tagged as the manifests'
-# image); KEEP=1 to leave the cluster, receiver and network up afterwards;
+# built instead of running `make image` (default: make image builds
+# cilium-mcast-egress:<version>); either way, that one name is what
+# `make deploy-config` writes into the values and the overlay the run
+# deploys, and what kind loads; KEEP=1 to leave the cluster, receiver and network up afterwards;
 # DURATION (seconds of stream, default 5); RATE (iperf -b, default 2M);
 # E2E_RAW=1 to print iperf's raw output on failure.
 set -euo pipefail
@@ -83,10 +85,10 @@ HERE=$ROOT/scripts/e2e-kind
 # shellcheck source=scripts/e2e-kind/lib.sh
 source "$HERE/lib.sh"
 
-# The artifacts deployed unchanged, in both ways (the same files that
-# `make e2e-local` and tests/manifests.rs check).
-CILIUM_VALUES=$ROOT/manifests/deploy/cilium-values.yaml
-DEPLOY_BASE=$ROOT/manifests/deploy
+# The files a user deploys, rendered from manifests/deploy by the same
+# `make deploy-config` (scripts/deploy-config.sh) that README's Deploying
+# uses, into the run's directory: the image and the API server are the run's.
+DEPLOY_CONFIG=$ROOT/scripts/deploy-config.sh
 
 say() { printf '== %s\n' "$*"; }
 fail() {
@@ -139,6 +141,9 @@ CLUSTER=mcast-e2e-$(printf '%04x%04x' "$RANDOM" "$RANDOM")
 RECEIVER=$CLUSTER-receiver
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/mcast-e2e.XXXXXX")
 export KUBECONFIG=$WORK/kubeconfig
+DEPLOY=$WORK/deploy
+CILIUM_VALUES=$DEPLOY/cilium-values.yaml
+DEPLOY_OVERLAY=$DEPLOY/daemonset
 created_network=0
 created_cluster=0
 
@@ -198,21 +203,22 @@ wait_for() {
 	done
 }
 
-# --- images -----------------------------------------------------------------
-# The image name the manifests deploy: the same line in both ways
-# (tests/manifests.rs checks that they agree).
-SIDECAR_IMAGE=$(awk '$1 == "image:" { gsub(/["\047]/, "", $2); print $2; exit }' "$CILIUM_VALUES")
-[[ -n $SIDECAR_IMAGE ]] || fail "no image: line in $CILIUM_VALUES"
+# --- images and the files that deploy them ---------------------------------
+build_image=0
 if [[ -z $IMAGE ]]; then
-	say "building the sidecar image: make image"
-	make -C "$ROOT" image
-	IMAGE=$SIDECAR_IMAGE
+	IMAGE=cilium-mcast-egress:$(sed -n 's/^version = "\(.*\)"$/\1/p' "$ROOT/Cargo.toml" | head -n 1)
+	build_image=1
 fi
-docker image inspect "$IMAGE" >/dev/null 2>&1 || fail "no local image $IMAGE (make image builds it)"
-if [[ $IMAGE != "$SIDECAR_IMAGE" ]]; then
-	say "tagging $IMAGE as $SIDECAR_IMAGE, the name the manifests deploy"
-	docker tag "$IMAGE" "$SIDECAR_IMAGE"
+# The API server as Cilium is given it below (k8sServiceHost): the cluster
+# has no kube-proxy, so the sidecar must not depend on the ClusterIP.
+say "the deployment files for IMAGE=$IMAGE: make deploy-config"
+IMAGE=$IMAGE K8S_SERVICE_HOST=$CLUSTER-control-plane K8S_SERVICE_PORT=6443 OUT=$DEPLOY \
+	bash "$DEPLOY_CONFIG" >/dev/null || fail "make deploy-config IMAGE=$IMAGE refused it (above)"
+if ((build_image)); then
+	say "building the sidecar image: make image IMAGE=$IMAGE"
+	make -C "$ROOT" image IMAGE="$IMAGE"
 fi
+docker image inspect "$IMAGE" >/dev/null 2>&1 || fail "no local image $IMAGE (make image IMAGE=$IMAGE builds it)"
 say "building the test tools image $TOOLS_IMAGE"
 docker build -q -t "$TOOLS_IMAGE" -f "$HERE/tools.Dockerfile" "$HERE" >/dev/null ||
 	fail "building $TOOLS_IMAGE from scripts/e2e-kind/tools.Dockerfile, which pulls debian:bookworm-slim and Debian's iperf, tcpdump and curl: it needs access to Docker Hub and deb.debian.org"
@@ -255,7 +261,7 @@ say "kind cluster $CLUSTER: kind v$kind_have, Kubernetes v$KUBERNETES_VERSION, 3
 created_cluster=1
 KIND_EXPERIMENTAL_DOCKER_NETWORK=$NETWORK kind create cluster --name "$CLUSTER" \
 	--image "$KIND_NODE_IMAGE" --config "$HERE/kind-config.yaml" --kubeconfig "$KUBECONFIG"
-load_images "$SIDECAR_IMAGE" "$TOOLS_IMAGE"
+load_images "$IMAGE" "$TOOLS_IMAGE"
 
 # Nodes are named after their containers; find them by the kind config's
 # labels rather than by kind's numbering.
@@ -297,8 +303,8 @@ kubectl -n kube-system rollout status deploy/cilium-operator --timeout=5m
 kubectl wait --for=condition=Ready nodes --all --timeout=5m
 
 if [[ $MODE == daemonset ]]; then
-	say "the sidecar's own DaemonSet: kubectl apply -k manifests/deploy"
-	kubectl apply -k "$DEPLOY_BASE"
+	say "the sidecar's own DaemonSet: kubectl apply -k (make deploy-config's overlay of manifests/deploy)"
+	kubectl apply -k "$DEPLOY_OVERLAY"
 	# Its readiness probe is /readyz.
 	kubectl -n kube-system rollout status ds/cilium-mcast-egress --timeout=5m
 fi
@@ -407,7 +413,7 @@ done
 wire=$((${sent:-0} - 1))
 cat <<EOF
 
-== summary: MODE=$MODE, kind v$kind_have, Kubernetes v$KUBERNETES_VERSION, Cilium $CILIUM_VERSION, $SIDECAR_IMAGE
+== summary: MODE=$MODE, kind v$kind_have, Kubernetes v$KUBERNETES_VERSION, Cilium $CILIUM_VERSION, $IMAGE
 
   datagrams sent by the pod            ${sent:-?} (iperf2 counts one more than it puts on the wire: $wire)
   datagrams received by the receiver   $received of $total, $lost lost ($RECEIVER, $RECEIVER_IP)

@@ -457,20 +457,20 @@ cilium_mcast_egress_policy_entries 1
 #[test]
 fn the_script_deploys_the_shared_artifacts() {
     let script = read(SCRIPT);
-    assert!(
-        script.contains("CILIUM_VALUES=$ROOT/manifests/deploy/cilium-values.yaml"),
-        "the sidecar way must use manifests/deploy/cilium-values.yaml"
-    );
-    assert!(script.contains("DEPLOY_BASE=$ROOT/manifests/deploy\n"));
+    // The files README's Deploying has users render, rendered the same way.
+    assert!(script.contains("DEPLOY_CONFIG=$ROOT/scripts/deploy-config.sh\n"));
+    assert!(script.contains("bash \"$DEPLOY_CONFIG\""));
+    assert!(script.contains("CILIUM_VALUES=$DEPLOY/cilium-values.yaml\n"));
+    assert!(script.contains("DEPLOY_OVERLAY=$DEPLOY/daemonset\n"));
     assert!(script.contains("helm_args+=(-f \"$CILIUM_VALUES\")"));
-    assert!(script.contains("kubectl apply -k \"$DEPLOY_BASE\""));
-    assert!(script.contains("make -C \"$ROOT\" image"));
-    // The image comes from the values file, not from a literal here.
+    assert!(script.contains("kubectl apply -k \"$DEPLOY_OVERLAY\""));
+    assert!(script.contains("make -C \"$ROOT\" image IMAGE=\"$IMAGE\""));
+    // The default image name is Cargo.toml's version, not a literal here.
     assert!(
         !script.contains("cilium-mcast-egress:0"),
         "image literal in the script"
     );
-    assert!(script.contains("\"$SIDECAR_IMAGE\" \"$TOOLS_IMAGE\""));
+    assert!(script.contains("load_images \"$IMAGE\" \"$TOOLS_IMAGE\""));
     assert!(script.contains("kind load docker-image"));
     for f in ["cilium-values.yaml", "kustomization.yaml"] {
         assert!(root().join("manifests/deploy").join(f).is_file(), "{f}");
@@ -667,6 +667,7 @@ case "$*" in
 *"{.status.podIP}"*) printf %s 198.51.100.70 ;;
 *"{.spec.nodeName}"*) printf %s t-worker2 ;;
 *"exec publisher"*) touch "$STATE/streamed"; cat "$STATE/client.out" ;;
+"apply -k "*) cp "$3/kustomization.yaml" "$STATE/applied-overlay.yaml" ;;
 *) exit 0 ;;
 esac"#;
 
@@ -768,7 +769,8 @@ fn run_against_stand_ins(s: &Scenario) -> Run {
     stub("kind", STUB_KIND);
     stub(
         "helm",
-        r#"echo "helm $*" >> "$STATE/calls"; [ "$1" = version ] && echo 'v3.17.3+ge4da497'; exit 0"#,
+        r#"echo "helm $*" >> "$STATE/calls"; [ "$1" = version ] && echo 'v3.17.3+ge4da497'
+prev=; for a in "$@"; do [ "$prev" = -f ] && cp "$a" "$STATE/helm-values.yaml"; prev=$a; done; exit 0"#,
     );
     stub(
         "make",
@@ -853,8 +855,10 @@ fn a_healthy_sidecar_run_passes_and_cleans_up() {
 
     let calls = run.calls();
     let root = root().display().to_string();
-    let values = format!("-f {root}/manifests/deploy/cilium-values.yaml");
-    let make = position(&calls, &format!("make -C {root} image"));
+    let make = position(
+        &calls,
+        &format!("make -C {root} image IMAGE=cilium-mcast-egress:0.1.0"),
+    );
     let net = position(
         &calls,
         "docker network create --driver bridge --subnet 203.0.113.0/24",
@@ -891,7 +895,32 @@ fn a_healthy_sidecar_run_passes_and_cleans_up() {
         "steps out of order:\n{}",
         calls.join("\n")
     );
-    assert!(calls[helm].contains(&values), "{}", calls[helm]);
+    // The values make deploy-config rendered, in the run's directory: the
+    // image the run built and loaded, the API server Cilium is given.
+    assert!(
+        calls[helm].contains(&format!("-f {}/mcast-e2e.", run.state.display()))
+            && calls[helm].contains("/deploy/cilium-values.yaml"),
+        "{}",
+        calls[helm]
+    );
+    let values: serde_norway::Value =
+        serde_norway::from_str(&read_abs(&run.state.join("helm-values.yaml"))).unwrap();
+    let c = &values["extraContainers"][0];
+    assert_eq!(c["image"].as_str(), Some("cilium-mcast-egress:0.1.0"));
+    let host = c["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"].as_str() == Some("KUBERNETES_SERVICE_HOST"))
+        .expect("KUBERNETES_SERVICE_HOST in the values");
+    assert!(
+        calls[helm].contains(&format!(
+            "--set k8sServiceHost={}",
+            host["value"].as_str().unwrap()
+        )),
+        "the sidecar and Cilium reach the API server differently: {}",
+        calls[helm]
+    );
     assert!(calls[load].ends_with(
         " cilium-mcast-egress:0.1.0 cilium-mcast-egress-e2e-tools:bookworm-iperf-2.1.8"
     ));
@@ -1030,23 +1059,52 @@ fn the_daemonset_way_applies_the_kustomize_base_and_a_given_image() {
     let all = run.all();
     assert_eq!(run.out.status.code(), Some(0), "{all}");
     let calls = run.calls();
-    let root = root().display().to_string();
     assert!(
         !calls.iter().any(|c| c.starts_with("make ")),
         "make ran with IMAGE set"
     );
-    let tag = position(
-        &calls,
-        "docker tag registry.example/mcast:dev cilium-mcast-egress:0.1.0",
+    assert!(
+        !calls.iter().any(|c| c.starts_with("docker tag")),
+        "retagged: the one name is deployed as given"
     );
     let load = position(&calls, "kind load docker-image");
+    assert!(calls[load].contains(" registry.example/mcast:dev "));
     let helm = position(&calls, "helm install cilium");
-    let apply = position(&calls, &format!("kubectl apply -k {root}/manifests/deploy"));
+    let apply = position(
+        &calls,
+        &format!("kubectl apply -k {}/mcast-e2e.", run.state.display()),
+    );
+    assert!(
+        calls[apply].ends_with("/deploy/daemonset"),
+        "{}",
+        calls[apply]
+    );
     let rollout = position(
         &calls,
         "kubectl -n kube-system rollout status ds/cilium-mcast-egress",
     );
-    assert!(tag < load && helm < apply && apply < rollout);
+    assert!(load < helm && helm < apply && apply < rollout);
+    // The overlay of the base in manifests/deploy, with the given image
+    // and the API server.
+    let overlay = read_abs(&run.state.join("applied-overlay.yaml"));
+    let rel = overlay
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("- ")
+                .filter(|r| r.ends_with("manifests/deploy"))
+        })
+        .unwrap_or_else(|| panic!("no base in:\n{overlay}"));
+    assert!(
+        rel.starts_with("../"),
+        "kustomize takes relative bases: {overlay}"
+    );
+    for line in [
+        "newName: registry.example/mcast",
+        "newTag: \"dev\"",
+        "KUBERNETES_SERVICE_HOST",
+    ] {
+        assert!(overlay.contains(line), "no {line:?} in:\n{overlay}");
+    }
     assert!(
         !calls[helm].contains("cilium-values.yaml"),
         "{}",
