@@ -10,8 +10,6 @@
 //! `kubernetes-validate` the checks that need them skip loudly; under
 //! `CI=true` they must run (`scripts/install-deps.sh` installs both).
 
-#[path = "common/k8s_tools.rs"]
-mod k8s_tools;
 #[path = "common/repo.rs"]
 mod repo;
 
@@ -688,7 +686,7 @@ fn env_names(c: &Value) -> Vec<String> {
 /// overlays, built by the real kustomize (kubectl's).
 #[test]
 fn deploy_config_puts_one_image_and_api_server_into_every_way() {
-    let Some(kubectl) = k8s_tools::require(
+    let Some(kubectl) = lab::kube::require_tool(
         "deploy_config_puts_one_image_and_api_server_into_every_way",
         "kubectl",
     ) else {

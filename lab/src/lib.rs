@@ -30,6 +30,7 @@
 //! are removed by the next one. Everything is torn down on drop.
 
 pub mod containers;
+pub mod kube;
 pub mod prometheus;
 mod topology;
 
