@@ -111,6 +111,15 @@ image)
 		command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd: not found on PATH")
 	done
 	[[ -e /usr/include/bpf/libbpf.h ]] || missing+=("libbpf.h: no /usr/include/bpf/libbpf.h")
+	# The real API server of the Kubernetes source's tests (lab/src/kube.rs):
+	# etcd (from KUBEBUILDER_ASSETS, or Debian's etcd-server), openssl for its
+	# certificates, xz to unpack ../shared/k8s's kube-apiserver and kubectl.
+	for cmd in openssl xz; do
+		command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd: not found on PATH")
+	done
+	if [[ ! -x ${KUBEBUILDER_ASSETS:-/nonexistent}/etcd ]] && ! command -v etcd >/dev/null 2>&1; then
+		missing+=("etcd: not found on PATH nor in KUBEBUILDER_ASSETS (Debian/Ubuntu package etcd-server)")
+	fi
 	# The manifest checks: promtool, and the pinned Kubernetes schema validator.
 	command -v promtool >/dev/null 2>&1 || missing+=("promtool: not found on PATH")
 	[[ -x /opt/kubernetes-validate-1.37.0/bin/kubernetes-validate ]] || missing+=("kubernetes-validate: not in /opt/kubernetes-validate-1.37.0")

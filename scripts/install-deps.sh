@@ -26,7 +26,7 @@ image | build)
 	apt-get install -y -qq --no-install-recommends \
 		"${build_packages[@]}" llvm libbpf-dev \
 		iproute2 ethtool bpftool ca-certificates \
-		iperf tshark shellcheck socat nftables >/dev/null
+		iperf tshark shellcheck socat nftables openssl xz-utils >/dev/null
 	;;
 esac
 
@@ -49,7 +49,7 @@ install_without_starting() {
 	fi
 	if command -v systemctl >/dev/null; then
 		systemctl disable --quiet prometheus.service docker.service docker.socket \
-			containerd.service 2>/dev/null || true
+			containerd.service etcd.service 2>/dev/null || true
 	fi
 }
 
@@ -72,6 +72,14 @@ fi
 # Prometheus server that `make e2e-local` starts: Debian's prometheus.
 if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
 	install_without_starting prometheus
+fi
+
+# etcd for the real API server the tests start (lab/src/kube.rs, which runs
+# its own in a network namespace, with openssl's throwaway certificates and
+# ../shared/k8s's binaries unpacked with xz): Debian's etcd-server, its own
+# service left stopped.
+if ! command -v etcd >/dev/null; then
+	install_without_starting etcd-server
 fi
 
 # `install-deps.sh e2e`: what `make e2e-local` needs too: a Docker engine
