@@ -14,6 +14,12 @@
 //! and when it recovers, and it stays in [`SourceStats::failing`] meanwhile
 //! (the daemon's `/readyz` says it).
 //!
+//! A watch that expired is no failure: told 410 Gone (the API server no
+//! longer holds history back to the watch's resource version, as after its
+//! restart or a compaction of etcd), the watcher lists again, which keeps
+//! every object in force until the list is complete. That is logged at
+//! info level and counted nowhere.
+//!
 //! Only a change to what resolution reads wakes it: each object is reduced
 //! as it arrives to the compact form resolution reads ([`crate::objects`]),
 //! which is all the source holds, so a status write that moves
@@ -189,6 +195,25 @@ where
     (store, events.boxed())
 }
 
+/// The HTTP status the API server failed a watch's request with, if it
+/// answered.
+fn status(error: &watcher::Error) -> Option<u16> {
+    match error {
+        watcher::Error::WatchError(status)
+        | watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => Some(status.code),
+        _ => None,
+    }
+}
+
+/// Whether a watch request failed only because its resource version
+/// expired (410 Gone): the API server no longer holds history back to it.
+/// The watcher lists again; that is routine, not a failure.
+fn expired(error: &watcher::Error) -> bool {
+    status(error) == Some(410)
+}
+
 /// The three stores, and the identities their endpoints share.
 struct Stores {
     policies: Shared<CiliumEgressGatewayPolicy>,
@@ -286,6 +311,10 @@ pub async fn run_with_client(
                 let i = kind.index();
                 let change = match result {
                     Ok(change) => change,
+                    Err(error) if expired(&error) => {
+                        info!(kind = kind.kind_name(), "watch expired (410 Gone); listing again");
+                        continue;
+                    }
                     Err(error) => {
                         let error = error_chain(&error);
                         match &mut failing[i] {
@@ -361,5 +390,41 @@ pub async fn run_with_client(
 async fn sleep_until(due: Option<Instant>) {
     if let Some(due) = due {
         tokio::time::sleep_until(due).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: u16) -> Box<kube::core::Status> {
+        Box::new(kube::core::Status {
+            code,
+            ..kube::core::Status::default()
+        })
+    }
+
+    #[test]
+    fn only_410_is_an_expiry() {
+        assert!(expired(&watcher::Error::WatchError(status(410))));
+        assert!(expired(&watcher::Error::InitialListFailed(
+            kube::Error::Api(status(410))
+        )));
+        assert!(expired(&watcher::Error::WatchStartFailed(
+            kube::Error::Api(status(410))
+        )));
+        for code in [403, 429, 500, 503] {
+            assert!(
+                !expired(&watcher::Error::WatchError(status(code))),
+                "{code}"
+            );
+            assert!(
+                !expired(&watcher::Error::WatchStartFailed(kube::Error::Api(status(
+                    code
+                )))),
+                "{code}"
+            );
+        }
+        assert!(!expired(&watcher::Error::NoResourceVersion));
     }
 }
