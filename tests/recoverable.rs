@@ -297,8 +297,8 @@ fn an_api_server_out_of_reach_is_waited_for() {
                 .env("KUBECONFIG", &config),
             PROBE,
         );
-        // Every kind's watch fails, each retried by kube-rs's backoff: three
-        // rounds of three. The source logs each kind's failure once.
+        // Every kind's watch fails, each retried after the source's
+        // backoff: three rounds of three. The source logs each kind's failure once.
         let deadline = Instant::now() + RECOVERS_WITHIN;
         let body = loop {
             assert!(d.exited().is_none(), "running:\n{}", d.log_text());

@@ -5,20 +5,27 @@
 //! watcher's `InitDone`): a snapshot with policies but no endpoints yet
 //! would resolve to an empty map and withdraw every entry. After that, each
 //! change is published ([`SETTLE`](super::SETTLE) after it, at most once per
-//! [`DEBOUNCE`](super::DEBOUNCE)). A relist (after a
-//! dropped watch or an expired resource version) swaps a store's contents
-//! only at its `InitDone`, so every snapshot is consistent. Failed requests
-//! are retried by the watcher with kube-rs's default backoff; the source
-//! itself never gives up on the API server. A failing watch is logged when
-//! it starts failing, again every [`STILL_FAILING_EVERY`] while it fails,
-//! and when it recovers, and it stays in [`SourceStats::failing`] meanwhile
-//! (the daemon's `/readyz` says it).
+//! [`DEBOUNCE`](super::DEBOUNCE)). A relist (after a failed request or an
+//! expired resource version) swaps a store's contents only at its
+//! `InitDone`, so every snapshot is consistent.
+//!
+//! Failed requests are retried after [`RETRY_FIRST`], doubling up to
+//! [`RETRY_MAX`]: a request to an API server that is away or starting costs
+//! it nothing, and the state is current within a second of its return. One
+//! that answers it is overloaded (429, 504) is asked less often, up to
+//! [`RETRY_MAX_BUSY`]. The client's own retries inside a request are off
+//! ([`client`]). After its wait a failed watch starts over with a list,
+//! whose end says that it works again. The source itself never gives up on
+//! the API server. A failing watch is logged when it starts failing, again
+//! every [`STILL_FAILING_EVERY`] while it fails, and when it recovers, and
+//! it stays in [`SourceStats::failing`] meanwhile (the daemon's `/readyz`
+//! says it).
 //!
 //! A watch that expired is no failure: told 410 Gone (the API server no
 //! longer holds history back to the watch's resource version, as after its
-//! restart or a compaction of etcd), the watcher lists again, which keeps
-//! every object in force until the list is complete. That is logged at
-//! info level and counted nowhere.
+//! restart or a compaction of etcd), the watcher lists again at once, which
+//! keeps every object in force until the list is complete. That is logged
+//! at info level and counted nowhere.
 //!
 //! Only a change to what resolution reads wakes it: each object is reduced
 //! as it arrives to the compact form resolution reads ([`crate::objects`]),
@@ -34,7 +41,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::stream::{self, Stream, StreamExt};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::watcher;
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
@@ -52,6 +59,17 @@ use crate::objects::{self, Identities, Key, Keyed, Objects};
 /// between is logged at debug level).
 const STILL_FAILING_EVERY: Duration = Duration::from_secs(60);
 
+/// The wait after a watch's first failed request.
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+
+/// The longest wait between two requests of a failing watch.
+const RETRY_MAX: Duration = Duration::from_millis(500);
+
+/// The longest wait between two requests of a watch the API server asks to
+/// slow down (429 Too Many Requests, 504 Gateway Timeout: it is
+/// overloaded).
+const RETRY_MAX_BUSY: Duration = Duration::from_secs(10);
+
 /// Runs the Kubernetes source with a client from the in-cluster config or
 /// `KUBECONFIG`, until `shutdown` fires.
 pub(super) async fn run(
@@ -59,10 +77,20 @@ pub(super) async fn run(
     stats: Arc<SourceStats>,
     shutdown: Shutdown,
 ) -> Result<(), SourceError> {
-    let client = Client::try_default()
+    let config = kube::Config::infer()
         .await
-        .map_err(SourceError::KubeClient)?;
-    run_with_client(client, tx, stats, shutdown).await
+        .map_err(|e| SourceError::KubeClient(kube::Error::InferConfig(e)))?;
+    run_with_client(client(config)?, tx, stats, shutdown).await
+}
+
+/// The source's client from `config`. kube-rs's own retry of 429, 503 and
+/// 504 inside each request is off: it waits as long as the API server's
+/// `Retry-After` says, seconds for one that is starting, while the watch
+/// it holds up could have been retried at once. The watches retry at
+/// their own pace instead ([`RETRY_MAX`], [`RETRY_MAX_BUSY`]).
+pub fn client(mut config: kube::Config) -> Result<Client, SourceError> {
+    config.default_retry = false;
+    Client::try_from(config).map_err(SourceError::KubeClient)
 }
 
 /// What a watch event did to its store, reduced to what the loop needs.
@@ -177,9 +205,9 @@ where
         );
         (key, reduce(&obj))
     };
-    let events = watcher(Api::<K>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .map(move |event| {
+    let api = Api::<K>::all(client.clone());
+    let events =
+        backing_off(move || watcher(api.clone(), watcher::Config::default())).map(move |event| {
             let change = event.map(|event| {
                 let event = match event {
                     watcher::Event::Apply(obj) => watcher::Event::Apply(keyed(obj)),
@@ -209,9 +237,91 @@ fn status(error: &watcher::Error) -> Option<u16> {
 
 /// Whether a watch request failed only because its resource version
 /// expired (410 Gone): the API server no longer holds history back to it.
-/// The watcher lists again; that is routine, not a failure.
+/// The watcher lists again at once; that is routine, not a failure.
 fn expired(error: &watcher::Error) -> bool {
     status(error) == Some(410)
+}
+
+/// Whether the API server asked to be asked less often.
+fn busy(error: &watcher::Error) -> bool {
+    matches!(status(error), Some(429 | 504))
+}
+
+/// Waits between a watch's failed requests: [`RETRY_FIRST`], doubling up
+/// to a cap, each shortened by up to half at random so that the nodes of a
+/// cluster do not ask in step.
+struct Backoff {
+    failures: u32,
+    random: u64,
+}
+
+impl Backoff {
+    fn new() -> Backoff {
+        use std::hash::{BuildHasher, Hasher};
+        Backoff {
+            failures: 0,
+            // A seed of its own per process and watch; never zero.
+            random: std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish()
+                | 1,
+        }
+    }
+
+    fn next(&mut self, cap: Duration) -> Duration {
+        let full = RETRY_FIRST
+            .saturating_mul(1 << self.failures.min(16))
+            .min(cap);
+        self.failures = self.failures.saturating_add(1);
+        // xorshift64
+        self.random ^= self.random << 13;
+        self.random ^= self.random >> 7;
+        self.random ^= self.random << 17;
+        let half = full / 2;
+        let nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
+        half + Duration::from_nanos(self.random % nanos.saturating_add(1))
+    }
+
+    fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
+/// The events of the watches `start` makes, paused after each failed
+/// request ([`Backoff`], up to [`RETRY_MAX`], or [`RETRY_MAX_BUSY`] when the
+/// API server is busy), and then started over with a list, whose end says
+/// the watch works again (a watch resumed from its resource version says
+/// nothing until the next change, which may be long in coming). After an
+/// expiry the watcher lists again by itself, at once.
+fn backing_off<S, T>(
+    mut start: impl FnMut() -> S + Send + 'static,
+) -> impl Stream<Item = watcher::Result<watcher::Event<T>>> + Send
+where
+    S: Stream<Item = watcher::Result<watcher::Event<T>>> + Send + 'static,
+{
+    let state = (Box::pin(start()), start, Backoff::new(), None::<Duration>);
+    stream::unfold(
+        state,
+        |(mut events, mut start, mut backoff, pause)| async move {
+            if let Some(pause) = pause {
+                tokio::time::sleep(pause).await;
+                events = Box::pin(start());
+            }
+            let event = events.next().await?;
+            let pause = match &event {
+                // Emitted before the list is asked for: no success yet.
+                Ok(watcher::Event::Init) => None,
+                Ok(_) => {
+                    backoff.reset();
+                    None
+                }
+                Err(error) if expired(error) => None,
+                Err(error) if busy(error) => Some(backoff.next(RETRY_MAX_BUSY)),
+                Err(_) => Some(backoff.next(RETRY_MAX)),
+            };
+            Some((event, (events, start, backoff, pause)))
+        },
+    )
 }
 
 /// The three stores, and the identities their endpoints share.
@@ -426,5 +536,41 @@ mod tests {
             );
         }
         assert!(!expired(&watcher::Error::NoResourceVersion));
+    }
+
+    #[test]
+    fn only_429_and_504_ask_to_slow_down() {
+        for code in [429, 504] {
+            assert!(busy(&watcher::Error::WatchError(status(code))), "{code}");
+        }
+        for code in [403, 410, 500, 503] {
+            assert!(!busy(&watcher::Error::WatchError(status(code))), "{code}");
+        }
+        assert!(!busy(&watcher::Error::NoResourceVersion));
+    }
+
+    #[test]
+    fn backoff_doubles_to_its_cap_spread_over_the_upper_half() {
+        let mut backoff = Backoff::new();
+        let waits: Vec<Duration> = (0..50).map(|_| backoff.next(RETRY_MAX)).collect();
+        assert!(
+            waits[0] >= RETRY_FIRST / 2 && waits[0] <= RETRY_FIRST,
+            "{waits:?}"
+        );
+        for w in &waits[1..] {
+            assert!(*w >= RETRY_MAX / 2 && *w <= RETRY_MAX, "{waits:?}");
+        }
+        // Spread, not one value.
+        let distinct: std::collections::BTreeSet<_> = waits[1..].iter().collect();
+        assert!(distinct.len() > 10, "{waits:?}");
+        backoff.reset();
+        assert!(backoff.next(RETRY_MAX) <= RETRY_FIRST);
+        // Busy: doubling on to its own cap.
+        let busy: Vec<Duration> = (0..10).map(|_| backoff.next(RETRY_MAX_BUSY)).collect();
+        assert!(
+            busy[9] >= RETRY_MAX_BUSY / 2 && busy[9] <= RETRY_MAX_BUSY,
+            "{busy:?}"
+        );
+        assert!(busy[3] <= RETRY_FIRST * 16, "{busy:?}");
     }
 }

@@ -36,7 +36,7 @@ use tokio::time::Instant;
 
 use crate::objects::Objects;
 
-pub use kubernetes::run_with_client;
+pub use kubernetes::{client, run_with_client};
 pub use manifests::{load_dir, ManifestError};
 
 /// The shortest time between two snapshots: under a steady stream of
