@@ -257,19 +257,33 @@ struct MonitorArgs {
     timeout: Option<u64>,
 }
 
-/// The log filter when neither `--log-level` nor `RUST_LOG` sets one. The
-/// Kubernetes client logs every failed request as an error, each backoff
-/// retry of a watch included; the source logs the same failures itself,
-/// once and then at a low rate.
-const DEFAULT_LOG_FILTER: &str = "info,kube_client::client::builder=off";
+/// The log filter when neither `--log-level` nor `RUST_LOG` sets one.
+const DEFAULT_LOG_FILTER: &str = "info";
+
+/// Added to every filter that does not name the Kubernetes client: it logs
+/// every failed request as an error, each retry of a watch included (every
+/// half second while the API server is away), and the source logs the same
+/// failures itself, once and then at a low rate.
+const QUIET_CLIENT: &str = "kube_client::client::builder=off";
+
+/// The filter `--log-level` (`level`) or else `RUST_LOG` (`env`) asks for,
+/// with the Kubernetes client's request errors off unless it names them.
+fn log_filter_spec(level: Option<&str>, env: Option<&str>) -> String {
+    let spec = level
+        .or(env)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .unwrap_or(DEFAULT_LOG_FILTER);
+    if spec.contains("kube_client") {
+        spec.to_owned()
+    } else {
+        format!("{spec},{QUIET_CLIENT}")
+    }
+}
 
 fn init_logging(level: Option<&str>, format: LogFormat) {
-    let filter = match level {
-        Some(l) => EnvFilter::new(l),
-        None => {
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER))
-        }
-    };
+    let env = std::env::var("RUST_LOG").ok();
+    let filter = EnvFilter::new(log_filter_spec(level, env.as_deref()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -423,6 +437,28 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {}", error_chain(e.as_ref()));
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clients_request_errors_are_off_unless_named() {
+        let quiet = |s: &str| format!("{s},{QUIET_CLIENT}");
+        assert_eq!(log_filter_spec(None, None), quiet("info"));
+        assert_eq!(log_filter_spec(None, Some("")), quiet("info"));
+        assert_eq!(log_filter_spec(None, Some("info")), quiet("info"));
+        assert_eq!(log_filter_spec(Some("debug"), Some("info")), quiet("debug"));
+        assert_eq!(
+            log_filter_spec(None, Some("info,kube_client=debug")),
+            "info,kube_client=debug"
+        );
+        // Every spec still parses.
+        for spec in [quiet("info"), quiet("debug,cilium_mcast_egress=trace")] {
+            assert!(EnvFilter::try_new(&spec).is_ok(), "{spec}");
         }
     }
 }
