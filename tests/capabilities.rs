@@ -9,13 +9,11 @@
 
 mod common;
 
-use std::net::Ipv4Addr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::daemon::{self, Daemon};
-use common::node::NodeA;
-use common::yaml;
+use common::node::OneCamera;
 
 /// The minimal set, as `setpriv` names the capabilities (CAP_ dropped,
 /// lower case), and what each is for (README "Capabilities").
@@ -28,28 +26,9 @@ const PROBE: &str = "127.0.0.1:9980";
 /// is ready in well under a second; the VM is shared with other builds.
 const READY_WITHIN: Duration = Duration::from_secs(10);
 
-/// One policy that selects the node's one pod, so the sync writes an entry.
-fn cluster_yaml() -> String {
-    let pod = yaml::camera("cam-1", 1, "198.51.100.11", "192.0.2.10");
-    let policy = yaml::cameras("cameras", "232.1.0.0/16", "a");
-    format!("{}---{pod}---{policy}", yaml::NODE_A)
-}
-
-/// node-a with one pod behind `lxc_pod1` and a manifests directory.
-struct Fixture {
-    node: NodeA,
-    manifests: tempfile::TempDir,
-}
-
-impl Fixture {
-    fn new(test: &str) -> Fixture {
-        let node = NodeA::new(test, &[("lxc_pod1", "pod1")]);
-        node.put_pod(Ipv4Addr::new(198, 51, 100, 11), "lxc_pod1", 4001);
-        let manifests = tempfile::tempdir().expect("tempdir");
-        std::fs::write(manifests.path().join("cluster.yaml"), cluster_yaml()).expect("manifests");
-        Fixture { node, manifests }
-    }
-}
+/// node-a with one camera pod and a manifests directory that makes node-a
+/// its gateway ([`common::yaml::one_camera_cluster`]).
+type Fixture = OneCamera;
 
 /// `cmd` run by `setpriv` with exactly `caps`: the bounding set limits what
 /// uid 0 gains at exec, the inheritable and ambient sets carry no more.

@@ -9,13 +9,12 @@
 
 mod common;
 
-use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use cilium_mcast_egress::datapath::maps::Maps;
 use cilium_mcast_egress::datapath::Paths;
 use common::daemon::{self, Running};
-use common::node::NodeA;
+use common::node::OneCamera;
 use common::repo::{documents, root};
 use common::yaml;
 use lab::kube::KubeApi;
@@ -254,13 +253,8 @@ fn the_deployed_rbac_is_enough_to_sync_and_no_more() {
     // The cluster node-a sees: itself, one pod, a policy naming it gateway.
     api.apply("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: media\n")
         .expect("namespace media");
-    api.apply(&format!(
-        "{}---{}---{}",
-        yaml::NODE_A,
-        yaml::camera("cam-1", 1, "198.51.100.11", "192.0.2.10"),
-        yaml::cameras("cameras", "232.1.0.0/16", "a")
-    ))
-    .expect("the cluster's objects");
+    api.apply(&yaml::one_camera_cluster())
+        .expect("the cluster's objects");
 
     // A second account whose role lacks `watch`.
     api.apply(
@@ -285,8 +279,7 @@ fn the_deployed_rbac_is_enough_to_sync_and_no_more() {
         .expect("the no-watch account's token");
 
     api.in_netns(|| {
-        let node = NodeA::new(test, &[("lxc_pod1", "pod1")]);
-        node.put_pod(Ipv4Addr::new(198, 51, 100, 11), "lxc_pod1", 4001);
+        let OneCamera { node, .. } = OneCamera::new(test);
         let start = |kubeconfig: &std::path::Path| {
             Running::spawn(
                 daemon::command("node-a", node.ours.path(), node.cilium.path(), PROBE)

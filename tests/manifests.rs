@@ -414,27 +414,6 @@ fn prometheus_operator_objects_point_at_the_sidecar() {
     }
 }
 
-/// The metric families of README's Metrics table, with their type.
-fn readme_metrics() -> Vec<(String, String)> {
-    let readme = read("README.md");
-    let section = readme
-        .split("\n## Metrics\n")
-        .nth(1)
-        .and_then(|s| s.split("\n## ").next())
-        .expect("README has a Metrics section");
-    let mut out = Vec::new();
-    for line in section.lines().filter(|l| l.starts_with("| `")) {
-        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-        let kind = cells[2].to_string();
-        for name in cells[1].split(',') {
-            let name = name.trim().trim_matches('`');
-            out.push((format!("cilium_mcast_egress_{name}"), kind.clone()));
-        }
-    }
-    assert!(out.len() >= 20, "README's table not found: {out:?}");
-    out
-}
-
 /// Every `cilium_mcast_egress_*` name in a text.
 fn metric_names(text: &str) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
@@ -452,7 +431,11 @@ fn metric_names(text: &str) -> BTreeSet<String> {
 
 #[test]
 fn rules_and_dashboard_use_only_documented_metrics() {
-    let documented = readme_metrics();
+    let documented = repo::readme_metrics();
+    assert!(
+        documented.len() >= 20,
+        "README's table not found: {documented:?}"
+    );
     let known = |name: &str| {
         documented.iter().any(|(m, kind)| {
             m == name
@@ -666,9 +649,7 @@ fn kustomize(kubectl: &Path, dir: &Path) -> Vec<Value> {
         dir.display(),
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_norway::Deserializer::from_str(&text)
-        .map(|d| serde::Deserialize::deserialize(d).expect("kustomize output"))
-        .collect()
+    repo::parse_documents("kustomize output", &text)
 }
 
 fn env_names(c: &Value) -> Vec<String> {

@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -21,7 +20,7 @@ use cilium_mcast_egress::datapath::maps::{Maps, NODES_MAP, POLICY_MAP};
 use cilium_mcast_egress::datapath::Paths;
 use common::apiserver::ApiServer;
 use common::daemon::{self, sample, Running};
-use common::node::NodeA;
+use common::node::OneCamera;
 use common::yaml;
 
 /// Where the daemon serves (alone in its namespace).
@@ -31,30 +30,11 @@ const PROBE: &str = "127.0.0.1:9980";
 /// backoff (10 s), a load, a sync; on a VM shared with other builds.
 const RECOVERS_WITHIN: Duration = Duration::from_secs(30);
 
-/// node-a, its camera pod and the policy that makes node-a its gateway:
-/// one policy entry once the daemon has synced.
-fn cluster_yaml() -> String {
-    let pod = yaml::camera("cam-1", 1, "198.51.100.11", "192.0.2.10");
-    let policy = yaml::cameras("cameras", "232.1.0.0/16", "a");
-    format!("{}---{pod}---{policy}", yaml::NODE_A)
-}
+/// node-a with one camera pod and a manifests directory that makes node-a
+/// its gateway ([`yaml::one_camera_cluster`]).
+type Fixture = OneCamera;
 
-/// node-a with one pod behind `lxc_pod1`, and a manifests directory of
-/// [`cluster_yaml`].
-struct Fixture {
-    node: NodeA,
-    manifests: tempfile::TempDir,
-}
-
-impl Fixture {
-    fn new(test: &str) -> Fixture {
-        let node = NodeA::new(test, &[("lxc_pod1", "pod1")]);
-        node.put_pod(Ipv4Addr::new(198, 51, 100, 11), "lxc_pod1", 4001);
-        let manifests = tempfile::tempdir().expect("tempdir");
-        std::fs::write(manifests.path().join("cluster.yaml"), cluster_yaml()).expect("manifests");
-        Fixture { node, manifests }
-    }
-
+impl OneCamera {
     /// The daemon on the manifests, our BPF filesystem at `bpffs`, passing
     /// every 200 ms; `extra` flags added.
     fn start(&self, bpffs: &Path, extra: &[&str]) -> Running {
@@ -348,7 +328,7 @@ fn an_api_server_out_of_reach_is_waited_for() {
         );
 
         // The API server answers: the same process lists, syncs, is ready.
-        let api = ApiServer::start(API, &cluster_yaml());
+        let api = ApiServer::start(API, &yaml::one_camera_cluster());
         assert_recovers(&mut d, "source");
         assert_eq!(policy_entries(fx.node.ours.path()), 1);
         assert!(

@@ -555,19 +555,7 @@ impl KubeApi {
         let out = child
             .wait_with_output()
             .map_err(io_err("running kubectl"))?;
-        if !out.status.success() {
-            return Err(LabError::Command {
-                cmd: format!("kubectl {}", args.join(" ")),
-                detail: format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                )
-                .trim()
-                .to_owned(),
-            });
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        crate::stdout_of("kubectl", args, &out)
     }
 
     /// `kubectl apply -f -` of `yaml`.

@@ -134,6 +134,12 @@ fn run_unchecked(cmd: &str, args: &[&str]) -> Result<String> {
         .stdin(Stdio::null())
         .output()
         .map_err(io(format!("running {cmd}")))?;
+    stdout_of(cmd, args, &out)
+}
+
+/// The stdout of `cmd args`, which ended as `out`; an error with both of
+/// its outputs when it failed.
+pub(crate) fn stdout_of(cmd: &str, args: &[&str], out: &std::process::Output) -> Result<String> {
     if !out.status.success() {
         return Err(LabError::Command {
             cmd: format!("{cmd} {}", args.join(" ")),

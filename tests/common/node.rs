@@ -46,3 +46,24 @@ impl NodeA {
         lab::lxc_put_at(&self.lxc, ip, ifindex, identity).expect("updating cilium_lxc");
     }
 }
+
+/// node-a with [`super::yaml::one_camera_cluster`]'s pod behind `lxc_pod1`,
+/// and a manifests directory of that cluster.
+pub struct OneCamera {
+    pub node: NodeA,
+    pub manifests: tempfile::TempDir,
+}
+
+impl OneCamera {
+    pub fn new(test: &str) -> OneCamera {
+        let node = NodeA::new(test, &[("lxc_pod1", "pod1")]);
+        node.put_pod(Ipv4Addr::new(198, 51, 100, 11), "lxc_pod1", 4001);
+        let manifests = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            manifests.path().join("cluster.yaml"),
+            super::yaml::one_camera_cluster(),
+        )
+        .expect("manifests");
+        OneCamera { node, manifests }
+    }
+}

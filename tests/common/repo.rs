@@ -22,9 +22,13 @@ pub fn read(rel: &str) -> String {
 
 /// Every document of a YAML file of the repository.
 pub fn documents(rel: &str) -> Vec<Value> {
-    let text = read(rel);
-    serde_norway::Deserializer::from_str(&text)
-        .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{rel}: {e}")))
+    parse_documents(rel, &read(rel))
+}
+
+/// Every document of a YAML stream, `what` naming it in a panic.
+pub fn parse_documents(what: &str, text: &str) -> Vec<Value> {
+    serde_norway::Deserializer::from_str(text)
+        .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{what}: {e}")))
         .filter(|v| !v.is_null())
         .collect()
 }

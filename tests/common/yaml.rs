@@ -63,3 +63,11 @@ spec:
 "#
     )
 }
+
+/// node-a, its camera pod `cam-1` (198.51.100.11) and the policy that makes
+/// node-a its gateway: one policy entry once a daemon on node-a has synced.
+pub fn one_camera_cluster() -> String {
+    let pod = camera("cam-1", 1, "198.51.100.11", "192.0.2.10");
+    let policy = cameras("cameras", "232.1.0.0/16", "a");
+    format!("{NODE_A}---{pod}---{policy}")
+}
